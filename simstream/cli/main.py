@@ -1,0 +1,30 @@
+"""Entry point of the `simstream` command.
+
+Each command family lives in its own module and registers here. Heavy imports
+(TensorFlow, hnswlib, Celery) happen inside the commands, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from simstream.cli import stack
+
+app = typer.Typer(
+    name="simstream",
+    help="Similarity search over streams of items: train encoders, keep a sharded "
+    "hnswlib index fresh from Kafka, and serve lookups.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stack.register(app)
+
+
+def main() -> None:
+    """Run the CLI."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The one errors module: every exception simstream raises derives from `SimstreamError`.
+
+Families follow the architecture: configuration, services (broker, Redis,
+child processes), wire format, model, index and API. Messages say what was
+expected and what was received.
+"""
+
+from __future__ import annotations
+
+
+class SimstreamError(Exception):
+    """Base class of every error raised by simstream."""
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+class ConfigError(SimstreamError):
+    """A setting is missing or invalid."""
+
+
+class SettingsError(ConfigError):
+    """One or more environment variables failed validation.
+
+    Attributes:
+        problems: one line per invalid variable, each naming the variable, the
+            expected form and the value received.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("Invalid settings:\n  " + "\n  ".join(problems))
+
+
+# --- services ----------------------------------------------------------------------
+
+
+class ServiceError(SimstreamError):
+    """An external service (broker, Redis, a child process) misbehaved."""
+
+
+class PortInUseError(ServiceError):
+    """A port the embedded stack needs is already taken."""
+
+    def __init__(self, service: str, host: str, port: int) -> None:
+        self.service, self.host, self.port = service, host, port
+        super().__init__(
+            f"Cannot start {service}: port {port} on {host} is already in use. "
+            f"Stop whatever listens there or choose another port."
+        )
+
+
+class ServiceStartError(ServiceError):
+    """A child service did not become healthy in time or exited early."""
+
+
+class KafkaError(ServiceError):
+    """A Kafka operation failed (delivery, topic creation, consumption)."""
+
+
+class DeliveryError(KafkaError):
+    """One or more produced messages were not acknowledged by the broker."""
+
+
+# --- wire format and data ----------------------------------------------------------
+
+
+class DecodeError(SimstreamError):
+    """Bytes could not be decoded into a wire message; keeps the raw bytes.
+
+    Attributes:
+        raw: the bytes that failed to decode.
+        reason: a short machine-friendly reason (also in the message).
+    """
+
+    def __init__(self, reason: str, raw: bytes | None = None) -> None:
+        self.reason = reason
+        self.raw = raw
+        super().__init__(reason)
+
+
+class InvalidEventError(SimstreamError):
+    """An event decoded but violates a rule (size, id length, op, shape)."""
+
+
+class PayloadError(SimstreamError):
+    """A payload cannot be turned into the model's input."""
+
+
+class DatasetError(SimstreamError):
+    """A dataset cannot be loaded or has the wrong form."""
+
+
+# --- model -------------------------------------------------------------------------
+
+
+class ModelError(SimstreamError):
+    """A metric-learning component was misconfigured."""
+
+
+class SamplerError(ModelError):
+    """A class-balanced batch cannot be formed."""
+
+
+class RegistryError(ModelError):
+    """A model version is missing or cannot be registered, promoted or loaded."""
+
+
+class ModelIntegrityError(RegistryError):
+    """A registered model's files do not match their recorded hashes, or are unsafe."""
+
+
+# --- index -------------------------------------------------------------------------
+
+
+class IndexStoreError(SimstreamError):
+    """The vector index was used wrongly (wrong dimension, bad vector, bad k)."""
+
+
+class SnapshotError(IndexStoreError):
+    """A snapshot cannot be written or loaded."""
+
+
+class SnapshotCorruptError(SnapshotError):
+    """A snapshot failed verification (checksum, size or manifest)."""
+
+
+class SnapshotMismatchError(SnapshotError):
+    """A snapshot was made with another dim, space or encoder version."""
+
+
+# --- API ---------------------------------------------------------------------------
+
+
+class RequestError(SimstreamError):
+    """A client request is invalid; the API answers it with a 4xx status.
+
+    Attributes:
+        status: the HTTP status code to answer with.
+    """
+
+    status: int = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        if status is not None:
+            self.status = status
+        super().__init__(message)
+
+
+class NotFoundError(RequestError):
+    """The requested item or model does not exist."""
+
+    status = 404
+
+
+class NotReadyError(SimstreamError):
+    """The index has not caught up to a write token within the allowed wait."""

@@ -1,0 +1,349 @@
+"""The one settings object, read from ``SIMSTREAM_*`` environment variables.
+
+`Settings.load()` is the only place that reads the environment (and an optional
+``.env`` file in the working directory). Components receive a `Settings`
+instance in their constructor; nothing else calls `os.environ`.
+
+Every field maps to the variable ``SIMSTREAM_<FIELD NAME IN UPPER CASE>``; for
+example ``kafka_bootstrap_servers`` is read from
+``SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS``. `Settings.env_names()` lists them all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from simstream.errors import SettingsError
+
+ENV_PREFIX = "SIMSTREAM_"
+
+
+class Settings(BaseSettings):
+    """Every setting of simstream, typed and validated.
+
+    Groups: runtime and logging, Kafka, Redis and Celery, storage, API, embedded
+    stack, model defaults, ingest, index, cache, retraining.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- runtime and logging ---------------------------------------------------------
+    environment: Literal["development", "production"] = Field(
+        "development", description="development (readable logs) or production (JSON logs)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="one of DEBUG, INFO, WARNING, ERROR"
+    )
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto (json in production), console or json"
+    )
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="comma-separated host:port list"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: str | None = Field(None, description="SASL password")
+    kafka_ssl_ca_location: str | None = Field(None, description="path of the CA bundle")
+    kafka_ssl_certificate_location: str | None = Field(
+        None, description="path of the client certificate"
+    )
+    kafka_ssl_key_location: str | None = Field(None, description="path of the client key")
+    kafka_client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description='a JSON object of extra librdkafka properties, e.g. {"client.rack": "a"}',
+    )
+    kafka_session_timeout_ms: int = Field(
+        6000, ge=1000, description="consumer group session timeout in ms (≥ 1000)"
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        60000, ge=1000, description="consumer max poll interval in ms (≥ 1000)"
+    )
+    topic_items: str = Field("items", min_length=1, description="topic of item events")
+    topic_dlq: str = Field("items.dlq", min_length=1, description="dead-letter topic")
+    topic_embeddings_prefix: str = Field(
+        "embeddings", min_length=1, description="embeddings topics are <prefix>.<version>"
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="partitions per topic (1..1024)")
+    replication_factor: int = Field(1, ge=1, le=16, description="topic replication (1..16)")
+
+    # --- Redis and Celery ------------------------------------------------------------
+    redis_cache_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="redis:// URL of the result cache"
+    )
+    celery_broker_url: str = Field(
+        "redis://127.0.0.1:6379/1", description="URL of the Celery broker (not the cache)"
+    )
+    celery_result_backend: str = Field(
+        "redis://127.0.0.1:6379/2", description="URL of the Celery result backend"
+    )
+
+    # --- storage ---------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("var"), description="directory for snapshots, the model registry and logs"
+    )
+    mnist_dir: Path | None = Field(
+        None, description="directory of MNIST IDX files (used instead of downloading)"
+    )
+
+    # --- API -------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="address the API binds to")
+    api_port: int = Field(8000, ge=1, le=65535, description="an integer port 1..65535")
+    api_read_tokens: str = Field(
+        "", description="comma-separated bearer tokens with read scope (empty: no auth)"
+    )
+    api_admin_tokens: str = Field("", description="comma-separated bearer tokens with admin scope")
+    api_max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest accepted request body in bytes"
+    )
+    api_max_k: int = Field(1000, ge=1, description="largest k a lookup may ask for")
+    api_max_batch: int = Field(256, ge=1, description="most queries in one batch request")
+    api_write_wait_s: float = Field(
+        10.0, gt=0, description="how long a lookup with `after` waits for the index"
+    )
+
+    # --- embedded stack --------------------------------------------------------------
+    broker_host: str = Field("127.0.0.1", description="host of the embedded Kafka broker")
+    broker_port: int = Field(9092, ge=1, le=65535, description="port of the embedded broker")
+    valkey_host: str = Field("127.0.0.1", description="host of the embedded Valkey")
+    valkey_port: int = Field(6379, ge=1, le=65535, description="port of the embedded Valkey")
+    stack_start_timeout_s: float = Field(
+        30.0, gt=0, description="seconds each embedded service may take to become healthy"
+    )
+
+    # --- model defaults --------------------------------------------------------------
+    model_encoder: str = Field("cnn", description="encoder family: cnn, mlp or backbone")
+    model_embedding_dim: int = Field(64, ge=2, le=4096, description="embedding size (2..4096)")
+    model_loss: str = Field("multisimilarity", description="loss identifier")
+    model_distance: str = Field("cosine", description="distance identifier")
+    model_epochs: int = Field(10, ge=0, description="training epochs")
+    model_seed: int = Field(0, description="random seed")
+    model_dataset: str = Field(
+        "digits", description="training dataset: digits, mnist, npz:PATH or folder:PATH"
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="where to embed: auto (GPU when present), cpu or gpu"
+    )
+
+    # --- ingest ----------------------------------------------------------------------
+    max_id_chars: int = Field(256, ge=1, description="longest item id in UTF-8 characters")
+    max_payload_bytes: int = Field(
+        4 * 1024 * 1024, ge=64, description="largest event payload in bytes"
+    )
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=64, description="largest metadata object, JSON-encoded, in bytes"
+    )
+    dispatch_max_items: int = Field(256, ge=1, description="most events in one embed range")
+    dispatch_max_wait_s: float = Field(
+        0.2, gt=0, description="longest wait before a partial range is dispatched"
+    )
+    dispatch_max_inflight: int = Field(
+        32, ge=1, description="most embed ranges in flight before the dispatcher pauses"
+    )
+    embed_batch_size: int = Field(256, ge=1, description="encoder batch size")
+    task_max_retries: int = Field(5, ge=0, description="attempts before a task is dead-lettered")
+
+    # --- index -----------------------------------------------------------------------
+    index_space: Literal["cosine", "l2", "ip"] = Field(
+        "cosine", description="hnswlib space: cosine, l2 or ip"
+    )
+    index_m: int = Field(16, ge=2, le=256, description="hnswlib M (2..256)")
+    index_ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")
+    index_ef_search: int = Field(64, ge=1, description="default hnswlib ef at query time")
+    index_initial_capacity: int = Field(1024, ge=16, description="initial items per shard")
+    index_tombstone_ratio: float = Field(
+        0.2, gt=0, lt=1, description="tombstone share that triggers a shard rebuild (0..1)"
+    )
+    snapshot_every_s: float = Field(30.0, gt=0, description="seconds between snapshots")
+    snapshot_every_records: int = Field(
+        10000, ge=1, description="records applied between snapshots"
+    )
+    snapshot_keep: int = Field(3, ge=1, description="snapshots kept per generation")
+
+    # --- cache -----------------------------------------------------------------------
+    cache_ttl_s: float = Field(30.0, ge=0, description="result cache TTL in seconds (0: off)")
+    cache_ttl_jitter: float = Field(
+        0.1, ge=0, le=1, description="random share added to the TTL (0..1)"
+    )
+    cache_socket_timeout_s: float = Field(
+        0.05, gt=0, description="Redis socket timeout for the cache in seconds"
+    )
+
+    # --- retraining ------------------------------------------------------------------
+    retrain_schedule: str = Field(
+        "", description="empty (off), seconds between runs, or a crontab 'm h dom mon dow'"
+    )
+    retrain_min_new_items: int = Field(
+        0, ge=0, description="labelled items since the last run that trigger one (0: off)"
+    )
+    retrain_promote_margin: float = Field(
+        0.0, description="recall@1 gain a candidate needs over the active model"
+    )
+    retrain_from_scratch: bool = Field(False, description="train anew instead of fine-tuning")
+    reindex_max_lag: int = Field(
+        0, ge=0, description="records of lag under which a new generation is promoted"
+    )
+    reindex_grace_s: float = Field(
+        300.0, ge=0, description="seconds the old generation is kept after a flip"
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("expected a comma-separated list of host:port")
+        return value
+
+    @field_validator("redis_cache_url", "celery_broker_url", "celery_result_backend")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "amqp://", "memory://")):
+            raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("kafka_client_config", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError:
+                raise ValueError("expected a JSON object") from None
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object")
+        return {str(k): str(v) for k, v in value.items()}
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        text = value.strip()
+        if not text:
+            return ""
+        try:
+            if float(text) > 0:
+                return text
+        except ValueError:
+            if len(text.split()) == 5:
+                return text
+        raise ValueError("expected empty, a positive number of seconds, or 5 crontab fields")
+
+    # --- construction ----------------------------------------------------------------
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment (and ``.env``), apply overrides, validate.
+
+        Raises:
+            SettingsError: naming each invalid variable, the expected form and
+                the value received.
+        """
+        try:
+            return cls(**overrides)
+        except ValidationError as e:
+            raise SettingsError(_describe(cls, e)) from None
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        """Every environment variable this object reads."""
+        return {ENV_PREFIX + name.upper() for name in cls.model_fields}
+
+    # --- derived values --------------------------------------------------------------
+
+    @property
+    def read_tokens(self) -> frozenset[str]:
+        """Bearer tokens with read scope (admin tokens may read too)."""
+        return _tokens(self.api_read_tokens) | self.admin_tokens
+
+    @property
+    def admin_tokens(self) -> frozenset[str]:
+        """Bearer tokens with admin scope."""
+        return _tokens(self.api_admin_tokens)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether the API asks for bearer tokens."""
+        return bool(self.read_tokens)
+
+    @property
+    def json_logs(self) -> bool:
+        """Whether logs are rendered as JSON lines."""
+        if self.log_format == "auto":
+            return self.environment == "production"
+        return self.log_format == "json"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Where index snapshots live."""
+        return self.data_dir / "snapshots"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Where model versions live."""
+        return self.data_dir / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the embedded stack writes each child's log."""
+        return self.data_dir / "logs"
+
+    def embeddings_topic(self, model_version: str) -> str:
+        """Name of the embeddings topic (the index's write-ahead log) of a model version."""
+        return f"{self.topic_embeddings_prefix}.{model_version}"
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka properties common to every client, security included."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+        }
+        config.update({k: v for k, v in optional.items() if v})
+        config.update(self.kafka_client_config)
+        config.update(extra)
+        return config
+
+
+def _tokens(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+
+def _describe(cls: type[Settings], error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        info = cls.model_fields.get(field)
+        expected = (info.description if info else None) or item["msg"]
+        reason = item["msg"].removeprefix("Value error, ")
+        received = item.get("input")
+        problems.append(
+            f"Invalid value for {ENV_PREFIX}{field.upper()}. Expected {expected} ({reason}). "
+            f"Received: {received!r}"
+        )
+    return problems

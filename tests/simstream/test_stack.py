@@ -1,0 +1,187 @@
+"""The embedded stack: a real Tansu broker and Valkey started by simstream's own code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from simstream.kafka import end_offsets, ensure_topics, partition_count
+from simstream.settings import Settings
+from simstream.stack.local import LocalStack
+from simstream.stack.process import free_port
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.services
+
+
+def _consume(settings: Settings, topic: str, group: str, count: int) -> list[bytes]:
+    consumer = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": group,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": settings.kafka_session_timeout_ms,
+                "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
+            }
+        )
+    )
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            values.append(message.value() or b"")
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return values
+
+
+def test_an_idempotent_producer_and_a_consumer_group_resume_after_the_committed_offset(
+    settings: Settings,
+) -> None:
+    topic = settings.topic_items
+    ensure_topics(settings, [topic], partitions=1)
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
+    for i in range(10):
+        producer.produce(topic, key=f"k{i}", value=f"v{i}".encode())
+    assert producer.flush(10) == 0
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    first = _consume(settings, topic, group, 10)
+    assert first == [f"v{i}".encode() for i in range(10)]
+    for i in range(10, 15):
+        producer.produce(topic, key=f"k{i}", value=f"v{i}".encode())
+    producer.flush(10)
+    resumed = _consume(settings, topic, group, 5)
+    assert resumed == [f"v{i}".encode() for i in range(10, 15)]
+
+
+def test_topics_are_created_idempotently_and_a_wrong_partition_count_is_an_error(
+    settings: Settings,
+) -> None:
+    topic = settings.topic_items
+    ensure_topics(settings, [topic])
+    ensure_topics(settings, [topic])
+    assert partition_count(settings, topic) == settings.partitions
+    with pytest.raises(Exception, match="wrong number of partitions"):
+        ensure_topics(settings, [topic], partitions=settings.partitions + 1)
+
+
+def test_end_offsets_count_every_record_even_where_the_broker_reports_batch_offsets(
+    settings: Settings,
+) -> None:
+    topic = settings.topic_items
+    ensure_topics(settings, [topic], partitions=2)
+    producer = Producer(settings.kafka_config(**{"linger.ms": 20}))
+    for i in range(25):
+        producer.produce(topic, value=b"x", partition=i % 2)
+    producer.flush(10)
+    consumer = Consumer(settings.kafka_config(**{"group.id": "probe", "enable.auto.commit": False}))
+    try:
+        assert end_offsets(consumer, topic, [0, 1]) == {0: 13, 1: 12}
+    finally:
+        consumer.close()
+
+
+def test_valkey_answers_a_set_get_round_trip(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_cache_url)
+    client.set("greeting", "hello")
+    assert client.get("greeting") == b"hello"
+
+
+def _simstream(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "simstream.cli.main", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+def _stack_env(tmp_path: Path) -> dict[str, str]:
+    broker, valkey = free_port(), free_port()
+    return {
+        "SIMSTREAM_BROKER_PORT": str(broker),
+        "SIMSTREAM_VALKEY_PORT": str(valkey),
+        "SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker}",
+        "SIMSTREAM_DATA_DIR": str(tmp_path),
+    }
+
+
+def test_up_services_only_is_healthy_within_ten_seconds_and_sigterm_leaves_no_child(
+    tmp_path: Path,
+) -> None:
+    env = _stack_env(tmp_path)
+    started = time.monotonic()
+    process = _simstream("up", "--services-only", env=env)
+    try:
+        wait_for(
+            lambda: (
+                (tmp_path / "logs" / "valkey.log").exists()
+                and len(_children(process.pid)) == 2
+                and _answers(int(env["SIMSTREAM_VALKEY_PORT"]))
+            ),
+            timeout_s=10,
+            message="broker and Valkey up",
+        )
+        assert time.monotonic() - started < 10
+        children = _children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        wait_for(
+            lambda: not any(_exists(c) for c in children), timeout_s=5, message="children gone"
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_starting_twice_on_the_same_ports_exits_non_zero_naming_the_port(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    env = {
+        "SIMSTREAM_BROKER_PORT": str(stack.settings.broker_port),
+        "SIMSTREAM_VALKEY_PORT": str(stack.settings.valkey_port),
+        "SIMSTREAM_DATA_DIR": str(tmp_path),
+    }
+    process = _simstream("up", "--services-only", env=env)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert str(stack.settings.broker_port).encode() in output
+    assert b"already in use" in output
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
