@@ -99,9 +99,7 @@ class InputSpec:
         value_range: tuple[float, float] = (-np.inf, np.inf),
     ) -> InputSpec:
         """Spec of float vectors (identity scaling by default)."""
-        return cls(
-            kind="vector", shape=(dim,), scale=scale, offset=offset, value_range=value_range
-        )
+        return cls(kind="vector", shape=(dim,), scale=scale, offset=offset, value_range=value_range)
 
     def with_image_size(
         self, height: int | None = None, width: int | None = None, channels: int | None = None

@@ -71,16 +71,26 @@ class DecodeError(SimstreamError):
     Attributes:
         raw: the bytes that failed to decode.
         reason: a short machine-friendly reason (also in the message).
+        detail: what was expected and what was received, for humans (may be None).
     """
 
-    def __init__(self, reason: str, raw: bytes | None = None) -> None:
+    def __init__(self, reason: str, raw: bytes | None = None, detail: str | None = None) -> None:
         self.reason = reason
         self.raw = raw
-        super().__init__(reason)
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 class InvalidEventError(SimstreamError):
-    """An event decoded but violates a rule (size, id length, op, shape)."""
+    """An event decoded but violates a rule (size, id length, op, shape).
+
+    Attributes:
+        reason: a short machine-friendly reason, the same codes `DecodeError` uses.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid_event") -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class PayloadError(SimstreamError):
@@ -154,4 +164,12 @@ class NotFoundError(RequestError):
 
 
 class NotReadyError(SimstreamError):
-    """The index has not caught up to a write token within the allowed wait."""
+    """The index has not caught up to a write token within the allowed wait.
+
+    Attributes:
+        retry_after_s: when the client may try again (the API's ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -116,8 +116,20 @@ class Settings(BaseSettings):
     )
     api_max_k: int = Field(1000, ge=1, description="largest k a lookup may ask for")
     api_max_batch: int = Field(256, ge=1, description="most queries in one batch request")
+    metrics_port: int = Field(
+        9100, ge=0, le=65535, description="Prometheus port of non-API processes (0: off)"
+    )
+    api_ready_max_lag: int = Field(
+        1000, ge=0, description="events of lag above which /readyz answers 503"
+    )
     api_write_wait_s: float = Field(
         10.0, gt=0, description="how long a lookup with `after` waits for the index"
+    )
+    classify_threshold: float = Field(
+        0.5,
+        gt=0,
+        description="distance within which neighbours vote in /v1/classify when the "
+        "serving model's metrics hold no calibrated threshold",
     )
 
     # --- embedded stack --------------------------------------------------------------
@@ -160,6 +172,12 @@ class Settings(BaseSettings):
     )
     embed_batch_size: int = Field(256, ge=1, description="encoder batch size")
     task_max_retries: int = Field(5, ge=0, description="attempts before a task is dead-lettered")
+    task_visibility_timeout_s: int = Field(
+        300, ge=1, description="seconds before an unacknowledged task is redelivered"
+    )
+    dispatch_redispatch_s: float = Field(
+        120.0, gt=0, description="seconds after which an unfinished range is sent again"
+    )
 
     # --- index -----------------------------------------------------------------------
     index_space: Literal["cosine", "l2", "ip"] = Field(

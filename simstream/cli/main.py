@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from simstream.cli import stack
+from simstream.cli import publish, stack
 
 app = typer.Typer(
     name="simstream",
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack.register(app)
+publish.register(app)
 
 
 def main() -> None:

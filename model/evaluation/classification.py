@@ -1,0 +1,123 @@
+"""k-nearest-neighbour classification with an "unknown" answer beyond a distance threshold.
+
+Only neighbours within the threshold count. ``vote="nearest"`` answers the
+label of the nearest of them; ``vote="majority"`` the most frequent label among
+them (ties go to the label whose closest neighbour is nearer). A query with no
+neighbour within the threshold is classified as ``unknown`` (``-1`` by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from model.evaluation.search import DistanceLike, nearest_neighbours
+from simstream.errors import ModelError
+
+Vote = Literal["nearest", "majority"]
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class ClassificationReport:
+    """How a set of predictions fares.
+
+    Attributes:
+        accuracy: correct predictions / queries (an "unknown" is wrong).
+        coverage: share of queries given a label (not unknown).
+        accuracy_known: correct / labelled queries (1.0 when none is labelled).
+        queries: number of queries.
+    """
+
+    accuracy: float
+    coverage: float
+    accuracy_known: float
+    queries: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def knn_classify(
+    query_embeddings: np.ndarray,
+    index_embeddings: np.ndarray,
+    index_labels: np.ndarray,
+    k: int = 1,
+    vote: Vote = "nearest",
+    threshold: float | None = None,
+    distance: DistanceLike = "cosine",
+    unknown: int = UNKNOWN,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label each query from its ``k`` nearest index items.
+
+    Args:
+        query_embeddings: ``(Q, D)``.
+        index_embeddings: ``(N, D)``.
+        index_labels: ``(N,)`` integer labels.
+        k: neighbours consulted (1 for ``vote="nearest"`` is enough).
+        vote: ``"nearest"`` or ``"majority"``.
+        threshold: neighbours farther than this are ignored; ``None`` keeps all.
+        distance: anything `model.distances.get` resolves.
+        unknown: the label answered when no neighbour is within the threshold.
+        batch_size: queries per distance matrix.
+
+    Returns:
+        ``(labels, distances)``: the predicted label of each query and the
+        distance to its nearest neighbour.
+    """
+    if vote not in ("nearest", "majority"):
+        raise ModelError(
+            f"Invalid value for argument `vote`. Expected nearest or majority. Received: {vote!r}"
+        )
+    index_labels = np.asarray(index_labels)
+    if len(index_labels) != len(index_embeddings) or not len(index_labels):
+        raise ModelError(
+            f"Expected a non-empty index with one label per embedding. Received: "
+            f"{len(index_embeddings)} embeddings, {len(index_labels)} labels"
+        )
+    idx, dist = nearest_neighbours(
+        query_embeddings,
+        index_embeddings,
+        k if vote == "majority" else 1,
+        distance,
+        batch_size=batch_size,
+    )
+    labels = index_labels[idx]
+    within = np.ones(dist.shape, bool) if threshold is None else dist <= threshold
+    predictions = np.full(len(idx), unknown, dtype=np.int64)
+    if vote == "nearest":
+        predictions[within[:, 0]] = labels[within[:, 0], 0]
+    else:
+        for row in np.flatnonzero(within.any(axis=1)):
+            voters = labels[row][within[row]]
+            values, first, counts = np.unique(voters, return_index=True, return_counts=True)
+            # Most votes; among equals, the label met first (nearest) wins.
+            best = np.lexsort((first, -counts))[0]
+            predictions[row] = values[best]
+    return predictions, dist[:, 0]
+
+
+def classification_report(
+    true_labels: np.ndarray, predicted: np.ndarray, unknown: int = UNKNOWN
+) -> ClassificationReport:
+    """Accuracy and coverage of predictions that may be ``unknown``."""
+    true_labels, predicted = np.asarray(true_labels), np.asarray(predicted)
+    if len(true_labels) != len(predicted):
+        raise ModelError(
+            f"Expected as many predictions as labels. Received: {len(predicted)} and "
+            f"{len(true_labels)}"
+        )
+    if not len(true_labels):
+        return ClassificationReport(accuracy=0.0, coverage=0.0, accuracy_known=1.0, queries=0)
+    known = predicted != unknown
+    correct = predicted == true_labels
+    return ClassificationReport(
+        accuracy=float(correct.mean()),
+        coverage=float(known.mean()),
+        accuracy_known=float(correct[known].mean()) if known.any() else 1.0,
+        queries=len(true_labels),
+    )

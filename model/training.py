@@ -1,0 +1,416 @@
+"""Train an encoder: class-balanced batches, a metric-learning loss, early stopping on recall@1.
+
+`train` is the whole recipe in one call::
+
+    result = train(datasets.load_digits(), TrainConfig(epochs=10))
+    result.encoder().embed(...)          # a runtime `Encoder`
+    result.plot("curve.png")             # loss and validation recall per epoch
+    result.summary()                     # JSON-ready run summary
+
+Validation is *by class* by default: a share of the classes is held out and
+never trained on, and each epoch `RetrievalCallback` measures leave-one-out
+recall@1 on them, which is what a similarity model is for (finding neighbours
+of classes it has not seen). Early stopping watches that metric and restores
+the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from model import encoders
+from model import losses as losses_module
+from model.augment import random_shift
+from model.datasets import Dataset
+from model.evaluation.retrieval import retrieve
+from model.evaluation.search import canonical_distance
+from model.inputs import InputSpec
+from model.registry import Encoder, code_version
+from model.samplers import ClassBalancedSampler
+from simstream.errors import ModelError
+from simstream.log import get_logger
+
+log = get_logger("model.training")
+
+MONITOR = "val_recall@1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (JSON-ready via `to_dict`).
+
+    Attributes:
+        encoder: encoder name or config dict (see `model.encoders.get`).
+        embedding_dim: size of the embedding.
+        loss: loss name or config dict (see `model.losses.get`).
+        loss_config: extra loss arguments (e.g. ``{"lmda": 0.5}``).
+        distance: distance of the loss and of retrieval.
+        epochs: maximum epochs.
+        seed: seeds weights, sampling, augmentation and the validation split.
+        classes_per_batch: classes in each batch.
+        examples_per_class: examples of each class in a batch.
+        steps_per_epoch: batches per epoch; ``None``: about one pass over the data.
+        learning_rate: Adam's learning rate (decayed by a cosine schedule).
+        validation_split: share held out for validation (0 disables validation
+            and early stopping).
+        validation_by: ``"class"`` (held-out classes are unseen in training) or
+            ``"example"`` (a share of every class).
+        patience: epochs without recall@1 improvement before stopping.
+        augment_shift: largest random image shift in pixels (0: none).
+        deterministic: ask TensorFlow for deterministic kernels.
+        verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
+    """
+
+    encoder: str | dict[str, Any] = "cnn"
+    embedding_dim: int = 64
+    loss: str | dict[str, Any] = "multisimilarity"
+    loss_config: dict[str, Any] = field(default_factory=dict)
+    distance: str = "cosine"
+    epochs: int = 10
+    seed: int = 0
+    classes_per_batch: int = 10
+    examples_per_class: int = 8
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-3
+    validation_split: float = 0.2
+    validation_by: Literal["class", "example"] = "class"
+    patience: int = 5
+    augment_shift: int = 0
+    deterministic: bool = True
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("embedding_dim", self.embedding_dim >= 1, "≥ 1"),
+            ("epochs", self.epochs >= 0, "≥ 0"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("validation_split", 0 <= self.validation_split < 1, "0 ≤ split < 1"),
+            ("validation_by", self.validation_by in ("class", "example"), "class or example"),
+            ("patience", self.patience >= 0, "≥ 0"),
+            ("augment_shift", self.augment_shift >= 0, "≥ 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ModelError(
+                    f"Invalid value for argument `{name}`. Expected {expected}. "
+                    f"Received: {name}={getattr(self, name)!r}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class TrainResult:
+    """What `train` returns.
+
+    Attributes:
+        model: the trained Keras encoder (best epoch's weights when validated).
+        input_spec: the spec the model takes (may differ from the data's for
+            backbones).
+        config: the run's config.
+        history: metric name → value per epoch (``loss``, ``val_recall@1``…).
+        best_epoch: 1-based epoch whose weights were kept (None without validation).
+        train_seconds: wall time of ``fit``.
+        dataset: summary of the training data.
+        validation: what was held out (classes, examples), or None.
+    """
+
+    model: keras.Model
+    input_spec: InputSpec
+    config: TrainConfig
+    history: dict[str, list[float]]
+    best_epoch: int | None
+    train_seconds: float
+    dataset: dict[str, Any]
+    validation: dict[str, Any] | None
+
+    @property
+    def epochs_run(self) -> int:
+        """Epochs actually trained (fewer than configured after early stopping)."""
+        return len(self.history.get("loss", []))
+
+    def encoder(self, version: str = "unregistered") -> Encoder:
+        """The trained model as a runtime `Encoder`."""
+        return Encoder(
+            self.model, self.input_spec, version, canonical_distance(self.config.distance)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready run summary."""
+        best = None
+        if self.best_epoch is not None:
+            best = {k: v[self.best_epoch - 1] for k, v in self.history.items() if v}
+        return {
+            "config": self.config.to_dict(),
+            "dataset": self.dataset,
+            "validation": self.validation,
+            "input_spec": self.input_spec.to_dict(),
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best": best,
+            "final": {k: v[-1] for k, v in self.history.items() if v},
+            "history": self.history,
+            "train_seconds": round(self.train_seconds, 3),
+            "parameters": int(self.model.count_params()),
+            "code_version": code_version(),
+        }
+
+    def model_config(self) -> dict[str, Any]:
+        """What a registry's ``config.json`` records about this model."""
+        return {
+            "embedding_dim": self.config.embedding_dim,
+            "distance": canonical_distance(self.config.distance),
+            "encoder": encoders.serialize(encoders.get(self.config.encoder)),
+            "loss": self.config.loss,
+            "loss_config": self.config.loss_config,
+            "dataset": self.dataset,
+            "training": {
+                "config": self.config.to_dict(),
+                "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch,
+                "train_seconds": round(self.train_seconds, 3),
+            },
+        }
+
+    def plot(self, path: Path | str) -> Path:
+        """Write the training curve (loss, validation retrieval) as a PNG."""
+        return plot_history(self.history, path, self.best_epoch, title=self.dataset.get("name"))
+
+
+class RetrievalCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """Each epoch, embed a held-out set and log leave-one-out recall@k and MAP@R.
+
+    Adds ``val_recall@k`` for each ``k`` and ``val_map@r`` to the epoch's logs,
+    where `keras.callbacks.EarlyStopping` (listed after it) can monitor them.
+
+    Args:
+        x: held-out model inputs.
+        y: their labels.
+        ks: recall cut-offs.
+        distance: distance of the search.
+        batch_size: batch size of the embedding pass.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        ks: Sequence[int] = (1,),
+        distance: str = "cosine",
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__()
+        self.x, self.y = x, np.asarray(y)
+        self.ks = tuple(ks)
+        self.distance = distance
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        embeddings = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        report = retrieve(embeddings, self.y, ks=self.ks, distance=self.distance).report()
+        values = {f"val_recall@{k}": report.micro[f"recall@{k}"] for k in self.ks}
+        values["val_map@r"] = report.micro["map@r"]
+        if logs is not None:
+            logs.update(values)
+        log.debug("training.validation", epoch=epoch + 1, **values)
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig | None = None,
+    validation: Dataset | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainResult:
+    """Train an encoder on a labelled dataset.
+
+    Args:
+        dataset: raw training examples; converted with the encoder's input spec.
+        config: the run's settings (defaults: `TrainConfig()`).
+        validation: an explicit validation set; when None, one is split off
+            ``dataset`` according to ``config.validation_split`` / ``validation_by``.
+        callbacks: more Keras callbacks.
+
+    Returns:
+        The trained model and its history, timings and summary.
+
+    Raises:
+        ModelError: on an invalid config or loss, or a dataset too small to split.
+        SamplerError: when class-balanced batches cannot be formed.
+    """
+    config = config or TrainConfig()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    if validation is None and config.validation_split > 0:
+        dataset, validation = split_dataset(
+            dataset, config.validation_split, config.validation_by, config.seed
+        )
+    model, spec = encoders.build(
+        config.encoder, dataset.input_spec, config.embedding_dim, seed=config.seed
+    )
+    x = spec.to_model_batch(dataset.x)
+    sampler = ClassBalancedSampler(
+        x,
+        dataset.y,
+        classes_per_batch=min(config.classes_per_batch, len(np.unique(dataset.y))),
+        examples_per_class=config.examples_per_class,
+        steps_per_epoch=config.steps_per_epoch,
+        augment=random_shift(config.augment_shift) if config.augment_shift else None,
+        seed=config.seed,
+    )
+    loss = _make_loss(config)
+    total_steps = max(1, config.epochs * len(sampler))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=total_steps, alpha=0.05
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    all_callbacks: list[keras.callbacks.Callback] = []
+    early: keras.callbacks.EarlyStopping | None = None
+    if validation is not None:
+        all_callbacks.append(
+            RetrievalCallback(
+                spec.to_model_batch(validation.x),
+                validation.y,
+                distance=canonical_distance(config.distance),
+            )
+        )
+        early = keras.callbacks.EarlyStopping(
+            monitor=MONITOR,
+            mode="max",
+            patience=config.patience,
+            restore_best_weights=True,
+            verbose=0,
+        )
+        all_callbacks.append(early)
+    all_callbacks += list(callbacks)
+    log.info(
+        "training.start",
+        dataset=dataset.name,
+        examples=len(dataset),
+        encoder=str(config.encoder),
+        loss=str(config.loss),
+        epochs=config.epochs,
+        steps_per_epoch=len(sampler),
+        batch_size=sampler.batch_size,
+    )
+    started = time.perf_counter()
+    history: dict[str, list[float]] = {}
+    if config.epochs:
+        fit = model.fit(
+            sampler, epochs=config.epochs, callbacks=all_callbacks, verbose=config.verbose
+        )
+        history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    seconds = time.perf_counter() - started
+    best_epoch = None
+    if early is not None and history.get(MONITOR):
+        best_epoch = int(np.argmax(history[MONITOR])) + 1
+    log.info(
+        "training.done",
+        seconds=round(seconds, 2),
+        epochs=len(history.get("loss", [])),
+        best_epoch=best_epoch,
+    )
+    return TrainResult(
+        model=model,
+        input_spec=spec,
+        config=config,
+        history=history,
+        best_epoch=best_epoch,
+        train_seconds=seconds,
+        dataset=dataset.summary(),
+        validation=None
+        if validation is None
+        else {
+            "examples": len(validation),
+            "classes": sorted(int(c) for c in np.unique(validation.y)),
+            "by": config.validation_by,
+        },
+    )
+
+
+def split_dataset(
+    dataset: Dataset, share: float, by: Literal["class", "example"] = "class", seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """Split off a validation set: whole classes (``by="class"``) or a share of each class.
+
+    Raises:
+        ModelError: when either side would be empty or hold fewer than 2 classes
+            (by class) or a class would lose all its training examples.
+    """
+    rng = np.random.default_rng([seed, 1])
+    classes = np.unique(dataset.y)
+    if by == "class":
+        count = round(share * len(classes))
+        if count < 2 or len(classes) - count < 2:
+            raise ModelError(
+                f"Cannot hold out {share:.0%} of {len(classes)} classes for validation: expected "
+                "at least 2 classes on each side. Lower or raise validation_split, use "
+                "validation_by='example', or set validation_split=0."
+            )
+        held = rng.choice(classes, size=count, replace=False)
+        mask = np.isin(dataset.y, held)
+    else:
+        mask = np.zeros(len(dataset), bool)
+        for c in classes:
+            members = np.flatnonzero(dataset.y == c)
+            take = int(round(share * len(members)))
+            if take >= len(members):
+                raise ModelError(f"Class {c} has too few examples ({len(members)}) to split.")
+            mask[rng.choice(members, size=take, replace=False)] = True
+    return (
+        dataset.subset(~mask, name=dataset.name),
+        dataset.subset(mask, name=f"{dataset.name} (validation)"),
+    )
+
+
+def plot_history(
+    history: dict[str, list[float]],
+    path: Path | str,
+    best_epoch: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Plot loss and validation retrieval metrics per epoch into a PNG (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    figure = Figure(figsize=(9, 3.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axis, metric_axis = figure.subplots(1, 2)
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    if len(epochs):
+        loss_axis.plot(epochs, history["loss"], marker="o", label="training loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss")
+    loss_axis.set_title("loss")
+    for name, values in history.items():
+        if name.startswith("val_"):
+            metric_axis.plot(np.arange(1, len(values) + 1), values, marker="o", label=name[4:])
+    if best_epoch is not None:
+        metric_axis.axvline(best_epoch, color="grey", linestyle="--", label="best epoch")
+    metric_axis.set_xlabel("epoch")
+    metric_axis.set_title("validation retrieval (leave-one-out)")
+    metric_axis.legend(loc="lower right")
+    if title:
+        figure.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _make_loss(config: TrainConfig) -> keras.losses.Loss:
+    if isinstance(config.loss, str):
+        kwargs = {"distance": config.distance, **config.loss_config}
+        return losses_module.get(config.loss, **kwargs)
+    return losses_module.get(dict(config.loss))

@@ -1,0 +1,99 @@
+"""End to end on the embedded stack: producer → Kafka → dispatcher → Celery → log → index."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from producers.producer import ItemProducer
+from producers.wire import DeadLetter, ItemEvent, VectorPayload
+from simstream.kafka import ensure_topics
+from simstream.settings import Settings
+from tests.workers.ingest.pipeline import (
+    Expected,
+    assert_index_matches,
+    publish,
+    wait_until_caught_up,
+)
+from workers.ingest.dispatcher import Dispatcher
+from workers.node.node import IndexNode
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def pipeline(
+    settings: Settings, encoder_version: str, celery_worker: Celery
+) -> Iterator[IndexNode]:
+    """Dispatcher thread + Celery worker + index node, all real, for one test."""
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
+    stop = threading.Event()
+    dispatcher = Dispatcher(settings, encoder_version, celery_app=celery_worker)
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    thread.start()
+    node = IndexNode(settings)
+    node.start()
+    try:
+        yield node
+    finally:
+        stop.set()
+        thread.join(30)
+        node.stop()
+
+
+@pytest.mark.slow
+def test_thousands_of_upserts_updates_and_deletes_end_exactly_as_published(
+    settings: Settings, pipeline: IndexNode
+) -> None:
+    expected = Expected()
+    publish(settings, expected, upserts=[(f"item-{i}", 0) for i in range(5000)])
+    publish(settings, expected, upserts=[(f"item-{i}", 1) for i in range(0, 500)])
+    publish(settings, expected, deletes=[f"item-{i}" for i in range(500, 1000)])
+    generation = pipeline.current()
+    wait_until_caught_up(settings, generation, timeout_s=240)
+    assert_index_matches(generation.index, expected)
+    assert generation.freshness()["samples"]
+
+
+def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are_indexed(
+    settings: Settings, pipeline: IndexNode
+) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    expected = Expected()
+    publish(settings, expected, upserts=[(f"ok-{i}", 0) for i in range(5)])
+    raw = Producer(settings.kafka_config())
+    good = ItemEvent.upsert("ok-5", VectorPayload.from_values([1.0] * 16)).encode()
+    wrong_dim = ItemEvent.upsert("bad-dim", VectorPayload.from_values([1.0] * 3)).encode()
+    for key, value in [
+        (b"junk", b"not an event at all"),
+        (b"bad-dim", wrong_dim),
+        (b"trunc", good[: len(good) // 2]),
+        (b"op", good.replace(b'"upsert"', b'"upsart"')),
+    ]:
+        raw.produce(settings.topic_items, key=key, value=value)
+    raw.flush(10)
+    publish(settings, expected, upserts=[(f"ok-{i}", 0) for i in range(6, 10)])
+    generation = pipeline.current()
+    wait_until_caught_up(settings, generation)
+    assert {f"ok-{i}" for i in range(5)} | {f"ok-{i}" for i in range(6, 10)} <= {
+        i for i in expected.live if generation.index.get(i) is not None
+    }
+    consumer = Consumer(settings.kafka_config(**{"group.id": "dlq-reader"}))
+    consumer.assign([TopicPartition(settings.topic_dlq, p, 0) for p in range(settings.partitions)])
+    letters = []
+    for _ in range(50):
+        letters += [
+            DeadLetter.decode(m.value()) for m in consumer.consume(100, 0.2) if not m.error()
+        ]
+        if len(letters) >= 4:
+            break
+    consumer.close()
+    assert len(letters) == 4
+    assert all(letter.reason and letter.source_topic == settings.topic_items for letter in letters)
+    assert any(letter.reason == "bad_payload" for letter in letters), letters
+    with ItemProducer(settings) as producer:
+        producer.publish(ItemEvent.delete("ok-0"))

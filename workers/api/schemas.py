@@ -1,0 +1,362 @@
+"""Request and response bodies of the lookup API (pydantic models, shown in OpenAPI).
+
+Limits that come from settings (``k``, ``ef``, batch size, body size) are
+checked by the handlers, whose messages name the configured bounds; the models
+check shape and types only.
+
+Vocabulary: a query ``vector`` is an *embedding* (the serving model's output
+size); ``image`` and ``array`` are *raw payloads* that the API embeds with the
+serving model's encoder, exactly as the embed workers do for items.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MetadataValue = str | int | float | bool
+
+_VECTOR_EXAMPLE = [0.12, -0.03, 0.31, 0.08]
+_IMAGE_EXAMPLE = (  # an 8×8 grey digit 0 from scikit-learn's digits, as PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAARklEQVR4nAXBYRVAMBgAwHt7/vsiaGCaLIJGIqyCBp4E"
+    "I4E1III7lLYFaG99i0Gelh55T+LqbpI4GUm+WeQP01PqAdZW8QOg+BHxst8QXwAAAABJRU5ErkJggg=="
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests ----------------------------------------------------------------------
+
+
+class FilterSpec(_Strict):
+    """Which items a lookup may return: label in ``labels`` and every metadata pair equal."""
+
+    labels: list[str] | None = Field(
+        None,
+        max_length=1000,
+        description="Allowed item labels (labels are text in simstream). Omit for any label.",
+        examples=[["3", "5"]],
+    )
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict,
+        description="Metadata keys and the exact JSON value each returned item must hold "
+        "(1 equals 1.0; 1 differs from \"1\" and true). A missing key never matches.",
+        examples=[{"color": "red"}],
+    )
+
+
+class Query(_Strict):
+    """One query: exactly one of ``vector``, ``image``, ``array`` or ``id``."""
+
+    vector: list[float] | None = Field(
+        None,
+        description="A query embedding: as many finite numbers as the serving model's "
+        "embedding size (non-zero in the cosine space).",
+        examples=[_VECTOR_EXAMPLE],
+    )
+    image: str | None = Field(
+        None,
+        description="A base64-encoded PNG or JPEG image (a data: URL prefix is accepted), "
+        "embedded with the serving model. Image models only.",
+        examples=[_IMAGE_EXAMPLE],
+    )
+    array: list[Any] | None = Field(
+        None,
+        description="A raw payload as nested lists, embedded with the serving model: an "
+        "H×W or H×W×C image of integers 0..255 for image models, or a 1-D vector of the "
+        "model's input size for vector models.",
+        examples=[[[0, 80, 207, 16], [48, 239, 32, 175], [64, 191, 0, 128], [0, 96, 207, 0]]],
+    )
+    id: str | None = Field(
+        None,
+        min_length=1,
+        description="The id of an indexed item: its stored embedding is the query, and the "
+        "item itself is left out of the answer.",
+        examples=["digit-0042"],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Query:
+        given = [name for name in ("vector", "image", "array", "id") if getattr(self, name) is not None]
+        if len(given) != 1:
+            received = ", ".join(f"`{n}`" for n in given) or "none of them"
+            raise ValueError(
+                "Expected exactly one of `vector`, `image`, `array` or `id`. "
+                f"Received: {received}"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["vector", "image", "array", "id"]:
+        """Which field holds the query."""
+        if self.vector is not None:
+            return "vector"
+        if self.image is not None:
+            return "image"
+        if self.array is not None:
+            return "array"
+        return "id"
+
+
+class LookupOptions(_Strict):
+    """How to search: shared by single, batch and classify requests."""
+
+    k: int = Field(10, description="Neighbours to return: 1 ≤ k ≤ SIMSTREAM_API_MAX_K (1000).")
+    ef: int | None = Field(
+        None,
+        description="hnswlib ef per shard (recall/latency trade-off): 1 ≤ ef ≤ 4 × the "
+        "largest k. Default: SIMSTREAM_INDEX_EF_SEARCH.",
+    )
+    filter: FilterSpec | None = Field(None, description="Restrict the items returned.")
+    fresh: bool = Field(False, description="Bypass the result cache (neither read nor write).")
+    after: str | None = Field(
+        None,
+        description="A write token from POST/DELETE /v1/items: wait (at most "
+        "SIMSTREAM_API_WRITE_WAIT_S) until the index has applied that write.",
+        examples=["items.p1.o1234"],
+    )
+
+
+class LookupRequest(Query, LookupOptions):
+    """A single lookup."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"vector": _VECTOR_EXAMPLE, "k": 5},
+                {"id": "digit-0042", "k": 10, "filter": {"labels": ["4"]}},
+                {"image": _IMAGE_EXAMPLE, "k": 3, "fresh": True},
+            ]
+        },
+    )
+
+
+class BatchLookupRequest(LookupOptions):
+    """Many queries answered with the same options, in order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"queries": [{"vector": _VECTOR_EXAMPLE}, {"id": "digit-0042"}], "k": 5}]
+        },
+    )
+
+    queries: list[Query] = Field(
+        ..., description="1 ≤ len(queries) ≤ SIMSTREAM_API_MAX_BATCH (256)."
+    )
+
+
+class ClassifyRequest(Query, LookupOptions):
+    """k-NN classification of one query."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"image": _IMAGE_EXAMPLE, "k": 10}]},
+    )
+
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Neighbours farther than this do not vote. Default: the serving model's "
+        "calibrated threshold, else SIMSTREAM_CLASSIFY_THRESHOLD.",
+    )
+
+
+class ItemUpsert(_Strict):
+    """An item to add or replace: its raw payload is embedded by the workers."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"id": "digit-9000", "image": _IMAGE_EXAMPLE, "label": "0", "metadata": {"k": 1}}
+            ]
+        },
+    )
+
+    id: str = Field(..., min_length=1, description="The item id (the Kafka key).")
+    image: str | None = Field(
+        None, description="A base64-encoded PNG or JPEG image (image models)."
+    )
+    array: list[Any] | None = Field(
+        None,
+        description="A raw payload as nested lists: an image of integers 0..255 (image "
+        "models) or a 1-D vector of the model's input size (vector models).",
+    )
+    label: str | None = Field(None, description="The item's class label.")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict, description="A flat object of text, numbers and booleans."
+    )
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> ItemUpsert:
+        if (self.image is None) == (self.array is None):
+            both = "both" if self.image is not None else "neither"
+            raise ValueError(f"Expected exactly one of `image` or `array`. Received: {both}")
+        return self
+
+
+# --- responses ---------------------------------------------------------------------
+
+
+class Neighbor(BaseModel):
+    """One result, nearest first."""
+
+    id: str
+    distance: float = Field(..., description="In the index's space (cosine: 1 − cos).")
+    label: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class LookupResponse(BaseModel):
+    """The neighbours of one query and what produced them."""
+
+    model_version: str = Field(..., description="Encoder version of the generation searched.")
+    index_epoch: int = Field(..., description="Index epoch when the search started.")
+    neighbors: list[Neighbor]
+
+
+class NeighborList(BaseModel):
+    """The neighbours of one query of a batch."""
+
+    neighbors: list[Neighbor]
+
+
+class BatchLookupResponse(BaseModel):
+    """One neighbour list per query, in request order."""
+
+    model_version: str
+    index_epoch: int
+    results: list[NeighborList]
+
+
+class Vote(BaseModel):
+    """The neighbours within the threshold that carry one label."""
+
+    label: str
+    votes: int
+    nearest_distance: float
+
+
+class Evidence(Neighbor):
+    """A neighbour consulted by the classifier."""
+
+    within_threshold: bool
+
+
+class ClassifyResponse(BaseModel):
+    """A label (or ``unknown``) with the evidence behind it."""
+
+    label: str = Field(..., description='The winning label, or "unknown".')
+    known: bool = Field(..., description="False when no labelled neighbour is within threshold.")
+    threshold: float
+    threshold_source: Literal["request", "model", "settings"]
+    votes: list[Vote] = Field(..., description="Labels by votes, then by nearest distance.")
+    neighbors: list[Evidence]
+    model_version: str
+    index_epoch: int
+
+
+class WriteAccepted(BaseModel):
+    """Where an item event landed; pass ``token`` as ``after`` to read your write."""
+
+    id: str
+    op: Literal["upsert", "delete"]
+    token: str = Field(..., examples=["items.p1.o1234"])
+    partition: int
+    offset: int
+
+
+class ItemResponse(BaseModel):
+    """An indexed item as the serving generation holds it."""
+
+    id: str
+    label: str | None
+    metadata: dict[str, Any]
+    model_version: str
+    partition: int
+    source_offset: int = Field(..., description="Offset of the event in the items topic.")
+    vector: list[float] | None = Field(None, description="The embedding, when asked for.")
+
+
+class ItemSample(BaseModel):
+    """Items picked at random (the nearest item to each of random directions)."""
+
+    model_version: str
+    items: list[ItemResponse]
+
+
+class ModelInfo(BaseModel):
+    """A registered model version."""
+
+    version: str
+    created_at: str
+    embedding_dim: int | None
+    distance: str | None
+    input_spec: dict[str, Any] | None
+    metrics: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    """The registry: versions, the active one, the one serving, and the history."""
+
+    active: str | None
+    serving: str | None
+    versions: list[ModelInfo]
+    history: list[dict[str, Any]]
+
+
+class StatsResponse(BaseModel):
+    """What the node serves and how fresh it is."""
+
+    serving: str | None
+    wanted: str | None
+    items: int | None = Field(..., description="Live items of the serving generation.")
+    index_epoch: int | None
+    lag_records: int | None
+    source_lag_events: int | None
+    freshness: dict[str, Any] | None
+    snapshot_age_s: float | None
+    generations: dict[str, Any]
+    flipped_at: float | None
+    cache: dict[str, Any]
+
+
+class RetrainAccepted(BaseModel):
+    """The retrain task sent to Celery."""
+
+    task_id: str
+    task: str
+    queue: str
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """Readiness and why not."""
+
+    ready: bool
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    """One invalid field."""
+
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx body."""
+
+    detail: str = Field(..., description="What was expected and what was received.")
+    errors: list[ErrorDetail] | None = Field(None, description="Per field (422 only).")
+    request_id: str | None = None

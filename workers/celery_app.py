@@ -1,0 +1,51 @@
+"""The Celery application: at-least-once delivery of thin, idempotent tasks.
+
+Configuration (DESIGN.md contract 7): JSON only (no pickle), ``acks_late`` with
+``task_reject_on_worker_lost`` so a killed worker's task is redelivered,
+prefetch 1, three queues (``embed`` on GPU workers, ``train``, ``default``).
+Tasks carry ids, offsets and versions — never payloads or vectors.
+
+TensorFlow is never initialised before fork: nothing here imports it; the
+encoder is loaded lazily inside the first task of each worker process. Run GPU
+workers with ``--pool solo`` (one process per GPU, the default of
+``simstream worker``); with ``prefork`` each child loads its own encoder after
+the fork.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from simstream.settings import Settings
+
+EMBED_QUEUE, TRAIN_QUEUE, DEFAULT_QUEUE = "embed", "train", "default"
+EMBED_TASK = "simstream.embed_range"
+RETRAIN_TASK = "simstream.retrain"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured from settings (its tasks are registered by `workers.tasks`)."""
+    app = Celery("simstream", broker=settings.celery_broker_url)
+    app.conf.update(
+        result_backend=settings.celery_result_backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=(Queue(EMBED_QUEUE), Queue(TRAIN_QUEUE), Queue(DEFAULT_QUEUE)),
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={EMBED_TASK: {"queue": EMBED_QUEUE}, RETRAIN_TASK: {"queue": TRAIN_QUEUE}},
+        broker_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_track_started=True,
+        timezone="UTC",
+    )
+    app.conf.simstream_settings = settings
+    return app

@@ -1,0 +1,510 @@
+"""Benchmark of the sharded index against one raw hnswlib index (``simstream bench index``).
+
+For each dataset and shard count it measures, in the same process and run:
+recall@10 against exact brute force over several ef values (both indexes),
+batched and single-query QPS, insert rate, p50/p99 single-query latency idle
+and while a writer inserts, snapshot save and load time, and memory per item.
+Results go to a JSON file, and a recall-vs-QPS plot to a PNG beside it.
+
+Datasets: ``mnist`` is the MNIST test set (IDX files) projected to 64
+dimensions by PCA (numpy SVD) and L2-normalised, a stand-in for real
+embeddings until a trained encoder replaces it; ``random`` is Gaussian vectors,
+L2-normalised (harder for graph indexes: no cluster structure).
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+from tqdm import tqdm
+
+from simstream.errors import DatasetError
+from simstream.log import get_logger
+from workers.index.config import IndexConfig
+from workers.index.partitioning import partition_for
+from workers.index.record import Mutation
+from workers.index.sharded import ShardedIndex
+from workers.index.snapshot import SnapshotStore, hnswlib_version
+
+K = 10
+TARGETS = {
+    "recall_at_10_real_default_ef": 0.99,
+    "insert_rate_ratio": 0.8,
+    "qps_batched_ratio": 0.8,
+    "p99_under_writes_over_idle": 3.0,
+}
+_IMAGES = ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte")
+_log = get_logger("index.benchmark")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to run.
+
+    Attributes:
+        datasets: any of ``mnist`` and ``random``.
+        shards: shard counts to compare against one raw index.
+        n_queries: held-out queries per dataset (the rest are indexed).
+        n_random: vectors in the random dataset (indexed plus queries).
+        dim: vector size (PCA target for MNIST).
+        efs: ef values of the recall sweep.
+        latency_queries: single queries timed for each latency percentile.
+        writer_batch: records per ``apply`` of the concurrent writer.
+        mnist_dir: directory holding the MNIST test images (IDX, optionally gzipped).
+        index: parameters of the sharded index (M, ef_construction, default ef …).
+        seed: random seed.
+    """
+
+    datasets: tuple[str, ...] = ("mnist", "random")
+    shards: tuple[int, ...] = (1, 4)
+    n_queries: int = 1000
+    n_random: int = 10000
+    dim: int = 64
+    efs: tuple[int, ...] = (10, 16, 32, 64, 128, 256)
+    latency_queries: int = 2000
+    writer_batch: int = 64
+    mnist_dir: Path | None = None
+    index: IndexConfig = field(default_factory=lambda: IndexConfig(dim=64))
+    seed: int = 0
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def read_idx_images(directory: Path) -> np.ndarray:
+    """MNIST test images from IDX files (plain or ``.gz``), shape (n, rows·cols), uint8."""
+    for stem in _IMAGES:
+        for name in (stem, stem + ".gz"):
+            path = directory / name
+            if path.is_file():
+                opener: Callable[..., Any] = gzip.open if name.endswith(".gz") else open
+                with opener(path, "rb") as f:
+                    raw = f.read()
+                magic, n, rows, cols = np.frombuffer(raw[:16], dtype=">u4")
+                if magic != 2051:
+                    raise DatasetError(f"{path}: expected IDX magic 2051. Received: {magic}")
+                data = np.frombuffer(raw[16:], dtype=np.uint8)
+                if data.size != n * rows * cols:
+                    raise DatasetError(
+                        f"{path}: expected {n * rows * cols} pixels. Received: {data.size}"
+                    )
+                return data.reshape(n, rows * cols)
+    raise DatasetError(
+        f"No MNIST test images in {directory}. Expected one of "
+        f"{', '.join(s + '[.gz]' for s in _IMAGES)}."
+    )
+
+
+def pca_unit(data: np.ndarray, dim: int) -> np.ndarray:
+    """Project onto the top ``dim`` principal components (SVD) and L2-normalise."""
+    x = data.astype(np.float64)
+    x -= x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return _unit(x @ vt[:dim].T)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+
+
+def load_dataset(name: str, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(base, queries, description)`` of one dataset, unit vectors."""
+    rng = np.random.default_rng(cfg.seed)
+    if name == "mnist":
+        if cfg.mnist_dir is None:
+            raise DatasetError(
+                "The mnist dataset needs a directory of IDX files: pass --mnist-dir or set "
+                "SIMSTREAM_MNIST_DIR."
+            )
+        vectors = pca_unit(read_idx_images(Path(cfg.mnist_dir)), cfg.dim)
+        description = f"MNIST test set ({len(vectors)} images), PCA to {cfg.dim}-d, L2-normalised"
+    elif name == "random":
+        vectors = _unit(rng.standard_normal((cfg.n_random, cfg.dim)))
+        description = f"{cfg.n_random} Gaussian {cfg.dim}-d vectors, L2-normalised"
+    else:
+        raise DatasetError(f"Unknown dataset. Expected mnist or random. Received: {name!r}")
+    order = rng.permutation(len(vectors))
+    queries = vectors[order[: cfg.n_queries]]
+    base = vectors[order[cfg.n_queries :]]
+    return np.ascontiguousarray(base), np.ascontiguousarray(queries), description
+
+
+def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
+    """Indices of the k nearest base vectors by cosine distance (unit vectors)."""
+    sims = queries @ base.T
+    top = np.argpartition(-sims, k, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sims, top, 1), axis=1)
+    return np.take_along_axis(top, order, 1)
+
+
+# --- measurements ----------------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
+    hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return hits / (len(truth) * truth.shape[1])
+
+
+def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
+    ms = np.asarray(samples) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def _records(base: np.ndarray, prefix: str = "i") -> list[Mutation]:
+    return [Mutation.upsert(f"{prefix}{j}", base[j], j) for j in range(len(base))]
+
+
+def _by_partition(records: Sequence[Mutation], partitions: int) -> dict[int, list[Mutation]]:
+    groups: dict[int, list[Mutation]] = {p: [] for p in range(partitions)}
+    for r in records:
+        groups[partition_for(r.item_id, partitions)].append(r)
+    return groups
+
+
+def _timed_queries(search: Callable[[np.ndarray], Any], queries: np.ndarray, n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        q = queries[i % len(queries)]
+        start = time.perf_counter()
+        search(q)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+class _Writer(threading.Thread):
+    """Inserts fresh items into the index until stopped."""
+
+    def __init__(self, index: ShardedIndex, base: np.ndarray, batch: int, seed: int) -> None:
+        super().__init__(name="bench-writer", daemon=True)
+        self.index, self.base, self.batch = index, base, batch
+        self.rng = np.random.default_rng(seed)
+        self.stop = threading.Event()
+        self.written = 0
+        self.seconds = 0.0
+
+    def _batches(self) -> Iterator[dict[int, list[Mutation]]]:
+        j = 0
+        while True:
+            rows = self.base[self.rng.integers(0, len(self.base), self.batch)]
+            vectors = _unit(rows + 0.05 * self.rng.standard_normal(rows.shape))
+            records = [
+                Mutation.upsert(f"w{j + n}", v, 10_000_000 + j + n) for n, v in enumerate(vectors)
+            ]
+            j += self.batch
+            yield _by_partition(records, self.index.partitions)
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        for groups in self._batches():
+            if self.stop.is_set():
+                break
+            for p, records in groups.items():
+                if records:
+                    self.index.apply(p, records)
+                    self.written += len(records)
+        self.seconds = time.perf_counter() - start
+
+
+def run_config(
+    dataset: str,
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    shards: int,
+    cfg: BenchmarkConfig,
+    progress: bool,
+) -> dict[str, Any]:
+    """All measurements of one dataset at one shard count."""
+    icfg = cfg.index.with_(dim=base.shape[1])
+    n = len(base)
+    steps = tqdm(total=9, desc=f"{dataset} S={shards}", disable=not progress, leave=False)
+    out: dict[str, Any] = {"dataset": dataset, "shards": shards, "n_items": n}
+    out["n_queries"] = len(queries)
+
+    # Insert: sharded (one thread per shard, like one consumer per partition) vs raw.
+    records = _records(base)
+    groups = _by_partition(records, shards)
+    gc.collect()
+    rss0 = _rss()
+    index = ShardedIndex(icfg, shards, model_version="bench")
+    start = time.perf_counter()
+    chunk = 1024
+    for at in range(0, max(len(g) for g in groups.values()), chunk):
+        index.apply_many({p: g[at : at + chunk] for p, g in groups.items() if g[at : at + chunk]})
+    out["insert_rate_sharded"] = n / (time.perf_counter() - start)
+    gc.collect()
+    out["bytes_per_item"] = (_rss() - rss0) / n
+    steps.update()
+
+    rss0 = _rss()
+    raw = hnswlib.Index(space=icfg.space, dim=icfg.dim)
+    raw.init_index(max_elements=n, M=icfg.m, ef_construction=icfg.ef_construction)
+    start = time.perf_counter()
+    raw.add_items(base, np.arange(n), num_threads=icfg.num_threads)
+    out["insert_rate_raw"] = n / (time.perf_counter() - start)
+    out["bytes_per_item_raw"] = (_rss() - rss0) / n
+    steps.update()
+
+    # Recall and batched QPS over ef, both indexes.
+    ids_of = {f"i{j}": j for j in range(n)}
+    out["recall_at_10"], out["recall_at_10_raw"] = {}, {}
+    out["qps_batched_by_ef"], out["qps_batched_by_ef_raw"] = {}, {}
+    for ef in cfg.efs:
+        start = time.perf_counter()
+        found = index.search_batch(queries, K, ef=ef)
+        out["qps_batched_by_ef"][str(ef)] = len(queries) / (time.perf_counter() - start)
+        out["recall_at_10"][str(ef)] = _recall([[ids_of[i] for i in f.ids] for f in found], truth)
+        raw.set_ef(ef)
+        start = time.perf_counter()
+        labels, _ = raw.knn_query(queries, k=K, num_threads=icfg.num_threads)
+        out["qps_batched_by_ef_raw"][str(ef)] = len(queries) / (time.perf_counter() - start)
+        out["recall_at_10_raw"][str(ef)] = _recall(labels.tolist(), truth)
+    raw.set_ef(icfg.ef_search)
+    default = str(icfg.ef_search)
+    if default not in out["recall_at_10"]:
+        found = index.search_batch(queries, K)
+        out["recall_at_10"][default] = _recall([[ids_of[i] for i in f.ids] for f in found], truth)
+    out["recall_at_10_default_ef"] = out["recall_at_10"][default]
+    steps.update()
+
+    # Batched and single-query QPS at the default ef, best of three rounds.
+    def best_qps(fn: Callable[[], Any], count: int) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return count / min(times)
+
+    def singles_sharded() -> None:
+        for q in queries:
+            index.search(q, K)
+
+    def singles_raw() -> None:
+        for q in queries:
+            raw.knn_query(q, k=K, num_threads=1)
+
+    out["qps_sharded"] = {
+        "batched": best_qps(lambda: index.search_batch(queries, K), len(queries)),
+        "single": best_qps(singles_sharded, len(queries)),
+    }
+    out["qps_raw"] = {
+        "batched": best_qps(
+            lambda: raw.knn_query(queries, k=K, num_threads=icfg.num_threads), len(queries)
+        ),
+        "single": best_qps(singles_raw, len(queries)),
+    }
+    steps.update()
+
+    # Latency idle and under writes (single queries, default ef).
+    def one(q: np.ndarray) -> Any:
+        return index.search(q, K)
+
+    _timed_queries(one, queries, min(200, cfg.latency_queries))
+    idle = _timed_queries(one, queries, cfg.latency_queries)
+    out["p50_ms_idle"], out["p99_ms_idle"] = _percentiles(idle)
+    steps.update()
+    writer = _Writer(index, base, cfg.writer_batch, cfg.seed)
+    writer.start()
+    while writer.written < 2 * cfg.writer_batch:
+        time.sleep(0.001)
+    busy = _timed_queries(one, queries, cfg.latency_queries)
+    writer.stop.set()
+    writer.join()
+    out["p50_ms_under_writes"], out["p99_ms_under_writes"] = _percentiles(busy)
+    out["writes_per_s_during_latency"] = writer.written / max(writer.seconds, 1e-9)
+    index.wait_for_rebuilds()
+    steps.update()
+
+    # Snapshot save and load.
+    with tempfile.TemporaryDirectory(prefix="simstream-bench-") as tmp:
+        store = SnapshotStore(tmp, "bench", keep=1)
+        start = time.perf_counter()
+        path = store.save(index)
+        out["snapshot_save_s"] = time.perf_counter() - start
+        out["snapshot_bytes"] = sum(f.stat().st_size for f in path.iterdir())
+        steps.update()
+        start = time.perf_counter()
+        loaded = store.load_latest(icfg)
+        out["snapshot_load_s"] = time.perf_counter() - start
+        out["snapshot_items"] = len(index)
+        if loaded is not None:
+            loaded[0].close()
+    steps.update()
+    index.close()
+    out["ratios"] = {
+        "insert_rate": out["insert_rate_sharded"] / out["insert_rate_raw"],
+        "qps_batched": out["qps_sharded"]["batched"] / out["qps_raw"]["batched"],
+        "qps_single": out["qps_sharded"]["single"] / out["qps_raw"]["single"],
+        "p99_under_writes_over_idle": out["p99_ms_under_writes"] / out["p99_ms_idle"],
+        "bytes_per_item": out["bytes_per_item"] / max(out["bytes_per_item_raw"], 1e-9),
+    }
+    steps.update()
+    steps.close()
+    return out
+
+
+def _targets(result: dict[str, Any], real: bool) -> dict[str, dict[str, Any]]:
+    ratios = result["ratios"]
+    checks = {
+        "insert_rate_ratio": (ratios["insert_rate"], ">=", TARGETS["insert_rate_ratio"]),
+        "qps_batched_ratio": (ratios["qps_batched"], ">=", TARGETS["qps_batched_ratio"]),
+        "p99_under_writes_over_idle": (
+            ratios["p99_under_writes_over_idle"],
+            "<=",
+            TARGETS["p99_under_writes_over_idle"],
+        ),
+    }
+    if real:
+        checks["recall_at_10_real_default_ef"] = (
+            result["recall_at_10_default_ef"],
+            ">=",
+            TARGETS["recall_at_10_real_default_ef"],
+        )
+    return {
+        name: {
+            "value": value,
+            "target": f"{op} {target}",
+            "met": value >= target if op == ">=" else value <= target,
+        }
+        for name, (value, op, target) in checks.items()
+    }
+
+
+def run(cfg: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
+    """Run every configuration; return the JSON-ready report."""
+    report: dict[str, Any] = {
+        "benchmark": "simstream index",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "hnswlib": hnswlib_version(),
+            "numpy": np.__version__,
+        },
+        "settings": {
+            **{k: v for k, v in asdict(cfg).items() if k not in ("index", "mnist_dir")},
+            "index": asdict(cfg.index),
+            "k": K,
+        },
+        "targets": TARGETS,
+        "dataset": {},
+        "configs": {},
+    }
+    plan = [(d, s) for d in cfg.datasets for s in cfg.shards]
+    bar = tqdm(plan, desc="bench index", disable=not progress)
+    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for dataset, shards in bar:
+        if dataset not in data:
+            base, queries, description = load_dataset(dataset, cfg)
+            data[dataset] = (base, queries, exact_top_k(base, queries))
+            report["dataset"][dataset] = description
+        base, queries, truth = data[dataset]
+        result = run_config(dataset, base, queries, truth, shards, cfg, progress)
+        result["targets"] = _targets(result, real=dataset == "mnist")
+        report["configs"][f"{dataset}/S={shards}"] = result
+        _log.info("index.bench_config_done", config=f"{dataset}/S={shards}")
+    return report
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Recall@10 against batched QPS over ef, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(c["dataset"] for c in report["configs"].values()))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        raw_done = False
+        for c in report["configs"].values():
+            if c["dataset"] != dataset:
+                continue
+            efs = list(c["recall_at_10"])
+            efs = [e for e in efs if e in c["qps_batched_by_ef"]]
+            ax.plot(
+                [c["recall_at_10"][e] for e in efs],
+                [c["qps_batched_by_ef"][e] for e in efs],
+                marker="o",
+                label=f"sharded S={c['shards']}",
+            )
+            for e in efs:
+                ax.annotate(
+                    f"ef={e}",
+                    (c["recall_at_10"][e], c["qps_batched_by_ef"][e]),
+                    fontsize=6,
+                    alpha=0.6,
+                )
+            if not raw_done:
+                ax.plot(
+                    [c["recall_at_10_raw"][e] for e in efs],
+                    [c["qps_batched_by_ef_raw"][e] for e in efs],
+                    marker="s",
+                    linestyle="--",
+                    color="black",
+                    label="raw hnswlib",
+                )
+                raw_done = True
+        ax.set_title(report["dataset"].get(dataset, dataset), fontsize=9)
+        ax.set_xlabel("recall@10")
+        ax.set_ylabel("batched queries / s")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configuration with the headline figures (for tables and logs)."""
+    rows = []
+    for name, c in report["configs"].items():
+        rows.append(
+            {
+                "config": name,
+                "recall@10 (ef default)": round(c["recall_at_10_default_ef"], 4),
+                "QPS batched sharded/raw": (
+                    f"{c['qps_sharded']['batched']:.0f}/{c['qps_raw']['batched']:.0f}"
+                ),
+                "QPS single sharded/raw": (
+                    f"{c['qps_sharded']['single']:.0f}/{c['qps_raw']['single']:.0f}"
+                ),
+                "insert/s sharded/raw": (
+                    f"{c['insert_rate_sharded']:.0f}/{c['insert_rate_raw']:.0f}"
+                ),
+                "p99 ms idle/writes": f"{c['p99_ms_idle']:.3f}/{c['p99_ms_under_writes']:.3f}",
+                "snapshot save/load s": f"{c['snapshot_save_s']:.3f}/{c['snapshot_load_s']:.3f}",
+                "bytes/item": round(c["bytes_per_item"]),
+            }
+        )
+    return rows
+
+
+def write(report: dict[str, Any], out: Path) -> Path:
+    """Write the JSON report and the plot beside it; return the plot's path."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    png = out.with_suffix(".png")
+    plot(report, png)
+    return png

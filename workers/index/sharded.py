@@ -1,0 +1,398 @@
+"""The sharded index: shard p holds exactly the items of Kafka partition p.
+
+Records are applied to the shard of the partition they were read from; the
+index never re-derives a partition from an item id (see `partitioning`). A
+query fans out to every shard in parallel threads (hnswlib releases the GIL
+while it searches; the calling thread searches one shard itself), and the
+per-shard top-k lists are merged by distance. Filters are applied inside each
+shard (see `Filter` and `Shard.search`). Each shard has its own readers–writer
+lock, so a write to one partition never delays searches of another shard.
+
+`epoch` increments on every batch that changed the index; caches put it in
+their keys so that any change invalidates older results.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simstream.errors import IndexStoreError
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers.index.config import IndexConfig
+from workers.index.filter import Filter
+from workers.index.partitioning import partition_for
+from workers.index.record import IndexRecord
+from workers.index.shard import ApplyResult, Item, Shard, ShardStats
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbors:
+    """The nearest items of one query, nearest first.
+
+    Attributes:
+        ids: item ids (at most k; fewer when fewer items qualify).
+        distances: distances in the index's space, same order.
+    """
+
+    ids: list[str]
+    distances: list[float]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """Counts of the whole index.
+
+    Attributes:
+        epoch: the index epoch.
+        shards: per-shard counts, by partition.
+    """
+
+    epoch: int
+    shards: tuple[ShardStats, ...]
+
+    @property
+    def live(self) -> int:
+        """Searchable items over all shards."""
+        return sum(s.live for s in self.shards)
+
+    @property
+    def tombstones(self) -> int:
+        """Deleted slots over all shards."""
+        return sum(s.tombstones for s in self.shards)
+
+    @property
+    def capacity(self) -> int:
+        """Allocated slots over all shards."""
+        return sum(s.capacity for s in self.shards)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (for the API and logs)."""
+        return {
+            "epoch": self.epoch,
+            "live": self.live,
+            "tombstones": self.tombstones,
+            "capacity": self.capacity,
+            "shards": [
+                {
+                    "partition": s.partition,
+                    "live": s.live,
+                    "tombstones": s.tombstones,
+                    "capacity": s.capacity,
+                    "delete_markers": s.delete_markers,
+                    "next_offset": s.next_offset,
+                    "epoch": s.epoch,
+                    "rebuilding": s.rebuilding,
+                    "rebuilds": s.rebuilds,
+                }
+                for s in self.shards
+            ],
+        }
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class ShardedIndex:
+    """S hnswlib shards, one per partition of the embeddings topic.
+
+    Args:
+        config: parameters every shard shares.
+        partitions: number of partitions, and so of shards.
+        model_version: the encoder version whose embeddings this index holds.
+        shards: ready shards (from a snapshot), one per partition in order.
+        epoch: starting epoch (from a snapshot).
+    """
+
+    def __init__(
+        self,
+        config: IndexConfig,
+        partitions: int,
+        *,
+        model_version: str = "",
+        shards: Sequence[Shard] | None = None,
+        epoch: int = 0,
+    ) -> None:
+        if partitions < 1:
+            raise IndexStoreError(
+                f"Invalid value for `partitions`. Expected ≥ 1. Received: partitions={partitions}"
+            )
+        if shards is not None and [s.partition for s in shards] != list(range(partitions)):
+            raise IndexStoreError(
+                f"Expected one shard per partition 0..{partitions - 1} in order. "
+                f"Received partitions {[s.partition for s in shards]}"
+            )
+        self.config = config
+        self.model_version = model_version
+        self._shards = (
+            list(shards) if shards is not None else [Shard(config, p) for p in range(partitions)]
+        )
+        self._epoch = epoch
+        self._epoch_lock = threading.Lock()
+        self._cpus = _cpus()
+        self._per_query_s = 0.0
+        self._pool = (
+            ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="index-shard")
+            if partitions > 1
+            else None
+        )
+        self._log = get_logger("index.sharded", model_version=model_version)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, model_version: str, dim: int | None = None
+    ) -> ShardedIndex:
+        """An empty index shaped by the settings (partitions, space, M, ef …)."""
+        return cls(
+            IndexConfig.from_settings(settings, dim),
+            settings.partitions,
+            model_version=model_version,
+        )
+
+    # --- properties ------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> int:
+        """Number of shards (= partitions)."""
+        return len(self._shards)
+
+    @property
+    def shards(self) -> tuple[Shard, ...]:
+        """The shards, by partition."""
+        return tuple(self._shards)
+
+    @property
+    def dim(self) -> int:
+        """Vector size."""
+        return self.config.dim
+
+    @property
+    def space(self) -> str:
+        """hnswlib space."""
+        return self.config.space
+
+    @property
+    def epoch(self) -> int:
+        """Increments on every batch that changed the index (for cache keys)."""
+        return self._epoch
+
+    def shard(self, partition: int) -> Shard:
+        """The shard of a partition."""
+        self._check_partition(partition)
+        return self._shards[partition]
+
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < len(self._shards):
+            raise IndexStoreError(
+                f"Invalid value for `partition`. Expected 0 ≤ partition < {len(self._shards)}. "
+                f"Received: partition={partition}"
+            )
+
+    # --- writes ----------------------------------------------------------------------
+
+    def apply(
+        self,
+        partition: int,
+        records: Sequence[IndexRecord],
+        *,
+        next_offset: int | None = None,
+        num_threads: int | None = None,
+    ) -> ApplyResult:
+        """Apply a batch read from one partition to its shard.
+
+        Args:
+            partition: the partition the records were read from.
+            records: upserts and deletes, in log order.
+            next_offset: the log offset to read next in that partition (last + 1).
+            num_threads: hnswlib threads for bulk inserts (default: the config's).
+        """
+        self._check_partition(partition)
+        result = self._shards[partition].apply(
+            records, next_offset=next_offset, num_threads=num_threads
+        )
+        if result.changed:
+            with self._epoch_lock:
+                self._epoch += 1
+        return result
+
+    def apply_many(
+        self,
+        batches: Mapping[int, Sequence[IndexRecord]],
+        next_offsets: Mapping[int, int] | None = None,
+    ) -> dict[int, ApplyResult]:
+        """Apply batches of several partitions in parallel, one thread per shard."""
+        for partition in batches:
+            self._check_partition(partition)
+        offsets = next_offsets or {}
+        threads = max(1, self._cpus // max(1, len(batches)))
+        futures = {
+            p: self._submit(self.apply, p, records, next_offset=offsets.get(p), num_threads=threads)
+            for p, records in batches.items()
+        }
+        return {p: f.result() for p, f in futures.items()}
+
+    def _submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._pool is None:
+            future: Future[Any] = Future()
+            future.set_result(fn(*args, **kwargs))
+            return future
+        return self._pool.submit(fn, *args, **kwargs)
+
+    # --- reads -----------------------------------------------------------------------
+
+    def _queries(self, vectors: Any) -> np.ndarray:
+        try:
+            q = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise IndexStoreError("Expected query vectors as numbers.") from None
+        if q.ndim == 1:
+            q = q.reshape(1, -1)
+        if q.ndim != 2 or q.shape[1] != self.dim or not q.shape[0]:
+            raise IndexStoreError(
+                f"Invalid query shape. Expected (batch ≥ 1, {self.dim}). Received: {q.shape}"
+            )
+        q = np.ascontiguousarray(q)
+        norms = np.einsum("ij,ij->i", q, q)
+        if not np.isfinite(norms).all() and not np.isfinite(q).all():
+            raise IndexStoreError("Invalid query. Expected finite values. Received NaN or inf.")
+        if self.space == "cosine" and not norms.all():
+            raise IndexStoreError("Invalid query. Expected a non-zero vector (cosine space).")
+        return q
+
+    def search(
+        self,
+        vector: Any,
+        k: int = 10,
+        *,
+        ef: int | None = None,
+        filter: Filter | None = None,
+    ) -> Neighbors:
+        """The k nearest live items to one vector over all shards.
+
+        Args:
+            vector: the query, shape (dim,).
+            k: how many neighbours; fewer come back when fewer items qualify.
+            ef: hnswlib ef per shard (default: the config's ``ef_search``).
+            filter: which items may be returned.
+        """
+        return self.search_batch(vector, k, ef=ef, filter=filter)[0]
+
+    def search_batch(
+        self,
+        vectors: Any,
+        k: int = 10,
+        *,
+        ef: int | None = None,
+        filter: Filter | None = None,
+    ) -> list[Neighbors]:
+        """`search` for many query vectors at once, shape (batch, dim)."""
+        if k < 1:
+            raise IndexStoreError(f"Invalid value for `k`. Expected k ≥ 1. Received: k={k}")
+        if ef is not None and ef < 1:
+            raise IndexStoreError(f"Invalid value for `ef`. Expected ef ≥ 1. Received: ef={ef}")
+        q = self._queries(vectors)
+        shards = self._shards
+        if len(shards) == 1:
+            ids, dists = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
+        else:
+            ids, dists = self._fan_out(q, k, ef, filter)
+        id_rows = ids.tolist()
+        dist_rows = dists.tolist()
+        if filter is None or filter.empty:
+            return [Neighbors(i, d) for i, d in zip(id_rows, dist_rows, strict=True)]
+        counts = np.isfinite(dists).sum(axis=1).tolist()
+        return [Neighbors(id_rows[r][:n], dist_rows[r][:n]) for r, n in enumerate(counts)]
+
+    def _fan_out(
+        self, q: np.ndarray, k: int, ef: int | None, filter: Filter | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search every shard and merge by distance.
+
+        Shards are searched in parallel threads when the expected time of one
+        shard's search beats the cost of handing work to a thread; small
+        queries (one vector on small shards) run in the calling thread.
+        """
+        shards = self._shards
+        threads = max(1, self._cpus // len(shards))
+        parallel = self._per_query_s * len(q) > self.config.fan_out_min_s
+        started = time.perf_counter()
+        if parallel:
+            assert self._pool is not None
+            futures = [
+                self._pool.submit(s.search, q, k, ef=ef, filter=filter, num_threads=threads)
+                for s in shards[1:]
+            ]
+            first = shards[0].search(q, k, ef=ef, filter=filter, num_threads=threads)
+            elapsed = time.perf_counter() - started
+            parts = [first, *(f.result() for f in futures)]
+        else:
+            first = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
+            elapsed = time.perf_counter() - started
+            parts = [first]
+            parts += [
+                s.search(q, k, ef=ef, filter=filter, num_threads=self._cpus) for s in shards[1:]
+            ]
+        self._per_query_s = 0.9 * self._per_query_s + 0.1 * elapsed / len(q)
+        all_d = np.concatenate([d for _, d in parts], axis=1)
+        all_ids = np.concatenate([i for i, _ in parts], axis=1)
+        if all_d.shape[1] <= k:
+            order = np.argsort(all_d, axis=1, kind="stable")
+        else:
+            order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(all_ids, order, 1), np.take_along_axis(all_d, order, 1)
+
+    def get(self, item_id: str) -> Item | None:
+        """The live item with this id (the partition Kafka would pick is asked first)."""
+        first = partition_for(item_id, len(self._shards))
+        order = [first, *(p for p in range(len(self._shards)) if p != first)]
+        for p in order:
+            if item_id in self._shards[p]:
+                item = self._shards[p].get(item_id)
+                if item is not None:
+                    return item
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._shards)
+
+    def stats(self) -> IndexStats:
+        """Live, tombstone and capacity counts per shard."""
+        return IndexStats(self._epoch, tuple(s.stats() for s in self._shards))
+
+    def next_offsets(self) -> dict[int, int]:
+        """Next embeddings-log offset per partition (partitions never applied are absent)."""
+        return {s.partition: s.next_offset for s in self._shards if s.next_offset is not None}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def wait_for_rebuilds(self, timeout: float | None = None) -> bool:
+        """Wait for running shard rebuilds; return whether all are done."""
+        return all(s.wait_for_rebuild(timeout) for s in self._shards)
+
+    def close(self) -> None:
+        """Stop background rebuilds and the fan-out threads."""
+        for s in self._shards:
+            s.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> ShardedIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,534 @@
+"""Atomic, verified snapshots of a sharded index (DESIGN.md, contract 2).
+
+What a snapshot holds. One directory ``<root>/<model version>/snap-<sequence>/``
+with, per shard p, ``shard-<p>.hnsw`` (hnswlib's own file: no header of ours,
+no checksum, no version) and ``shard-<p>.json`` (the bookkeeping hnswlib lacks:
+item ids and their slots, labels, metadata and source offsets, delete markers,
+the next slot), and ``MANIFEST.json``, written last: format, sequence, time,
+dim, space, M, ef_construction, hnswlib and simstream versions, encoder (model)
+version, epoch, per-shard counts (live, tombstones, elements, capacity), the
+SHA-256 and size of every file, a checksum of the manifest itself, and
+``next_offsets``: per partition, the offset of the **next** record to read
+from the embeddings topic (a partition never applied is absent: read it from
+the beginning). Offsets live inside the snapshot, so state and position can
+never disagree (Kafka's "storing offsets outside Kafka" pattern).
+
+How it is written. Everything goes into a temporary directory beside the
+snapshots; each file is fsynced, the manifest last, then the directory; the
+directory is renamed to its final name and the parent directory is fsynced.
+A crash at any point leaves either no new snapshot or a complete one; the
+previous snapshots are untouched (old ones are pruned only after a new one is
+in place, keeping the last ``keep``). Each shard is saved while it is held by
+`Shard.frozen`: its writer waits, searches go on (saving only reads hnswlib).
+Shards are saved one after another, so each shard's state matches its own
+next offset, which is all that replay needs.
+
+How it is read. `SnapshotStore.load_latest` tries snapshots newest first. A
+snapshot is verified before hnswlib sees any file: manifest checksum, every
+file's size and SHA-256, the hnswlib file header against the manifest (element
+count, M, ef_construction, dim) and the bookkeeping against the counts. One
+that fails is logged and skipped, and the previous one is used (the log is then
+replayed from its offsets). A verified snapshot made with another dim, space or
+encoder version is refused with `SnapshotMismatchError`. One writer process per
+snapshot directory.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+
+import simstream
+from simstream.errors import (
+    IndexStoreError,
+    SnapshotCorruptError,
+    SnapshotError,
+    SnapshotMismatchError,
+)
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers.index.config import SPACES, IndexConfig
+from workers.index.shard import Shard
+from workers.index.sharded import ShardedIndex
+
+FORMAT = "simstream.index.snapshot/1"
+MANIFEST = "MANIFEST.json"
+_NAME = re.compile(r"^snap-(\d{10})$")
+_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+_CHUNK = 1 << 20
+_log = get_logger("index.snapshot")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A snapshot directory as listed (not yet verified).
+
+    Attributes:
+        path: the directory.
+        sequence: its sequence number (higher is newer).
+        manifest: the parsed manifest, or None when missing or unreadable.
+    """
+
+    path: Path
+    sequence: int
+    manifest: dict[str, Any] | None
+
+
+def hnswlib_version() -> str:
+    """The installed hnswlib version."""
+    try:
+        return metadata.version("hnswlib")
+    except metadata.PackageNotFoundError:  # pragma: no cover - always installed
+        return "unknown"
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    _fsync_file(path)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_hnsw(path: Path, space: str, dim: int, capacity: int) -> hnswlib.Index:
+    """Load an hnswlib file that has already been verified."""
+    index = hnswlib.Index(space=space, dim=dim)
+    index.load_index(str(path), max_elements=capacity)
+    return index
+
+
+def read_hnsw_header(path: Path) -> dict[str, int]:
+    """The fields of an hnswlib index file header that a manifest can be checked against.
+
+    Raises:
+        SnapshotCorruptError: if the file is shorter than the header or
+            inconsistent with itself.
+    """
+    with open(path, "rb") as f:
+        raw = f.read(_HEADER.size)
+    if len(raw) < _HEADER.size:
+        raise SnapshotCorruptError(
+            f"{path.name}: expected an hnswlib header of {_HEADER.size} bytes. "
+            f"Received {len(raw)} bytes."
+        )
+    (_, max_elements, count, size_per_element, label_offset, offset_data, _, _, _, max_m0, m, _,
+     ef_construction) = _HEADER.unpack(raw)  # fmt: skip
+    links0 = max_m0 * 4 + 4
+    if offset_data != links0 or size_per_element != label_offset + 8 or label_offset < links0:
+        raise SnapshotCorruptError(f"{path.name}: the hnswlib header is inconsistent.")
+    return {
+        "elements": count,
+        "max_elements": max_elements,
+        "m": m,
+        "ef_construction": ef_construction,
+        "dim": (label_offset - offset_data) // 4,
+        "min_size": _HEADER.size + count * (size_per_element + 4),
+    }
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SnapshotCorruptError(message)
+
+
+class SnapshotStore:
+    """Saves, verifies, lists, loads and prunes snapshots of one model version's index.
+
+    Args:
+        root: the snapshots directory (``Settings.snapshots_dir``).
+        model_version: encoder version of the index; snapshots live in ``root/<version>``.
+        keep: complete snapshots to keep (older ones are pruned after each save).
+    """
+
+    def __init__(self, root: Path | str, model_version: str, keep: int = 3) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", model_version) or model_version in (".", ".."):
+            raise SnapshotError(
+                "Invalid value for `model_version`. Expected letters, digits, '.', '_' or '-'. "
+                f"Received: {model_version!r}"
+            )
+        if keep < 1:
+            raise SnapshotError(f"Invalid value for `keep`. Expected ≥ 1. Received: keep={keep}")
+        self.root = Path(root)
+        self.model_version = model_version
+        self.keep = keep
+        self.dir = self.root / model_version
+        self._lock = threading.Lock()
+        self._log = _log.bind(model_version=model_version)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_version: str) -> SnapshotStore:
+        """A store under ``settings.snapshots_dir`` keeping ``settings.snapshot_keep``."""
+        return cls(settings.snapshots_dir, model_version, settings.snapshot_keep)
+
+    # --- listing ---------------------------------------------------------------------
+
+    def list(self) -> list[SnapshotInfo]:
+        """Snapshot directories, newest first (temporary directories excluded)."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for path in self.dir.iterdir():
+            match = _NAME.match(path.name)
+            if match and path.is_dir():
+                try:
+                    manifest = json.loads((path / MANIFEST).read_bytes())
+                except (OSError, ValueError):
+                    manifest = None
+                found.append(SnapshotInfo(path, int(match.group(1)), manifest))
+        return sorted(found, key=lambda s: s.sequence, reverse=True)
+
+    # --- saving ----------------------------------------------------------------------
+
+    def save(self, index: ShardedIndex, next_offsets: Mapping[int, int] | None = None) -> Path:
+        """Write a snapshot of ``index`` atomically and prune old ones.
+
+        Args:
+            index: the index; its searches continue while it is saved.
+            next_offsets: offsets to record instead of those the index tracked
+                through ``apply(..., next_offset=)``. Only pass them when no batch
+                is applied during the save, or state and offsets may disagree.
+
+        Returns:
+            The new snapshot's directory.
+        """
+        if index.model_version and index.model_version != self.model_version:
+            raise SnapshotMismatchError(
+                f"Expected an index of model version {self.model_version!r}. "
+                f"Received one of {index.model_version!r}."
+            )
+        started = time.perf_counter()
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers()
+            sequence = max((s.sequence for s in self.list()), default=0) + 1
+            name = f"snap-{sequence:010d}"
+            tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+            tmp.mkdir()
+            try:
+                manifest = self._write(index, tmp, sequence, next_offsets)
+                final = self.dir / name
+                os.rename(tmp, final)
+                _fsync_dir(self.dir)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            pruned = self.prune()
+        self._log.info(
+            "index.snapshot_saved",
+            path=str(final),
+            live=manifest["totals"]["live"],
+            next_offsets=manifest["next_offsets"],
+            pruned=len(pruned),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return final
+
+    def _write(
+        self,
+        index: ShardedIndex,
+        tmp: Path,
+        sequence: int,
+        next_offsets: Mapping[int, int] | None,
+    ) -> dict[str, Any]:
+        files: dict[str, dict[str, Any]] = {}
+        shards = []
+        offsets: dict[str, int] = {}
+        for shard in index.shards:
+            p = shard.partition
+            index_name, state_name = f"shard-{p:04d}.hnsw", f"shard-{p:04d}.json"
+            with shard.frozen() as view:
+                view.save_index(str(tmp / index_name))
+                state = view.state()
+                stats = view.stats
+                elements = view.element_count
+            _fsync_file(tmp / index_name)
+            state_bytes = _canonical(state)
+            _write_bytes(tmp / state_name, state_bytes)
+            files[index_name] = {
+                "sha256": _sha256(tmp / index_name),
+                "size": (tmp / index_name).stat().st_size,
+            }
+            files[state_name] = {
+                "sha256": hashlib.sha256(state_bytes).hexdigest(),
+                "size": len(state_bytes),
+            }
+            offset = next_offsets.get(p) if next_offsets is not None else stats.next_offset
+            if offset is not None:
+                offsets[str(p)] = int(offset)
+            shards.append(
+                {
+                    "partition": p,
+                    "index_file": index_name,
+                    "state_file": state_name,
+                    "elements": elements,
+                    "live": stats.live,
+                    "tombstones": stats.tombstones,
+                    "capacity": stats.capacity,
+                    "delete_markers": stats.delete_markers,
+                }
+            )
+        config = index.config
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "sequence": sequence,
+            "created_at": datetime.now(UTC).isoformat(),
+            "model_version": self.model_version,
+            "dim": config.dim,
+            "space": config.space,
+            "M": config.m,
+            "ef_construction": config.ef_construction,
+            "hnswlib_version": hnswlib_version(),
+            "simstream_version": simstream.__version__,
+            "partitions": index.partitions,
+            "epoch": index.epoch,
+            "next_offsets": offsets,
+            "totals": {
+                "live": sum(s["live"] for s in shards),
+                "tombstones": sum(s["tombstones"] for s in shards),
+            },
+            "shards": shards,
+            "files": files,
+        }
+        manifest["manifest_sha256"] = _manifest_checksum(manifest)
+        _write_bytes(tmp / MANIFEST, _canonical(manifest))
+        _fsync_dir(tmp)
+        return manifest
+
+    # --- pruning ---------------------------------------------------------------------
+
+    def _remove_leftovers(self) -> None:
+        """Delete temporary and half-deleted directories left by crashed runs."""
+        for path in self.dir.iterdir():
+            if path.name.startswith((".tmp-", ".trash-")) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def prune(self) -> builtins.list[Path]:
+        """Delete all but the newest ``keep`` snapshots; return what was deleted."""
+        removed = []
+        for info in self.list()[self.keep :]:
+            trash = info.path.with_name(f".trash-{info.path.name}")
+            os.rename(info.path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            removed.append(info.path)
+        return removed
+
+    # --- verifying and loading -------------------------------------------------------
+
+    def verify(self, path: Path | str) -> dict[str, Any]:
+        """Check a snapshot without loading it into hnswlib; return its manifest.
+
+        Raises:
+            SnapshotCorruptError: naming what failed (manifest, size, checksum,
+                header, bookkeeping).
+        """
+        return self._verify(Path(path))[0]
+
+    def _verify(self, path: Path) -> tuple[dict[str, Any], builtins.list[dict[str, Any]]]:
+        try:
+            return self._verify_unchecked(path)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise SnapshotCorruptError(f"{path.name}: malformed manifest ({e!r}).") from None
+
+    def _verify_unchecked(self, path: Path) -> tuple[dict[str, Any], builtins.list[dict[str, Any]]]:
+        try:
+            raw = (path / MANIFEST).read_bytes()
+        except OSError:
+            raise SnapshotCorruptError(f"{path.name}: no readable {MANIFEST}.") from None
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            raise SnapshotCorruptError(f"{path.name}: {MANIFEST} is not valid JSON.") from None
+        _check(isinstance(manifest, dict), f"{path.name}: {MANIFEST} is not a JSON object.")
+        _check(
+            manifest.get("format") == FORMAT,
+            f"{path.name}: expected format {FORMAT!r}. Received: {manifest.get('format')!r}",
+        )
+        _check(
+            manifest.get("manifest_sha256") == _manifest_checksum(manifest),
+            f"{path.name}: the manifest checksum does not match its content.",
+        )
+        for name, expected in manifest["files"].items():
+            file = path / name
+            _check(file.is_file(), f"{path.name}: {name} is missing.")
+            size = file.stat().st_size
+            _check(
+                size == expected["size"],
+                f"{path.name}: {name} has {size} bytes. Expected {expected['size']}.",
+            )
+            _check(
+                _sha256(file) == expected["sha256"],
+                f"{path.name}: {name} does not match its SHA-256 in the manifest.",
+            )
+        _check(
+            [s["partition"] for s in manifest["shards"]] == list(range(manifest["partitions"])),
+            f"{path.name}: expected one shard per partition.",
+        )
+        states = [self._verify_shard(path, manifest, shard) for shard in manifest["shards"]]
+        return manifest, states
+
+    @staticmethod
+    def _verify_shard(
+        path: Path, manifest: Mapping[str, Any], shard: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        where = f"{path.name}/{shard['index_file']}"
+        header = read_hnsw_header(path / shard["index_file"])
+        for field, expected in (
+            ("elements", shard["elements"]),
+            ("m", manifest["M"]),
+            ("ef_construction", manifest["ef_construction"]),
+            ("dim", manifest["dim"]),
+        ):
+            _check(
+                header[field] == expected,
+                f"{where}: the index file has {field}={header[field]}; "
+                f"the manifest says {expected}.",
+            )
+        size = (path / shard["index_file"]).stat().st_size
+        _check(size >= header["min_size"], f"{where}: the index file is truncated.")
+        _check(
+            shard["elements"] == shard["live"] + shard["tombstones"],
+            f"{where}: elements ≠ live + tombstones in the manifest.",
+        )
+        try:
+            state = json.loads((path / shard["state_file"]).read_bytes())
+            items = state["items"]
+            columns = [items[c] for c in ("ids", "slots", "offsets", "labels", "metadata")]
+            deleted = state["deleted"]
+            next_slot = int(state["next_slot"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SnapshotCorruptError(f"{path.name}/{shard['state_file']}: unreadable.") from None
+        _check(
+            all(len(c) == shard["live"] for c in columns)
+            and len(deleted["ids"]) == len(deleted["offsets"])
+            and all(0 <= s < next_slot for s in items["slots"])
+            and next_slot >= shard["elements"],
+            f"{path.name}/{shard['state_file']}: bookkeeping disagrees with the manifest.",
+        )
+        return dict(state)
+
+    def load(
+        self, path: Path | str, config: IndexConfig, model_version: str | None = None
+    ) -> tuple[ShardedIndex, dict[int, int]]:
+        """Verify and load one snapshot.
+
+        Args:
+            path: the snapshot directory.
+            config: the expected dim and space, and the run-time parameters
+                (ef, threads, tombstone threshold) of the loaded index.
+            model_version: the expected encoder version (default: the store's).
+
+        Raises:
+            SnapshotCorruptError: if verification fails.
+            SnapshotMismatchError: if it was made with another dim, space or encoder version.
+        """
+        path = Path(path)
+        expected_version = model_version or self.model_version
+        manifest, states = self._verify(path)
+        for field, want, got in (
+            ("dim", config.dim, manifest["dim"]),
+            ("space", config.space, manifest["space"]),
+            ("encoder version", expected_version, manifest["model_version"]),
+        ):
+            if want != got:
+                raise SnapshotMismatchError(
+                    f"Snapshot {path} was made with {field} {got!r}. Expected {want!r}: "
+                    f"rebuild the index from the embeddings topic of this version instead."
+                )
+        if manifest["space"] not in SPACES:  # pragma: no cover - covered by the check above
+            raise SnapshotCorruptError(f"{path.name}: unknown space {manifest['space']!r}")
+        if (manifest["M"], manifest["ef_construction"]) != (config.m, config.ef_construction):
+            self._log.warning(
+                "index.snapshot_params_differ",
+                snapshot_m=manifest["M"],
+                snapshot_ef_construction=manifest["ef_construction"],
+            )
+        loaded = config.with_(m=manifest["M"], ef_construction=manifest["ef_construction"])
+        shards: builtins.list[Shard] = []
+        for entry, state in zip(manifest["shards"], states, strict=True):
+            try:
+                index = _load_hnsw(
+                    path / entry["index_file"], loaded.space, loaded.dim, entry["capacity"]
+                )
+                shards.append(Shard.restore(loaded, entry["partition"], index, state))
+            except (RuntimeError, IndexStoreError) as e:
+                raise SnapshotCorruptError(f"{path.name}/{entry['index_file']}: {e}") from e
+        index = ShardedIndex(
+            loaded,
+            manifest["partitions"],
+            model_version=manifest["model_version"],
+            shards=shards,
+            epoch=int(manifest["epoch"]),
+        )
+        offsets = {int(p): int(o) for p, o in manifest["next_offsets"].items()}
+        return index, offsets
+
+    def load_latest(
+        self, config: IndexConfig, model_version: str | None = None
+    ) -> tuple[ShardedIndex, dict[int, int]] | None:
+        """The newest snapshot that verifies, loaded, with its next offsets; None if none does.
+
+        Snapshots that fail verification are logged and skipped.
+
+        Raises:
+            SnapshotMismatchError: if the newest verified snapshot was made with
+                another dim, space or encoder version than expected.
+        """
+        for info in self.list():
+            started = time.perf_counter()
+            try:
+                index, offsets = self.load(info.path, config, model_version)
+            except SnapshotCorruptError as e:
+                self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
+                continue
+            self._log.info(
+                "index.snapshot_loaded",
+                path=str(info.path),
+                live=len(index),
+                next_offsets=offsets,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            return index, offsets
+        return None

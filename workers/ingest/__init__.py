@@ -1,0 +1,1 @@
+"""Streaming ingest: the embeddings wire format, the range embedder and the dispatcher."""

@@ -1,0 +1,270 @@
+"""`RangeEmbedder`: read one offset range of ``items``, embed it, write the embeddings log.
+
+The unit of work of an embed task. It reads ``[start, end)`` of one partition
+(``assign`` at ``start``: no consumer group), decodes each event (an invalid
+one goes to the dead-letter topic with its reason and source offset), turns
+payloads into model inputs with the encoder's input spec, embeds in batches,
+and produces `EmbeddingRecord`s to the same partition of
+``embeddings.<version>``, closed by a range marker. It returns only after the
+broker acknowledged every record (``flush``), so a task that reports success
+never loses output. Running it twice on a range writes the same records twice;
+the index applies them idempotently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from producers.wire import DeadLetter, ItemEvent, Op, WireLimits
+from simstream.errors import DecodeError, KafkaError, PayloadError
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers import metrics
+from workers.ingest.record import EmbeddingRecord, RecordOp
+
+log = get_logger("embedder")
+
+
+class SpecLike(Protocol):
+    """Turns a raw payload into one model input (see `model.inputs.InputSpec`)."""
+
+    def to_model_input(self, payload: np.ndarray) -> np.ndarray: ...
+
+
+class EncoderLike(Protocol):
+    """What the embedder needs of an encoder (see `model.registry.Encoder`)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def input_spec(self) -> SpecLike: ...
+
+    def embed(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray: ...
+
+
+@dataclass
+class RangeResult:
+    """What one embed task did."""
+
+    partition: int
+    start: int
+    end: int
+    upserts: int = 0
+    deletes: int = 0
+    dead_letters: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts (the Celery task's return value)."""
+        return {
+            "partition": self.partition,
+            "start": self.start,
+            "end": self.end,
+            "upserts": self.upserts,
+            "deletes": self.deletes,
+            "dead_letters": self.dead_letters,
+            "reasons": self.reasons,
+        }
+
+
+class RangeEmbedder:
+    """Embeds offset ranges of the items topic with one encoder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        encoder: EncoderLike,
+        consumer: Consumer | None = None,
+        producer: Producer | None = None,
+        read_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.limits = WireLimits.from_settings(settings)
+        self.read_timeout_s = read_timeout_s
+        self._consumer = consumer or Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": "simstream-embedder",
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": False,
+                    "fetch.wait.max.ms": 20,
+                }
+            )
+        )
+        self._producer = producer or Producer(
+            settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                }
+            )
+        )
+        self._failures: list[str] = []
+
+    def run(
+        self, topic: str, partition: int, start: int, end: int, model_version: str
+    ) -> RangeResult:
+        """Embed ``[start, end)`` of ``topic``/``partition`` into ``embeddings.<model_version>``.
+
+        Raises:
+            KafkaError: the range could not be read in time or a record was not
+                acknowledged (the task retries).
+        """
+        if model_version != self.encoder.version:
+            raise KafkaError(
+                f"Encoder mismatch. Expected version {model_version}. "
+                f"Received: {self.encoder.version}"
+            )
+        result = RangeResult(partition, start, end)
+        out_topic = self.settings.embeddings_topic(model_version)
+        bound = log.bind(partition=partition, start=start, end=end, model_version=model_version)
+        pending: list[tuple[ItemEvent, int, np.ndarray]] = []
+        for message in self._read(topic, partition, start, end):
+            offset = message.offset() or 0
+            raw = message.value() or b""
+            try:
+                event = ItemEvent.decode(raw, self.limits)
+                if event.op is Op.DELETE:
+                    self._flush_batch(pending, out_topic, partition, model_version, result)
+                    self._produce(
+                        out_topic,
+                        partition,
+                        EmbeddingRecord(
+                            op=RecordOp.DELETE,
+                            item_id=event.id,
+                            source_offset=offset,
+                            model_version=model_version,
+                            event_time_ms=event.event_time_ms,
+                        ),
+                    )
+                    result.deletes += 1
+                    continue
+                assert event.payload is not None
+                model_input = self.encoder.input_spec.to_model_input(event.payload.to_array())
+            except DecodeError as e:
+                letter = DeadLetter.from_error(e, topic, partition, offset)
+                self._dead_letter(letter, result)
+                bound.info("event dead-lettered", offset=offset, reason=letter.reason)
+                continue
+            except PayloadError as e:
+                letter = DeadLetter(topic, partition, offset, "bad_payload", raw, str(e))
+                self._dead_letter(letter, result)
+                bound.info("event dead-lettered", offset=offset, reason=letter.reason)
+                continue
+            pending.append((event, offset, model_input))
+            if len(pending) >= self.settings.embed_batch_size:
+                self._flush_batch(pending, out_topic, partition, model_version, result)
+        self._flush_batch(pending, out_topic, partition, model_version, result)
+        self._produce(out_topic, partition, EmbeddingRecord.range_marker(start, end, model_version))
+        self._await_delivery()
+        bound.info(
+            "range embedded", **{k: v for k, v in result.to_dict().items() if k != "reasons"}
+        )
+        return result
+
+    def _read(self, topic: str, partition: int, start: int, end: int) -> list[Message]:
+        """Every record of ``[start, end)``; offsets missing from the log are skipped."""
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+        messages: list[Message] = []
+        deadline = time.monotonic() + self.read_timeout_s
+        last = start - 1
+        try:
+            while last < end - 1:
+                if time.monotonic() > deadline:
+                    raise KafkaError(
+                        f"Timed out reading {topic}[{partition}] offsets {start}..{end - 1}; "
+                        f"reached {last}"
+                    )
+                for message in self._consumer.consume(min(1000, end - last), 0.2):
+                    if message.error() is not None:
+                        continue
+                    offset = message.offset() or 0
+                    if offset >= end:
+                        last = end - 1
+                        break
+                    if offset > last:
+                        messages.append(message)
+                        last = offset
+        finally:
+            self._consumer.unassign()
+        return messages
+
+    def _flush_batch(
+        self,
+        pending: list[tuple[ItemEvent, int, np.ndarray]],
+        out_topic: str,
+        partition: int,
+        model_version: str,
+        result: RangeResult,
+    ) -> None:
+        if not pending:
+            return
+        started = time.perf_counter()
+        vectors = self.encoder.embed(
+            np.stack([x for _, _, x in pending]), self.settings.embed_batch_size
+        )
+        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
+        for (event, offset, _), vector in zip(pending, vectors, strict=True):
+            self._produce(
+                out_topic,
+                partition,
+                EmbeddingRecord(
+                    op=RecordOp.UPSERT,
+                    item_id=event.id,
+                    source_offset=offset,
+                    model_version=model_version,
+                    vector=np.asarray(vector, dtype=np.float32),
+                    label=event.label,
+                    metadata=dict(event.metadata),
+                    event_time_ms=event.event_time_ms,
+                ),
+            )
+        metrics.EMBEDDED_ITEMS.labels(model_version, "upsert").inc(len(pending))
+        result.upserts += len(pending)
+        pending.clear()
+
+    def _produce(self, topic: str, partition: int, record: EmbeddingRecord) -> None:
+        self._produce_raw(topic, partition, record.item_id.encode() or None, record.encode())
+
+    def _produce_raw(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, partition=partition, on_delivery=self._delivered
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def _delivered(self, error: Any, message: Message) -> None:
+        if error is not None:
+            self._failures.append(str(error))
+
+    def _dead_letter(self, letter: DeadLetter, result: RangeResult) -> None:
+        self._produce_raw(self.settings.topic_dlq, letter.partition, None, letter.encode())
+        result.dead_letters += 1
+        result.reasons[letter.reason] = result.reasons.get(letter.reason, 0) + 1
+        metrics.DLQ_EVENTS.labels(letter.reason).inc()
+
+    def _await_delivery(self) -> None:
+        remaining = self._producer.flush(30)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise KafkaError(
+                f"Embedding records not acknowledged: {remaining} still queued, "
+                f"{len(failures)} failed (first: {failures[:1]})"
+            )
+
+    def close(self) -> None:
+        """Release the Kafka clients."""
+        self._producer.flush(10)
+        self._consumer.close()

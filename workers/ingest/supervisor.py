@@ -1,0 +1,85 @@
+"""`DispatcherSupervisor`: one `Dispatcher` thread per model version that needs embeddings."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers.generations import GenerationBoard
+from workers.ingest.dispatcher import Dispatcher
+
+log = get_logger("dispatcher")
+
+
+def active_version(registry_dir: Path) -> str | None:
+    """The registry's active version, or None when no model is registered."""
+    from model.registry import Registry
+
+    return Registry(registry_dir).active()
+
+
+class DispatcherSupervisor:
+    """Keeps a dispatcher running for every wanted or serving version, and no other."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fixed_version: str | None = None,
+        board: GenerationBoard | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.fixed_version = fixed_version
+        self.board = board or GenerationBoard(settings)
+        self.poll_s = poll_s
+        self._threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
+
+    def wanted(self) -> set[str]:
+        """Versions to dispatch for: the fixed one, or registry active ∪ node's generations."""
+        if self.fixed_version:
+            return {self.fixed_version}
+        state = self.board.read()
+        versions = set(state.building)
+        if state.serving:
+            versions.add(state.serving)
+        active = active_version(self.settings.registry_dir)
+        if active:
+            versions.add(active)
+        return versions
+
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile every ``poll_s`` until ``stop``; then stop every dispatcher cleanly."""
+        try:
+            while not stop.is_set():
+                self.reconcile()
+                stop.wait(self.poll_s)
+        finally:
+            for version in list(self._threads):
+                self._stop(version)
+
+    def reconcile(self) -> None:
+        """Start dispatchers for new versions and stop those no longer needed."""
+        wanted = self.wanted()
+        for version in wanted - set(self._threads):
+            stop = threading.Event()
+            dispatcher = Dispatcher(self.settings, version)
+            thread = threading.Thread(
+                target=dispatcher.run, args=(stop,), name=f"dispatch-{version}", daemon=True
+            )
+            thread.start()
+            self._threads[version] = (thread, stop)
+            log.info("dispatcher started", model_version=version)
+        for version in set(self._threads) - wanted:
+            self._stop(version)
+        for version, (thread, _) in list(self._threads.items()):
+            if not thread.is_alive():
+                log.error("dispatcher died; restarting", model_version=version)
+                del self._threads[version]
+
+    def _stop(self, version: str) -> None:
+        thread, stop = self._threads.pop(version)
+        stop.set()
+        thread.join(30)
+        log.info("dispatcher stopped", model_version=version)

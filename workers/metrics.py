@@ -1,0 +1,83 @@
+"""Every Prometheus metric simstream exports, in one place so dashboards and code agree.
+
+Processes expose them on ``/metrics`` (the API) or on ``SIMSTREAM_METRICS_PORT``
+(dispatcher, workers). Names follow Prometheus conventions: ``_total`` counters,
+``_seconds`` durations.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+
+# --- ingest: dispatcher and embed workers ----------------------------------------------
+DISPATCHED_RANGES = Counter(
+    "simstream_dispatcher_ranges_total", "Embed ranges sent to Celery", ["model_version"]
+)
+DISPATCHER_INFLIGHT = Gauge(
+    "simstream_dispatcher_inflight_ranges", "Embed ranges sent and not yet completed"
+)
+DISPATCHER_PAUSED = Gauge(
+    "simstream_dispatcher_paused", "1 while the dispatcher pauses for backpressure"
+)
+ITEMS_LAG = Gauge(
+    "simstream_items_lag_records",
+    "Records of the items topic not yet committed by the dispatcher",
+    ["partition"],
+)
+EMBEDDED_ITEMS = Counter(
+    "simstream_embedded_items_total", "Events embedded by workers", ["model_version", "op"]
+)
+EMBED_SECONDS = Histogram(
+    "simstream_embed_batch_seconds", "Encoder time per batch", buckets=LATENCY_BUCKETS
+)
+DLQ_EVENTS = Counter(
+    "simstream_dlq_events_total", "Events sent to the dead-letter topic", ["reason"]
+)
+
+# --- index node ------------------------------------------------------------------------
+APPLIED_RECORDS = Counter(
+    "simstream_index_applied_records_total", "Embedding records applied", ["generation"]
+)
+INDEX_LAG = Gauge(
+    "simstream_index_lag_records",
+    "Records of the embeddings topic not yet applied",
+    ["generation", "partition"],
+)
+INDEX_ITEMS = Gauge("simstream_index_items", "Items per shard", ["generation", "shard", "state"])
+FRESHNESS = Histogram(
+    "simstream_freshness_seconds",
+    "Event time to searchable",
+    ["generation"],
+    buckets=FRESHNESS_BUCKETS,
+)
+SNAPSHOT_AGE = Gauge(
+    "simstream_snapshot_age_seconds", "Seconds since the newest snapshot", ["generation"]
+)
+SNAPSHOT_SECONDS = Histogram(
+    "simstream_snapshot_seconds", "Time to write a snapshot", buckets=FRESHNESS_BUCKETS
+)
+ACTIVE_MODEL = Gauge("simstream_active_model_version", "Numeric id of the serving model")
+
+# --- API and cache ---------------------------------------------------------------------
+REQUEST_SECONDS = Histogram(
+    "simstream_api_request_seconds",
+    "API request latency",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+CACHE_REQUESTS = Counter("simstream_cache_requests_total", "Result cache look-ups", ["result"])
+
+# --- retraining ------------------------------------------------------------------------
+RETRAIN_RUNS = Counter("simstream_retrain_runs_total", "Retrain runs", ["decision"])
+REINDEX_PROGRESS = Gauge(
+    "simstream_reindex_progress_ratio", "Share of items embedded into the new generation"
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose the default registry on ``port`` (0 disables)."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,1 @@
+"""The index node: generations of the sharded index, fed from the embeddings log."""

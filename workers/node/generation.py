@@ -1,0 +1,292 @@
+"""`Generation`: the index of one model version, fed from its embeddings log.
+
+A generation owns a `ShardedIndex` (shard p ⇐ partition p of
+``embeddings.<version>``), a consumer thread that applies records in log order,
+the snapshot policy, and per-partition `SourceWatermark`s that tell which
+``items`` offsets are visible (read-your-writes). On start it loads the newest
+valid snapshot and resumes each partition at the snapshot's next offset, so a
+crash loses nothing and — the index being idempotent by source offset —
+duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from simstream.errors import DecodeError
+from simstream.kafka import end_offsets, ensure_topics
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers import metrics
+from workers.index.sharded import ShardedIndex
+from workers.index.snapshot import SnapshotStore
+from workers.ingest.record import EmbeddingRecord, RecordOp
+from workers.ingest.watermark import SourceWatermark
+
+log = get_logger("node")
+
+_FRESHNESS_WINDOW = 10_000
+
+
+class Generation:
+    """One model version's index, kept fresh from ``embeddings.<version>``.
+
+    Args:
+        settings: the settings.
+        version: the encoder version of every vector in this generation.
+        dim: the embedding size.
+        consumer: a Kafka consumer to use (tests), else one is made.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        version: str,
+        dim: int,
+        consumer: Consumer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.version = version
+        self.dim = dim
+        self.topic = settings.embeddings_topic(version)
+        self.store = SnapshotStore(
+            settings.snapshots_dir / version, keep=settings.snapshot_keep
+        )
+        self.index = ShardedIndex.from_settings(settings, version, dim)
+        self.watermarks = {p: SourceWatermark() for p in range(settings.partitions)}
+        self.applied = 0
+        self.lag: dict[int, int] = {}
+        self.source_end: dict[int, int] = {}
+        self.last_snapshot_at: float | None = None
+        self.snapshot_path: str | None = None
+        self.started_at = time.time()
+        self._freshness: deque[float] = deque(maxlen=_FRESHNESS_WINDOW)
+        self._consumer = consumer
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._since_snapshot = 0
+        self._snapshot_lock = threading.Lock()
+        self.error: str | None = None
+        self.log = log.bind(generation=version)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Load the newest valid snapshot; return whether one was loaded."""
+        loaded = self.store.load_latest(
+            dim=self.dim, space=self.settings.index_space, model_version=self.version
+        )
+        if loaded is None:
+            return False
+        self.index.close()
+        self.index = loaded.index
+        marks = loaded.extra.get("watermarks", {})
+        for p in range(self.settings.partitions):
+            if str(p) in marks:
+                self.watermarks[p] = SourceWatermark.from_dict(marks[str(p)])
+        self.last_snapshot_at = time.time()
+        self.snapshot_path = str(loaded.path)
+        self.log.info(
+            "snapshot loaded",
+            path=str(loaded.path),
+            items=len(self.index),
+            next_offsets=self.index.next_offsets(),
+        )
+        return True
+
+    def start(self) -> None:
+        """Create the embeddings topic if needed and start consuming it."""
+        ensure_topics(self.settings, [self.topic])
+        self._thread = threading.Thread(
+            target=self._run, name=f"generation-{self.version}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, snapshot: bool = True) -> None:
+        """Stop consuming; take a final snapshot unless told not to."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if snapshot and self._since_snapshot:
+            self.snapshot()
+
+    def close(self) -> None:
+        """Stop and release the index."""
+        self.stop(snapshot=False)
+        self.index.close()
+
+    # --- consuming -------------------------------------------------------------------
+
+    def _make_consumer(self) -> Consumer:
+        return self._consumer or Consumer(
+            self.settings.kafka_config(
+                **{
+                    "group.id": f"simstream-node.{self.version}",
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": 20,
+                }
+            )
+        )
+
+    def _run(self) -> None:
+        consumer = self._make_consumer()
+        offsets = self.index.next_offsets()
+        consumer.assign(
+            [
+                TopicPartition(self.topic, p, offsets.get(p, 0))
+                for p in range(self.settings.partitions)
+            ]
+        )
+        probe = Consumer(self.settings.kafka_config(**{"group.id": "simstream-probe"}))
+        last_lag = 0.0
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(1000, 0.1)
+                if messages:
+                    self._apply(m for m in messages if m.error() is None)
+                now = time.monotonic()
+                if now - last_lag > 2.0:
+                    self._measure_lag(probe)
+                    last_lag = now
+                self._maybe_snapshot()
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
+            self.log.exception("generation consumer crashed")
+            raise
+        finally:
+            consumer.close()
+            probe.close()
+
+    def _apply(self, messages: Iterable[Message]) -> None:
+        by_partition: dict[int, list[tuple[int, EmbeddingRecord]]] = {}
+        for message in messages:
+            try:
+                record = EmbeddingRecord.decode(message.value() or b"")
+            except DecodeError as e:
+                self.log.error("bad embeddings record skipped", reason=e.reason)
+                continue
+            by_partition.setdefault(message.partition() or 0, []).append(
+                (message.offset() or 0, record)
+            )
+        now_ms = time.time() * 1000
+        for partition, items in by_partition.items():
+            records = [r for _, r in items if r.op is not RecordOp.RANGE]
+            next_offset = items[-1][0] + 1
+            self.index.apply(partition, records, next_offset=next_offset)
+            watermark = self.watermarks[partition]
+            for _, record in items:
+                if record.op is RecordOp.RANGE:
+                    watermark.mark(record.range_start, record.range_end)
+            for record in records:
+                if record.event_time_ms:
+                    self._freshness.append(max(0.0, (now_ms - record.event_time_ms) / 1000))
+                    metrics.FRESHNESS.labels(self.version).observe(self._freshness[-1])
+            self.applied += len(records)
+            self._since_snapshot += len(items)
+            metrics.APPLIED_RECORDS.labels(self.version).inc(len(records))
+        with self._changed:
+            self._changed.notify_all()
+
+    def _measure_lag(self, probe: Consumer) -> None:
+        partitions = range(self.settings.partitions)
+        ends = end_offsets(probe, self.topic, partitions)
+        applied = self.index.next_offsets()
+        self.lag = {p: max(0, ends.get(p, 0) - applied.get(p, 0)) for p in partitions}
+        self.source_end = end_offsets(probe, self.settings.topic_items, partitions)
+        for p, value in self.lag.items():
+            metrics.INDEX_LAG.labels(self.version, str(p)).set(value)
+        for shard in self.index.stats().shards:
+            metrics.INDEX_ITEMS.labels(self.version, str(shard.partition), "live").set(shard.live)
+            metrics.INDEX_ITEMS.labels(self.version, str(shard.partition), "tombstone").set(
+                shard.tombstones
+            )
+        if self.last_snapshot_at is not None:
+            metrics.SNAPSHOT_AGE.labels(self.version).set(time.time() - self.last_snapshot_at)
+
+    # --- snapshots -------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if not self._since_snapshot:
+            return
+        due_time = (
+            self.last_snapshot_at is None
+            or time.time() - self.last_snapshot_at >= self.settings.snapshot_every_s
+        )
+        if due_time or self._since_snapshot >= self.settings.snapshot_every_records:
+            self.snapshot()
+
+    def snapshot(self) -> str:
+        """Write a verified snapshot now (queries keep running); return its path."""
+        with self._snapshot_lock:
+            started = time.perf_counter()
+            extra = {"watermarks": {str(p): w.to_dict() for p, w in self.watermarks.items()}}
+            path = self.store.save(self.index, extra=extra)
+            self._since_snapshot = 0
+            self.last_snapshot_at = time.time()
+            self.snapshot_path = str(path)
+            metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
+            self.log.info("snapshot written", path=str(path), items=len(self.index))
+            return str(path)
+
+    # --- reads -----------------------------------------------------------------------
+
+    def visible(self, partition: int, offset: int) -> bool:
+        """Whether the source event at ``(partition, offset)`` has been applied."""
+        mark = self.watermarks.get(partition)
+        return mark is not None and mark.covers(offset)
+
+    def wait_visible(self, partition: int, offset: int, timeout_s: float) -> bool:
+        """Wait until `visible`, at most ``timeout_s``; return whether it became visible."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not self.visible(partition, offset):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.1))
+        return True
+
+    def source_lag(self) -> int:
+        """Events of ``items`` not yet accounted for in this generation (all partitions)."""
+        return sum(
+            max(0, end - self.watermarks[p].next) for p, end in self.source_end.items()
+        )
+
+    def freshness(self) -> dict[str, float | None]:
+        """p50 and p99 of event time → searchable over the recent window, in seconds."""
+        if not self._freshness:
+            return {"p50_s": None, "p99_s": None, "samples": 0}
+        values = np.fromiter(self._freshness, dtype=np.float64)
+        return {
+            "p50_s": float(np.percentile(values, 50)),
+            "p99_s": float(np.percentile(values, 99)),
+            "samples": float(len(values)),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, lag, freshness and snapshot age for ``/v1/stats``."""
+        index_stats = self.index.stats()
+        return {
+            "version": self.version,
+            "epoch": self.index.epoch,
+            "live": index_stats.live,
+            "tombstones": index_stats.tombstones,
+            "shards": index_stats.as_dict()["shards"],
+            "applied_records": self.applied,
+            "lag_records": sum(self.lag.values()),
+            "source_lag_events": self.source_lag(),
+            "watermarks": {str(p): w.next for p, w in self.watermarks.items()},
+            "freshness": self.freshness(),
+            "snapshot_age_s": (
+                None if self.last_snapshot_at is None else time.time() - self.last_snapshot_at
+            ),
+            "error": self.error,
+        }

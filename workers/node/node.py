@@ -1,0 +1,238 @@
+"""`IndexNode`: serves one generation and builds the next beside it (blue-green).
+
+The model registry's active version is the *wanted* generation. When it differs
+from the *serving* one, the node builds the wanted generation beside it (the
+dispatcher embeds ``items`` from offset 0 into ``embeddings.<wanted>``), and
+flips the alias once that generation has accounted for all but
+``reindex_max_lag`` events of ``items``. Queries take the serving generation
+once, at their start, so every answer comes from exactly one model version.
+The previous generation is kept ``reindex_grace_s`` for a rollback, then closed.
+The alias is persisted (``<data dir>/alias.json``) so a restart serves the
+same generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from model.registry import Encoder, Registry
+from simstream.errors import NotReadyError
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers import metrics
+from workers.generations import GenerationBoard, GenerationState
+from workers.node.generation import Generation
+
+log = get_logger("node")
+
+
+class IndexNode:
+    """The generations of this node, the serving alias, and the encoders for queries."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        board: GenerationBoard | None = None,
+        control_interval_s: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or Registry(settings.registry_dir)
+        self.board = board or GenerationBoard(settings)
+        self.control_interval_s = control_interval_s
+        self.generations: dict[str, Generation] = {}
+        self.serving: Generation | None = None
+        self.flipped_at: float | None = None
+        self._retired: dict[str, float] = {}
+        self._encoders: dict[str, Encoder] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._alias_path = settings.data_dir / "alias.json"
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Restore the serving generation (and the wanted one) and start the control loop."""
+        alias = self._read_alias()
+        if alias:
+            self.serving = self._open(alias)
+        self.reconcile()
+        self._thread = threading.Thread(target=self._control, name="node-control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop every generation with a final snapshot."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        with self._lock:
+            for generation in self.generations.values():
+                generation.stop(snapshot=True)
+                generation.index.close()
+            self.generations.clear()
+
+    def _control(self) -> None:
+        while not self._stop.wait(self.control_interval_s):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("node control step failed")
+
+    # --- reconciliation --------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Open the wanted generation, flip when it is caught up, drop expired ones."""
+        wanted = self.registry.active()
+        with self._lock:
+            if wanted and wanted not in self.generations:
+                self._open(wanted)
+            if wanted and self.serving is None:
+                self._flip(self.generations[wanted])
+            elif wanted and self.serving is not None and self.serving.version != wanted:
+                candidate = self.generations[wanted]
+                if self.caught_up(candidate):
+                    self._flip(candidate)
+            now = time.time()
+            for version, since in list(self._retired.items()):
+                keep = version == wanted or (self.serving and version == self.serving.version)
+                if keep:
+                    self._retired.pop(version)
+                elif now - since >= self.settings.reindex_grace_s:
+                    self._drop(version)
+            self._publish()
+
+    def caught_up(self, generation: Generation) -> bool:
+        """Whether ``generation`` has accounted for all but ``reindex_max_lag`` events."""
+        if not generation.source_end or generation.error:
+            return False
+        return generation.source_lag() <= self.settings.reindex_max_lag
+
+    def _open(self, version: str) -> Generation:
+        dim = int(self.registry.get(version).config["embedding_dim"])
+        generation = Generation(self.settings, version, dim)
+        generation.restore()
+        generation.start()
+        self.generations[version] = generation
+        log.info("generation opened", generation=version, items=len(generation.index))
+        return generation
+
+    def _flip(self, generation: Generation) -> None:
+        self.encoder(generation.version)
+        previous = self.serving
+        self.serving = generation
+        self.flipped_at = time.time()
+        self._write_alias(generation.version)
+        if previous is not None and previous is not generation:
+            self._retired[previous.version] = time.time()
+        metrics.ACTIVE_MODEL.set(_numeric(generation.version))
+        log.info(
+            "alias flipped",
+            serving=generation.version,
+            previous=previous.version if previous else None,
+        )
+
+    def _drop(self, version: str) -> None:
+        generation = self.generations.pop(version)
+        self._retired.pop(version, None)
+        generation.stop(snapshot=True)
+        generation.index.close()
+        self._encoders.pop(version, None)
+        log.info("generation dropped", generation=version)
+
+    def _publish(self) -> None:
+        serving = self.serving.version if self.serving else None
+        building = tuple(v for v in self.generations if v != serving and v not in self._retired)
+        self.board.publish(
+            GenerationState(
+                serving=serving,
+                building=building,
+                retained=tuple(self._retired),
+                updated_at=time.time(),
+            )
+        )
+
+    # --- alias -----------------------------------------------------------------------
+
+    def _read_alias(self) -> str | None:
+        try:
+            version = json.loads(self._alias_path.read_text())["serving"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return str(version) if version else None
+
+    def _write_alias(self, version: str) -> None:
+        self._alias_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._alias_path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump({"serving": version, "at": time.time()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._alias_path)
+        _fsync_dir(self._alias_path.parent)
+
+    # --- queries ---------------------------------------------------------------------
+
+    def current(self) -> Generation:
+        """The serving generation (take it once per request).
+
+        Raises:
+            NotReadyError: no generation is serving yet.
+        """
+        generation = self.serving
+        if generation is None:
+            raise NotReadyError("No index generation is serving yet: no model is active.")
+        return generation
+
+    def encoder(self, version: str) -> Encoder:
+        """The encoder of ``version`` for embedding queries (loaded once, warmed up)."""
+        with self._lock:
+            encoder = self._encoders.get(version)
+            if encoder is None:
+                encoder = self.registry.load(version)
+                encoder.warmup(batch_size=8)
+                self._encoders[version] = encoder
+            return encoder
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: a generation serves, its consumer is healthy and its lag is bounded."""
+        generation = self.serving
+        if generation is None:
+            return False, "no generation is serving"
+        if generation.error:
+            return False, f"generation {generation.version} failed: {generation.error}"
+        if not generation.source_end:
+            return False, f"generation {generation.version} has not measured its lag yet"
+        lag = generation.source_lag()
+        if lag > self.settings.api_ready_max_lag:
+            return False, f"generation {generation.version} lags {lag} events"
+        return True, "ok"
+
+    def stats(self) -> dict[str, Any]:
+        """What ``/v1/stats`` shows about generations."""
+        with self._lock:
+            return {
+                "serving": self.serving.version if self.serving else None,
+                "wanted": self.registry.active(),
+                "flipped_at": self.flipped_at,
+                "generations": {v: g.stats() for v, g in self.generations.items()},
+                "retained": dict(self._retired),
+            }
+
+
+def _numeric(version: str) -> int:
+    digits = "".join(c for c in version if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,112 @@
+"""Celery tasks: thin and idempotent; they take topics, offsets and versions, never payloads.
+
+The work itself is done by functions tested without Celery
+(`workers.ingest.embedder.RangeEmbedder`, `workers.retrain`). Each worker
+process loads an encoder version once, on its first task, warms it up and
+keeps it (TensorFlow is initialised only then — after any fork).
+
+Failure path of ``embed_range``: retries with exponential backoff and jitter;
+after ``task_max_retries`` attempts the range is dead-lettered (one entry in
+the dead-letter topic naming the range and the reason) so the dispatcher can
+move on, and the events stay in ``items`` for a replay.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init
+
+from simstream.errors import RegistryError, SimstreamError
+from simstream.log import configure_logging, get_logger
+from simstream.settings import Settings
+from workers.celery_app import EMBED_TASK, RETRAIN_TASK, make_celery
+from workers.ingest.embedder import RangeEmbedder
+
+app = make_celery(Settings.load())
+log = get_logger("tasks")
+
+_lock = threading.Lock()
+_embedders: dict[str, RangeEmbedder] = {}
+
+
+def current_settings() -> Settings:
+    """The settings the tasks run with (those the app was made with, unless rebound)."""
+    settings: Settings = app.conf.simstream_settings
+    return settings
+
+
+def bind_settings(settings: Settings) -> None:
+    """Run the tasks with other settings (tests, embedded workers); drops cached encoders."""
+    with _lock:
+        app.conf.simstream_settings = settings
+        for embedder in _embedders.values():
+            embedder.close()
+        _embedders.clear()
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    configure_logging(current_settings())
+
+
+def embedder_for(model_version: str) -> RangeEmbedder:
+    """The process-wide embedder of ``model_version``, loading and warming the encoder once."""
+    with _lock:
+        settings = current_settings()
+        embedder = _embedders.get(model_version)
+        if embedder is None:
+            from model.registry import Registry
+            from workers.ingest.device import select_device
+
+            select_device(settings.device)
+            encoder = Registry(settings.registry_dir).load(model_version)
+            encoder.warmup()
+            embedder = RangeEmbedder(settings, encoder)
+            _embedders[model_version] = embedder
+            log.info("encoder loaded", model_version=model_version, pid=os.getpid())
+        return embedder
+
+
+@app.task(name=EMBED_TASK, bind=True, acks_late=True)
+def embed_range(
+    self: Task, topic: str, partition: int, start: int, end: int, model_version: str
+) -> dict[str, Any]:
+    """Embed source offsets ``[start, end)`` of ``topic``/``partition`` with ``model_version``."""
+    bound = log.bind(
+        task_id=self.request.id,
+        partition=partition,
+        start=start,
+        end=end,
+        model_version=model_version,
+    )
+    settings = current_settings()
+    try:
+        return (
+            embedder_for(model_version).run(topic, partition, start, end, model_version).to_dict()
+        )
+    except SimstreamError as e:
+        permanent = isinstance(e, RegistryError)
+        if not permanent and self.request.retries < settings.task_max_retries:
+            countdown = min(30.0, 2.0**self.request.retries) * (0.5 + random.random())
+            bound.warning("embed failed; retrying", error=str(e), countdown=round(countdown, 2))
+            raise self.retry(
+                exc=e, countdown=countdown, max_retries=settings.task_max_retries
+            ) from e
+        bound.error("embed failed; range dead-lettered", error=str(e))
+        from workers.ingest.deadletter import dead_letter_range
+
+        dead_letter_range(settings, topic, partition, start, end, model_version, str(e))
+        return {"partition": partition, "start": start, "end": end, "dead_lettered": True}
+
+
+@app.task(name=RETRAIN_TASK, bind=True, acks_late=True)
+def retrain(self: Task, triggered_by: str = "schedule") -> dict[str, Any]:
+    """Train a candidate on the labelled items, evaluate, and promote it if it is better."""
+    from workers.retrain import run_retrain
+
+    return run_retrain(current_settings(), triggered_by=triggered_by, task_id=self.request.id)
