@@ -54,7 +54,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "queue.buffering.max.messages": 100_000,
     "queue.buffering.max.kbytes": 256 * 1024,
     # librdkafka's own log repeats every failed connect; client errors reach
-    # `error_cb` (logged once per distinct error) instead. Raise it to debug.
+    # `error_cb` instead, logged once per distinct error. Set 7 (with "debug") to diagnose.
     "log_level": 2,
 }
 _KEPT_ERRORS = 10

@@ -43,7 +43,7 @@ class FilterSpec(_Strict):
     metadata: dict[str, MetadataValue] = Field(
         default_factory=dict,
         description="Metadata keys and the exact JSON value each returned item must hold "
-        "(1 equals 1.0; 1 differs from \"1\" and true). A missing key never matches.",
+        '(1 equals 1.0; 1 differs from "1" and true). A missing key never matches.',
         examples=[{"color": "red"}],
     )
 
@@ -80,12 +80,12 @@ class Query(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Query:
-        given = [name for name in ("vector", "image", "array", "id") if getattr(self, name) is not None]
+        fields = ("vector", "image", "array", "id")
+        given = [name for name in fields if getattr(self, name) is not None]
         if len(given) != 1:
             received = ", ".join(f"`{n}`" for n in given) or "none of them"
             raise ValueError(
-                "Expected exactly one of `vector`, `image`, `array` or `id`. "
-                f"Received: {received}"
+                f"Expected exactly one of `vector`, `image`, `array` or `id`. Received: {received}"
             )
         return self
 

@@ -90,7 +90,7 @@ class ResultCache(ABC):
         """A JSON-ready description for ``/v1/stats``."""
         return {"backend": type(self).__name__}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most caches hold nothing
         """Release connections."""
 
 

@@ -21,6 +21,7 @@ a dead Redis costs one timeout per ``breaker_s``, not one per request.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -246,7 +247,5 @@ class RedisResultCache(ResultCache):
 
     def close(self) -> None:
         """Close the connection pool."""
-        try:
+        with contextlib.suppress(*_ERRORS):
             self._redis.close()
-        except _ERRORS:
-            pass

@@ -89,6 +89,23 @@ class SnapshotInfo:
     manifest: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedSnapshot:
+    """A verified, loaded snapshot.
+
+    Attributes:
+        path: its directory.
+        index: the restored index.
+        next_offsets: next embeddings-log offset per partition.
+        extra: the caller's state saved with it (see `SnapshotStore.save`).
+    """
+
+    path: Path
+    index: ShardedIndex
+    next_offsets: dict[int, int]
+    extra: dict[str, Any]
+
+
 def hnswlib_version() -> str:
     """The installed hnswlib version."""
     try:
@@ -222,7 +239,12 @@ class SnapshotStore:
 
     # --- saving ----------------------------------------------------------------------
 
-    def save(self, index: ShardedIndex, next_offsets: Mapping[int, int] | None = None) -> Path:
+    def save(
+        self,
+        index: ShardedIndex,
+        next_offsets: Mapping[int, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
         """Write a snapshot of ``index`` atomically and prune old ones.
 
         Args:
@@ -230,6 +252,8 @@ class SnapshotStore:
             next_offsets: offsets to record instead of those the index tracked
                 through ``apply(..., next_offset=)``. Only pass them when no batch
                 is applied during the save, or state and offsets may disagree.
+            extra: JSON-ready state of the caller kept in the manifest (covered by
+                its checksum), e.g. the index node's source watermarks.
 
         Returns:
             The new snapshot's directory.
@@ -248,7 +272,7 @@ class SnapshotStore:
             tmp = self.dir / f".tmp-{name}-{os.getpid()}"
             tmp.mkdir()
             try:
-                manifest = self._write(index, tmp, sequence, next_offsets)
+                manifest = self._write(index, tmp, sequence, next_offsets, extra)
                 final = self.dir / name
                 os.rename(tmp, final)
                 _fsync_dir(self.dir)
@@ -272,6 +296,7 @@ class SnapshotStore:
         tmp: Path,
         sequence: int,
         next_offsets: Mapping[int, int] | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         files: dict[str, dict[str, Any]] = {}
         shards = []
@@ -331,6 +356,7 @@ class SnapshotStore:
             },
             "shards": shards,
             "files": files,
+            "extra": dict(extra or {}),
         }
         manifest["manifest_sha256"] = _manifest_checksum(manifest)
         _write_bytes(tmp / MANIFEST, _canonical(manifest))
@@ -504,6 +530,20 @@ class SnapshotStore:
         )
         offsets = {int(p): int(o) for p, o in manifest["next_offsets"].items()}
         return index, offsets
+
+    def load_latest_state(
+        self, config: IndexConfig, model_version: str | None = None
+    ) -> LoadedSnapshot | None:
+        """Like `load_latest`, with the snapshot's path and the caller's ``extra`` state."""
+        for info in self.list():
+            try:
+                index, offsets = self.load(info.path, config, model_version)
+            except SnapshotCorruptError as e:
+                self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
+                continue
+            manifest = json.loads((info.path / MANIFEST).read_bytes())
+            return LoadedSnapshot(info.path, index, offsets, dict(manifest.get("extra", {})))
+        return None
 
     def load_latest(
         self, config: IndexConfig, model_version: str | None = None

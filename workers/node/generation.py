@@ -56,9 +56,7 @@ class Generation:
         self.version = version
         self.dim = dim
         self.topic = settings.embeddings_topic(version)
-        self.store = SnapshotStore(
-            settings.snapshots_dir / version, keep=settings.snapshot_keep
-        )
+        self.store = SnapshotStore.from_settings(settings, version)
         self.index = ShardedIndex.from_settings(settings, version, dim)
         self.watermarks = {p: SourceWatermark() for p in range(settings.partitions)}
         self.applied = 0
@@ -81,9 +79,7 @@ class Generation:
 
     def restore(self) -> bool:
         """Load the newest valid snapshot; return whether one was loaded."""
-        loaded = self.store.load_latest(
-            dim=self.dim, space=self.settings.index_space, model_version=self.version
-        )
+        loaded = self.store.load_latest_state(self.index.config, self.version)
         if loaded is None:
             return False
         self.index.close()

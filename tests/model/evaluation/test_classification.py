@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.evaluation import UNKNOWN, classification_report, knn_classify
+from simstream.errors import ModelError
+
+# Index on a line: A=0 at 0.0 and 0.1, B=1 at 0.15, 0.2, 0.25. A query at 0.12 is
+# .12 .02 from the As and .03 .08 .13 from the Bs: nearest is A, 3 of 5 neighbours are B.
+INDEX = np.array([[0.0], [0.1], [0.15], [0.2], [0.25]])
+LABELS = np.array([0, 0, 1, 1, 1])
+QUERY = np.array([[0.12]])
+
+
+def test_nearest_vote_answers_the_label_of_the_nearest_neighbour() -> None:
+    labels, distances = knn_classify(QUERY, INDEX, LABELS, distance="euclidean")
+    assert labels.tolist() == [0] and distances[0] == pytest.approx(0.02)
+
+
+def test_majority_vote_answers_the_most_frequent_label_among_k() -> None:
+    labels, _ = knn_classify(QUERY, INDEX, LABELS, k=5, vote="majority", distance="euclidean")
+    assert labels.tolist() == [1]
+
+
+def test_only_neighbours_within_the_threshold_vote_and_ties_go_to_the_nearest() -> None:
+    # Within 0.05: A at .02 and B at .03, one vote each: A is nearer.
+    labels, _ = knn_classify(QUERY, INDEX, LABELS, k=5, vote="majority", threshold=0.05,
+                             distance="euclidean")
+    assert labels.tolist() == [0]
+
+
+def test_a_query_with_no_neighbour_within_the_threshold_is_unknown() -> None:
+    queries = np.array([[0.12], [5.0]])
+    for vote in ("nearest", "majority"):
+        labels, _ = knn_classify(queries, INDEX, LABELS, k=3, vote=vote,  # type: ignore[arg-type]
+                                 threshold=0.5, distance="euclidean")
+        assert labels[1] == UNKNOWN
+
+
+def test_the_report_counts_unknown_as_wrong_and_as_uncovered() -> None:
+    report = classification_report(np.array([0, 1, 1, 2]), np.array([0, 1, UNKNOWN, 0]))
+    assert report.accuracy == 0.5 and report.coverage == 0.75
+    assert report.accuracy_known == pytest.approx(2 / 3) and report.queries == 4
+
+
+def test_an_invalid_vote_or_empty_index_is_refused() -> None:
+    with pytest.raises(ModelError, match="vote"):
+        knn_classify(QUERY, INDEX, LABELS, vote="plurality")  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match="non-empty index"):
+        knn_classify(QUERY, INDEX[:0], LABELS[:0])

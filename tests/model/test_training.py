@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.datasets import Dataset
+from model.evaluation import evaluate_retrieval
+from model.training import MONITOR, TrainConfig, TrainResult, split_dataset, train
+from simstream.errors import ModelError, SamplerError
+from tests.model.conftest import FAST
+
+
+def _recall_at_1(result: TrainResult, data: Dataset) -> float:
+    embeddings = result.encoder().embed(result.input_spec.to_model_batch(data.x))
+    return evaluate_retrieval(embeddings, data.y, ks=(1,)).micro["recall@1"]
+
+
+def test_a_short_training_run_improves_recall_on_classes_it_never_saw(digits: Dataset) -> None:
+    seen, unseen = split_dataset(digits, 0.3, by="class", seed=0)
+    config = replace(FAST, epochs=3, steps_per_epoch=15, classes_per_batch=7,
+                     examples_per_class=8, embedding_dim=32)
+    before = _recall_at_1(train(seen, replace(config, epochs=0)), unseen)
+    after = _recall_at_1(train(seen, config), unseen)
+    assert after > before + 0.02, (before, after)
+    assert after > 0.9
+
+
+def test_the_same_seed_gives_the_same_weights_and_history(digits: Dataset) -> None:
+    small = digits.subset(np.arange(400))
+    config = replace(FAST, epochs=1, steps_per_epoch=3)
+    a, b = train(small, config), train(small, config)
+    assert a.history == b.history
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_validation_epoch(digits: Dataset) -> None:
+    config = replace(FAST, epochs=4, steps_per_epoch=4, validation_split=0.3, patience=1)
+    result = train(digits, config)
+    assert result.best_epoch is not None and 1 <= result.best_epoch <= result.epochs_run <= 4
+    assert len(result.history[MONITOR]) == result.epochs_run
+    best = result.history[MONITOR][result.best_epoch - 1]
+    assert best == max(result.history[MONITOR])
+    held_out = digits.subset(np.isin(digits.y, result.validation["classes"]))  # type: ignore[index]
+    assert _recall_at_1(result, held_out) == pytest.approx(best, abs=1e-9)
+
+
+def test_the_summary_is_json_and_the_plot_is_a_png(tmp_path: Path, trained: TrainResult) -> None:
+    summary = json.loads(json.dumps(trained.summary()))
+    assert summary["epochs_run"] == 2 and summary["config"]["epochs"] == 2
+    assert summary["dataset"]["name"] == "digits" and summary["train_seconds"] > 0
+    assert set(summary["final"]) == {"loss"} and summary["best_epoch"] is None
+    path = trained.plot(tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_model_config_records_what_the_registry_needs(trained: TrainResult) -> None:
+    config = trained.model_config()
+    assert config["embedding_dim"] == 16 and config["distance"] == "cosine"
+    assert config["encoder"]["name"] == "cnn" and config["loss"] == "multisimilarity"
+
+
+def test_a_split_by_class_holds_out_whole_classes_and_by_example_a_share_of_each(
+    digits: Dataset,
+) -> None:
+    kept, held = split_dataset(digits, 0.2, by="class", seed=3)
+    assert len(set(held.y.tolist())) == 2 and not set(held.y.tolist()) & set(kept.y.tolist())
+    kept, held = split_dataset(digits, 0.1, by="example", seed=3)
+    assert set(held.y.tolist()) == set(range(10)) and len(held) == pytest.approx(180, abs=10)
+    with pytest.raises(ModelError, match="at least 2 classes on each side"):
+        split_dataset(digits, 0.05, by="class")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", -1), ("embedding_dim", 0), ("validation_split", 1.0), ("learning_rate", 0.0),
+     ("validation_by", "pixel"), ("augment_shift", -2), ("patience", -1)],
+)
+def test_an_invalid_config_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ModelError, match=f"`{field}`"):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_an_unknown_loss_or_too_few_classes_fail_before_training(digits: Dataset) -> None:
+    with pytest.raises(ModelError, match="Unknown loss"):
+        train(digits, replace(FAST, loss="hinge"))
+    single = digits.subset(digits.y == 0)
+    with pytest.raises(SamplerError, match="at least one example|Cannot form"):
+        train(single.subset(np.arange(0)), FAST)

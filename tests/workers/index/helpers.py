@@ -1,0 +1,64 @@
+"""A brute-force model of the shard's semantics, and small helpers for the index tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from workers.index.record import DELETE, Mutation
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """n random unit vectors."""
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def distances(space: str, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """hnswlib's distances: 1 - cos, squared L2, 1 - dot."""
+    q = query.astype(np.float64)
+    v = vectors.astype(np.float64)
+    if space == "l2":
+        return ((v - q) ** 2).sum(axis=1)
+    if space == "cosine":
+        q = q / np.linalg.norm(q)
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return 1.0 - v @ q
+
+
+@dataclass
+class Model:
+    """What the index should hold: last writer by source offset wins, deletes remembered."""
+
+    live: dict[str, tuple[int, np.ndarray, Any, dict[str, Any]]] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, record: Mutation) -> None:
+        held = self.live[record.item_id][0] if record.item_id in self.live else None
+        if held is None:
+            held = self.deleted.get(record.item_id)
+        if held is not None and record.source_offset <= held:
+            return
+        if record.op == DELETE:
+            self.live.pop(record.item_id, None)
+            self.deleted[record.item_id] = record.source_offset
+        else:
+            vector = np.asarray(record.vector, dtype=np.float32)
+            self.live[record.item_id] = (
+                record.source_offset,
+                vector,
+                record.label,
+                dict(record.metadata or {}),
+            )
+            self.deleted.pop(record.item_id, None)
+
+    def exact(self, space: str, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+        """The k nearest live ids and their distances."""
+        if not self.live:
+            return [], np.empty(0)
+        ids = list(self.live)
+        d = distances(space, query, np.stack([self.live[i][1] for i in ids]))
+        order = np.argsort(d, kind="stable")[:k]
+        return [ids[j] for j in order], d[order]

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from workers.index.rwlock import RWLock
+
+
+def test_readers_share_the_lock() -> None:
+    lock = RWLock()
+    inside = threading.Barrier(3, timeout=5)
+
+    def reader() -> None:
+        with lock.read():
+            inside.wait()
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    inside.wait()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_writer_excludes_readers_and_other_writers() -> None:
+    lock = RWLock()
+    active = {"readers": 0, "writers": 0}
+    violations = []
+    guard = threading.Lock()
+
+    def enter(kind: str) -> None:
+        with guard:
+            active[kind] += 1
+            if active["writers"] > 1 or (active["writers"] and active["readers"]):
+                violations.append(dict(active))
+
+    def leave(kind: str) -> None:
+        with guard:
+            active[kind] -= 1
+
+    def worker(write: bool) -> None:
+        for _ in range(300):
+            with lock.write() if write else lock.read():
+                enter("writers" if write else "readers")
+                time.sleep(0)
+                leave("writers" if write else "readers")
+
+    threads = [threading.Thread(target=worker, args=(i % 2 == 0,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not violations
+
+
+def test_a_waiting_writer_is_not_starved_by_a_stream_of_readers() -> None:
+    lock = RWLock()
+    stop = threading.Event()
+    wrote = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock.read():
+                time.sleep(0.001)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    time.sleep(0.01)
+
+    def writer() -> None:
+        with lock.write():
+            wrote.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    assert wrote.wait(5)
+    stop.set()
+    for t in [*readers, w]:
+        t.join(5)
+
+
+def test_readers_waiting_when_a_writer_releases_go_before_the_next_writer() -> None:
+    lock = RWLock()
+    lock.acquire_write()
+    got_in = threading.Event()
+
+    def reader() -> None:
+        with lock.read():
+            got_in.set()
+
+    r = threading.Thread(target=reader)
+    r.start()
+    time.sleep(0.05)
+    second_writer_done = threading.Event()
+
+    def writer() -> None:
+        with lock.write():
+            second_writer_done.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    time.sleep(0.05)
+    lock.release_write()
+    assert got_in.wait(5)
+    assert second_writer_done.wait(5)
+    r.join(5)
+    w.join(5)
+
+
+def test_readers_recent_reports_reader_activity() -> None:
+    lock = RWLock()
+    assert not lock.readers_recent(0.05)
+    with lock.read():
+        assert lock.readers_recent(0.0)
+    assert lock.readers_recent(10.0)

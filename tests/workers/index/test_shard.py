@@ -1,0 +1,391 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.workers.index.helpers import Model, distances, unit_vectors
+from workers.index.config import IndexConfig
+from workers.index.filter import Filter
+from workers.index.record import Mutation
+from workers.index.shard import Shard
+
+
+def search_one(shard: Shard, query: np.ndarray, k: int, **kwargs: object) -> list[str]:
+    ids, _ = shard.search(query[None, :].astype(np.float32), k, **kwargs)  # type: ignore[arg-type]
+    return [i for i in ids[0].tolist() if i is not None]
+
+
+# --- upserts, deletes and source offsets ----------------------------------------------
+
+
+def test_an_upsert_of_a_new_id_adds_it(small_config: IndexConfig, rng: np.random.Generator) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 1, 8)[0]
+    result = shard.apply([Mutation.upsert("a", v, 1, label=3, metadata={"k": "v"})])
+    assert result.upserted == 1
+    item = shard.get("a")
+    assert item is not None
+    np.testing.assert_allclose(item.vector, v, atol=1e-6)
+    assert (item.label, dict(item.metadata), item.source_offset) == (3, {"k": "v"}, 1)
+    assert shard.stats().live == 1
+
+
+def test_an_upsert_of_an_existing_id_replaces_its_vector_under_a_new_slot(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    old, new = unit_vectors(rng, 2, 8)
+    shard.apply([Mutation.upsert("a", old, 1)])
+    shard.apply([Mutation.upsert("a", new, 2, label="x")])
+    item = shard.get("a")
+    assert item is not None
+    np.testing.assert_allclose(item.vector, new, atol=1e-6)
+    assert item.label == "x"
+    assert (shard.stats().live, shard.stats().tombstones) == (1, 1)
+    assert search_one(shard, old, 5) == ["a"]
+
+
+def test_an_event_older_than_the_held_one_is_ignored(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    new, old = unit_vectors(rng, 2, 8)
+    shard.apply([Mutation.upsert("a", new, 10)])
+    result = shard.apply([Mutation.upsert("a", old, 9), Mutation.upsert("a", old, 10)])
+    assert result.stale == 2
+    assert not result.changed
+    item = shard.get("a")
+    assert item is not None
+    np.testing.assert_allclose(item.vector, new, atol=1e-6)
+
+
+def test_a_delete_is_remembered_so_an_older_upsert_arriving_later_does_not_resurrect(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 1, 8)[0]
+    shard.apply([Mutation.upsert("a", v, 1)])
+    shard.apply([Mutation.delete("a", 5)])
+    assert shard.apply([Mutation.upsert("a", v, 4)]).stale == 1
+    assert shard.get("a") is None
+    assert search_one(shard, v, 3) == []
+    assert shard.stats().delete_markers == 1
+
+
+def test_a_delete_of_an_unknown_id_still_blocks_older_upserts(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 1, 8)[0]
+    shard.apply([Mutation.delete("ghost", 7)])
+    shard.apply([Mutation.upsert("ghost", v, 6)])
+    assert shard.get("ghost") is None
+    shard.apply([Mutation.upsert("ghost", v, 8)])
+    assert shard.get("ghost") is not None
+    assert shard.stats().delete_markers == 0
+
+
+def test_only_the_final_state_of_an_id_in_a_batch_reaches_the_graph(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    a, b, c = unit_vectors(rng, 3, 8)
+    shard.apply(
+        [Mutation.upsert("x", a, 1), Mutation.upsert("x", b, 2), Mutation.upsert("x", c, 3)]
+    )
+    assert shard.stats().tombstones == 0
+    item = shard.get("x")
+    assert item is not None
+    np.testing.assert_allclose(item.vector, c, atol=1e-6)
+
+
+def test_invalid_records_are_rejected_with_a_reason_and_the_rest_applied(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    good = unit_vectors(rng, 1, 8)[0]
+    result = shard.apply(
+        [
+            Mutation.upsert("short", [1.0, 2.0], 1),
+            Mutation.upsert("nan", [float("nan")] * 8, 2),
+            Mutation.upsert("zero", [0.0] * 8, 3),
+            Mutation("none", "upsert", 4, None),
+            Mutation("odd", "merge", 5, good),
+            Mutation.upsert("text", "not numbers", 6),  # type: ignore[arg-type]
+            Mutation.upsert("good", good, 7),
+        ]
+    )
+    reasons = dict(result.rejected)
+    assert set(reasons) == {"short", "nan", "zero", "none", "odd", "text"}
+    assert "expected 8" in reasons["short"]
+    assert "NaN" in reasons["nan"]
+    assert "zero vector" in reasons["zero"]
+    assert "upsert or delete" in reasons["odd"]
+    assert result.upserted == 1
+    assert len(shard) == 1
+
+
+def test_a_zero_vector_is_accepted_outside_the_cosine_space(rng: np.random.Generator) -> None:
+    shard = Shard(IndexConfig(dim=4, space="l2"))
+    assert shard.apply([Mutation.upsert("z", [0.0] * 4, 1)]).upserted == 1
+
+
+def test_capacity_grows_before_it_is_full(rng: np.random.Generator) -> None:
+    shard = Shard(IndexConfig(dim=8, initial_capacity=4))
+    vectors = unit_vectors(rng, 100, 8)
+    for i in range(0, 100, 7):
+        shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(i, min(i + 7, 100))])
+    stats = shard.stats()
+    assert stats.live == 100
+    assert stats.capacity >= 100
+
+
+def test_the_next_offset_given_with_a_batch_is_kept(small_config: IndexConfig) -> None:
+    shard = Shard(small_config)
+    assert shard.next_offset is None
+    shard.apply([], next_offset=42)
+    assert shard.next_offset == 42
+
+
+# --- searches --------------------------------------------------------------------------
+
+
+def test_a_query_for_more_than_the_live_count_returns_what_exists(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    vectors = unit_vectors(rng, 5, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(5)])
+    shard.apply([Mutation.delete("i0", 10), Mutation.delete("i1", 11)])
+    ids, dists = shard.search(vectors[:2], 50)
+    assert ids.shape == (2, 3)
+    assert all(sorted(row) == ["i2", "i3", "i4"] for row in ids.tolist())
+    assert np.all(np.diff(dists, axis=1) >= 0)
+
+
+def test_an_empty_shard_returns_no_results(small_config: IndexConfig) -> None:
+    ids, dists = Shard(small_config).search(np.ones((3, 8), dtype=np.float32), 10)
+    assert ids.shape == (3, 0)
+    assert dists.shape == (3, 0)
+
+
+def test_hnswlib_falling_short_of_k_is_answered_exactly(
+    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = Shard(small_config)
+    vectors = unit_vectors(rng, 20, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(20)])
+    index = shard._graph.index
+
+    class Failing:
+        """Fault injection: hnswlib's "contiguous 2D array" error on every query."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(index, name)
+
+        def knn_query(self, *args: object, **kwargs: object) -> object:
+            raise RuntimeError("Cannot return the results in a contiguous 2D array.")
+
+    monkeypatch.setattr(shard._graph, "index", Failing())
+    ids, dists = shard.search(vectors[:3], 4)
+    for row, query in enumerate(vectors[:3]):
+        d = distances("cosine", query, vectors)
+        expected = [f"i{j}" for j in np.argsort(d)[:4]]
+        assert ids[row].tolist() == expected
+        np.testing.assert_allclose(dists[row], np.sort(d)[:4], atol=1e-5)
+
+
+def labelled_shard(rng: np.random.Generator, config: IndexConfig) -> tuple[Shard, np.ndarray]:
+    shard = Shard(config)
+    vectors = unit_vectors(rng, 300, 8)
+    shard.apply(
+        [
+            Mutation.upsert(
+                f"i{j}", vectors[j], j, label=j % 10, metadata={"color": ["red", "blue"][j % 2]}
+            )
+            for j in range(300)
+        ]
+    )
+    return shard, vectors
+
+
+@pytest.mark.parametrize("exact_filter_limit", [0, 10_000], ids=["over-fetch", "brute-force"])
+def test_filters_on_label_and_metadata_return_the_nearest_matching_items(
+    rng: np.random.Generator, exact_filter_limit: int
+) -> None:
+    config = IndexConfig(dim=8, ef_search=400, exact_filter_limit=exact_filter_limit)
+    shard, vectors = labelled_shard(rng, config)
+    flt = Filter.of(labels=[3, 4], color="red")
+    query = vectors[0]
+    found = search_one(shard, query, 10, filter=flt)
+    matching = [j for j in range(300) if j % 10 in (3, 4) and j % 2 == 0]
+    d = distances("cosine", query, vectors[matching])
+    assert found == [f"i{matching[j]}" for j in np.argsort(d)[:10]]
+
+
+def test_a_metadata_only_filter_grows_its_fetch_until_k_items_match(
+    rng: np.random.Generator,
+) -> None:
+    shard, vectors = labelled_shard(rng, IndexConfig(dim=8, ef_search=400))
+    shard.apply([Mutation.upsert("rare", vectors[5], 1000, metadata={"color": "green"})])
+    assert search_one(shard, vectors[0], 5, filter=Filter.of(color="green")) == ["rare"]
+
+
+def test_a_filter_that_nothing_matches_returns_nothing(rng: np.random.Generator) -> None:
+    shard, vectors = labelled_shard(rng, IndexConfig(dim=8))
+    assert search_one(shard, vectors[0], 5, filter=Filter.of(labels=["none"])) == []
+    assert search_one(shard, vectors[0], 5, filter=Filter.of(color=1)) == []
+
+
+def test_a_query_with_another_ef_sets_it_and_keeps_working(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    vectors = unit_vectors(rng, 50, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(50)])
+    assert search_one(shard, vectors[7], 1, ef=200) == ["i7"]
+    assert shard._graph.index.ef == 200
+    assert search_one(shard, vectors[8], 1) == ["i8"]
+
+
+# --- the model: any sequence of upserts and deletes -----------------------------------
+
+operation = st.tuples(
+    st.sampled_from(["upsert", "upsert", "delete"]),
+    st.integers(0, 11),  # item id
+    st.integers(0, 40),  # source offset (repeats and disorder included)
+    st.integers(0, 2**32 - 1),  # vector seed
+)
+
+
+@pytest.mark.parametrize("space", ["cosine", "l2", "ip"])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(operation, max_size=8), min_size=1, max_size=6))
+def test_any_sequence_of_upserts_and_deletes_matches_the_brute_force_model(
+    space: str, batches: list[list[tuple[str, int, int, int]]]
+) -> None:
+    config = IndexConfig(
+        dim=6, space=space, m=16, ef_construction=64, initial_capacity=2, min_tombstones=3
+    )  # type: ignore[arg-type]
+    shard = Shard(config)
+    model = Model()
+    for batch in batches:
+        records = []
+        for op, item, offset, seed in batch:
+            if op == "delete":
+                records.append(Mutation.delete(f"id{item}", offset))
+            else:
+                vector = np.random.default_rng(seed).standard_normal(6).astype(np.float32)
+                records.append(Mutation.upsert(f"id{item}", vector, offset, label=item % 3))
+        shard.apply(records)
+        for record in records:
+            model.apply(record)
+    shard.wait_for_rebuild(10)
+    assert {i for i in model.live} == set(shard._entries)
+    for item_id, (offset, vector, label, _) in model.live.items():
+        item = shard.get(item_id)
+        assert item is not None
+        assert (item.source_offset, item.label) == (offset, label)
+        stored = vector / np.linalg.norm(vector) if space == "cosine" else vector
+        np.testing.assert_allclose(item.vector, stored, rtol=1e-5, atol=1e-5)
+    n = len(model.live)
+    queries = np.random.default_rng(len(batches)).standard_normal((3, 6)).astype(np.float32)
+    for k in {1, 3, max(n, 1)}:
+        ids, dists = shard.search(queries, k, ef=max(n, 1) + 10)
+        for row, query in enumerate(queries):
+            expected_ids, expected_d = model.exact(space, query, k)
+            assert ids[row].tolist() == expected_ids
+            np.testing.assert_allclose(dists[row], expected_d, rtol=1e-4, atol=1e-4)
+    shard.close()
+
+
+# --- background rebuild ---------------------------------------------------------------
+
+
+def test_a_rebuild_starts_when_tombstones_pass_the_threshold_and_keeps_every_live_item(
+    rng: np.random.Generator,
+) -> None:
+    shard = Shard(IndexConfig(dim=8, tombstone_ratio=0.2, min_tombstones=10))
+    vectors = unit_vectors(rng, 200, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(200)])
+    shard.apply([Mutation.delete(f"i{j}", 1000 + j) for j in range(30)])
+    assert shard.stats().tombstones == 30
+    shard.apply([Mutation.delete(f"i{j}", 1000 + j) for j in range(30, 60)])
+    assert shard.wait_for_rebuild(10)
+    stats = shard.stats()
+    assert (stats.live, stats.tombstones, stats.rebuilds) == (140, 0, 1)
+    for j in range(60, 200):
+        assert search_one(shard, vectors[j], 1) == [f"i{j}"]
+    assert search_one(shard, vectors[0], 200, ef=300) == search_one(shard, vectors[0], 200, ef=300)
+    assert len(search_one(shard, vectors[0], 500, ef=500)) == 140
+
+
+def test_writes_during_a_background_rebuild_are_not_lost(rng: np.random.Generator) -> None:
+    config = IndexConfig(dim=16, ef_construction=100, min_tombstones=1)
+    shard = Shard(config)
+    base = unit_vectors(rng, 3000, 16)
+    shard.apply([Mutation.upsert(f"i{j}", base[j], j) for j in range(3000)])
+    model = Model()
+    for j in range(3000):
+        model.apply(Mutation.upsert(f"i{j}", base[j], j))
+    fresh = unit_vectors(rng, 3000, 16)
+    shard.rebuild(wait=False)
+    offset = 10_000
+    during = 0
+    j = 0
+    while shard.stats().rebuilding or during == 0:
+        batch = []
+        for _ in range(20):
+            offset += 1
+            kind = j % 3
+            if kind == 0:
+                batch.append(Mutation.upsert(f"new{j}", fresh[j % 3000], offset))
+            elif kind == 1:
+                batch.append(Mutation.upsert(f"i{j % 3000}", fresh[(j * 7) % 3000], offset))
+            else:
+                batch.append(Mutation.delete(f"i{(j * 13) % 3000}", offset))
+            j += 1
+        shard.apply(batch)
+        for record in batch:
+            model.apply(record)
+        during += shard.stats().rebuilding
+        if j > 60_000:
+            break
+    assert shard.wait_for_rebuild(30)
+    assert during > 0, "no batch was applied while the rebuild ran"
+    assert shard.stats().rebuilds >= 1
+    assert set(shard._entries) == set(model.live)
+    assert set(shard._graph.slot_of) == set(model.live)
+    for item_id, (_, vector, _, _) in list(model.live.items())[::50]:
+        item = shard.get(item_id)
+        assert item is not None
+        np.testing.assert_allclose(item.vector, vector / np.linalg.norm(vector), atol=1e-5)
+        assert item_id in search_one(shard, vector, 3)
+
+
+def test_searches_run_while_a_rebuild_is_swapped_in(rng: np.random.Generator) -> None:
+    shard = Shard(IndexConfig(dim=8, min_tombstones=1))
+    vectors = unit_vectors(rng, 2000, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(2000)])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                j = int(rng.integers(0, 2000))
+                assert search_one(shard, vectors[j], 1, ef=64)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    shard.rebuild(wait=True, timeout=30)
+    stop.set()
+    t.join(10)
+    assert not errors
+    assert shard.stats().rebuilds == 1

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from simstream.errors import IndexStoreError
+from simstream.settings import Settings
+from tests.workers.index.helpers import Model, distances, unit_vectors
+from workers.index.config import IndexConfig
+from workers.index.filter import Filter
+from workers.index.partitioning import partition_for
+from workers.index.record import Mutation
+from workers.index.sharded import ShardedIndex
+
+
+def filled(
+    rng: np.random.Generator, n: int = 400, partitions: int = 4, **config: object
+) -> tuple[ShardedIndex, np.ndarray]:
+    index = ShardedIndex(IndexConfig(dim=8, **config), partitions)  # type: ignore[arg-type]
+    vectors = unit_vectors(rng, n, 8)
+    batches: dict[int, list[Mutation]] = {}
+    for j in range(n):
+        record = Mutation.upsert(f"i{j}", vectors[j], j, label=j % 5, metadata={"even": j % 2 == 0})
+        batches.setdefault(partition_for(record.item_id, partitions), []).append(record)
+    index.apply_many(batches, {p: len(b) for p, b in batches.items()})
+    return index, vectors
+
+
+def test_records_go_to_the_shard_of_the_partition_they_came_from(
+    rng: np.random.Generator,
+) -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 3)
+    v = unit_vectors(rng, 1, 8)[0]
+    index.apply(2, [Mutation.upsert("x", v, 1)], next_offset=8)
+    assert [s.live for s in index.stats().shards] == [0, 0, 1]
+    assert index.next_offsets() == {2: 8}
+    item = index.get("x")
+    assert item is not None
+    assert item.partition == 2
+
+
+def test_an_unknown_partition_is_refused_with_the_valid_range() -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 2)
+    with pytest.raises(IndexStoreError, match=r"0 ≤ partition < 2"):
+        index.apply(2, [])
+
+
+@pytest.mark.parametrize("fan_out_min_s", [0.0, 10.0], ids=["threads", "calling-thread"])
+def test_the_merged_top_k_over_shards_equals_exact_search(
+    rng: np.random.Generator, fan_out_min_s: float
+) -> None:
+    index, vectors = filled(rng, fan_out_min_s=fan_out_min_s)
+    queries = unit_vectors(rng, 20, 8)
+    results = index.search_batch(queries, 10, ef=500)
+    for query, found in zip(queries, results, strict=True):
+        d = distances("cosine", query, vectors)
+        order = np.argsort(d)[:10]
+        assert found.ids == [f"i{j}" for j in order]
+        np.testing.assert_allclose(found.distances, d[order], atol=1e-5)
+    index.close()
+
+
+def test_a_batched_search_equals_single_searches(rng: np.random.Generator) -> None:
+    index, _ = filled(rng)
+    queries = unit_vectors(rng, 30, 8)
+    batched = index.search_batch(queries, 7)
+    singles = [index.search(q, 7) for q in queries]
+    assert [b.ids for b in batched] == [s.ids for s in singles]
+    index.close()
+
+
+def test_a_filtered_search_returns_only_matching_items_over_all_shards(
+    rng: np.random.Generator,
+) -> None:
+    index, vectors = filled(rng, ef_search=200)
+    flt = Filter.of(labels=[1, 2], even=True)
+    found = index.search(vectors[0], 10, filter=flt)
+    matching = [j for j in range(400) if j % 5 in (1, 2) and j % 2 == 0]
+    d = distances("cosine", vectors[0], vectors[matching])
+    assert found.ids == [f"i{matching[j]}" for j in np.argsort(d)[:10]]
+    assert index.search(vectors[0], 10, filter=Filter.of(labels=["nope"])).ids == []
+    index.close()
+
+
+def test_k_larger_than_the_index_returns_every_item(rng: np.random.Generator) -> None:
+    index, _ = filled(rng, n=30)
+    assert len(index.search(np.ones(8), 1000)) == 30
+    index.close()
+
+
+def test_the_epoch_increments_on_every_batch_that_changes_the_index(
+    rng: np.random.Generator,
+) -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 2)
+    v = unit_vectors(rng, 1, 8)[0]
+    index.apply(0, [Mutation.upsert("a", v, 1)])
+    index.apply(1, [Mutation.delete("b", 1)])
+    assert index.epoch == 2
+    index.apply(0, [Mutation.upsert("a", v, 1)])  # stale: nothing changes
+    index.apply(0, [], next_offset=5)
+    assert index.epoch == 2
+
+
+def test_get_finds_items_in_any_shard(rng: np.random.Generator) -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 4)
+    v = unit_vectors(rng, 1, 8)[0]
+    other = (partition_for("a", 4) + 1) % 4
+    index.apply(other, [Mutation.upsert("a", v, 1)])
+    item = index.get("a")
+    assert item is not None
+    assert item.partition == other
+    assert index.get("missing") is None
+
+
+def test_stats_report_live_tombstones_and_capacity_per_shard(rng: np.random.Generator) -> None:
+    index, _ = filled(rng, n=100, partitions=2, initial_capacity=16)
+    index.apply(0, [Mutation.delete(i, 10_000) for i in index.shards[0]._entries][:3])
+    stats = index.stats()
+    assert stats.live == 97
+    assert stats.tombstones == 3
+    assert all(s.capacity >= s.live + s.tombstones for s in stats.shards)
+    as_dict = stats.as_dict()
+    assert as_dict["live"] == 97
+    assert len(as_dict["shards"]) == 2
+    index.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (np.ones(3), "Expected \\(batch ≥ 1, 8\\)"),
+        (np.full(8, np.nan), "finite"),
+        (np.zeros(8), "non-zero"),
+        ("text", "numbers"),
+    ],
+)
+def test_bad_queries_are_refused_with_a_clear_message(query: object, message: str) -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 1)
+    with pytest.raises(IndexStoreError, match=message):
+        index.search(query, 3)
+
+
+def test_k_and_ef_must_be_positive() -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 1)
+    with pytest.raises(IndexStoreError, match="k ≥ 1"):
+        index.search(np.ones(8), 0)
+    with pytest.raises(IndexStoreError, match="ef ≥ 1"):
+        index.search(np.ones(8), 1, ef=0)
+
+
+def test_the_index_is_shaped_by_the_settings() -> None:
+    settings = Settings.load(partitions=3, index_space="l2", index_m=8, model_embedding_dim=12)
+    index = ShardedIndex.from_settings(settings, "v7")
+    assert (index.partitions, index.space, index.dim, index.config.m) == (3, "l2", 12, 8)
+    assert index.model_version == "v7"
+    index.close()
+
+
+def test_writers_and_readers_running_together_only_return_items_that_existed_with_correct_distances(
+    rng: np.random.Generator,
+) -> None:
+    """Stress: two writers (upserts, replacements, deletes) and three readers for ~3 s."""
+    partitions = 2
+    index = ShardedIndex(IndexConfig(dim=8, min_tombstones=20), partitions)
+    pool = unit_vectors(rng, 4000, 8)
+    ever: dict[str, list[np.ndarray]] = {}
+    ever_lock = threading.Lock()
+    errors: list[str] = []
+    stop = threading.Event()
+    checked = [0]
+
+    def writer(partition: int, seed: int) -> None:
+        local = np.random.default_rng(seed)
+        offset = 0
+        while not stop.is_set():
+            batch = []
+            for _ in range(32):
+                offset += 1
+                item_id = f"p{partition}-{int(local.integers(0, 300))}"
+                if local.random() < 0.25:
+                    batch.append(Mutation.delete(item_id, offset))
+                else:
+                    vector = pool[int(local.integers(0, len(pool)))]
+                    with ever_lock:
+                        ever.setdefault(item_id, []).append(vector)
+                    batch.append(Mutation.upsert(item_id, vector, offset))
+            index.apply(partition, batch, next_offset=offset + 1)
+
+    def reader(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        while not stop.is_set():
+            queries = pool[local.integers(0, len(pool), 4)]
+            k = int(local.integers(1, 30))
+            flt = Filter.of(labels=None) if local.random() < 0.5 else None
+            for query, found in zip(queries, index.search_batch(queries, k, filter=flt), strict=True):
+                if len(found.ids) > k or len(set(found.ids)) != len(found.ids):
+                    errors.append(f"bad result size or duplicates: {found.ids}")
+                for item_id, dist in zip(found.ids, found.distances, strict=True):
+                    with ever_lock:
+                        versions = list(ever.get(item_id, []))
+                    if not versions:
+                        errors.append(f"{item_id} was never written")
+                        continue
+                    d = distances("cosine", query, np.stack(versions))
+                    if not np.isclose(d, dist, atol=1e-4).any():
+                        errors.append(f"{item_id}: distance {dist} matches no written version")
+                checked[0] += len(found.ids)
+
+    threads = [threading.Thread(target=writer, args=(p, p)) for p in range(partitions)]
+    threads += [threading.Thread(target=reader, args=(10 + r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    index.wait_for_rebuilds(30)
+    assert not errors, errors[:5]
+    assert checked[0] > 1000
+    assert index.stats().live > 0
+    index.close()

@@ -1,0 +1,117 @@
+"""Operational routes: ``GET /v1/stats``, ``GET /v1/models`` (read scope) and
+``POST /v1/admin/retrain`` (admin scope)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from simstream.errors import RegistryError, RequestError
+from simstream.log import get_logger
+from workers.api.auth import admin_scope, read_scope
+from workers.api.lookup import ERRORS
+from workers.api.schemas import ModelsResponse, RetrainAccepted, StatsResponse
+from workers.api.state import ApiState, get_state
+
+router = APIRouter(prefix="/v1", tags=["operations"])
+log = get_logger("api.admin")
+
+
+@router.get(
+    "/stats",
+    response_model=StatsResponse,
+    responses=ERRORS,
+    dependencies=[read_scope],
+    summary="Index, lag, freshness and cache statistics",
+)
+def stats(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Shards with live and tombstone counts, lag, freshness, snapshot ages, models, cache.
+
+    Top-level numbers describe the serving generation; `generations` holds every
+    generation of the node (the serving one, one being built during a
+    re-index, and one kept for rollback).
+    """
+    node_stats = state.node.stats()
+    serving = node_stats["serving"]
+    current = node_stats["generations"].get(serving, {}) if serving else {}
+    return {
+        "serving": serving,
+        "wanted": node_stats["wanted"],
+        "items": current.get("live"),
+        "index_epoch": current.get("epoch"),
+        "lag_records": current.get("lag_records"),
+        "source_lag_events": current.get("source_lag_events"),
+        "freshness": current.get("freshness"),
+        "snapshot_age_s": current.get("snapshot_age_s"),
+        "generations": node_stats["generations"],
+        "flipped_at": node_stats["flipped_at"],
+        "cache": state.cache.stats(),
+    }
+
+
+@router.get(
+    "/models",
+    response_model=ModelsResponse,
+    responses=ERRORS,
+    dependencies=[read_scope],
+    summary="Registered model versions",
+)
+def models(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Every registered version with its metrics, the active and serving ones, the history."""
+    registry = state.node.registry
+    try:
+        versions = registry.list()
+        active, history = registry.active(), registry.history()
+    except RegistryError as e:
+        raise RequestError(f"The model registry cannot be read: {e}", 503) from None
+    serving = state.node.serving
+    return {
+        "active": active,
+        "serving": serving.version if serving is not None else None,
+        "versions": [
+            {
+                "version": v.version,
+                "created_at": v.created_at,
+                "embedding_dim": v.config.get("embedding_dim"),
+                "distance": v.config.get("distance"),
+                "input_spec": v.config.get("input_spec"),
+                "metrics": v.metrics,
+            }
+            for v in versions
+        ],
+        "history": history,
+    }
+
+
+@router.post(
+    "/admin/retrain",
+    status_code=202,
+    response_model=RetrainAccepted,
+    responses={**ERRORS, 403: ERRORS[401] | {"description": "A read token on an admin route."}},
+    dependencies=[admin_scope],
+    summary="Start a retrain",
+)
+def retrain(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
+    """Send the `simstream.retrain` Celery task to the `train` queue; answer its id.
+
+    The task trains a candidate, evaluates it against the active model and
+    promotes it when better; the node then re-indexes and flips when caught up.
+    """
+    from workers.celery_app import RETRAIN_TASK, TRAIN_QUEUE, make_celery
+
+    celery = make_celery(state.settings)
+    try:
+        result = celery.send_task(
+            RETRAIN_TASK,
+            kwargs={"triggered_by": "api"},
+            queue=TRAIN_QUEUE,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+        )
+    except Exception as e:  # kombu raises many transport errors; all mean "broker down"
+        log.warning("retrain not sent", error=f"{type(e).__name__}: {e}")
+        raise RequestError(f"The Celery broker did not accept the task: {e}", 503) from None
+    finally:
+        celery.close()
+    log.info("retrain sent", task_id=result.id)
+    return {"task_id": str(result.id), "task": RETRAIN_TASK, "queue": TRAIN_QUEUE}

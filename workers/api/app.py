@@ -1,0 +1,98 @@
+"""`create_app`: the lookup API of one index node, as a FastAPI application.
+
+Topology: the API runs inside the index node process (``simstream serve``), so
+a lookup searches the in-memory shards without a network hop; reads scale by
+running more node replicas, each a full copy built from the embeddings log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import simstream
+from producers.producer import ItemProducer
+from simstream.settings import Settings
+from workers.api import admin, handlers, health, items, lookup, page
+from workers.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from workers.api.payloads import PayloadImages
+from workers.api.searcher import Searcher
+from workers.api.state import ApiState
+from workers.cache.cache import NullCache, ResultCache
+from workers.node.node import IndexNode
+
+DESCRIPTION = """\
+Similarity lookups over a sharded hnswlib index kept fresh from Kafka.
+
+* **Lookups** by embedding (`vector`), raw payload (`image`, `array`) or indexed `id`;
+  batches; k-NN classification with a calibrated distance threshold.
+* **Items**: publish upserts and deletes (answered with a *write token*), read items.
+  Pass a token as `after` to a lookup to read your own write.
+* **Cache**: results are cached in Redis under (model version, index epoch, query, k,
+  ef, filter); any index change moves the epoch, so a cached answer is never older than
+  the index it is served for. `fresh: true` bypasses it.
+* **Auth**: `Authorization: Bearer <token>`; read scope for lookups and reads, admin
+  scope for writes and `/v1/admin/*` (off when no token is configured).
+
+Errors are `{"detail": ..., "request_id": ...}` with a 4xx status saying what was
+expected and what was received.
+"""
+
+TAGS = [
+    {"name": "lookup", "description": "Nearest neighbours and classification."},
+    {"name": "items", "description": "Publish and read items."},
+    {"name": "operations", "description": "Statistics, models and retraining."},
+    {"name": "health", "description": "Probes and Prometheus metrics (no auth)."},
+]
+
+
+def create_app(
+    settings: Settings,
+    node: IndexNode,
+    producer: ItemProducer | None = None,
+    cache: ResultCache | None = None,
+) -> FastAPI:
+    """Build the API of a started `IndexNode`.
+
+    Args:
+        settings: limits, auth tokens, topics.
+        node: the index node whose serving generation answers lookups.
+        producer: publishes item writes (made from settings on the first write if None).
+        cache: the result cache (`NullCache` if None).
+
+    Returns:
+        The app; its lifespan closes what it made (a producer is flushed).
+    """
+    result_cache = cache or NullCache()
+    state = ApiState(
+        settings=settings,
+        node=node,
+        cache=result_cache,
+        searcher=Searcher(settings, node, result_cache),
+        images=PayloadImages(settings),
+        producer=producer,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="simstream lookup API",
+        version=simstream.__version__,
+        summary="Similarity search over streams of items.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.api = state
+    handlers.install(app)
+    for module in (lookup, items, admin, health, page):
+        app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

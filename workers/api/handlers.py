@@ -1,0 +1,129 @@
+"""Exception handlers: bad input is a 4xx with a message, never a 500.
+
+Every error body is ``{"detail": "...", "request_id": "..."}``; 422s add
+``errors``, one entry per invalid field. Only a bug reaches the catch-all
+(500, logged with its traceback, no internals in the body).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from simstream.errors import (
+    DecodeError,
+    IndexStoreError,
+    InvalidEventError,
+    NotReadyError,
+    PayloadError,
+    RegistryError,
+    RequestError,
+)
+from simstream.log import get_logger
+from workers.api.middleware import request_id
+
+log = get_logger("api.errors")
+_MAX_SHOWN = 80
+
+
+def _body(request: Request, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, **extra, "request_id": request_id(request.scope)}
+
+
+def _json(
+    request: Request, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(_body(request, detail, **extra), status_code=status, headers=headers)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 1] + "…"
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    field = ""
+    for part in parts:
+        field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
+    return field or "body"
+
+
+def describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
+    """A readable sentence and per-field messages from pydantic errors."""
+    items = []
+    for error in errors:
+        field = _field(tuple(error.get("loc", ())))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        kind = error.get("type", "")
+        if kind == "missing":
+            text = f"Missing value for `{field}`. Expected a value. Received: nothing"
+        elif kind == "extra_forbidden":
+            text = f"Unexpected field `{field}`. Expected only the documented fields"
+        elif kind == "json_invalid":
+            text = f"Invalid JSON body: {error.get('ctx', {}).get('error', message)}"
+        elif kind == "value_error" or field == "body":
+            text = message if field == "body" else f"Invalid value for `{field}`. {message}"
+        else:
+            received = error.get("input")
+            if isinstance(received, float) and not math.isfinite(received):
+                received = str(received)
+            text = f"Invalid value for `{field}`. {message}. Received: {_shown(received)}"
+        items.append({"field": field, "message": text})
+    summary = items[0]["message"] if items else "Invalid request"
+    if len(items) > 1:
+        summary += f" (and {len(items) - 1} more problem{'s' if len(items) > 2 else ''})"
+    return summary, items
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        summary, items = describe(list(exc.errors()))
+        return _json(request, 422, summary, errors=items)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return _json(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestError)
+    async def _request(request: Request, exc: RequestError) -> JSONResponse:
+        return _json(request, exc.status, str(exc))
+
+    @app.exception_handler(NotReadyError)
+    async def _not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return _json(request, 503, str(exc), headers={"Retry-After": retry})
+
+    @app.exception_handler(IndexStoreError)
+    async def _index(request: Request, exc: IndexStoreError) -> JSONResponse:
+        return _json(request, 422, str(exc))
+
+    @app.exception_handler(DecodeError)
+    async def _decode(request: Request, exc: DecodeError) -> JSONResponse:
+        return _json(request, 400, exc.detail or exc.reason)
+
+    @app.exception_handler(PayloadError)
+    async def _payload(request: Request, exc: PayloadError) -> JSONResponse:
+        return _json(request, 422, str(exc))
+
+    @app.exception_handler(InvalidEventError)
+    async def _invalid(request: Request, exc: InvalidEventError) -> JSONResponse:
+        return _json(request, 422, str(exc))
+
+    @app.exception_handler(RegistryError)
+    async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
+        log.warning("model registry error", error=str(exc))
+        return _json(request, 503, f"The model registry cannot serve this request: {exc}")
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return _json(request, 500, "Internal error; it has been logged with this request id")

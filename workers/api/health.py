@@ -1,0 +1,42 @@
+"""Probes and metrics: ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from workers.api.schemas import Health, Readiness
+from workers.api.state import ApiState, get_state
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+def healthz() -> dict[str, str]:
+    """The process answers (nothing else is checked)."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready, with the reason."}},
+    summary="Readiness",
+)
+def readyz(state: ApiState = Depends(get_state)) -> JSONResponse:  # noqa: B008
+    """Ready when a generation serves, its consumer is healthy and its lag is at most
+    `SIMSTREAM_API_READY_MAX_LAG` events; 503 with the reason otherwise."""
+    ready, reason = state.node.ready()
+    return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    summary="Prometheus metrics",
+)
+def prometheus() -> Response:
+    """Every metric of this process (API latency per route, cache, index, freshness…)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

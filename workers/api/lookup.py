@@ -1,0 +1,126 @@
+"""Routes of lookups: ``POST /v1/lookup``, ``POST /v1/lookup/batch``, ``POST /v1/classify``.
+
+Handlers are plain functions: FastAPI runs them in its thread pool, where the
+blocking parts (waiting for a write token, Redis, the encoder, hnswlib, which
+releases the GIL) do not stall the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from workers.api.auth import read_scope
+from workers.api.schemas import (
+    BatchLookupRequest,
+    BatchLookupResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    LookupRequest,
+    LookupResponse,
+)
+from workers.api.searcher import batch_body, lookup_body
+from workers.api.state import ApiState, get_state
+
+router = APIRouter(prefix="/v1", tags=["lookup"], dependencies=[read_scope])
+
+JSON = "application/json"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed input (base64, image, token)."},
+    401: {"model": ErrorResponse, "description": "Missing or invalid bearer token."},
+    404: {"model": ErrorResponse, "description": "Unknown item id."},
+    413: {"model": ErrorResponse, "description": "Body larger than SIMSTREAM_API_MAX_BODY_BYTES."},
+    422: {"model": ErrorResponse, "description": "Invalid field or value out of bounds."},
+    503: {
+        "model": ErrorResponse,
+        "description": "Not serving yet, or a write token not visible in time (Retry-After).",
+    },
+}
+
+
+@router.post(
+    "/lookup",
+    response_model=LookupResponse,
+    responses=ERRORS,
+    summary="Nearest neighbours of one query",
+)
+def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Response:  # noqa: B008
+    """Find the `k` nearest items of a vector, a raw payload or an indexed item.
+
+    Results are cached under (model version, index epoch, query, k, ef, filter);
+    the `X-Cache` response header says `hit`, `miss` or `bypass` (`fresh: true`).
+    With `after`, the lookup first waits until that write is searchable.
+    """
+    searcher = state.searcher
+    generation = state.node.current()
+    plan = searcher.plan(generation, request)
+    if request.after is not None:
+        searcher.wait_for(generation, request.after)
+    epoch = generation.index.epoch
+    [query] = searcher.resolve(generation, [request])
+    [neighbours], status = searcher.cached_neighbours(
+        generation, epoch, [query], plan, request.fresh
+    )
+    return Response(
+        lookup_body(generation.version, epoch, neighbours),
+        media_type=JSON,
+        headers={"X-Cache": status},
+    )
+
+
+@router.post(
+    "/lookup/batch",
+    response_model=BatchLookupResponse,
+    responses=ERRORS,
+    summary="Nearest neighbours of many queries",
+)
+def lookup_batch(
+    request: BatchLookupRequest,
+    state: ApiState = Depends(get_state),  # noqa: B008
+) -> Response:
+    """Answer up to `SIMSTREAM_API_MAX_BATCH` queries with shared options, in order.
+
+    Raw payloads are embedded in one batch and vectors searched in one call;
+    each query has its own cache entry (shared with single lookups).
+    """
+    searcher = state.searcher
+    searcher.check_batch(len(request.queries))
+    generation = state.node.current()
+    plan = searcher.plan(generation, request)
+    if request.after is not None:
+        searcher.wait_for(generation, request.after)
+    epoch = generation.index.epoch
+    queries = searcher.resolve(generation, request.queries)
+    results, status = searcher.cached_neighbours(generation, epoch, queries, plan, request.fresh)
+    return Response(
+        batch_body(generation.version, epoch, results),
+        media_type=JSON,
+        headers={"X-Cache": status},
+    )
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    responses=ERRORS,
+    summary="k-NN label of one query, or unknown",
+)
+def classify(
+    request: ClassifyRequest,
+    state: ApiState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
+    """Majority vote of the labelled neighbours within a calibrated distance threshold.
+
+    The threshold is the request's, else the serving model's calibrated one
+    (`calibration.threshold` in its registry metrics), else
+    `SIMSTREAM_CLASSIFY_THRESHOLD`. No neighbour within it: `"unknown"`. The
+    answer lists every neighbour consulted and the votes per label.
+    """
+    generation = state.node.current()
+    if request.after is not None:
+        state.searcher.plan(generation, request)
+        state.searcher.wait_for(generation, request.after)
+    return state.searcher.classify(generation, request)

@@ -1,0 +1,163 @@
+"""ASGI middleware: request ids, access logs and latency metrics; the body size limit.
+
+Both are plain ASGI callables (no per-request task or body buffering).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bound_contextvars
+
+from simstream.log import get_logger
+from workers.metrics import REQUEST_SECONDS
+
+log = get_logger("api.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_KEY = "simstream.request_id"
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def request_id(scope: Scope) -> str | None:
+    """The id of the request being served (for error bodies)."""
+    value = scope.get(REQUEST_ID_KEY)
+    return str(value) if value is not None else None
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (``X-Request-ID`` in and out), times it and logs it.
+
+    An incoming ``X-Request-ID`` of 1..128 characters ``[A-Za-z0-9._:-]`` is kept,
+    anything else replaced by a fresh one. The latency histogram is labelled by
+    the route *template* (``/v1/items/{item_id}``), never the raw path, so its
+    cardinality stays bounded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, REQUEST_ID_HEADER)
+        rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+        scope[REQUEST_ID_KEY] = rid
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with bound_contextvars(request_id=rid):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = _route(scope)
+                REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+                level = "debug" if route in _QUIET and status < 400 else "info"
+                getattr(log, level)(
+                    "request",
+                    method=scope["method"],
+                    route=route,
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    client=(scope.get("client") or ("-",))[0],
+                )
+
+
+class BodyTooLargeError(HTTPException):
+    """A request body over the limit (answered 413)."""
+
+
+class BodyLimitMiddleware:
+    """Answers 413 to bodies over ``max_bytes``: by Content-Length first, then by count.
+
+    A declared ``Content-Length`` over the limit is refused before anything is
+    read; a body without one (chunked) or lying about it is counted as it
+    streams in, and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self, received: str) -> BodyTooLargeError:
+        return BodyTooLargeError(
+            413,
+            f"Request body too large. Expected at most {self.max_bytes} bytes "
+            f"(SIMSTREAM_API_MAX_BODY_BYTES). Received: {received}",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, "content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _reply(scope, receive, send, 400, f"Invalid Content-Length {declared!r}")
+                return
+            if int(declared) > self.max_bytes:
+                error = self._error(f"Content-Length {declared}")
+                await _reply(scope, receive, send, 413, str(error.detail))
+                return
+        counted = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal counted
+            message = await receive()
+            if message["type"] == "http.request":
+                counted += len(message.get("body", b""))
+                if counted > self.max_bytes:
+                    raise self._error(f"more than {self.max_bytes} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLargeError as e:
+            if started:
+                raise
+            await _reply(scope, receive, send, 413, str(e.detail))
+
+
+async def _reply(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    body: dict[str, Any] = {"detail": detail, "request_id": request_id(scope)}
+    await JSONResponse(body, status_code=status)(scope, receive, send)
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    key = name.encode()
+    for header, value in scope.get("headers", []):
+        if header.lower() == key:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
