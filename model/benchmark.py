@@ -60,7 +60,7 @@ def split_per_class(labels: np.ndarray, share: float, seed: int) -> tuple[np.nda
     first, rest = [], []
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))
-        cut = int(round(share * len(members)))
+        cut = round(share * len(members))
         first.append(members[:cut])
         rest.append(members[cut:])
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))

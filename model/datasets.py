@@ -76,7 +76,7 @@ class Dataset:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: name, size, classes, counts and input spec."""
-        counts = np.bincount(self.y, minlength=self.num_classes) if len(self.y) else []
+        counts = np.bincount(self.y, minlength=self.num_classes)
         return {
             "name": self.name,
             "examples": len(self),
@@ -239,7 +239,7 @@ def load_npz(path: Path | str) -> Dataset:
                     f"Expected arrays 'x' and 'y' in {str(path)!r}. Received: {archive.files}"
                 )
             x, y = archive["x"], archive["y"]
-            names = archive["class_names"] if "class_names" in archive else None
+            names = archive.get("class_names")
     except (OSError, ValueError) as e:
         raise DatasetError(f"Cannot read .npz file {str(path)!r}: {e}") from e
     if x.ndim == 2:

@@ -27,6 +27,7 @@ Contract:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -289,7 +290,7 @@ class Registry:
 
     # --- reading ---------------------------------------------------------------------
 
-    def list(self) -> list[ModelVersion]:
+    def list(self) -> builtins.list[ModelVersion]:
         """Every registered version, oldest first."""
         return [self.get(v) for v in self._versions()]
 
@@ -319,7 +320,7 @@ class Registry:
         value = self._read_active()["active"]
         return str(value) if value else None
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> builtins.list[dict[str, Any]]:
         """Every promote and rollback, oldest first."""
         return list(self._read_active()["history"])
 
@@ -368,7 +369,7 @@ class Registry:
         """
         import keras
 
-        import model.encoders  # noqa: F401 - registers the custom layers
+        from model import encoders  # noqa: F401 - registers the custom layers
 
         record = self.verify(version or self._active_or_raise())
         file = record.path / MODEL_FILE
@@ -377,12 +378,12 @@ class Registry:
                 f"{file} is not a .keras archive. Expected the Keras v3 format."
             )
         try:
-            model = keras.saving.load_model(file, compile=False, safe_mode=True)
+            keras_model = keras.saving.load_model(file, compile=False, safe_mode=True)
         except Exception as e:  # Keras raises ValueError/TypeError/KeyError alike
             raise ModelIntegrityError(f"Cannot load version {record.version} safely: {e}") from e
         log.info("registry.loaded", version=record.version)
         return Encoder(
-            model,
+            keras_model,
             record.input_spec,
             version=record.version,
             distance=str(record.config.get("distance", "cosine")),
@@ -390,7 +391,7 @@ class Registry:
 
     # --- internals -------------------------------------------------------------------
 
-    def _versions(self) -> list[str]:
+    def _versions(self) -> builtins.list[str]:
         if not self.root.is_dir():
             return []
         found = [

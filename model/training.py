@@ -263,7 +263,7 @@ def train(
     sampler = ClassBalancedSampler(
         x,
         dataset.y,
-        classes_per_batch=min(config.classes_per_batch, len(np.unique(dataset.y))),
+        classes_per_batch=max(1, min(config.classes_per_batch, len(np.unique(dataset.y)))),
         examples_per_class=config.examples_per_class,
         steps_per_epoch=config.steps_per_epoch,
         augment=random_shift(config.augment_shift) if config.augment_shift else None,
@@ -364,7 +364,7 @@ def split_dataset(
         mask = np.zeros(len(dataset), bool)
         for c in classes:
             members = np.flatnonzero(dataset.y == c)
-            take = int(round(share * len(members)))
+            take = round(share * len(members))
             if take >= len(members):
                 raise ModelError(f"Class {c} has too few examples ({len(members)}) to split.")
             mask[rng.choice(members, size=take, replace=False)] = True
@@ -401,7 +401,8 @@ def plot_history(
         metric_axis.axvline(best_epoch, color="grey", linestyle="--", label="best epoch")
     metric_axis.set_xlabel("epoch")
     metric_axis.set_title("validation retrieval (leave-one-out)")
-    metric_axis.legend(loc="lower right")
+    if metric_axis.get_legend_handles_labels()[0]:
+        metric_axis.legend(loc="lower right")
     if title:
         figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)

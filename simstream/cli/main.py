@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from simstream.cli import publish, stack
+from simstream.cli import bench, demo, ingest, publish, stack
+from simstream.cli import model as model_cli
 
 app = typer.Typer(
     name="simstream",
@@ -20,6 +21,10 @@ app = typer.Typer(
 )
 stack.register(app)
 publish.register(app)
+model_cli.register(app)
+ingest.register(app)
+bench.register(model_cli.bench_app)
+demo.register(app)
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def test_the_shared_mnist_test_set_loads_with_its_documented_label_counts() -> N
 
 def test_a_directory_without_mnist_files_names_the_files_it_expected(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hi")
-    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.*readme.txt"):
+    with pytest.raises(DatasetError, match=r"t10k-images-idx3-ubyte.*readme\.txt"):
         load_mnist(tmp_path)
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte"):
         load_mnist(tmp_path, split="train")

@@ -21,7 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _register(registry: Registry, trained: TrainResult, **kwargs: object) -> str:
     record = registry.register(
-        trained.model, trained.input_spec, trained.model_config(), {"recall@1": 0.5},
+        trained.model,
+        trained.input_spec,
+        trained.model_config(),
+        {"recall@1": 0.5},
         **kwargs,  # type: ignore[arg-type]
     )
     return record.version
@@ -35,8 +38,13 @@ def test_versions_get_monotonic_ids_and_hold_every_promised_file(
     second = _register(registry, trained)
     assert (first, second) == ("v1", "v2")
     files = sorted(p.name for p in (tmp_path / "v1").iterdir())
-    assert files == ["config.json", "encoder.keras", "manifest.json", "metrics.json",
-                     "training.png"]
+    assert files == [
+        "config.json",
+        "encoder.keras",
+        "manifest.json",
+        "metrics.json",
+        "training.png",
+    ]
     manifest = json.loads((tmp_path / "v1" / MANIFEST_FILE).read_text())
     assert set(manifest["files"]) == set(files) - {MANIFEST_FILE}
     assert all(len(entry["sha256"]) == 64 for entry in manifest["files"].values())
@@ -63,9 +71,19 @@ def test_a_version_loaded_in_a_fresh_process_gives_identical_embeddings(
         "np.save(sys.argv[3], encoder.embed(np.load(sys.argv[4]), batch_size=32))\n"
     )
     subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path), version, str(tmp_path / "out.npy"),
-         str(tmp_path / "inputs.npy")],
-        check=True, cwd=REPO, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path),
+            version,
+            str(tmp_path / "out.npy"),
+            str(tmp_path / "inputs.npy"),
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
     )
     here = trained.encoder().embed(inputs, batch_size=32)
     there = np.load(tmp_path / "out.npy")
@@ -156,11 +174,10 @@ def test_a_model_file_that_is_not_a_keras_archive_is_refused(
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     import hashlib
 
-    manifest["files"][MODEL_FILE] = {"sha256": hashlib.sha256(b"not a zip").hexdigest(),
-                                     "size": 9}
+    manifest["files"][MODEL_FILE] = {"sha256": hashlib.sha256(b"not a zip").hexdigest(), "size": 9}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     assert not zipfile.is_zipfile(folder / MODEL_FILE)
-    with pytest.raises(ModelIntegrityError, match="not a .keras archive"):
+    with pytest.raises(ModelIntegrityError, match=r"not a \.keras archive"):
         registry.load(version)
 
 
@@ -182,8 +199,13 @@ def test_promote_and_rollback_move_the_active_pointer_and_keep_history(
     with pytest.raises(RegistryError, match="Cannot roll back"):
         registry.rollback()
     actions = [(h["action"], h["version"]) for h in registry.history()]
-    assert actions == [("promote", "v1"), ("promote", "v2"), ("promote", "v3"),
-                       ("rollback", "v2"), ("rollback", "v1")]
+    assert actions == [
+        ("promote", "v1"),
+        ("promote", "v2"),
+        ("promote", "v3"),
+        ("rollback", "v2"),
+        ("rollback", "v1"),
+    ]
     state = json.loads((tmp_path / "ACTIVE").read_text())
     assert state["active"] == "v1"
 

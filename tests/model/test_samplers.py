@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -89,7 +91,7 @@ def test_the_augmentation_hook_gets_the_batch_and_a_reproducible_generator() -> 
 
 def test_fewer_classes_than_classes_per_batch_is_a_clear_error() -> None:
     x, y = _data([5, 5])
-    with pytest.raises(SamplerError, match="Cannot form a batch of 3 classes.*Received: 2"):
+    with pytest.raises(SamplerError, match=r"Cannot form a batch of 3 classes.*Received: 2"):
         ClassBalancedSampler(x, y, classes_per_batch=3, examples_per_class=2)
 
 
@@ -98,10 +100,13 @@ def test_fewer_classes_than_classes_per_batch_is_a_clear_error() -> None:
     [
         ({"classes_per_batch": 0, "examples_per_class": 2}, "classes_per_batch"),
         ({"classes_per_batch": 1, "examples_per_class": 0}, "examples_per_class"),
-        ({"classes_per_batch": 1, "examples_per_class": 2, "steps_per_epoch": 0}, "steps_per_epoch"),
+        (
+            {"classes_per_batch": 1, "examples_per_class": 2, "steps_per_epoch": 0},
+            "steps_per_epoch",
+        ),
     ],
 )
-def test_sizes_below_one_are_refused(kwargs: dict[str, int], message: str) -> None:
+def test_sizes_below_one_are_refused(kwargs: dict[str, Any], message: str) -> None:
     x, y = _data([5, 5])
     with pytest.raises(SamplerError, match=message):
         ClassBalancedSampler(x, y, **kwargs)

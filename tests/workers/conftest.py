@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+from simstream.kafka import ensure_topics
 from simstream.settings import Settings
+from workers.ingest.dispatcher import Dispatcher
+from workers.node.node import IndexNode
 
 VECTOR_DIM = 16
 
@@ -63,3 +67,23 @@ def celery_worker(settings: Settings) -> Iterator[Celery]:
     ):
         yield app
     bind_settings(settings)
+
+
+@pytest.fixture
+def pipeline(
+    settings: Settings, encoder_version: str, celery_worker: Celery
+) -> Iterator[IndexNode]:
+    """Dispatcher thread + Celery worker + index node, all real, for one test."""
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
+    stop = threading.Event()
+    dispatcher = Dispatcher(settings, encoder_version, celery_app=celery_worker)
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    thread.start()
+    node = IndexNode(settings)
+    node.start()
+    try:
+        yield node
+    finally:
+        stop.set()
+        thread.join(30)
+        node.stop()

@@ -91,7 +91,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return _json(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return _json(request, exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request(request: Request, exc: RequestError) -> JSONResponse:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MetadataValue = str | int | float | bool
 
-_VECTOR_EXAMPLE = [0.12, -0.03, 0.31, 0.08]
+_VECTOR_EXAMPLE: list[Any] = [0.12, -0.03, 0.31, 0.08]
 _IMAGE_EXAMPLE = (  # an 8×8 grey digit 0 from scikit-learn's digits, as PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAARklEQVR4nAXBYRVAMBgAwHt7/vsiaGCaLIJGIqyCBp4E"
     "I4E1III7lLYFaG99i0Gelh55T+LqbpI4GUm+WeQP01PqAdZW8QOg+BHxst8QXwAAAABJRU5ErkJggg=="

@@ -344,6 +344,8 @@ class Searcher:
     ) -> list[list[dict[str, Any]]]:
         """Search and describe the neighbours of each query (without cache)."""
         extra = 1 if any(q.exclude is not None for q in queries) else 0
+        # cosine and l2 distances are ≥ 0; float32 rounding can dip just below.
+        floor = -math.inf if generation.index.space == "ip" else 0.0
         found = generation.index.search_batch(
             np.stack([q.vector for q in queries]), plan.k + extra, ef=plan.ef, filter=plan.filter
         )
@@ -359,7 +361,7 @@ class Searcher:
                 rows.append(
                     {
                         "id": item_id,
-                        "distance": float(distance),
+                        "distance": max(floor, float(distance)),
                         "label": None if item.label is None else str(item.label),
                         "metadata": dict(item.metadata),
                     }
@@ -419,18 +421,18 @@ class Searcher:
         """
         if requested is not None:
             return requested, "request"
-        known = self._thresholds.get(version)
-        if known is None:
-            known = (self.settings.classify_threshold, "settings")
+        if version not in self._thresholds:
             try:
                 metrics = self.node.registry.get(version).metrics
             except RegistryError:
                 metrics = {}
             found = _calibrated(metrics)
-            if found is not None:
-                known = (found, "model")
-            self._thresholds[version] = known
-        return known
+            self._thresholds[version] = (
+                (found, "model")
+                if found is not None
+                else (self.settings.classify_threshold, "settings")
+            )
+        return self._thresholds[version]
 
     @staticmethod
     def vote(
@@ -450,14 +452,11 @@ class Searcher:
         nearest: dict[str, float] = {}
         for e in voters:
             nearest.setdefault(str(e["label"]), float(e["distance"]))
-        votes = sorted(
-            (
-                {"label": label, "votes": n, "nearest_distance": nearest[label]}
-                for label, n in counts.items()
-            ),
-            key=lambda v: (-v["votes"], v["nearest_distance"]),
-        )
-        label = votes[0]["label"] if votes else UNKNOWN_LABEL
+        ranked = sorted(counts.items(), key=lambda lv: (-lv[1], nearest[lv[0]]))
+        votes = [
+            {"label": label, "votes": n, "nearest_distance": nearest[label]} for label, n in ranked
+        ]
+        label = ranked[0][0] if ranked else UNKNOWN_LABEL
         return label, votes, evidence
 
     def classify(self, generation: Generation, request: ClassifyRequest) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -62,7 +63,8 @@ class BenchmarkConfig:
         dim: vector size (PCA target for MNIST).
         efs: ef values of the recall sweep.
         latency_queries: single queries timed for each latency percentile.
-        writer_batch: records per ``apply`` of the concurrent writer.
+        writer_batch: records per ``apply`` of the flat-out concurrent writer.
+        paced_writes_per_s: rate of the paced concurrent writer (batches of 8).
         mnist_dir: directory holding the MNIST test images (IDX, optionally gzipped).
         index: parameters of the sharded index (M, ef_construction, default ef …).
         seed: random seed.
@@ -76,6 +78,7 @@ class BenchmarkConfig:
     efs: tuple[int, ...] = (10, 16, 32, 64, 128, 256)
     latency_queries: int = 2000
     writer_batch: int = 64
+    paced_writes_per_s: float = 1000.0
     mnist_dir: Path | None = None
     index: IndexConfig = field(default_factory=lambda: IndexConfig(dim=64))
     seed: int = 0
@@ -190,11 +193,18 @@ def _timed_queries(search: Callable[[np.ndarray], Any], queries: np.ndarray, n: 
 
 
 class _Writer(threading.Thread):
-    """Inserts fresh items into the index until stopped."""
+    """Inserts fresh items into the index until stopped, flat out or at a set rate."""
 
-    def __init__(self, index: ShardedIndex, base: np.ndarray, batch: int, seed: int) -> None:
+    def __init__(
+        self,
+        index: ShardedIndex,
+        base: np.ndarray,
+        batch: int,
+        seed: int,
+        rate: float | None = None,
+    ) -> None:
         super().__init__(name="bench-writer", daemon=True)
-        self.index, self.base, self.batch = index, base, batch
+        self.index, self.base, self.batch, self.rate = index, base, batch, rate
         self.rng = np.random.default_rng(seed)
         self.stop = threading.Event()
         self.written = 0
@@ -220,7 +230,63 @@ class _Writer(threading.Thread):
                 if records:
                     self.index.apply(p, records)
                     self.written += len(records)
+            if self.rate:
+                ahead = self.written / self.rate - (time.perf_counter() - start)
+                if ahead > 0:
+                    self.stop.wait(ahead)
         self.seconds = time.perf_counter() - start
+
+
+def _under_writes(
+    index: ShardedIndex,
+    base: np.ndarray,
+    queries: np.ndarray,
+    cfg: BenchmarkConfig,
+    rate: float | None,
+) -> tuple[float, float, float]:
+    """p50 and p99 single-query latency (ms) while a writer inserts; and its writes/s."""
+    writer = _Writer(index, base, cfg.writer_batch if rate is None else 8, cfg.seed, rate)
+    writer.start()
+    while writer.written < 16:
+        time.sleep(0.001)
+    samples = _timed_queries(lambda q: index.search(q, K), queries, cfg.latency_queries)
+    writer.stop.set()
+    writer.join()
+    p50, p99 = _percentiles(samples)
+    return p50, p99, writer.written / max(writer.seconds, 1e-9)
+
+
+def _build_for_memory(path: str, shards: int, config: dict[str, Any]) -> int:
+    """In a fresh process: resident bytes added by building the index over ``path``."""
+    base = np.load(path)
+    gc.collect()
+    before = _rss()
+    if shards:
+        index = ShardedIndex(IndexConfig(**config), shards)
+        for p, group in _by_partition(_records(base), shards).items():
+            index.apply(p, group)
+    else:
+        raw = hnswlib.Index(space=config["space"], dim=config["dim"])
+        raw.init_index(
+            max_elements=len(base), M=config["m"], ef_construction=config["ef_construction"]
+        )
+        raw.add_items(base, np.arange(len(base)))
+    gc.collect()
+    return _rss() - before
+
+
+def memory_per_item(base: np.ndarray, shards: int, config: IndexConfig) -> tuple[float, float]:
+    """Resident bytes per item of the sharded index and of a raw index, each built in a
+    fresh process (the records' own vectors excluded; they are loaded before measuring)."""
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="simstream-bench-") as tmp:
+        path = str(Path(tmp) / "base.npy")
+        np.save(path, base)
+        with ctx.Pool(1) as pool:
+            sharded = pool.apply(_build_for_memory, (path, shards, asdict(config)))
+        with ctx.Pool(1) as pool:
+            raw = pool.apply(_build_for_memory, (path, 0, asdict(config)))
+    return sharded / len(base), raw / len(base)
 
 
 def run_config(
@@ -235,32 +301,26 @@ def run_config(
     """All measurements of one dataset at one shard count."""
     icfg = cfg.index.with_(dim=base.shape[1])
     n = len(base)
-    steps = tqdm(total=9, desc=f"{dataset} S={shards}", disable=not progress, leave=False)
+    steps = tqdm(total=8, desc=f"{dataset} S={shards}", disable=not progress, leave=False)
     out: dict[str, Any] = {"dataset": dataset, "shards": shards, "n_items": n}
     out["n_queries"] = len(queries)
 
     # Insert: sharded (one thread per shard, like one consumer per partition) vs raw.
     records = _records(base)
     groups = _by_partition(records, shards)
-    gc.collect()
-    rss0 = _rss()
     index = ShardedIndex(icfg, shards, model_version="bench")
     start = time.perf_counter()
     chunk = 1024
     for at in range(0, max(len(g) for g in groups.values()), chunk):
         index.apply_many({p: g[at : at + chunk] for p, g in groups.items() if g[at : at + chunk]})
     out["insert_rate_sharded"] = n / (time.perf_counter() - start)
-    gc.collect()
-    out["bytes_per_item"] = (_rss() - rss0) / n
     steps.update()
 
-    rss0 = _rss()
     raw = hnswlib.Index(space=icfg.space, dim=icfg.dim)
     raw.init_index(max_elements=n, M=icfg.m, ef_construction=icfg.ef_construction)
     start = time.perf_counter()
     raw.add_items(base, np.arange(n), num_threads=icfg.num_threads)
     out["insert_rate_raw"] = n / (time.perf_counter() - start)
-    out["bytes_per_item_raw"] = (_rss() - rss0) / n
     steps.update()
 
     # Recall and batched QPS over ef, both indexes.
@@ -322,15 +382,13 @@ def run_config(
     idle = _timed_queries(one, queries, cfg.latency_queries)
     out["p50_ms_idle"], out["p99_ms_idle"] = _percentiles(idle)
     steps.update()
-    writer = _Writer(index, base, cfg.writer_batch, cfg.seed)
-    writer.start()
-    while writer.written < 2 * cfg.writer_batch:
-        time.sleep(0.001)
-    busy = _timed_queries(one, queries, cfg.latency_queries)
-    writer.stop.set()
-    writer.join()
-    out["p50_ms_under_writes"], out["p99_ms_under_writes"] = _percentiles(busy)
-    out["writes_per_s_during_latency"] = writer.written / max(writer.seconds, 1e-9)
+    out["p50_ms_under_writes"], out["p99_ms_under_writes"], rate = _under_writes(
+        index, base, queries, cfg, None
+    )
+    out["writes_per_s_during_latency"] = rate
+    p50, p99, rate = _under_writes(index, base, queries, cfg, cfg.paced_writes_per_s)
+    out["p50_ms_under_paced_writes"], out["p99_ms_under_paced_writes"] = p50, p99
+    out["paced_writes_per_s"] = rate
     index.wait_for_rebuilds()
     steps.update()
 
@@ -350,11 +408,13 @@ def run_config(
             loaded[0].close()
     steps.update()
     index.close()
+    out["bytes_per_item"], out["bytes_per_item_raw"] = memory_per_item(base, shards, icfg)
     out["ratios"] = {
         "insert_rate": out["insert_rate_sharded"] / out["insert_rate_raw"],
         "qps_batched": out["qps_sharded"]["batched"] / out["qps_raw"]["batched"],
         "qps_single": out["qps_sharded"]["single"] / out["qps_raw"]["single"],
         "p99_under_writes_over_idle": out["p99_ms_under_writes"] / out["p99_ms_idle"],
+        "p99_under_paced_writes_over_idle": out["p99_ms_under_paced_writes"] / out["p99_ms_idle"],
         "bytes_per_item": out["bytes_per_item"] / max(out["bytes_per_item_raw"], 1e-9),
     }
     steps.update()
@@ -493,12 +553,26 @@ def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "insert/s sharded/raw": (
                     f"{c['insert_rate_sharded']:.0f}/{c['insert_rate_raw']:.0f}"
                 ),
-                "p99 ms idle/writes": f"{c['p99_ms_idle']:.3f}/{c['p99_ms_under_writes']:.3f}",
+                "p99 ms idle/writes/paced": (
+                    f"{c['p99_ms_idle']:.3f}/{c['p99_ms_under_writes']:.3f}"
+                    f"/{c['p99_ms_under_paced_writes']:.3f}"
+                ),
                 "snapshot save/load s": f"{c['snapshot_save_s']:.3f}/{c['snapshot_load_s']:.3f}",
                 "bytes/item": round(c["bytes_per_item"]),
             }
         )
     return rows
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The headline figures as a Markdown table (for docs/benchmarks.md and the console)."""
+    rows = summary(report)
+    if not rows:
+        return ""
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def write(report: dict[str, Any], out: Path) -> Path:

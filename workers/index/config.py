@@ -45,7 +45,7 @@ class IndexConfig:
     tombstone_ratio: float = 0.2
     min_tombstones: int = 64
     num_threads: int = -1
-    write_slice_s: float = 0.0005
+    write_slice_s: float = 0.0002
     exact_filter_limit: int = 2048
     fan_out_min_s: float = 0.0002
 

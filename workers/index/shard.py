@@ -59,6 +59,7 @@ _BULK_SLICE = 1024
 _DELETE_SLICE = 128
 _REBUILD_CHUNK = 1024
 _FINAL_CATCH_UP = 256
+_CATCH_UP_ROUNDS = 4
 _EXACT_CHUNK = 16384
 _LabelKey = tuple[str, ItemLabel | None]
 
@@ -677,23 +678,22 @@ class Shard:
                     chunk = [i for i, s in part if old.slot_of.get(i) == s]
                     vectors = old.vectors(chunk)
                 new.add(chunk, vectors, 1)
-            while True:
+            for round_ in range(_CATCH_UP_ROUNDS + 1):
                 with self._apply_lock:
                     dirty = self._dirty or set()
                     self._dirty = set()
-                    if len(dirty) <= _FINAL_CATCH_UP or self._closing:
+                    if len(dirty) <= _FINAL_CATCH_UP or round_ == _CATCH_UP_ROUNDS:
+                        # Writers wait (they hold the apply lock); searches go on
+                        # until the swap itself.
+                        self._catch_up(old, new, dirty)
                         with self._lock.write():
-                            self._catch_up(old, new, dirty)
                             self._graph = new
                         self._dirty = None
                         self._rebuilds += 1
                         break
-                with self._lock.read():
-                    live = [i for i in dirty if i in old.slot_of]
-                    vectors = old.vectors(live)
-                new.add(live, vectors, 1)
-                for item_id in dirty.difference(live):
-                    new.remove(item_id)
+                if self._closing:
+                    raise _AbandonedError
+                self._catch_up(old, new, dirty)
             self._log.info(
                 "index.rebuild_done",
                 live=new.live,
@@ -710,10 +710,12 @@ class Shard:
         finally:
             self._rebuild_thread = None
 
-    @staticmethod
-    def _catch_up(old: _Graph, new: _Graph, dirty: set[str]) -> None:
-        live = [i for i in dirty if i in old.slot_of]
-        new.add(live, old.vectors(live), 1)
+    def _catch_up(self, old: _Graph, new: _Graph, dirty: set[str]) -> None:
+        """Copy the current state of ``dirty`` ids from the old graph to the new one."""
+        with self._lock.read():
+            live = [i for i in dirty if i in old.slot_of]
+            vectors = old.vectors(live)
+        new.add(live, vectors, 1)
         for item_id in dirty.difference(live):
             new.remove(item_id)
 

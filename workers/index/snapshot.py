@@ -536,12 +536,20 @@ class SnapshotStore:
     ) -> LoadedSnapshot | None:
         """Like `load_latest`, with the snapshot's path and the caller's ``extra`` state."""
         for info in self.list():
+            started = time.perf_counter()
             try:
                 index, offsets = self.load(info.path, config, model_version)
             except SnapshotCorruptError as e:
                 self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
                 continue
             manifest = json.loads((info.path / MANIFEST).read_bytes())
+            self._log.info(
+                "index.snapshot_loaded",
+                path=str(info.path),
+                live=len(index),
+                next_offsets=offsets,
+                seconds=round(time.perf_counter() - started, 3),
+            )
             return LoadedSnapshot(info.path, index, offsets, dict(manifest.get("extra", {})))
         return None
 
@@ -550,25 +558,17 @@ class SnapshotStore:
     ) -> tuple[ShardedIndex, dict[int, int]] | None:
         """The newest snapshot that verifies, loaded, with its next offsets; None if none does.
 
-        Snapshots that fail verification are logged and skipped.
+        Snapshots that fail verification are logged and skipped (the caller then
+        replays the log from the returned offsets).
+
+        Args:
+            config: the expected dim and space, and the run-time parameters of
+                the loaded index (M and ef_construction come from the snapshot).
+            model_version: the expected encoder version (default: the store's).
 
         Raises:
             SnapshotMismatchError: if the newest verified snapshot was made with
                 another dim, space or encoder version than expected.
         """
-        for info in self.list():
-            started = time.perf_counter()
-            try:
-                index, offsets = self.load(info.path, config, model_version)
-            except SnapshotCorruptError as e:
-                self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
-                continue
-            self._log.info(
-                "index.snapshot_loaded",
-                path=str(info.path),
-                live=len(index),
-                next_offsets=offsets,
-                seconds=round(time.perf_counter() - started, 3),
-            )
-            return index, offsets
-        return None
+        loaded = self.load_latest_state(config, model_version)
+        return None if loaded is None else (loaded.index, loaded.next_offsets)

@@ -14,10 +14,19 @@ from simstream.errors import ModelError
     ("identifier", "spec"),
     [
         ("cnn", InputSpec.image(8, 8, 1)),
-        ({"name": "cnn", "filters": [8, 16], "pooling": "flatten", "hidden": 8}, InputSpec.image(28, 28, 1)),
-        ({"name": "cnn", "filters": [8], "pooling": "avg", "batch_norm": False}, InputSpec.image(8, 8, 3)),
+        (
+            {"name": "cnn", "filters": [8, 16], "pooling": "flatten", "hidden": 8},
+            InputSpec.image(28, 28, 1),
+        ),
+        (
+            {"name": "cnn", "filters": [8], "pooling": "avg", "batch_norm": False},
+            InputSpec.image(8, 8, 3),
+        ),
         ("mlp", InputSpec.vector(12)),
-        ({"name": "mlp", "hidden": [16], "layer_norm": True, "dropout": 0.1}, InputSpec.image(8, 8, 1)),
+        (
+            {"name": "mlp", "hidden": [16], "layer_norm": True, "dropout": 0.1},
+            InputSpec.image(8, 8, 1),
+        ),
     ],
 )
 def test_each_encoder_builds_and_embeds_into_unit_norm_vectors(
@@ -59,9 +68,16 @@ def test_gem_pooling_with_p_one_is_average_pooling_and_grows_towards_max() -> No
     np.testing.assert_allclose(np.asarray(cubic), [[14 ** (1 / 3)]], rtol=1e-5)
 
 
-@pytest.mark.parametrize("layer", [encoders.L2Normalization(axis=1, epsilon=1e-9),
-                                   encoders.GeneralizedMeanPooling2D(p=2.5, trainable_p=False)])
-def test_the_custom_layers_serialize_and_deserialize_in_safe_mode(layer: keras.layers.Layer) -> None:
+@pytest.mark.parametrize(
+    "layer",
+    [
+        encoders.L2Normalization(axis=1, epsilon=1e-9),
+        encoders.GeneralizedMeanPooling2D(p=2.5, trainable_p=False),
+    ],
+)
+def test_the_custom_layers_serialize_and_deserialize_in_safe_mode(
+    layer: keras.layers.Layer,
+) -> None:
     config = keras.saving.serialize_keras_object(layer)
     again = keras.saving.deserialize_keras_object(config, safe_mode=True)
     assert type(again) is type(layer) and again.get_config() == layer.get_config()
@@ -69,8 +85,11 @@ def test_the_custom_layers_serialize_and_deserialize_in_safe_mode(layer: keras.l
 
 @pytest.mark.parametrize(
     "builder",
-    [CNNEncoder(filters=(4, 8), pooling="max", hidden=3), MLPEncoder(hidden=(5,)),
-     BackboneEncoder("resnet50", image_size=40, gem_p=2.0)],
+    [
+        CNNEncoder(filters=(4, 8), pooling="max", hidden=3),
+        MLPEncoder(hidden=(5,)),
+        BackboneEncoder("resnet50", image_size=40, gem_p=2.0),
+    ],
 )
 def test_get_round_trips_every_builder_through_its_config(builder: encoders.EncoderBuilder) -> None:
     assert encoders.get(encoders.serialize(builder)) == builder

@@ -37,8 +37,9 @@ def test_pairs_at_the_same_distance_are_accepted_together() -> None:
     chosen = calibrate(np.array([0.1, 0.1, 0.2]), np.array([True, False, True]))
     # 0.1 accepts two pairs (P 1/2, R 1/2, F1 1/2); 0.2 accepts all (P 2/3, R 1, F1 .8).
     assert chosen.threshold == pytest.approx(0.2) and chosen.f1 == pytest.approx(0.8)
-    assert threshold_metrics(np.array([0.1, 0.1, 0.2]), np.array([True, False, True]),
-                             0.1).precision == pytest.approx(0.5)
+    assert threshold_metrics(
+        np.array([0.1, 0.1, 0.2]), np.array([True, False, True]), 0.1
+    ).precision == pytest.approx(0.5)
 
 
 def test_metrics_at_a_fixed_threshold() -> None:
@@ -49,7 +50,7 @@ def test_metrics_at_a_fixed_threshold() -> None:
 
 
 def test_an_unreachable_target_names_the_best_precision() -> None:
-    with pytest.raises(ModelError, match="best precision is 0.0000"):
+    with pytest.raises(ModelError, match=r"best precision is 0\.0000"):
         calibrate(np.array([0.1, 0.2]), np.array([False, False]), target_precision=0.5)
 
 

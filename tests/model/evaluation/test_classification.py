@@ -25,16 +25,24 @@ def test_majority_vote_answers_the_most_frequent_label_among_k() -> None:
 
 def test_only_neighbours_within_the_threshold_vote_and_ties_go_to_the_nearest() -> None:
     # Within 0.05: A at .02 and B at .03, one vote each: A is nearer.
-    labels, _ = knn_classify(QUERY, INDEX, LABELS, k=5, vote="majority", threshold=0.05,
-                             distance="euclidean")
+    labels, _ = knn_classify(
+        QUERY, INDEX, LABELS, k=5, vote="majority", threshold=0.05, distance="euclidean"
+    )
     assert labels.tolist() == [0]
 
 
 def test_a_query_with_no_neighbour_within_the_threshold_is_unknown() -> None:
     queries = np.array([[0.12], [5.0]])
     for vote in ("nearest", "majority"):
-        labels, _ = knn_classify(queries, INDEX, LABELS, k=3, vote=vote,  # type: ignore[arg-type]
-                                 threshold=0.5, distance="euclidean")
+        labels, _ = knn_classify(
+            queries,
+            INDEX,
+            LABELS,
+            k=3,
+            vote=vote,  # type: ignore[arg-type]
+            threshold=0.5,
+            distance="euclidean",
+        )
         assert labels[1] == UNKNOWN
 
 

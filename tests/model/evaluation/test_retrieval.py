@@ -33,8 +33,14 @@ def test_map_at_r_rewards_relevant_items_by_their_rank() -> None:
     # Query B at 0 against A .1, B .2, B .5, A .6: R=2, relevance 0 1 within R,
     # so R-precision = 1/2 and MAP@R = (0 + 1/2 · 1) / 2 = 1/4.
     index = np.array([[0.1], [0.2], [0.5], [0.6]])
-    results = retrieve(np.array([[0.0]]), np.array([1]), index, np.array([0, 1, 1, 0]),
-                       ks=(1, 2), distance="euclidean")
+    results = retrieve(
+        np.array([[0.0]]),
+        np.array([1]),
+        index,
+        np.array([0, 1, 1, 0]),
+        ks=(1, 2),
+        distance="euclidean",
+    )
     assert results.scores["r_precision"][0] == pytest.approx(0.5)
     assert results.scores["map@r"][0] == pytest.approx(0.25)
     assert results.scores["recall@1"][0] == 0 and results.scores["recall@2"][0] == 1

@@ -44,9 +44,10 @@ def test_a_single_label_can_be_given_without_a_list() -> None:
 
 
 def test_equal_filters_have_equal_cache_keys() -> None:
-    assert Filter.of(labels=[2, 1], a=1, b="x").cache_key() == Filter.of(
-        labels=[1, 2], b="x", a=1
-    ).cache_key()
+    assert (
+        Filter.of(labels=[2, 1], a=1, b="x").cache_key()
+        == Filter.of(labels=[1, 2], b="x", a=1).cache_key()
+    )
 
 
 def test_labels_must_be_strings_or_numbers() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from simstream.errors import IndexStoreError
 from simstream.settings import Settings
-from tests.workers.index.helpers import Model, distances, unit_vectors
+from tests.workers.index.helpers import distances, unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
 from workers.index.partitioning import partition_for
@@ -186,7 +186,9 @@ def test_writers_and_readers_running_together_only_return_items_that_existed_wit
                     vector = pool[int(local.integers(0, len(pool)))]
                     with ever_lock:
                         ever.setdefault(item_id, []).append(vector)
-                    batch.append(Mutation.upsert(item_id, vector, offset))
+                    batch.append(
+                        Mutation.upsert(item_id, vector, offset, metadata={"p": partition})
+                    )
             index.apply(partition, batch, next_offset=offset + 1)
 
     def reader(seed: int) -> None:
@@ -195,7 +197,9 @@ def test_writers_and_readers_running_together_only_return_items_that_existed_wit
             queries = pool[local.integers(0, len(pool), 4)]
             k = int(local.integers(1, 30))
             flt = Filter.of(labels=None) if local.random() < 0.5 else None
-            for query, found in zip(queries, index.search_batch(queries, k, filter=flt), strict=True):
+            for query, found in zip(
+                queries, index.search_batch(queries, k, filter=flt), strict=True
+            ):
                 if len(found.ids) > k or len(set(found.ids)) != len(found.ids):
                     errors.append(f"bad result size or duplicates: {found.ids}")
                 for item_id, dist in zip(found.ids, found.distances, strict=True):

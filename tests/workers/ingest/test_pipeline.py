@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-
 import pytest
-from celery import Celery
 
 from producers.producer import ItemProducer
 from producers.wire import DeadLetter, ItemEvent, VectorPayload
-from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from tests.workers.ingest.pipeline import (
     Expected,
@@ -18,30 +13,9 @@ from tests.workers.ingest.pipeline import (
     publish,
     wait_until_caught_up,
 )
-from workers.ingest.dispatcher import Dispatcher
 from workers.node.node import IndexNode
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def pipeline(
-    settings: Settings, encoder_version: str, celery_worker: Celery
-) -> Iterator[IndexNode]:
-    """Dispatcher thread + Celery worker + index node, all real, for one test."""
-    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
-    stop = threading.Event()
-    dispatcher = Dispatcher(settings, encoder_version, celery_app=celery_worker)
-    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
-    thread.start()
-    node = IndexNode(settings)
-    node.start()
-    try:
-        yield node
-    finally:
-        stop.set()
-        thread.join(30)
-        node.stop()
 
 
 @pytest.mark.slow

@@ -1,0 +1,419 @@
+"""`simstream train`, `evaluate`, `models …` and `bench model`: the model's commands.
+
+TensorFlow is imported inside each command, so ``simstream --help`` stays fast.
+Other modules add benchmarks to `bench_app` (``simstream bench index`` …).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import typer
+
+from simstream.cli.common import exit_on_error, load_settings
+from simstream.errors import ModelError
+
+if TYPE_CHECKING:
+    from model.datasets import Dataset
+    from model.registry import Encoder
+
+models_app = typer.Typer(
+    help="List, inspect, promote and roll back registered encoder versions.",
+    no_args_is_help=True,
+)
+bench_app = typer.Typer(
+    help="Reproducible benchmarks that write JSON results and a plot.",
+    no_args_is_help=True,
+)
+
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Model registry directory (default: DATA_DIR/models)."),
+]
+MnistDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Directory of MNIST IDX files (default: SIMSTREAM_MNIST_DIR)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model commands to the CLI."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.add_typer(models_app, name="models")
+    app.add_typer(bench_app, name="bench")
+
+
+# --- train -------------------------------------------------------------------------
+
+
+def train(
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="digits, mnist, npz:PATH or folder:PATH (default: SIMSTREAM_MODEL_DATASET)."
+        ),
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="Loss name (default: SIMSTREAM_MODEL_LOSS).")
+    ] = None,
+    loss_config: Annotated[
+        str, typer.Option(help='Extra loss arguments as a JSON object, e.g. {"lmda": 0.5}.')
+    ] = "{}",
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help='cnn, mlp, backbone, or a JSON config like {"name": "cnn", "filters": [32, 64]} '
+            "(default: SIMSTREAM_MODEL_ENCODER)."
+        ),
+    ] = None,
+    embedding_dim: Annotated[
+        int | None,
+        typer.Option(min=1, help="Embedding size (default: SIMSTREAM_MODEL_EMBEDDING_DIM)."),
+    ] = None,
+    distance: Annotated[
+        str | None, typer.Option(help="Distance (default: SIMSTREAM_MODEL_DISTANCE).")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=0, help="Maximum epochs (default: SIMSTREAM_MODEL_EPOCHS).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default: SIMSTREAM_MODEL_SEED).")
+    ] = None,
+    classes_per_batch: Annotated[int, typer.Option(min=1, help="Classes in each batch.")] = 10,
+    examples_per_class: Annotated[
+        int, typer.Option(min=1, help="Examples of each class per batch.")
+    ] = 8,
+    steps_per_epoch: Annotated[
+        int | None, typer.Option(min=1, help="Batches per epoch (default: one pass).")
+    ] = None,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    validation_split: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.99, help="Share of classes held out for early stopping (0: none)."
+        ),
+    ] = 0.2,
+    validation_by: Annotated[
+        str, typer.Option(help="Hold out whole classes (class) or a share of each (example).")
+    ] = "class",
+    patience: Annotated[int, typer.Option(min=0, help="Early-stopping patience in epochs.")] = 5,
+    augment_shift: Annotated[int, typer.Option(min=0, help="Random image shift in pixels.")] = 0,
+    registry: RegistryOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the run summary and plot into this directory.")
+    ] = None,
+    promote: Annotated[bool, typer.Option(help="Make the new version the active one.")] = False,
+    mnist_dir: MnistDirOption = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train an encoder, evaluate it, and register it as a new version."""
+    settings = load_settings()
+    with exit_on_error():
+        from model import datasets
+        from model.registry import Registry
+        from model.training import TrainConfig
+        from model.training import train as run_training
+
+        config = TrainConfig(
+            encoder=_json_or_name(encoder or settings.model_encoder, "--encoder"),
+            embedding_dim=embedding_dim or settings.model_embedding_dim,
+            loss=loss or settings.model_loss,
+            loss_config=_json_object(loss_config, "--loss-config"),
+            distance=distance or settings.model_distance,
+            epochs=settings.model_epochs if epochs is None else epochs,
+            seed=settings.model_seed if seed is None else seed,
+            classes_per_batch=classes_per_batch,
+            examples_per_class=examples_per_class,
+            steps_per_epoch=steps_per_epoch,
+            learning_rate=learning_rate,
+            validation_split=validation_split,
+            validation_by=validation_by,  # type: ignore[arg-type]
+            patience=patience,
+            augment_shift=augment_shift,
+            verbose=0 if quiet else 1,
+        )
+        data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)
+        typer.echo(f"training on {data.name}: {len(data)} examples, {data.num_classes} classes")
+        result = run_training(data, config)
+        validation = _validation_set(data, result.validation)
+        metrics = _evaluate(result.encoder(), validation or data)
+        metrics["on"] = "validation classes" if validation is not None else "training data"
+        summary = result.summary()
+        plot_bytes = _png_bytes(result)
+        record = Registry(registry or settings.registry_dir).register(
+            result.model,
+            result.input_spec,
+            result.model_config(),
+            metrics,
+            extra_files={
+                "training.json": (json.dumps(summary, indent=2) + "\n").encode(),
+                "training.png": plot_bytes,
+            },
+            promote=promote,
+        )
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (out / "training.png").write_bytes(plot_bytes)
+        typer.echo(_table([_row(f"{record.version} ({metrics['on']})", metrics)]))
+        typer.echo(
+            f"registered {record.version} in {record.path.parent}"
+            + (" (active)" if promote else "")
+            + f"; trained {result.epochs_run} epochs in {result.train_seconds:.1f}s"
+        )
+
+
+# --- evaluate ----------------------------------------------------------------------
+
+
+def evaluate(
+    version: Annotated[
+        str | None, typer.Option(help="Version to evaluate (default: the active one).")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="digits, mnist, npz:PATH or folder:PATH (default: SIMSTREAM_MODEL_DATASET)."
+        ),
+    ] = None,
+    seen_classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated labels the model was trained on, to split seen / unseen."
+        ),
+    ] = None,
+    ks: Annotated[str, typer.Option(help="Comma-separated cut-offs of recall@k.")] = "1,5,10",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    registry: RegistryOption = None,
+    mnist_dir: MnistDirOption = None,
+) -> None:
+    """Evaluate a registered encoder: leave-one-out retrieval, calibration, k-NN accuracy."""
+    settings = load_settings()
+    with exit_on_error():
+        from model import datasets
+        from model.registry import Registry
+
+        cutoffs = _int_list(ks, "--ks")
+        encoder = Registry(registry or settings.registry_dir).load(version)
+        data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)
+        seen = _int_list(seen_classes, "--seen-classes") if seen_classes else None
+        results = _evaluate(encoder, data, cutoffs, seen)
+        results.update(version=encoder.version, dataset=data.name)
+        rows = [_row(name, results[name]) for name in ("all", "seen", "unseen") if name in results]
+        typer.echo(_table(rows, cutoffs))
+        calibration = results["calibration"]
+        typer.echo(
+            f"calibration (best F1): threshold={calibration['threshold']:.4f} "
+            f"precision={calibration['precision']:.4f} recall={calibration['recall']:.4f} "
+            f"f1={calibration['f1']:.4f}"
+        )
+        accuracy = results["classification"]["accuracy"]
+        typer.echo(f"nearest-neighbour accuracy at that threshold: {accuracy:.4f}")
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(results, indent=2) + "\n")
+            typer.echo(f"wrote {json_out}")
+
+
+# --- models ------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOption = None) -> None:
+    """List registered versions; the active one is marked with *."""
+    settings = load_settings()
+    with exit_on_error():
+        from model.registry import Registry
+
+        store = Registry(registry or settings.registry_dir)
+        versions, active = store.list(), store.active()
+        if not versions:
+            typer.echo(f"no model registered in {store.root}")
+            return
+        typer.echo(
+            f"{'':1} {'version':8} {'created (UTC)':24} {'encoder':9} {'dim':>4} "
+            f"{'dataset':24} {'recall@1':>8}"
+        )
+        for v in versions:
+            recall = v.metrics.get("all", {}).get("recall@1")
+            typer.echo(
+                f"{'*' if v.version == active else ' ':1} {v.version:8} {v.created_at[:23]:24} "
+                f"{v.config.get('encoder', {}).get('name', '?')!s:9} "
+                f"{v.config.get('embedding_dim', '?')!s:>4} "
+                f"{str(v.config.get('dataset', {}).get('name', '?'))[:24]:24} "
+                f"{'' if recall is None else f'{recall:.4f}':>8}"
+            )
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[
+        str | None, typer.Argument(help="Version (default: the active one).")
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Print a version's config and metrics as JSON (files verified against the manifest)."""
+    settings = load_settings()
+    with exit_on_error():
+        from model.registry import Registry
+
+        store = Registry(registry or settings.registry_dir)
+        record = store.verify(version or store.get().version)
+        typer.echo(json.dumps({"config": record.config, "metrics": record.metrics}, indent=2))
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version to make active, e.g. v3.")],
+    registry: RegistryOption = None,
+) -> None:
+    """Make a version the active one (it is verified first)."""
+    settings = load_settings()
+    with exit_on_error():
+        from model.registry import Registry
+
+        store = Registry(registry or settings.registry_dir)
+        store.verify(version)
+        store.promote(version)
+        typer.echo(f"active: {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(registry: RegistryOption = None) -> None:
+    """Return to the previously active version."""
+    settings = load_settings()
+    with exit_on_error():
+        from model.registry import Registry
+
+        typer.echo(f"active: {Registry(registry or settings.registry_dir).rollback()}")
+
+
+# --- bench -------------------------------------------------------------------------
+
+
+@bench_app.command("model")
+def bench_model(
+    mnist_dir: MnistDirOption = None,
+    out: Annotated[Path, typer.Option(help="JSON results file; the plot goes next to it.")] = Path(
+        "bench/results/model_mnist.json"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Override the benchmark's epochs.")
+    ] = None,
+) -> None:
+    """Train on MNIST classes 0–5, then measure retrieval on seen and unseen classes."""
+    settings = load_settings()
+    with exit_on_error():
+        from dataclasses import replace
+
+        from model.benchmark import BENCHMARK_CONFIG, run_mnist_benchmark
+
+        config = BENCHMARK_CONFIG if epochs is None else replace(BENCHMARK_CONFIG, epochs=epochs)
+        report = run_mnist_benchmark(mnist_dir or settings.mnist_dir, out, config, seed=seed)
+        rows = [_row(name, report[name]) for name in ("seen", "unseen")]
+        typer.echo(_table(rows, (1, 5, 10)))
+        c = report["calibration"]
+        typer.echo(
+            f"unseen calibration: threshold={c['threshold']:.4f} precision={c['precision']:.4f} "
+            f"recall={c['recall']:.4f} f1={c['f1']:.4f}"
+        )
+        typer.echo(
+            f"train_seconds={report['train_seconds']}; wrote {out} and {out.with_suffix('.png')}"
+        )
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def _evaluate(
+    encoder: Encoder,
+    data: Dataset,
+    ks: tuple[int, ...] = (1, 5, 10),
+    seen: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    from model.evaluation import UNKNOWN, calibrate, classification_report, retrieve, split_by_class
+
+    embeddings = encoder.embed(encoder.input_spec.to_model_batch(data.x))
+    results = retrieve(embeddings, data.y, ks=ks, distance=encoder.distance)
+    report: dict[str, Any] = {"all": results.report().to_dict()}
+    calibrated_on = results
+    if seen is not None:
+        seen_mask, unseen_mask = split_by_class(data.y, seen)
+        report["seen"] = results.subset(seen_mask).report().to_dict()
+        report["unseen"] = results.subset(unseen_mask).report().to_dict()
+        if unseen_mask.any():
+            calibrated_on = results.subset(unseen_mask)
+    calibration = calibrate(calibrated_on.nearest_distance, calibrated_on.matches)
+    report["calibration"] = calibration.to_dict()
+    predictions = np.where(
+        results.nearest_distance <= calibration.threshold, results.nearest_label, UNKNOWN
+    )
+    report["classification"] = classification_report(data.y, predictions).to_dict()
+    return report
+
+
+def _validation_set(data: Dataset, validation: dict[str, Any] | None) -> Dataset | None:
+    if not validation or validation.get("by") != "class":
+        return None
+    return data.subset(np.isin(data.y, validation["classes"]))
+
+
+def _png_bytes(result: Any) -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return bytes(result.plot(Path(tmp) / "training.png").read_bytes())
+
+
+def _row(name: str, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return name, metrics.get("all", metrics)
+
+
+def _table(
+    rows: list[tuple[str, dict[str, Any]]], ks: tuple[int, ...] | list[int] = (1, 5, 10)
+) -> str:
+    columns = [f"recall@{k}" for k in ks] + ["map@r", "r_precision"]
+    width = max([len(name) for name, _ in rows] + [8])
+    lines = [f"{'':{width}} " + " ".join(f"{c:>11}" for c in columns) + f" {'queries':>8}"]
+    for name, metrics in rows:
+        cells = " ".join(
+            f"{metrics[c]:>11.4f}" if isinstance(metrics.get(c), float) else f"{'-':>11}"
+            for c in columns
+        )
+        lines.append(f"{name:{width}} {cells} {metrics.get('queries', ''):>8}")
+    return "\n".join(lines)
+
+
+def _json_or_name(value: str, option: str) -> str | dict[str, Any]:
+    return _json_object(value, option) if value.strip().startswith("{") else value
+
+
+def _json_object(value: str, option: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ModelError(
+            f"Invalid value for {option}. Expected a JSON object. Received: {value!r} ({e})"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ModelError(f"Invalid value for {option}. Expected a JSON object. Received: {value!r}")
+    return parsed
+
+
+def _int_list(value: str, option: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ModelError(
+            f"Invalid value for {option}. Expected comma-separated integers. Received: {value!r}"
+        ) from None
+    if not numbers:
+        raise ModelError(
+            f"Invalid value for {option}. Expected at least one integer. Received: {value!r}"
+        )
+    return numbers

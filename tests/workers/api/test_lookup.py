@@ -1,0 +1,215 @@
+"""Lookups, batches and classification against a real node (PNG digits, a real CNN)."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from tests.workers.api.conftest import CALIBRATED_THRESHOLD, Served
+from workers.api.searcher import UNKNOWN_LABEL, Searcher
+
+pytestmark = pytest.mark.services
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def stored_vector(client: TestClient, item_id: str) -> list[float]:
+    response = client.get(f"/v1/items/{item_id}", params={"vector": "true"})
+    assert response.status_code == 200, response.text
+    vector: list[float] = response.json()["vector"]
+    return vector
+
+
+def cache_count(result: str) -> float:
+    value = REGISTRY.get_sample_value("simstream_cache_requests_total", {"result": result})
+    return value or 0.0
+
+
+def test_a_lookup_by_vector_answers_the_k_nearest_items_with_labels_and_metadata(
+    client: TestClient, served: Served
+) -> None:
+    vector = stored_vector(client, "digit-0007")
+
+    response = client.post("/v1/lookup", json={"vector": vector, "k": 5, "fresh": True})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == served.version
+    assert body["index_epoch"] == served.node.current().index.epoch
+    neighbours = body["neighbors"]
+    assert len(neighbours) == 5
+    assert neighbours[0]["id"] == "digit-0007"
+    assert neighbours[0]["distance"] == pytest.approx(0.0, abs=1e-5)
+    assert [n["distance"] for n in neighbours] == sorted(n["distance"] for n in neighbours)
+    first = served.digits.index_of("digit-0007")
+    label = served.digits.labels[first]
+    assert neighbours[0]["label"] == label
+    parity = "even" if int(label) % 2 == 0 else "odd"
+    assert neighbours[0]["metadata"] == {"parity": parity, "n": first}
+
+
+def test_a_lookup_by_id_leaves_the_item_itself_out(client: TestClient) -> None:
+    by_id = client.post("/v1/lookup", json={"id": "digit-0007", "k": 4}).json()["neighbors"]
+    by_vector = client.post(
+        "/v1/lookup", json={"vector": stored_vector(client, "digit-0007"), "k": 5}
+    ).json()["neighbors"]
+
+    assert "digit-0007" not in [n["id"] for n in by_id]
+    assert [n["id"] for n in by_id] == [n["id"] for n in by_vector[1:]]
+
+
+def test_a_lookup_by_image_embeds_it_with_the_serving_models_encoder(
+    client: TestClient, served: Served
+) -> None:
+    position = served.digits.index_of("digit-0042")
+    expected = served.encoder.embed(
+        served.encoder.input_spec.to_model_batch(served.digits.images[position : position + 1])
+    )[0]
+
+    response = client.post("/v1/lookup", json={"image": b64(served.digits.pngs[position]), "k": 3})
+
+    assert response.status_code == 200, response.text
+    top = response.json()["neighbors"][0]
+    assert top["id"] == "digit-0042"
+    np.testing.assert_allclose(stored_vector(client, "digit-0042"), expected, atol=1e-5)
+
+
+def test_a_lookup_by_array_answers_like_the_same_image_and_a_data_url_is_accepted(
+    client: TestClient, served: Served
+) -> None:
+    position = served.digits.index_of("digit-0099")
+    as_array = client.post(
+        "/v1/lookup", json={"array": served.digits.images[position].tolist(), "k": 5}
+    )
+    data_url = "data:image/png;base64," + b64(served.digits.pngs[position])
+    as_image = client.post("/v1/lookup", json={"image": data_url, "k": 5})
+
+    assert as_array.status_code == as_image.status_code == 200
+    assert as_array.json()["neighbors"] == as_image.json()["neighbors"]
+    assert as_array.json()["neighbors"][0]["id"] == "digit-0099"
+
+
+def test_a_filter_returns_only_items_with_the_label_and_metadata(client: TestClient) -> None:
+    response = client.post(
+        "/v1/lookup",
+        json={
+            "id": "digit-0000",
+            "k": 20,
+            "filter": {"labels": ["3", "4"], "metadata": {"parity": "even"}},
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    neighbours = response.json()["neighbors"]
+    assert neighbours, "label 4 is even: there must be results"
+    assert {n["label"] for n in neighbours} == {"4"}
+    assert all(n["metadata"]["parity"] == "even" for n in neighbours)
+
+
+def test_a_batch_answers_each_query_in_order_like_single_lookups(
+    client: TestClient, served: Served
+) -> None:
+    queries = [
+        {"id": "digit-0010"},
+        {"vector": stored_vector(client, "digit-0050")},
+        {"image": b64(served.digits.pngs[served.digits.index_of("digit-0080")])},
+    ]
+
+    batch = client.post("/v1/lookup/batch", json={"queries": queries, "k": 3, "fresh": True})
+
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert len(results) == 3
+    for query, result in zip(queries, results, strict=True):
+        single = client.post("/v1/lookup", json={**query, "k": 3, "fresh": True}).json()
+        assert result["neighbors"] == single["neighbors"]
+    assert results[1]["neighbors"][0]["id"] == "digit-0050"
+
+
+def test_classify_answers_the_label_of_an_indexed_image_with_the_calibrated_threshold(
+    client: TestClient, served: Served
+) -> None:
+    position = served.digits.index_of("digit-0030")
+
+    response = client.post(
+        "/v1/classify", json={"image": b64(served.digits.pngs[position]), "k": 5}
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["threshold"] == CALIBRATED_THRESHOLD
+    assert body["threshold_source"] == "model"
+    assert body["known"] is True
+    assert body["label"] == served.digits.labels[position]
+    assert body["votes"][0]["label"] == body["label"]
+    assert len(body["neighbors"]) == 5
+    assert body["neighbors"][0]["within_threshold"] is True
+
+
+def test_classify_answers_unknown_when_no_neighbour_is_within_the_threshold(
+    client: TestClient,
+) -> None:
+    response = client.post("/v1/classify", json={"id": "digit-0030", "k": 5, "threshold": 1e-9})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] == UNKNOWN_LABEL
+    assert body["known"] is False
+    assert body["threshold_source"] == "request"
+    assert body["votes"] == []
+    assert not any(n["within_threshold"] for n in body["neighbors"])
+
+
+def test_the_vote_is_a_majority_within_the_threshold_and_ties_go_to_the_nearest() -> None:
+    rows = [
+        {"id": "a", "distance": 0.10, "label": "cat", "metadata": {}},
+        {"id": "b", "distance": 0.20, "label": "dog", "metadata": {}},
+        {"id": "c", "distance": 0.25, "label": "dog", "metadata": {}},
+        {"id": "d", "distance": 0.30, "label": "cat", "metadata": {}},
+        {"id": "e", "distance": 0.35, "label": None, "metadata": {}},
+        {"id": "f", "distance": 0.90, "label": "dog", "metadata": {}},
+    ]
+
+    tie, tie_votes, evidence = Searcher.vote(rows, threshold=0.5)
+    majority, _, _ = Searcher.vote(rows, threshold=1.0)
+    nothing, no_votes, _ = Searcher.vote(rows, threshold=0.05)
+
+    assert (tie, [v["votes"] for v in tie_votes]) == ("cat", [2, 2])
+    assert [e["within_threshold"] for e in evidence] == [True] * 5 + [False]
+    assert majority == "dog"
+    assert (nothing, no_votes) == (UNKNOWN_LABEL, [])
+
+
+def test_a_repeated_lookup_is_a_cache_hit_and_fresh_bypasses_the_cache(
+    client: TestClient,
+) -> None:
+    query = {"vector": stored_vector(client, "digit-0061"), "k": 7, "ef": 33}
+    hits = cache_count("hit")
+
+    first = client.post("/v1/lookup", json=query)
+    second = client.post("/v1/lookup", json=query)
+    bypass = client.post("/v1/lookup", json={**query, "fresh": True})
+
+    assert [first.headers["X-Cache"], second.headers["X-Cache"]] == ["miss", "hit"]
+    assert bypass.headers["X-Cache"] == "bypass"
+    assert first.json() == second.json() == bypass.json()
+    assert cache_count("hit") == hits + 1
+
+
+def test_equal_queries_share_a_cache_entry_whatever_the_vector_scale_or_the_default_ef(
+    client: TestClient, served: Served
+) -> None:
+    vector = np.asarray(stored_vector(client, "digit-0062"))
+    ef = served.settings.index_ef_search
+
+    first = client.post("/v1/lookup", json={"vector": vector.tolist(), "k": 6})
+    scaled = client.post("/v1/lookup", json={"vector": (vector * 3).tolist(), "k": 6, "ef": ef})
+
+    assert first.headers["X-Cache"] == "miss"
+    assert scaled.headers["X-Cache"] == "hit"

@@ -1,0 +1,206 @@
+"""`simstream bench ingest`: end-to-end ingest against its physical limits, in one run.
+
+On a fresh embedded stack (Tansu broker + Valkey on free ports), with a real
+Celery worker, the dispatcher and the index node in this process:
+
+1. ``encoder_limit``: the encoder alone embedding the same inputs (items/s);
+2. ``insert_limit``: one raw hnswlib index adding the same embeddings (items/s);
+3. ``throughput``: items published as fast as possible until the index has
+   applied all of them (publish → searchable, items/s);
+4. freshness (event time → searchable) p50/p99 while publishing at half of
+   that throughput for ``freshness_seconds``.
+
+Both stages share this machine's cores, so the bound for the pipeline is
+``pipeline_limit = 1 / (1/encoder_limit + 1/insert_limit)`` and
+``efficiency = throughput / pipeline_limit``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simstream.log import get_logger
+from simstream.settings import Settings
+
+log = get_logger("bench.ingest")
+
+
+def _digits(items: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)
+    reps = -(-items // len(images))
+    return np.tile(images, (reps, 1, 1))[:items], np.tile(digits.target, reps)[:items]
+
+
+def _train_encoder(settings: Settings, epochs: int) -> str:
+    from model.datasets import load_digits
+    from model.registry import Registry
+    from model.training import TrainConfig, train
+
+    dataset = load_digits()
+    result = train(
+        dataset,
+        TrainConfig(encoder="cnn", embedding_dim=64, epochs=epochs, verbose=0, patience=epochs),
+    )
+    registry = Registry(settings.registry_dir)
+    return registry.register(
+        result.model, result.input_spec, config=result.model_config(), promote=True
+    ).version
+
+
+def run(
+    out: Path,
+    items: int = 5000,
+    partitions: int = 4,
+    epochs: int = 2,
+    freshness_seconds: float = 10.0,
+) -> dict[str, Any]:
+    """Run the benchmark and write its JSON to ``out``; return the figures."""
+    import hnswlib
+    from celery.contrib.testing.worker import start_worker
+
+    from model.registry import Registry
+    from producers.producer import ItemProducer
+    from producers.wire import ArrayPayload, ItemEvent
+    from simstream.stack.local import LocalStack
+    from simstream.stack.process import free_port
+    from workers.ingest.dispatcher import Dispatcher
+    from workers.node.node import IndexNode
+    from workers.tasks import app, bind_settings
+
+    with tempfile.TemporaryDirectory(prefix="simstream-bench-") as tmp:
+        broker, valkey = free_port(), free_port()
+        settings = Settings.load(
+            data_dir=Path(tmp),
+            partitions=partitions,
+            broker_port=broker,
+            valkey_port=valkey,
+            kafka_bootstrap_servers=f"127.0.0.1:{broker}",
+            redis_cache_url=f"redis://127.0.0.1:{valkey}/0",
+            celery_broker_url=f"redis://127.0.0.1:{valkey}/1",
+            celery_result_backend=f"redis://127.0.0.1:{valkey}/2",
+            snapshot_every_s=3600.0,
+            snapshot_every_records=10**9,
+        )
+        with LocalStack(settings, services_only=True):
+            version = _train_encoder(settings, epochs)
+            encoder = Registry(settings.registry_dir).load(version)
+            images, labels = _digits(items)
+            inputs = np.stack([encoder.input_spec.to_model_input(x) for x in images])
+            encoder.warmup(settings.embed_batch_size)
+
+            started = time.perf_counter()
+            vectors = encoder.embed(inputs, settings.embed_batch_size)
+            encoder_limit = items / (time.perf_counter() - started)
+
+            raw = hnswlib.Index(space=settings.index_space, dim=vectors.shape[1])
+            raw.init_index(
+                max_elements=items,
+                M=settings.index_m,
+                ef_construction=settings.index_ef_construction,
+            )
+            started = time.perf_counter()
+            raw.add_items(vectors, np.arange(items))
+            insert_limit = items / (time.perf_counter() - started)
+            pipeline_limit = 1.0 / (1.0 / encoder_limit + 1.0 / insert_limit)
+            log.info("limits measured", encoder_limit=encoder_limit, insert_limit=insert_limit)
+
+            app.conf.update(
+                broker_url=settings.celery_broker_url,
+                result_backend=settings.celery_result_backend,
+            )
+            bind_settings(settings)
+            stop = threading.Event()
+            with start_worker(app, pool="solo", perform_ping_check=False, queues=["embed"]):
+                dispatcher = Dispatcher(settings, version, celery_app=app)
+                thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+                thread.start()
+                node = IndexNode(settings)
+                node.start()
+                try:
+                    events = [
+                        ItemEvent.upsert(
+                            f"item-{i}", ArrayPayload.from_array(images[i]), str(labels[i])
+                        )
+                        for i in range(items)
+                    ]
+                    generation = node.current()
+                    started = time.perf_counter()
+                    with ItemProducer(settings) as producer:
+                        for event in events:
+                            producer.publish(event)
+                    _wait_applied(generation, items, timeout_s=600)
+                    elapsed = time.perf_counter() - started
+                    throughput = items / elapsed
+
+                    rate = throughput / 2
+                    generation._freshness.clear()
+                    sent = _publish_at_rate(settings, images, labels, rate, freshness_seconds)
+                    _wait_applied(generation, items + sent, timeout_s=300)
+                    freshness = generation.freshness()
+                finally:
+                    stop.set()
+                    thread.join(30)
+                    node.stop()
+            bind_settings(Settings.load())
+    result = {
+        "items": items,
+        "partitions": partitions,
+        "model_version": version,
+        "dataset": "sklearn digits (8x8), repeated",
+        "throughput": throughput,
+        "encoder_limit": encoder_limit,
+        "insert_limit": insert_limit,
+        "pipeline_limit": pipeline_limit,
+        "efficiency": throughput / pipeline_limit,
+        "freshness_rate": rate,
+        "freshness_items": sent,
+        "freshness_p50_s": freshness["p50_s"],
+        "freshness_p99_s": freshness["p99_s"],
+        "ingest_seconds": elapsed,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _wait_applied(generation: Any, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if generation.applied >= count:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"only {generation.applied} of {count} records applied in {timeout_s} s")
+
+
+def _publish_at_rate(
+    settings: Settings, images: np.ndarray, labels: np.ndarray, rate: float, seconds: float
+) -> int:
+    from producers.producer import ItemProducer
+    from producers.wire import ArrayPayload, ItemEvent
+
+    sent = 0
+    started = time.perf_counter()
+    with ItemProducer(settings) as producer:
+        while (now := time.perf_counter() - started) < seconds:
+            due = int(now * rate)
+            while sent < due:
+                i = sent % len(images)
+                producer.publish(
+                    ItemEvent.upsert(
+                        f"fresh-{sent}", ArrayPayload.from_array(images[i]), str(labels[i])
+                    )
+                )
+                sent += 1
+            producer.poll(0)
+            time.sleep(0.005)
+    return sent
