@@ -12,5 +12,5 @@ index.add(encoder.embed_payloads(digits.x[10:]), labels=digits.y[10:])
 
 ids, distances = index.search(encoder.embed_payloads(digits.x[:10]), k=3)
 for label, found, dist in zip(digits.y[:10], ids, distances, strict=True):
-    neighbours = index.labels[found].tolist()
-    print(f"digit {label} → neighbours {neighbours} at {dist.round(4).tolist()}")  # noqa: T201
+    near = ", ".join(f"{index.labels[i]} at {d:.3f}" for i, d in zip(found, dist, strict=True))
+    print(f"digit {label} → {near}")  # noqa: T201

@@ -229,6 +229,7 @@ def train(
     config: TrainConfig | None = None,
     validation: Dataset | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    initial: Encoder | None = None,
 ) -> TrainResult:
     """Train an encoder on a labelled dataset.
 
@@ -238,6 +239,9 @@ def train(
         validation: an explicit validation set; when None, one is split off
             ``dataset`` according to ``config.validation_split`` / ``validation_by``.
         callbacks: more Keras callbacks.
+        initial: fine-tune a copy of this encoder (architecture, weights and
+            input spec) instead of building a new one from ``config.encoder``,
+            which then only describes it; ``initial`` itself is not modified.
 
     Returns:
         The trained model and its history, timings and summary.
@@ -256,9 +260,13 @@ def train(
         dataset, validation = split_dataset(
             dataset, config.validation_split, config.validation_by, config.seed
         )
-    model, spec = encoders.build(
-        config.encoder, dataset.input_spec, config.embedding_dim, seed=config.seed
-    )
+    if initial is None:
+        model, spec = encoders.build(
+            config.encoder, dataset.input_spec, config.embedding_dim, seed=config.seed
+        )
+    else:
+        model, spec = keras.models.clone_model(initial.model), initial.input_spec
+        model.set_weights(initial.model.get_weights())
     x = spec.to_model_batch(dataset.x)
     sampler = ClassBalancedSampler(
         x,

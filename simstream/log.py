@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from simstream.settings import Settings
+if TYPE_CHECKING:
+    from simstream.settings import Settings
 
 _configured = False
 

@@ -216,6 +216,18 @@ class Settings(BaseSettings):
         0.0, description="recall@1 gain a candidate needs over the active model"
     )
     retrain_from_scratch: bool = Field(False, description="train anew instead of fine-tuning")
+    retrain_max_per_class: int = Field(
+        1000, ge=2, description="newest labelled items per class a retrain uses (≥ 2)"
+    )
+    retrain_holdout: float = Field(
+        0.2, gt=0, lt=1, description="share of each class held out to compare models (0..1)"
+    )
+    retrain_check_every_s: float = Field(
+        60.0, gt=0, description="seconds between counts of new labelled items (beat)"
+    )
+    beat_lock_ttl_s: float = Field(
+        15.0, ge=1, description="seconds a beat's leader lock outlives its last renewal (≥ 1)"
+    )
     reindex_max_lag: int = Field(
         0, ge=0, description="records of lag under which a new generation is promoted"
     )

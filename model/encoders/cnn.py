@@ -30,6 +30,8 @@ class CNNEncoder(EncoderBuilder):
         pooling: ``gem`` (generalized mean), ``avg``, ``max`` or ``flatten``.
         hidden: units of a dense ReLU layer before the embedding (0: none).
         dropout: dropout rate before the embedding layer.
+        bn_momentum: momentum of the batch-norm moving statistics; lower than
+            Keras' 0.99 so short runs end with statistics that match the data.
     """
 
     name: ClassVar[str] = "cnn"
@@ -43,6 +45,7 @@ class CNNEncoder(EncoderBuilder):
         pooling: str = "gem",
         hidden: int = 0,
         dropout: float = 0.0,
+        bn_momentum: float = 0.9,
     ) -> None:
         if not filters or any(int(f) < 1 for f in filters):
             raise ModelError(f"Expected positive filter counts. Received: filters={filters}")
@@ -51,10 +54,11 @@ class CNNEncoder(EncoderBuilder):
                 f"Invalid value for argument `pooling`. Expected one of {POOLINGS}. "
                 f"Received: pooling={pooling!r}"
             )
-        if convs_per_block < 1 or hidden < 0 or not 0 <= dropout < 1:
+        if convs_per_block < 1 or hidden < 0 or not 0 <= dropout < 1 or not 0 <= bn_momentum < 1:
             raise ModelError(
-                "Expected convs_per_block ≥ 1, hidden ≥ 0 and 0 ≤ dropout < 1. Received: "
-                f"convs_per_block={convs_per_block}, hidden={hidden}, dropout={dropout}"
+                "Expected convs_per_block ≥ 1, hidden ≥ 0, 0 ≤ dropout < 1 and "
+                f"0 ≤ bn_momentum < 1. Received: convs_per_block={convs_per_block}, "
+                f"hidden={hidden}, dropout={dropout}, bn_momentum={bn_momentum}"
             )
         self.filters = tuple(int(f) for f in filters)
         self.convs_per_block = int(convs_per_block)
@@ -62,6 +66,7 @@ class CNNEncoder(EncoderBuilder):
         self.pooling = pooling
         self.hidden = int(hidden)
         self.dropout = float(dropout)
+        self.bn_momentum = float(bn_momentum)
 
     def features(self, inputs: Any, spec: InputSpec) -> Any:
         x = inputs
@@ -76,7 +81,9 @@ class CNNEncoder(EncoderBuilder):
                     name=f"block{block}_conv{conv}",
                 )(x)
                 if self.batch_norm:
-                    x = keras.layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+                    x = keras.layers.BatchNormalization(
+                        momentum=self.bn_momentum, name=f"block{block}_bn{conv}"
+                    )(x)
                 x = keras.layers.Activation("relu", name=f"block{block}_relu{conv}")(x)
             if block < len(self.filters) - 1 and size >= 8:
                 x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
@@ -103,4 +110,5 @@ class CNNEncoder(EncoderBuilder):
             "pooling": self.pooling,
             "hidden": self.hidden,
             "dropout": self.dropout,
+            "bn_momentum": self.bn_momentum,
         }

@@ -206,6 +206,17 @@ def metric_problems(expressions: Iterable[tuple[str, str]]) -> list[str]:
     return problems
 
 
+# --- API routes ----------------------------------------------------------------------
+
+
+@functools.cache
+def probe_routes() -> frozenset[str]:
+    """Paths of the API's health router: what probes and Prometheus may call."""
+    from workers.api.health import router
+
+    return frozenset(str(getattr(route, "path", "")) for route in router.routes)
+
+
 # --- files ---------------------------------------------------------------------------
 
 
@@ -251,8 +262,8 @@ def runbook_commands(markdown: str, where: str) -> list[tuple[str, list[str]]]:
     """``simstream`` argvs of the fenced code blocks of a Markdown text."""
     commands = []
     for block in FENCE.findall(markdown):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip().removeprefix("$ ")
+        for raw in block.replace("\\\n", " ").splitlines():
+            line = raw.strip().removeprefix("$ ")
             if not line or line.startswith("#"):
                 continue
             try:
