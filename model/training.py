@@ -268,21 +268,31 @@ def train(
         model, spec = keras.models.clone_model(initial.model), initial.input_spec
         model.set_weights(initial.model.get_weights())
     x = spec.to_model_batch(dataset.x)
+    classes_per_batch = config.classes_per_batch
+    available = len(np.unique(dataset.y))
+    if 0 < available < classes_per_batch:
+        log.info("training.classes_per_batch", asked=classes_per_batch, using=available)
+        classes_per_batch = available
     sampler = ClassBalancedSampler(
         x,
         dataset.y,
-        classes_per_batch=max(1, min(config.classes_per_batch, len(np.unique(dataset.y)))),
+        classes_per_batch=classes_per_batch,
         examples_per_class=config.examples_per_class,
         steps_per_epoch=config.steps_per_epoch,
         augment=random_shift(config.augment_shift) if config.augment_shift else None,
         seed=config.seed,
     )
-    loss = _make_loss(config)
+    loss = _make_loss(config, dataset.num_classes)
+    # Proxy-based losses own trainable proxies through a layer that must sit in the
+    # trained graph; the encoder itself (what is saved) shares every other weight.
+    fit_model = model
+    if hasattr(loss, "proxies_layer"):
+        fit_model = keras.Model(model.input, loss.proxies_layer()(model.output))
     total_steps = max(1, config.epochs * len(sampler))
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=total_steps, alpha=0.05
     )
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    fit_model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     all_callbacks: list[keras.callbacks.Callback] = []
     early: keras.callbacks.EarlyStopping | None = None
     if validation is not None:
@@ -315,7 +325,7 @@ def train(
     started = time.perf_counter()
     history: dict[str, list[float]] = {}
     if config.epochs:
-        fit = model.fit(
+        fit = fit_model.fit(
             sampler, epochs=config.epochs, callbacks=all_callbacks, verbose=config.verbose
         )
         history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
@@ -418,8 +428,27 @@ def plot_history(
     return path
 
 
-def _make_loss(config: TrainConfig) -> keras.losses.Loss:
-    if isinstance(config.loss, str):
-        kwargs = {"distance": config.distance, **config.loss_config}
-        return losses_module.get(config.loss, **kwargs)
-    return losses_module.get(dict(config.loss))
+def _make_loss(config: TrainConfig, num_classes: int) -> keras.losses.Loss:
+    """Resolve the loss, giving it the distance and, when it needs them, the sizes.
+
+    Stateful losses (proxy-based, cross-batch memory) need ``num_classes`` and
+    ``embedding_dim``; stateless ones refuse them. The fewest injected arguments
+    that construct the loss win; ``loss_config`` always applies.
+    """
+    if not isinstance(config.loss, str):
+        return losses_module.get(dict(config.loss))
+    injected = {
+        "distance": config.distance,
+        "embedding_dim": config.embedding_dim,
+        "num_classes": num_classes,
+    }
+    attempts = (("distance",), ("distance", "embedding_dim"), tuple(injected))
+    first_error: ModelError | None = None
+    for names in attempts:
+        kwargs = {k: injected[k] for k in names if k not in config.loss_config}
+        try:
+            return losses_module.get(config.loss, **kwargs, **config.loss_config)
+        except ModelError as e:
+            first_error = first_error or e
+    assert first_error is not None
+    raise first_error

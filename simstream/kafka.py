@@ -21,6 +21,11 @@ log = get_logger("kafka")
 
 _TOPIC_ALREADY_EXISTS = 36
 
+#: Every simstream topic is a log of record: ``items`` is the source of truth that
+#: any index is rebuilt from, ``embeddings.<v>`` is the index's write-ahead log and
+#: the dead-letter topic holds what still needs a human. None may expire.
+LOG_OF_RECORD = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
 
 def admin_client(settings: Settings) -> AdminClient:
     """An AdminClient with the settings' bootstrap servers and security options."""
@@ -33,8 +38,12 @@ def ensure_topics(
     partitions: int | None = None,
     admin: AdminClient | None = None,
     timeout_s: float = 10.0,
+    config: dict[str, str] | None = None,
 ) -> None:
     """Create topics that do not exist yet, with the configured partition count.
+
+    New topics get `LOG_OF_RECORD` retention (never expire) unless ``config``
+    says otherwise; existing topics keep their configuration.
 
     Idempotent: an existing topic is left as it is. Raises `KafkaError` when an
     existing topic has another partition count than asked (shards map 1:1 to
@@ -44,7 +53,10 @@ def ensure_topics(
     count = partitions or settings.partitions
     wanted = list(dict.fromkeys(topics))
     futures = admin.create_topics(
-        [NewTopic(t, count, settings.replication_factor) for t in wanted],
+        [
+            NewTopic(t, count, settings.replication_factor, config=config or LOG_OF_RECORD)
+            for t in wanted
+        ],
         request_timeout=timeout_s,
     )
     for topic, future in futures.items():

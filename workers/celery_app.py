@@ -44,7 +44,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_track_started=True,
+        task_track_started=False,
         timezone="UTC",
     )
     app.conf.simstream_settings = settings

@@ -24,8 +24,8 @@ DISPATCHER_PAUSED = Gauge(
 )
 ITEMS_LAG = Gauge(
     "simstream_items_lag_records",
-    "Records of the items topic not yet committed by the dispatcher",
-    ["partition"],
+    "Records of the items topic not yet embedded (end offset minus the dispatcher's commit)",
+    ["model_version", "partition"],
 )
 EMBEDDED_ITEMS = Counter(
     "simstream_embedded_items_total", "Events embedded by workers", ["model_version", "op"]

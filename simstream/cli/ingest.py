@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +40,8 @@ def worker(
     from workers.tasks import app as celery_app
 
     serve_metrics(settings.metrics_port)
+    if pool == "solo":
+        _preload(settings)
     argv = [
         "worker",
         f"--queues={queues}",
@@ -51,6 +54,20 @@ def worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     celery_app.worker_main(argv=argv)
+
+
+def _preload(settings: Settings) -> None:
+    """Load and warm the active encoder before taking tasks (solo pool only: no fork follows)."""
+    from model.registry import Registry
+    from simstream.errors import SimstreamError
+    from workers.tasks import embedder_for
+
+    try:
+        version = Registry(settings.registry_dir).active()
+        if version:
+            embedder_for(version)
+    except SimstreamError as e:
+        typer.echo(f"warning: encoder not preloaded: {e}", err=True)
 
 
 def beat() -> None:

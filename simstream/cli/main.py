@@ -6,10 +6,16 @@ Each command family lives in its own module and registers here. Heavy imports
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from simstream.cli import bench, demo, ingest, publish, stack
+from simstream.cli import bench, demo, ingest, publish, serve, stack
 from simstream.cli import model as model_cli
+from simstream.cli import retrain as retrain_cli
+
+# TensorFlow's C++ start-up chatter is not a log line of ours.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
     name="simstream",
@@ -25,6 +31,8 @@ model_cli.register(app)
 ingest.register(app)
 bench.register(model_cli.bench_app)
 demo.register(app)
+retrain_cli.register(app)
+serve.register(app)
 
 
 def main() -> None:

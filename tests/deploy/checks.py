@@ -9,6 +9,7 @@ code itself (`Settings`, the Typer app, the Prometheus registry).
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,11 +27,11 @@ METRIC = re.compile(r"\b(simstream_[a-z0-9_]+)\b(\{[^}]*\})?")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 LABEL_MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
 SHELL_SEPARATORS = frozenset({"|", "||", "&&", ";", "&", ">", ">>", "<", "2>&1"})
-# Labels Prometheus adds to every series, or that aggregations may name freely.
-PROMETHEUS_LABELS = frozenset({"instance", "job", "__name__"})
+# Target labels Prometheus adds to every series (Kubernetes discovery adds namespace/pod).
+PROMETHEUS_LABELS = frozenset({"instance", "job", "namespace", "pod", "__name__"})
 
 
-# --- settings ------------------------------------------------------------------------
+# --- settings -----------------------------------------------------------------------------
 
 
 def setting_names() -> frozenset[str]:
@@ -44,13 +45,20 @@ def default(field: str) -> Any:
 
 
 def settings_with(env: Mapping[str, str]) -> Settings:
-    """Settings built from ``env`` (``SIMSTREAM_*`` keys) and the defaults only."""
-    fields = {
-        name.removeprefix("SIMSTREAM_").lower(): value
-        for name, value in env.items()
-        if name.startswith("SIMSTREAM_") and name in setting_names()
-    }
-    return Settings.model_validate(fields)
+    """Settings from ``env`` (``SIMSTREAM_*`` keys) and the defaults, never the environment.
+
+    Every field is passed explicitly, so neither the test process' environment nor a
+    ``.env`` file can change the result.
+    """
+    values = {name: default(name) for name in Settings.model_fields}
+    values.update(
+        {
+            name.removeprefix("SIMSTREAM_").lower(): value
+            for name, value in env.items()
+            if name in setting_names()
+        }
+    )
+    return Settings(**values)
 
 
 def unknown_settings(names: Iterable[str], where: str) -> list[str]:
@@ -63,7 +71,7 @@ def unknown_settings(names: Iterable[str], where: str) -> list[str]:
     ]
 
 
-# --- CLI -----------------------------------------------------------------------------
+# --- CLI ----------------------------------------------------------------------------------
 
 
 def simstream_argv(command: str | Iterable[str]) -> list[str] | None:
@@ -73,7 +81,9 @@ def simstream_argv(command: str | Iterable[str]) -> list[str] | None:
     """
     words = shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
     for i, word in enumerate(words):
-        if word == "simstream" or word.endswith("/simstream"):
+        if i and words[i - 1] in ("-n", "--namespace"):
+            continue  # kubectl's namespace, not the command
+        if word == "simstream" or word.endswith("/bin/simstream"):
             argv: list[str] = []
             for rest in words[i + 1 :]:
                 if rest in SHELL_SEPARATORS:
@@ -123,7 +133,7 @@ def command_id(argv: list[str]) -> str:
     return " ".join(words[:2]) or "simstream"
 
 
-# --- metrics -------------------------------------------------------------------------
+# --- metrics ------------------------------------------------------------------------------
 
 _SERIES_SUFFIXES: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "counter": (("_total", frozenset()), ("_created", frozenset())),
@@ -199,14 +209,14 @@ def metric_problems(expressions: Iterable[tuple[str, str]]) -> list[str]:
             continue
         for group in GROUPING.findall(expr):
             for label in (part.strip() for part in group.split(",")):
-                if label and label not in in_expr:
+                if label and label not in in_expr and not label.startswith("<<"):
                     problems.append(
                         f"{where}: grouping label {label!r} is on none of its simstream series"
                     )
     return problems
 
 
-# --- API routes ----------------------------------------------------------------------
+# --- API routes ---------------------------------------------------------------------------
 
 
 @functools.cache
@@ -217,7 +227,7 @@ def probe_routes() -> frozenset[str]:
     return frozenset(str(getattr(route, "path", "")) for route in router.routes)
 
 
-# --- files ---------------------------------------------------------------------------
+# --- files --------------------------------------------------------------------------------
 
 
 def read(relative: str) -> str:
@@ -225,14 +235,23 @@ def read(relative: str) -> str:
     return (REPO / relative).read_text(encoding="utf-8")
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(text: str) -> str:
+    return json.dumps([doc for doc in yaml.load_all(text, Loader=_LOADER) if doc is not None])
+
+
 def load_yaml(text: str) -> Any:
-    """One YAML document (anchors and merge keys resolved)."""
-    return yaml.safe_load(text)
+    """One YAML document (anchors and merge keys resolved), as a fresh object."""
+    docs = json.loads(_parse(text))
+    return docs[0] if docs else None
 
 
 def load_yaml_all(text: str) -> list[Any]:
-    """Every non-empty document of a multi-document YAML text."""
-    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    """Every non-empty document of a multi-document YAML text, as fresh objects."""
+    return list(json.loads(_parse(text)))
 
 
 def walk_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -253,9 +272,9 @@ def is_within(path: str, directory: str) -> bool:
     return a == b or b in a.parents
 
 
-# --- the runbook -----------------------------------------------------------------------
+# --- the runbook --------------------------------------------------------------------------
 
-FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^[ \t]*```[a-z]*\n(.*?)^[ \t]*```", re.M | re.S)
 
 
 def runbook_commands(markdown: str, where: str) -> list[tuple[str, list[str]]]:

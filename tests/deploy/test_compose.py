@@ -48,7 +48,7 @@ COMPOSE_ONLY_PART = "# 2. compose-only variables"
 HA = re.compile(r"^#\s*\[ha\]\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 ASSIGNMENT = re.compile(r"^(?:#\s*(?:\[ha\]\s*)?)?([A-Z][A-Z0-9_]*)=")
 
-# --- reading the files ------------------------------------------------------------------
+# --- reading the files --------------------------------------------------------------------
 
 
 def interpolate(text: str, env: Mapping[str, str] | None = None) -> str:
@@ -117,8 +117,9 @@ def argv_of(service: Mapping[str, Any]) -> list[str] | None:
 
 
 def runs(service: Mapping[str, Any], *commands: str) -> bool:
-    argv = argv_of(service)
-    return bool(argv) and argv is not None and argv[0] in commands
+    """Whether it runs one of these ``simstream`` commands."""
+    argv = argv_of(service) or []
+    return bool(argv) and argv[0] in commands
 
 
 def healthcheck_urls(service: Mapping[str, Any]) -> list[str]:
@@ -170,7 +171,8 @@ def env_example_problems(env_text: str) -> list[str]:
 
 def compose_variable_problems(compose_text: str, env_text: str) -> list[str]:
     """Compose's variables are declared in .env.example, and their defaults agree with it."""
-    declared = {**env_file(env_text), **ha_env(env_text)}
+    active = env_file(env_text)
+    declared = {**active, **ha_env(env_text)}
     compose_only = set(env_file(env_text.partition(COMPOSE_ONLY_PART)[2]))
     problems = []
     used = set()
@@ -179,7 +181,6 @@ def compose_variable_problems(compose_text: str, env_text: str) -> list[str]:
         used.add(name)
         if name not in declared and not name.startswith("SIMSTREAM_"):
             problems.append(f"{COMPOSE}: ${{{name}}} is not declared in {ENV_EXAMPLE}")
-        active = env_file(env_text)
         if op == ":-" and name in active and active[name] != fallback:
             problems.append(
                 f"{COMPOSE}: default of ${{{name}}} is {fallback!r} but {ENV_EXAMPLE} "
@@ -517,7 +518,7 @@ def compose_problems(files: Mapping[str, str]) -> list[str]:
     ]
 
 
-# --- checks: monitoring and the runbook -----------------------------------------------------
+# --- checks: monitoring and the runbook ---------------------------------------------------
 
 
 def dashboard_expressions(dashboard_text: str) -> list[tuple[str, str]]:
@@ -572,7 +573,7 @@ def runbook_problems(runbook_text: str) -> list[str]:
     return unknown_settings(SETTING.findall(runbook_text), RUNBOOK)
 
 
-# --- the real files ---------------------------------------------------------------------------
+# --- the real files -----------------------------------------------------------------------
 
 
 def _files() -> dict[str, str]:
@@ -660,7 +661,7 @@ def test_every_simstream_command_of_the_runbook_is_a_real_cli_command(
     assert cli_problems([(RUNBOOK, list(command))]) == []
 
 
-# --- the checks bite ----------------------------------------------------------------------------
+# --- the checks bite ----------------------------------------------------------------------
 
 Check = Callable[[dict[str, str]], list[str]]
 

@@ -95,3 +95,12 @@ def test_an_unknown_loss_or_too_few_classes_fail_before_training(digits: Dataset
         train(digits, replace(FAST, loss="hinge"))
     with pytest.raises(SamplerError, match="at least one example"):
         train(digits.subset(np.arange(0)), FAST)
+
+
+@pytest.mark.parametrize("loss", ["proxyanchor", "xbm", "triplet"])
+def test_stateful_and_stateless_losses_get_the_arguments_they_need(
+    digits: Dataset, loss: str
+) -> None:
+    result = train(digits.subset(np.arange(600)), replace(FAST, loss=loss, epochs=1))
+    assert np.isfinite(result.history["loss"]).all()
+    assert result.model.output_shape == (None, 16)

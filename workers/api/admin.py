@@ -46,6 +46,7 @@ def stats(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
         "snapshot_age_s": current.get("snapshot_age_s"),
         "generations": node_stats["generations"],
         "flipped_at": node_stats["flipped_at"],
+        "reindex": node_stats.get("reindex"),
         "cache": state.cache.stats(),
     }
 

@@ -28,7 +28,7 @@ from workers.index.shard import Item
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
-ItemId = Path(..., min_length=1, description="The item id.", examples=["digit-0042"])
+ItemId = Path(..., min_length=1, description="The item id.", examples=["item-0042"])
 MAX_SAMPLE = 100
 
 

@@ -323,6 +323,9 @@ class StatsResponse(BaseModel):
     snapshot_age_s: float | None
     generations: dict[str, Any]
     flipped_at: float | None
+    reindex: dict[str, Any] | None = Field(
+        None, description="The re-index in progress (new model being built), if any."
+    )
     cache: dict[str, Any]
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import gc
 import gzip
 import json
-import multiprocessing
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -112,10 +113,15 @@ def read_idx_images(directory: Path) -> np.ndarray:
 
 
 def pca_unit(data: np.ndarray, dim: int) -> np.ndarray:
-    """Project onto the top ``dim`` principal components (SVD) and L2-normalise."""
+    """Project onto the top ``dim`` principal components and L2-normalise.
+
+    The components come from the SVD of the covariance matrix (features ×
+    features), which is much cheaper than the SVD of the data when there are
+    many more rows than features, and gives the same directions.
+    """
     x = data.astype(np.float64)
     x -= x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    _, _, vt = np.linalg.svd(x.T @ x / len(x), hermitian=True)
     return _unit(x @ vt[:dim].T)
 
 
@@ -256,14 +262,27 @@ def _under_writes(
     return p50, p99, writer.written / max(writer.seconds, 1e-9)
 
 
-def _build_for_memory(path: str, shards: int, config: dict[str, Any]) -> int:
-    """In a fresh process: resident bytes added by building the index over ``path``."""
+_MEMORY_CHILD = """
+import gc, json, sys
+import numpy as np
+from workers.index.benchmark import build_for_memory
+print(json.dumps(build_for_memory(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]))))
+"""
+
+
+def build_for_memory(path: str, shards: int, config: dict[str, Any]) -> int:
+    """Resident bytes added by building an index over the vectors in ``path``.
+
+    ``shards=0`` builds one raw hnswlib index. Meant to run in a fresh process
+    (see `memory_per_item`), where nothing else allocates meanwhile.
+    """
     base = np.load(path)
+    records = _records(base) if shards else []
     gc.collect()
     before = _rss()
     if shards:
         index = ShardedIndex(IndexConfig(**config), shards)
-        for p, group in _by_partition(_records(base), shards).items():
+        for p, group in _by_partition(records, shards).items():
             index.apply(p, group)
     else:
         raw = hnswlib.Index(space=config["space"], dim=config["dim"])
@@ -271,22 +290,30 @@ def _build_for_memory(path: str, shards: int, config: dict[str, Any]) -> int:
             max_elements=len(base), M=config["m"], ef_construction=config["ef_construction"]
         )
         raw.add_items(base, np.arange(len(base)))
+    del records
     gc.collect()
     return _rss() - before
 
 
 def memory_per_item(base: np.ndarray, shards: int, config: IndexConfig) -> tuple[float, float]:
-    """Resident bytes per item of the sharded index and of a raw index, each built in a
-    fresh process (the records' own vectors excluded; they are loaded before measuring)."""
-    ctx = multiprocessing.get_context("spawn")
+    """Resident bytes per item of the sharded index and of a raw index.
+
+    Each is built in a fresh Python process, after the vectors (and, for the
+    sharded index, the records) are in memory, so only the index is counted.
+    """
     with tempfile.TemporaryDirectory(prefix="simstream-bench-") as tmp:
         path = str(Path(tmp) / "base.npy")
         np.save(path, base)
-        with ctx.Pool(1) as pool:
-            sharded = pool.apply(_build_for_memory, (path, shards, asdict(config)))
-        with ctx.Pool(1) as pool:
-            raw = pool.apply(_build_for_memory, (path, 0, asdict(config)))
-    return sharded / len(base), raw / len(base)
+        sizes = []
+        for count in (shards, 0):
+            child = subprocess.run(
+                [sys.executable, "-c", _MEMORY_CHILD, path, str(count), json.dumps(asdict(config))],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            sizes.append(int(child.stdout.strip().splitlines()[-1]))
+    return sizes[0] / len(base), sizes[1] / len(base)
 
 
 def run_config(

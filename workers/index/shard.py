@@ -161,6 +161,24 @@ class _Planned:
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
+class _Insert(threading.Thread):
+    """One hnswlib ``add_items`` call on a helper thread (it releases the GIL)."""
+
+    def __init__(
+        self, index: hnswlib.Index, vectors: np.ndarray, slots: np.ndarray, threads: int
+    ) -> None:
+        super().__init__(name="index-insert", daemon=True)
+        self.args = (index, vectors, slots, threads)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        index, vectors, slots, threads = self.args
+        try:
+            index.add_items(vectors, slots, num_threads=threads)
+        except BaseException as e:
+            self.error = e
+
+
 def _no_results(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((batch, 0), dtype=object), np.empty((batch, 0), dtype=np.float32)
 
@@ -210,13 +228,20 @@ class _Graph:
 
     def add(self, item_ids: Sequence[str], vectors: np.ndarray, num_threads: int) -> None:
         """Add (or replace) items; ids must be distinct."""
-        n = len(item_ids)
-        if not n:
-            return
+        if len(item_ids):
+            slots = self.allocate(len(item_ids))
+            self.index.add_items(vectors, slots, num_threads=num_threads)
+            self.bind(item_ids, slots)
+
+    def allocate(self, n: int) -> np.ndarray:
+        """Reserve ``n`` fresh slots (growing the capacity first when needed)."""
         self._reserve(n)
         slots = np.arange(self.next_slot, self.next_slot + n, dtype=np.uint64)
-        self.index.add_items(vectors, slots, num_threads=num_threads)
         self.next_slot += n
+        return slots
+
+    def bind(self, item_ids: Sequence[str], slots: np.ndarray) -> None:
+        """Point ids at freshly inserted slots; older slots of the same ids are deleted."""
         for item_id, slot in zip(item_ids, slots.tolist(), strict=True):
             old = self.slot_of.get(item_id)
             if old is not None:
@@ -358,6 +383,11 @@ class Shard:
         dim = self.config.dim
         rows: list[np.ndarray] = []
         problems: list[str] = []
+        if raws and all(isinstance(r, np.ndarray) and r.shape == (dim,) for r in raws):
+            matrix = np.asarray(raws, dtype=np.float32)
+            rows = list(matrix)
+            problems = [""] * len(rows)
+            raws = ()
         for raw in raws:
             problem = ""
             vector = np.zeros(dim, dtype=np.float32)
@@ -416,18 +446,50 @@ class Shard:
             vectors = np.stack([p.vector for _, p in chunk if p.vector is not None])
             with self._lock.write():
                 started = time.perf_counter()
-                self._graph.add(ids, vectors, threads)
-                for item_id, p in chunk:
-                    old = self._entries.get(item_id)
-                    if old is not None:
-                        self._unindex_label(item_id, old.label)
-                    self._entries[item_id] = _Entry(p.source_offset, p.label, p.metadata)
-                    self._by_label.setdefault(label_key(p.label), set()).add(item_id)
-                    self._deleted_at.pop(item_id, None)
+                graph = self._graph
+                slots = graph.allocate(len(chunk))
+                if latency_mode:
+                    graph.index.add_items(vectors, slots, num_threads=threads)
+                    self._record(chunk)
+                else:
+                    # hnswlib releases the GIL while it inserts: do the bookkeeping meanwhile.
+                    insert = _Insert(graph.index, vectors, slots, threads)
+                    insert.start()
+                    undo = self._record(chunk)
+                    insert.join()
+                    if insert.error is not None:
+                        self._undo(undo)
+                        raise IndexStoreError(f"hnswlib insert failed: {insert.error}")
+                graph.bind(ids, slots)
             if latency_mode:
                 per_item = (time.perf_counter() - started) / len(chunk)
                 self._per_item_s = 0.8 * self._per_item_s + 0.2 * per_item
             pos += len(chunk)
+
+    def _record(
+        self, chunk: list[tuple[str, _Planned]]
+    ) -> list[tuple[str, _Entry | None, int | None]]:
+        """Update the bookkeeping of upserted items; return what is needed to undo it."""
+        undo = []
+        entries, by_label, deleted_at = self._entries, self._by_label, self._deleted_at
+        for item_id, p in chunk:
+            old = entries.get(item_id)
+            if old is not None:
+                self._unindex_label(item_id, old.label)
+            entries[item_id] = _Entry(p.source_offset, p.label, p.metadata)
+            by_label.setdefault(label_key(p.label), set()).add(item_id)
+            undo.append((item_id, old, deleted_at.pop(item_id, None)))
+        return undo
+
+    def _undo(self, undo: list[tuple[str, _Entry | None, int | None]]) -> None:
+        for item_id, old, deleted in reversed(undo):
+            entry = self._entries.pop(item_id)
+            self._unindex_label(item_id, entry.label)
+            if old is not None:
+                self._entries[item_id] = old
+                self._by_label.setdefault(label_key(old.label), set()).add(item_id)
+            if deleted is not None:
+                self._deleted_at[item_id] = deleted
 
     # --- reads -----------------------------------------------------------------------
 

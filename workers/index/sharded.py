@@ -14,6 +14,7 @@ their keys so that any change invalidates older results.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -267,10 +268,15 @@ class ShardedIndex:
                 f"Invalid query shape. Expected (batch ≥ 1, {self.dim}). Received: {q.shape}"
             )
         q = np.ascontiguousarray(q)
-        norms = np.einsum("ij,ij->i", q, q)
-        if not np.isfinite(norms).all() and not np.isfinite(q).all():
+        if len(q) == 1:
+            norm = float(np.dot(q[0], q[0]))
+            finite, nonzero = math.isfinite(norm), norm != 0.0
+        else:
+            norms = np.einsum("ij,ij->i", q, q)
+            finite, nonzero = bool(np.isfinite(norms).all()), bool(norms.all())
+        if not finite and not np.isfinite(q).all():
             raise IndexStoreError("Invalid query. Expected finite values. Received NaN or inf.")
-        if self.space == "cosine" and not norms.all():
+        if self.space == "cosine" and not nonzero:
             raise IndexStoreError("Invalid query. Expected a non-zero vector (cosine space).")
         return q
 

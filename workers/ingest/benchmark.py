@@ -75,7 +75,7 @@ def run(
     from simstream.stack.process import free_port
     from workers.ingest.dispatcher import Dispatcher
     from workers.node.node import IndexNode
-    from workers.tasks import app, bind_settings
+    from workers.tasks import app, bind_settings, embedder_for
 
     with tempfile.TemporaryDirectory(prefix="simstream-bench-") as tmp:
         broker, valkey = free_port(), free_port()
@@ -119,6 +119,7 @@ def run(
                 result_backend=settings.celery_result_backend,
             )
             bind_settings(settings)
+            embedder_for(version)  # what `simstream worker --pool solo` does before its first task
             stop = threading.Event()
             with start_worker(app, pool="solo", perform_ping_check=False, queues=["embed"]):
                 dispatcher = Dispatcher(settings, version, celery_app=app)

@@ -29,12 +29,16 @@ from celery import Celery
 from celery.result import AsyncResult
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from simstream.kafka import end_offsets, partition_count
 from simstream.log import get_logger
 from simstream.settings import Settings
 from workers import metrics
 from workers.celery_app import EMBED_QUEUE, EMBED_TASK
 
 log = get_logger("dispatcher")
+
+#: How often the results of ranges in flight are looked up (one Redis GET each).
+_RESULT_POLL_S = 0.05
 
 
 @dataclass
@@ -95,6 +99,9 @@ class Dispatcher:
                     "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
                     "heartbeat.interval.ms": max(100, settings.kafka_session_timeout_ms // 6),
                     "partition.assignment.strategy": "range",
+                    # Low fetch wait: a range is cut at most dispatch_max_wait_s after
+                    # its first event, so the fetch must not hold events back longer.
+                    "fetch.wait.max.ms": 10,
                 }
             )
         )
@@ -102,6 +109,7 @@ class Dispatcher:
         self._send = sender or self._send_task
         self._partitions: dict[int, PartitionState] = {}
         self._paused = False
+        self._polled_at = 0.0
         self.dispatched = 0
         self.completed = 0
         self.log = log.bind(model_version=model_version)
@@ -115,11 +123,35 @@ class Dispatcher:
     def run(self, stop: threading.Event) -> None:
         """Dispatch until ``stop`` is set, then commit what is complete and leave the group."""
         self.start()
+        lag = threading.Thread(target=self._lag_loop, args=(stop,), daemon=True)
+        lag.start()
         try:
             while not stop.is_set():
                 self.step()
         finally:
             self.close()
+            lag.join(5)
+
+    def lag(self, probe: Consumer) -> dict[int, int]:
+        """Per partition: events of ``items`` past this group's committed offset."""
+        partitions = range(partition_count(self.settings, self.topic))
+        ends = end_offsets(probe, self.topic, partitions)
+        committed = probe.committed([TopicPartition(self.topic, p) for p in partitions], 10)
+        done = {tp.partition: max(tp.offset, 0) for tp in committed}
+        return {p: max(0, end - done.get(p, 0)) for p, end in ends.items()}
+
+    def _lag_loop(self, stop: threading.Event) -> None:
+        """Export `ITEMS_LAG` every few seconds (a probe in the same group, never subscribed)."""
+        probe = Consumer(self.settings.kafka_config(**{"group.id": self.group_id}))
+        try:
+            while not stop.wait(3.0):
+                try:
+                    for p, value in self.lag(probe).items():
+                        metrics.ITEMS_LAG.labels(self.model_version, str(p)).set(value)
+                except Exception as e:
+                    self.log.warning("lag not measured", error=str(e))
+        finally:
+            probe.close()
 
     def close(self) -> None:
         """Commit the completed prefix and leave the group."""
@@ -134,7 +166,7 @@ class Dispatcher:
             if message.error() is None:
                 self._add(message, now)
         self._cut(time.monotonic())
-        if self._poll_results():
+        if time.monotonic() - self._polled_at >= _RESULT_POLL_S and self._poll_results():
             self._commit()
         self._backpressure()
 
@@ -199,7 +231,7 @@ class Dispatcher:
     def _poll_results(self) -> bool:
         """Mark finished ranges; send failed or overdue ones again. True if any finished."""
         finished = False
-        now = time.monotonic()
+        now = self._polled_at = time.monotonic()
         for state in self._partitions.values():
             for offset_range in state.ranges:
                 if offset_range.done or offset_range.result is None:

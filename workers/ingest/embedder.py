@@ -103,7 +103,8 @@ class RangeEmbedder:
                 **{
                     "enable.idempotence": True,
                     "acks": "all",
-                    "linger.ms": 5,
+                    # The task flushes once at the end: lingering would only add latency.
+                    "linger.ms": 1,
                     "compression.type": "lz4",
                 }
             )
@@ -128,7 +129,10 @@ class RangeEmbedder:
         out_topic = self.settings.embeddings_topic(model_version)
         bound = log.bind(partition=partition, start=start, end=end, model_version=model_version)
         pending: list[tuple[ItemEvent, int, np.ndarray]] = []
-        for message in self._read(topic, partition, start, end):
+        started = time.perf_counter()
+        messages = self._read(topic, partition, start, end)
+        read_s = time.perf_counter() - started
+        for message in messages:
             offset = message.offset() or 0
             raw = message.value() or b""
             try:
@@ -167,7 +171,10 @@ class RangeEmbedder:
         self._produce(out_topic, partition, EmbeddingRecord.range_marker(start, end, model_version))
         self._await_delivery()
         bound.info(
-            "range embedded", **{k: v for k, v in result.to_dict().items() if k != "reasons"}
+            "range embedded",
+            read_s=round(read_s, 4),
+            total_s=round(time.perf_counter() - started, 4),
+            **{k: v for k, v in result.to_dict().items() if k not in ("reasons", "start", "end")},
         )
         return result
 
@@ -184,7 +191,7 @@ class RangeEmbedder:
                         f"Timed out reading {topic}[{partition}] offsets {start}..{end - 1}; "
                         f"reached {last}"
                     )
-                for message in self._consumer.consume(min(1000, end - last), 0.2):
+                for message in self._consumer.consume(min(1000, end - 1 - last), 0.2):
                     if message.error() is not None:
                         continue
                     offset = message.offset() or 0

@@ -141,17 +141,15 @@ class Generation:
                 for p in range(self.settings.partitions)
             ]
         )
-        probe = Consumer(self.settings.kafka_config(**{"group.id": "simstream-probe"}))
-        last_lag = 0.0
+        lag_thread = threading.Thread(
+            target=self._lag_loop, name=f"lag-{self.version}", daemon=True
+        )
+        lag_thread.start()
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(1000, 0.1)
                 if messages:
                     self._apply(m for m in messages if m.error() is None)
-                now = time.monotonic()
-                if now - last_lag > 2.0:
-                    self._measure_lag(probe)
-                    last_lag = now
                 self._maybe_snapshot()
         except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
@@ -159,6 +157,19 @@ class Generation:
             raise
         finally:
             consumer.close()
+            lag_thread.join(5)
+
+    def _lag_loop(self) -> None:
+        """Measure lag beside the consumer: end offsets take broker round trips."""
+        probe = Consumer(self.settings.kafka_config(**{"group.id": "simstream-probe"}))
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._measure_lag(probe)
+                except Exception:
+                    self.log.exception("lag measurement failed")
+                self._stop.wait(1.0)
+        finally:
             probe.close()
 
     def _apply(self, messages: Iterable[Message]) -> None:
@@ -252,9 +263,7 @@ class Generation:
 
     def source_lag(self) -> int:
         """Events of ``items`` not yet accounted for in this generation (all partitions)."""
-        return sum(
-            max(0, end - self.watermarks[p].next) for p, end in self.source_end.items()
-        )
+        return sum(max(0, end - self.watermarks[p].next) for p, end in self.source_end.items())
 
     def freshness(self) -> dict[str, float | None]:
         """p50 and p99 of event time → searchable over the recent window, in seconds."""

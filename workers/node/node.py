@@ -105,6 +105,8 @@ class IndexNode:
                     self._retired.pop(version)
                 elif now - since >= self.settings.reindex_grace_s:
                     self._drop(version)
+            progress = self.reindex_progress()
+            metrics.REINDEX_PROGRESS.set(1.0 if progress is None else progress["done"] or 0.0)
             self._publish()
 
     def caught_up(self, generation: Generation) -> bool:
@@ -213,8 +215,35 @@ class IndexNode:
             return False, f"generation {generation.version} lags {lag} events"
         return True, "ok"
 
+    def reindex_progress(self) -> dict[str, Any] | None:
+        """The re-index in progress (the wanted generation, not serving yet), or None.
+
+        ``done`` is the share of ``items`` events the new generation has accounted
+        for (None before its first lag measurement); ``source_lag`` the events left.
+        """
+        with self._lock:
+            serving = self.serving.version if self.serving else None
+            building = [
+                g for v, g in self.generations.items() if v != serving and v not in self._retired
+            ]
+            if not building:
+                return None
+            generation = building[-1]
+            total = sum(generation.source_end.values())
+            lag = generation.source_lag()
+            done = None
+            if generation.source_end:
+                done = 1.0 if total == 0 else round(max(0.0, 1.0 - lag / total), 4)
+            return {
+                "building": generation.version,
+                "serving": serving,
+                "source_lag": lag,
+                "source_events": total,
+                "done": done,
+            }
+
     def stats(self) -> dict[str, Any]:
-        """What ``/v1/stats`` shows about generations."""
+        """What ``/v1/stats`` shows about generations (``reindex``: see `reindex_progress`)."""
         with self._lock:
             return {
                 "serving": self.serving.version if self.serving else None,
@@ -222,6 +251,7 @@ class IndexNode:
                 "flipped_at": self.flipped_at,
                 "generations": {v: g.stats() for v, g in self.generations.items()},
                 "retained": dict(self._retired),
+                "reindex": self.reindex_progress(),
             }
 
 

@@ -17,37 +17,73 @@ ONE_HOT = [1.0] + [0.0] * (EMBEDDING_DIM - 1)
 NOT_AN_IMAGE = base64.b64encode(b"GIF89a but not really").decode()
 
 BAD_LOOKUPS: list[tuple[str, dict[str, Any], int, str]] = [
-    ("k zero", {"vector": ONE_HOT, "k": 0}, 422,
-     "Invalid value for `k`. Expected 1 ≤ k ≤ 1000. Received: k=0"),
+    (
+        "k zero",
+        {"vector": ONE_HOT, "k": 0},
+        422,
+        "Invalid value for `k`. Expected 1 ≤ k ≤ 1000. Received: k=0",
+    ),
     ("k above the limit", {"vector": ONE_HOT, "k": 1001}, 422, "Received: k=1001"),
     ("ef zero", {"vector": ONE_HOT, "ef": 0}, 422, "Expected 1 ≤ ef ≤ 4000. Received: ef=0"),
     ("k not a number", {"vector": ONE_HOT, "k": "many"}, 422, "Invalid value for `k`."),
     ("no query", {"k": 3}, 422, "Expected exactly one of `vector`, `image`, `array` or `id`"),
     ("two queries", {"vector": ONE_HOT, "id": "digit-0001"}, 422, "Received: `vector`, `id`"),
     ("unknown field", {"vectors": ONE_HOT}, 422, "Unexpected field `vectors`"),
-    ("wrong dimension", {"vector": [1.0, 2.0, 3.0]}, 422,
-     f"Expected {EMBEDDING_DIM} numbers (the embedding size of model v1). Received: 3 numbers"),
+    (
+        "wrong dimension",
+        {"vector": [1.0, 2.0, 3.0]},
+        422,
+        f"Expected {EMBEDDING_DIM} numbers (the embedding size of model v1). Received: 3 numbers",
+    ),
     ("empty vector", {"vector": []}, 422, "Received: 0 numbers"),
     ("zero vector", {"vector": [0.0] * EMBEDDING_DIM}, 422, "Expected a non-zero vector"),
-    ("float32 overflow", {"vector": [1e39] + [0.0] * (EMBEDDING_DIM - 1)}, 422,
-     "Expected finite float32 numbers. Received: 1e+39 at index 0"),
-    ("not base64", {"image": "this is not base64!"}, 400,
-     "Expected base64-encoded PNG or JPEG bytes"),
+    (
+        "float32 overflow",
+        {"vector": [1e39] + [0.0] * (EMBEDDING_DIM - 1)},
+        422,
+        "Expected finite float32 numbers. Received: 1e+39 at index 0",
+    ),
+    (
+        "not base64",
+        {"image": "this is not base64!"},
+        400,
+        "Expected base64-encoded PNG or JPEG bytes",
+    ),
     ("not an image", {"image": NOT_AN_IMAGE}, 400, "Expected a PNG or JPEG image"),
     ("ragged array", {"array": [[1, 2], [3]]}, 422, "Expected a rectangular array of numbers"),
-    ("array beyond a pixel", {"array": [[0, 300], [1, 2]]}, 422,
-     "Expected integers 0..255 for an image model"),
+    (
+        "array beyond a pixel",
+        {"array": [[0, 300], [1, 2]]},
+        422,
+        "Expected integers 0..255 for an image model",
+    ),
     ("array of text", {"array": [["a", "b"]]}, 422, "Expected a rectangular array of numbers"),
     ("array of wrong rank", {"array": [1, 2, 3]}, 422, "Invalid payload for model v1"),
     ("unknown id", {"id": "no-such-item"}, 404, "Unknown item id 'no-such-item'"),
-    ("malformed token", {"id": "digit-0001", "after": "yesterday"}, 400,
-     "Invalid value for `after`. Expected a write token like 'items.p3.o1234'"),
-    ("token of another topic", {"id": "digit-0001", "after": "other.p0.o1"}, 400,
-     "Expected a write token of topic"),
-    ("token of a missing partition", {"id": "digit-0001", "after": "TOPIC.p7.o1"}, 400,
-     "Expected a partition below 2. Received: partition 7"),
-    ("label filter of numbers", {"id": "digit-0001", "filter": {"labels": [3]}}, 422,
-     "Invalid value for `filter.labels[0]`"),
+    (
+        "malformed token",
+        {"id": "digit-0001", "after": "yesterday"},
+        400,
+        "Invalid value for `after`. Expected a write token like 'items.p3.o1234'",
+    ),
+    (
+        "token of another topic",
+        {"id": "digit-0001", "after": "other.p0.o1"},
+        400,
+        "Expected a write token of topic",
+    ),
+    (
+        "token of a missing partition",
+        {"id": "digit-0001", "after": "TOPIC.p7.o1"},
+        400,
+        "Expected a partition below 2. Received: partition 7",
+    ),
+    (
+        "label filter of numbers",
+        {"id": "digit-0001", "filter": {"labels": [3]}},
+        422,
+        "Invalid value for `filter.labels[0]`",
+    ),
 ]
 
 
@@ -94,9 +130,7 @@ def test_invalid_json_is_a_422_naming_the_problem(client: TestClient) -> None:
 
 def test_a_batch_over_the_limit_or_empty_is_refused(client: TestClient, served: Served) -> None:
     most = served.settings.api_max_batch
-    too_many = client.post(
-        "/v1/lookup/batch", json={"queries": [{"vector": ONE_HOT}] * (most + 1)}
-    )
+    too_many = client.post("/v1/lookup/batch", json={"queries": [{"vector": ONE_HOT}] * (most + 1)})
     empty = client.post("/v1/lookup/batch", json={"queries": []})
 
     assert too_many.status_code == empty.status_code == 422
@@ -113,9 +147,7 @@ def test_a_body_over_the_limit_is_a_413_by_content_length_and_while_streaming(
     limit = served.settings.api_max_body_bytes
     big = b'{"vector": [' + b"0," * limit + b"1]}"
 
-    declared = client.post(
-        "/v1/lookup", content=big, headers={"Content-Type": "application/json"}
-    )
+    declared = client.post("/v1/lookup", content=big, headers={"Content-Type": "application/json"})
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(big), 65536):

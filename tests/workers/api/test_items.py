@@ -59,9 +59,9 @@ def test_a_lookup_after_a_token_waits_for_the_write_and_then_finds_the_item(
     client: TestClient, patient_client: TestClient, served: Served
 ) -> None:
     image = b64(png(new_image(2)))
-    token = client.post(
-        "/v1/items", json={"id": "written-2", "image": image, "label": "x"}
-    ).json()["token"]
+    token = client.post("/v1/items", json={"id": "written-2", "image": image, "label": "x"}).json()[
+        "token"
+    ]
 
     not_yet = client.post("/v1/lookup", json={"image": image, "k": 1, "after": token})
 
@@ -93,7 +93,8 @@ def test_a_delete_is_published_and_the_item_is_gone_after_its_token(
     assert deleted.json()["op"] == "delete"
     embed_pending(served.settings, served.encoder, served.node)
     lookup = client.post(
-        "/v1/lookup", json={"image": b64(png(new_image(3))), "k": 3, "after": deleted.json()["token"]}
+        "/v1/lookup",
+        json={"image": b64(png(new_image(3))), "k": 3, "after": deleted.json()["token"]},
     )
     assert lookup.status_code == 200
     assert "doomed" not in [n["id"] for n in lookup.json()["neighbors"]]
@@ -119,7 +120,9 @@ def test_an_items_image_is_read_back_from_the_items_topic(
     client: TestClient, served: Served
 ) -> None:
     response = client.get("/v1/items/digit-0005/image")
-    again = client.get("/v1/items/digit-0005/image", headers={"If-None-Match": response.headers["ETag"]})
+    again = client.get(
+        "/v1/items/digit-0005/image", headers={"If-None-Match": response.headers["ETag"]}
+    )
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
@@ -153,7 +156,9 @@ def test_an_array_payload_is_published_and_its_image_rendered_as_png(
             id="floats for an image model",
         ),
         pytest.param(
-            {"id": "x", "image": b64(b"not an image")}, "Expected a PNG or JPEG image", id="bad image"
+            {"id": "x", "image": b64(b"not an image")},
+            "Expected a PNG or JPEG image",
+            id="bad image",
         ),
         pytest.param(
             {"id": "x" * 300, "array": [[1, 2], [3, 4]]},
@@ -176,9 +181,7 @@ def test_an_upsert_that_cannot_be_embedded_or_published_is_refused(
     assert message in response.json()["detail"]
 
 
-def test_a_random_sample_answers_distinct_indexed_items(
-    client: TestClient, served: Served
-) -> None:
+def test_a_random_sample_answers_distinct_indexed_items(client: TestClient, served: Served) -> None:
     response = client.get("/v1/items", params={"sample": 5})
 
     assert response.status_code == 200, response.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,7 +116,7 @@ def test_a_filter_returns_only_items_with_the_label_and_metadata(client: TestCli
 def test_a_batch_answers_each_query_in_order_like_single_lookups(
     client: TestClient, served: Served
 ) -> None:
-    queries = [
+    queries: list[dict[str, Any]] = [
         {"id": "digit-0010"},
         {"vector": stored_vector(client, "digit-0050")},
         {"image": b64(served.digits.pngs[served.digits.index_of("digit-0080")])},

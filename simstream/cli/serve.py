@@ -1,0 +1,100 @@
+"""`simstream serve` (the index node + lookup API) and `simstream bench api`.
+
+The API runs inside the index node process: the index is in memory, so a
+lookup searches the shards without a network hop. Scale reads with more
+``serve`` replicas; each builds its own full copy from the embeddings log (no
+GPU needed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simstream.cli.common import exit_on_error, load_settings
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the CLI and ``api`` to the ``bench`` group."""
+    from simstream.cli.model import bench_app
+
+    app.command("serve")(serve)
+    bench_app.command("api")(bench_api)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (SIMSTREAM_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (SIMSTREAM_API_PORT).")] = None,
+) -> None:
+    """Run the index node and the lookup API in one process.
+
+    Restores the newest snapshot, follows the embeddings log of the active model,
+    and serves the API, the search page (/), OpenAPI (/docs) and /metrics. On
+    SIGTERM or Ctrl-C the server drains, then the node takes a final snapshot.
+    """
+    settings = load_settings(api_host=host, api_port=port)
+    import uvicorn
+
+    from producers.producer import ItemProducer
+    from simstream.kafka import ensure_topics
+    from simstream.log import get_logger
+    from workers.api import create_app
+    from workers.cache import NullCache, RedisResultCache, ResultCache
+    from workers.node.node import IndexNode
+
+    log = get_logger("serve")
+    with exit_on_error():
+        # Creating the topic up front: a first produce that auto-creates it can lose events.
+        ensure_topics(settings, [settings.topic_items])
+        node = IndexNode(settings)
+        node.start()
+        cache: ResultCache = RedisResultCache(settings) if settings.cache_ttl_s > 0 else NullCache()
+        producer = ItemProducer(settings)
+        app = create_app(settings, node, producer=producer, cache=cache)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.api_host,
+                port=settings.api_port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=10,
+            )
+        )
+        log.info("serving", url=f"http://{settings.api_host}:{settings.api_port}")
+        try:
+            server.run()  # returns after SIGTERM/SIGINT once in-flight requests are done
+        finally:
+            log.info("stopping: final snapshot")
+            node.stop()
+            producer.flush(10)
+            cache.close()
+
+
+def bench_api(
+    out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path(
+        "docs/bench/api.json"
+    ),
+    items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 20000,
+    dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
+    concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 4,
+    duration: Annotated[float, typer.Option(min=0.5, help="Seconds per phase.")] = 5.0,
+    ingest_rate: Annotated[
+        float, typer.Option(min=1, help="Embedding records per second during the ingest phase.")
+    ] = 2000.0,
+) -> None:
+    """HTTP lookups (uncached, cached, under ingest) vs the index searched directly.
+
+    Starts its own embedded broker and Valkey on free ports, an index node and
+    uvicorn in this process, and a load generator in a child process; writes QPS
+    and p50/p99 latencies as JSON.
+    """
+    load_settings()
+    from workers.api.benchmark import run
+
+    with exit_on_error():
+        result = run(out, items, dim, concurrency, duration, ingest_rate)
+    typer.echo(json.dumps(result, indent=2))

@@ -1,0 +1,181 @@
+"""`RedisResultCache` against real Valkey servers: keys, TTL, single-flight, outages."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from simstream.settings import Settings
+from simstream.stack.local import LocalStack
+from tests.workers.cache.valkey import BlackHole, OwnValkey
+from workers.cache import CacheKey, NullCache, RedisResultCache
+
+pytestmark = pytest.mark.services
+
+KEY = CacheKey("v1", epoch=7, query=b"v:\x00\x01", k=10, ef=64, filter="")
+
+
+def errors() -> float:
+    return REGISTRY.get_sample_value("simstream_cache_requests_total", {"result": "error"}) or 0.0
+
+
+def cache_settings(url: str, tmp_path: Path, **overrides: object) -> Settings:
+    return Settings.load(
+        data_dir=tmp_path,
+        redis_cache_url=url,
+        topic_items=f"items-{uuid.uuid4().hex[:8]}",
+        **overrides,
+    )
+
+
+@pytest.fixture
+def shared(stack: LocalStack, tmp_path: Path) -> Iterator[RedisResultCache]:
+    """A cache on the session's Valkey, in a namespace of its own."""
+    cache = RedisResultCache(cache_settings(stack.settings.redis_cache_url, tmp_path))
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[OwnValkey]:
+    """A Valkey this test may stop."""
+    valkey = OwnValkey(tmp_path / "valkey")
+    valkey.start()
+    yield valkey
+    valkey.stop()
+
+
+def test_every_field_of_the_key_changes_the_digest_and_the_version_names_the_namespace(
+    shared: RedisResultCache,
+) -> None:
+    variants = [
+        KEY,
+        CacheKey("v1", 8, KEY.query, 10, 64, ""),
+        CacheKey("v1", 7, b"v:\x00\x02", 10, 64, ""),
+        CacheKey("v1", 7, KEY.query, 11, 64, ""),
+        CacheKey("v1", 7, KEY.query, 10, 65, ""),
+        CacheKey("v1", 7, KEY.query, 10, 64, '{"labels":["3"],"metadata":{}}'),
+    ]
+    promoted = CacheKey("v2", 7, KEY.query, 10, 64, "")
+
+    assert len({k.digest() for k in variants}) == len(variants)
+    assert promoted.digest() == KEY.digest()
+    assert shared.redis_key(promoted) != shared.redis_key(KEY)
+    assert shared.redis_key(KEY).startswith(shared.namespace("v1") + ":")
+    assert shared.namespace("v2").endswith(":v2")
+
+
+def test_a_value_is_stored_with_the_ttl_plus_jitter(stack: LocalStack, tmp_path: Path) -> None:
+    settings = cache_settings(
+        stack.settings.redis_cache_url, tmp_path, cache_ttl_s=10.0, cache_ttl_jitter=0.5
+    )
+    cache = RedisResultCache(settings)
+    keys = [CacheKey("v1", i, b"q", 1, 1) for i in range(20)]
+
+    cache.set_many([(k, b"[]") for k in keys])
+
+    client = redis.Redis.from_url(settings.redis_cache_url)
+    ttls = [client.pttl(cache.redis_key(k)) for k in keys]
+    assert all(9_000 < t <= 15_000 for t in ttls), ttls
+    assert len(set(ttls)) > 1, "jitter spreads expiries"
+    assert cache.get_many(keys) == [b"[]"] * len(keys)
+
+
+def test_a_ttl_of_zero_turns_the_cache_off(stack: LocalStack, tmp_path: Path) -> None:
+    cache = RedisResultCache(
+        cache_settings(stack.settings.redis_cache_url, tmp_path, cache_ttl_s=0.0)
+    )
+
+    cache.set(KEY, b"[]")
+
+    assert cache.get(KEY) is None
+    assert cache.get_or_compute(KEY, lambda: b"x") == (b"x", False)
+    assert NullCache().get_or_compute(KEY, lambda: b"y") == (b"y", False)
+
+
+def test_concurrent_misses_of_one_key_compute_it_once(shared: RedisResultCache) -> None:
+    calls = 0
+    lock = threading.Lock()
+
+    def compute() -> bytes:
+        nonlocal calls
+        with lock:
+            calls += 1
+        time.sleep(0.1)
+        return b"[1]"
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: shared.get_or_compute(KEY, compute), range(8)))
+
+    assert calls == 1
+    assert {value for value, _ in results} == {b"[1]"}
+    assert sum(hit for _, hit in results) == 7
+
+
+def test_a_waiter_computes_itself_when_the_leader_never_stores(
+    shared: RedisResultCache, stack: LocalStack
+) -> None:
+    lock_key = shared.redis_key(KEY) + ":lock"
+    redis.Redis.from_url(stack.settings.redis_cache_url).set(lock_key, "someone-else", px=5000)
+    started = time.monotonic()
+
+    value, hit = shared.get_or_compute(KEY, lambda: b"[2]")
+
+    assert (value, hit) == (b"[2]", False)
+    assert time.monotonic() - started < shared.wait_s + 0.2
+
+
+def test_a_stopped_redis_is_a_miss_and_the_breaker_skips_it_until_it_returns(
+    own: OwnValkey, tmp_path: Path
+) -> None:
+    cache = RedisResultCache(cache_settings(own.url, tmp_path), breaker_s=0.5)
+    cache.set(KEY, b"[3]")
+    assert cache.get_or_compute(KEY, lambda: b"never") == (b"[3]", True)
+    before = errors()
+
+    own.stop()
+    started = time.monotonic()
+    first = cache.get_or_compute(KEY, lambda: b"[computed]")
+    first_s = time.monotonic() - started
+    skipped = cache.get(KEY)
+
+    assert first == (b"[computed]", False)
+    assert first_s < 0.5
+    assert skipped is None
+    assert not cache.available
+    assert errors() == before + 2
+    assert cache.stats()["failures"] == 1
+
+    own.start()
+    time.sleep(0.6)
+    assert cache.get_or_compute(KEY, lambda: b"[4]") == (b"[4]", False)
+    assert cache.get_or_compute(KEY, lambda: b"never") == (b"[4]", True)
+    assert cache.available
+
+
+def test_a_redis_that_stops_answering_is_a_miss_within_the_socket_timeout(
+    tmp_path: Path,
+) -> None:
+    hole = BlackHole()
+    try:
+        cache = RedisResultCache(cache_settings(hole.url, tmp_path, cache_socket_timeout_s=0.05))
+        started = time.monotonic()
+
+        value = cache.get_or_compute(KEY, lambda: b"[5]")
+        many = cache.get_many([KEY, KEY])
+        elapsed = time.monotonic() - started
+    finally:
+        hole.close()
+
+    assert value == (b"[5]", False)
+    assert many == [None, None]
+    assert elapsed < 0.5
+    assert cache.stats()["available"] is False

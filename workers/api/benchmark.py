@@ -1,0 +1,406 @@
+"""The API benchmark (``simstream bench api``): HTTP lookups against the index searched directly.
+
+Protocol, one run on one machine:
+
+1. Start an embedded broker and Valkey on free ports; register an encoder over
+   ``dim``-d vectors (lookups by vector never call it; the node loads it).
+2. Write ``items`` random unit vectors straight into the embeddings log (with
+   range markers, as the embed workers would), start an `IndexNode` and wait
+   until every item is searchable.
+3. Serve `create_app` with the Redis result cache by uvicorn on a free port
+   in this process (what ``simstream serve`` runs).
+4. A load generator in a *separate process* (so client threads do not compete
+   with the server for this process's GIL) runs ``concurrency`` threads, each
+   with its own keep-alive httpx client, for ``duration_s`` per phase:
+
+   - **uncached**: distinct random query vectors with ``fresh: true``;
+   - **cached**: a small set of queries, warmed up once, then repeated (hits);
+   - **under ingest**: as uncached, while a thread here produces embedding
+     records at ``ingest_rate`` per second (the node applies them: epochs move,
+     shards take write locks).
+
+5. **direct**: the same uncached queries searched on the node's `ShardedIndex`
+   in this process with the same number of threads, no HTTP.
+
+Latencies are client-side wall times per request (p50/p99); QPS is requests
+completed over the phase's wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simstream.log import get_logger
+
+log = get_logger("api.benchmark")
+
+K = 10
+
+
+def _percentiles(latencies_s: list[float]) -> tuple[float, float]:
+    values = np.asarray(latencies_s) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def load(url: str, bodies: list[bytes], concurrency: int, duration_s: float) -> dict[str, Any]:
+    """Send ``bodies`` round-robin to ``url`` from ``concurrency`` threads for ``duration_s``.
+
+    Runs in the load-generator process. Returns latencies (seconds), the number of
+    cache hits seen in ``X-Cache`` and the wall time.
+    """
+    import httpx
+
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    hits = [0] * concurrency
+    failures = [0] * concurrency
+    start_at = time.monotonic() + 0.2
+    stop_at = start_at + duration_s
+
+    def worker(n: int) -> None:
+        headers = {"Content-Type": "application/json"}
+        with httpx.Client(timeout=30.0) as client:
+            client.get(url.rsplit("/v1", 1)[0] + "/healthz")
+            i = n
+            while time.monotonic() < start_at:
+                time.sleep(0.001)
+            while time.monotonic() < stop_at:
+                began = time.perf_counter()
+                response = client.post(url, content=bodies[i % len(bodies)], headers=headers)
+                latencies[n].append(time.perf_counter() - began)
+                if response.status_code != 200:
+                    failures[n] += 1
+                hits[n] += response.headers.get("x-cache") == "hit"
+                i += concurrency
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - start_at
+    return {
+        "latencies": [x for part in latencies for x in part],
+        "hits": sum(hits),
+        "failures": sum(failures),
+        "wall_s": wall,
+    }
+
+
+def _server_time() -> tuple[float, float]:
+    """Sum and count of the app's own time on ``/v1/lookup`` (from its histogram)."""
+    from prometheus_client import REGISTRY
+
+    labels = {"route": "/v1/lookup", "method": "POST", "status": "200"}
+    total = REGISTRY.get_sample_value("simstream_api_request_seconds_sum", labels) or 0.0
+    count = REGISTRY.get_sample_value("simstream_api_request_seconds_count", labels) or 0.0
+    return total, count
+
+
+def _phase(
+    client: Any, url: str, bodies: list[bytes], concurrency: int, duration_s: float
+) -> dict[str, float]:
+    total, count = _server_time()
+    result = client.submit(load, url, bodies, concurrency, duration_s).result()
+    summary = _summary(result)
+    total_after, count_after = _server_time()
+    summary["server_mean_ms"] = 1000 * (total_after - total) / max(1.0, count_after - count)
+    return summary
+
+
+def _summary(result: dict[str, Any]) -> dict[str, float]:
+    latencies = result["latencies"]
+    p50, p99 = _percentiles(latencies)
+    return {
+        "requests": len(latencies),
+        "qps": len(latencies) / result["wall_s"],
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "hit_ratio": result["hits"] / max(1, len(latencies)),
+        "failures": result["failures"],
+    }
+
+
+def _direct(
+    index: Any, queries: np.ndarray, concurrency: int, duration_s: float
+) -> dict[str, float]:
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    stop_at = time.monotonic() + duration_s
+
+    def worker(n: int) -> None:
+        i = n
+        while time.monotonic() < stop_at:
+            began = time.perf_counter()
+            index.search(queries[i % len(queries)], K)
+            latencies[n].append(time.perf_counter() - began)
+            i += concurrency
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(concurrency)))
+    flat = [x for part in latencies for x in part]
+    p50, p99 = _percentiles(flat)
+    return {
+        "requests": len(flat),
+        "qps": len(flat) / (time.monotonic() - started),
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class _Feeder:
+    """Writes embedding records (upserts + range markers) straight into the embeddings log."""
+
+    def __init__(self, settings: Any, version: str) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.version = version
+        self.topic = settings.embeddings_topic(version)
+        self.next = dict.fromkeys(range(settings.partitions), 0)
+        self.producer = Producer(settings.kafka_config(**{"linger.ms": 5, "acks": "all"}))
+
+    def write(self, ids: list[str], vectors: np.ndarray) -> None:
+        from workers.ingest.record import EmbeddingRecord, RecordOp
+
+        partitions = self.settings.partitions
+        by_partition: dict[int, list[int]] = {}
+        for n in range(len(ids)):
+            by_partition.setdefault(n % partitions, []).append(n)
+        for partition, rows in by_partition.items():
+            start = self.next[partition]
+            for offset, n in enumerate(rows, start):
+                record = EmbeddingRecord(
+                    op=RecordOp.UPSERT,
+                    item_id=ids[n],
+                    source_offset=offset,
+                    model_version=self.version,
+                    vector=vectors[n],
+                    label=str(n % 10),
+                    event_time_ms=int(time.time() * 1000),
+                )
+                self._produce(partition, record.encode())
+            end = start + len(rows)
+            self._produce(
+                partition, EmbeddingRecord.range_marker(start, end, self.version).encode()
+            )
+            self.next[partition] = end
+        self.producer.flush(60)
+
+    def _produce(self, partition: int, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, partition=partition)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+
+def run(
+    out: Path | str,
+    items: int = 20_000,
+    dim: int = 64,
+    concurrency: int = 4,
+    duration_s: float = 5.0,
+    ingest_rate: float = 2000.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the benchmark, write ``out`` (JSON) and return the figures (see the module docstring)."""
+    import keras
+
+    from model import encoders
+    from model.inputs import InputSpec
+    from model.registry import Registry
+    from simstream.kafka import ensure_topics
+    from simstream.settings import Settings
+    from simstream.stack.local import LocalStack
+    from simstream.stack.process import free_port
+    from workers.api.app import create_app
+    from workers.api.server import ThreadedServer
+    from workers.cache.redis import RedisResultCache
+    from workers.node.node import IndexNode
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="simstream-bench-api-") as tmp:
+        broker, valkey = free_port(), free_port()
+        suffix = uuid.uuid4().hex[:8]
+        settings = Settings.load(
+            data_dir=Path(tmp),
+            broker_port=broker,
+            valkey_port=valkey,
+            kafka_bootstrap_servers=f"127.0.0.1:{broker}",
+            redis_cache_url=f"redis://127.0.0.1:{valkey}/0",
+            celery_broker_url=f"redis://127.0.0.1:{valkey}/1",
+            celery_result_backend=f"redis://127.0.0.1:{valkey}/2",
+            topic_items=f"items-{suffix}",
+            topic_embeddings_prefix=f"embeddings-{suffix}",
+            snapshot_every_s=3600.0,
+            snapshot_every_records=10**9,
+            api_port=free_port(),
+        )
+        stack = LocalStack(settings, services_only=True)
+        stack.start()
+        node: IndexNode | None = None
+        try:
+            keras.utils.set_random_seed(seed)
+            model, spec = encoders.get("mlp").build(InputSpec.vector(dim), dim, seed=seed)
+            version = (
+                Registry(settings.registry_dir)
+                .register(model, spec, config={"distance": "cosine"}, promote=True)
+                .version
+            )
+            ensure_topics(settings, [settings.topic_items, settings.embeddings_topic(version)])
+            feeder = _Feeder(settings, version)
+            started = time.perf_counter()
+            feeder.write([f"item-{i}" for i in range(items)], _unit(rng, items, dim))
+            node = IndexNode(settings, control_interval_s=0.2)
+            node.start()
+            _wait(lambda: node is not None and node.serving is not None, 120)
+            generation = node.current()
+            _wait(lambda: len(generation.index) >= items, 600)
+            build_s = time.perf_counter() - started
+            log.info("benchmark index ready", items=items, seconds=round(build_s, 1))
+
+            app = create_app(settings, node, cache=RedisResultCache(settings))
+            url = f"http://127.0.0.1:{settings.api_port}/v1/lookup"
+            uncached_q = _unit(rng, 5000, dim)
+            cached_q = _unit(rng, 200, dim)
+            uncached = [_body(v, fresh=True) for v in uncached_q]
+            cached = [_body(v, fresh=False) for v in cached_q]
+            context = multiprocessing.get_context("spawn")
+            with (
+                ThreadedServer(app, "127.0.0.1", settings.api_port),
+                ProcessPoolExecutor(1, mp_context=context) as client,
+            ):
+                client.submit(load, url, cached, 1, 0.5).result()  # warm: spawn, imports, cache
+                phases = {
+                    "uncached": _phase(client, url, uncached, concurrency, duration_s),
+                    "cached": _phase(client, url, cached, concurrency, duration_s),
+                }
+                phases["direct"] = _direct(generation.index, uncached_q, concurrency, duration_s)
+                applied_before = generation.applied
+                stop = threading.Event()
+                ingest = threading.Thread(
+                    target=_ingest, args=(feeder, rng, dim, ingest_rate, stop), daemon=True
+                )
+                ingest.start()
+                phases["under_ingest"] = _phase(client, url, uncached, concurrency, duration_s)
+                stop.set()
+                ingest.join()
+                applied = generation.applied - applied_before
+        finally:
+            if node is not None:
+                node.stop()
+            stack.stop()
+    report = _report(phases, items, dim, concurrency, duration_s, ingest_rate, applied, build_s)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("benchmark written", out=str(out))
+    return report
+
+
+def _report(
+    phases: dict[str, dict[str, float]],
+    items: int,
+    dim: int,
+    concurrency: int,
+    duration_s: float,
+    ingest_rate: float,
+    applied: int,
+    build_s: float,
+) -> dict[str, Any]:
+    uncached, cached, direct = phases["uncached"], phases["cached"], phases["direct"]
+    bound = 3 * direct["p99_ms"] + 5
+    return {
+        "benchmark": "api",
+        "qps_uncached": round(uncached["qps"], 1),
+        "qps_cached": round(cached["qps"], 1),
+        "p50_ms_uncached": round(uncached["p50_ms"], 3),
+        "p99_ms_uncached": round(uncached["p99_ms"], 3),
+        "p50_ms_cached": round(cached["p50_ms"], 3),
+        "p99_ms_cached": round(cached["p99_ms"], 3),
+        "direct_qps": round(direct["qps"], 1),
+        "direct_p50_ms": round(direct["p50_ms"], 3),
+        "direct_p99_ms": round(direct["p99_ms"], 3),
+        "p99_ms_under_ingest": round(phases["under_ingest"]["p99_ms"], 3),
+        "p50_ms_under_ingest": round(phases["under_ingest"]["p50_ms"], 3),
+        "qps_under_ingest": round(phases["under_ingest"]["qps"], 1),
+        "ingest_records_per_s": round(applied / duration_s, 1),
+        "cache_hit_ratio": round(cached["hit_ratio"], 4),
+        "server_mean_ms_uncached": round(uncached["server_mean_ms"], 3),
+        "server_mean_ms_cached": round(cached["server_mean_ms"], 3),
+        "failures": int(sum(p.get("failures", 0) for p in phases.values())),
+        "targets": {
+            "cached_p50_le_2ms": cached["p50_ms"] <= 2.0,
+            "uncached_p99_le_3x_direct_p99_plus_5ms": uncached["p99_ms"] <= bound,
+            "uncached_p99_bound_ms": round(bound, 3),
+        },
+        "setup": {
+            "items": items,
+            "dim": dim,
+            "k": K,
+            "space": "cosine",
+            "concurrency": concurrency,
+            "duration_s_per_phase": duration_s,
+            "ingest_rate_target": ingest_rate,
+            "index_build_s": round(build_s, 1),
+            "cpus": _cpus(),
+            "client": "separate process, keep-alive httpx clients, one per thread",
+            "http": _http_stack(),
+        },
+    }
+
+
+def _ingest(
+    feeder: _Feeder, rng: np.random.Generator, dim: int, rate: float, stop: threading.Event
+) -> None:
+    batch = max(1, int(rate / 10))
+    n = 0
+    while not stop.is_set():
+        began = time.monotonic()
+        ids = [f"ingest-{n + i}" for i in range(batch)]
+        feeder.write(ids, _unit(rng, batch, dim))
+        n += batch
+        stop.wait(max(0.0, 0.1 - (time.monotonic() - began)))
+
+
+def _body(vector: np.ndarray, fresh: bool) -> bytes:
+    return json.dumps({"vector": vector.tolist(), "k": K, "fresh": fresh}).encode()
+
+
+def _wait(condition: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the benchmark index did not become ready")
+        time.sleep(0.1)
+
+
+def _http_stack() -> str:
+    """What uvicorn's ``auto`` picks here: httptools + uvloop when installed, else h11 + asyncio."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http} + {loop}"
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))

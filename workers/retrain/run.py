@@ -1,0 +1,328 @@
+"""`run_retrain`: one retrain run, from the replayed items to a promoted or rejected version.
+
+Steps; nothing that is served changes before the last one:
+
+1. when the trigger names a schedule period, claim it (`claim_slot`): another
+   message for the same period is a duplicate and is skipped;
+2. take the retrain lease: one run at a time, a second one is skipped as busy;
+3. replay ``items`` into the labelled items (newest state per id, deletes
+   honoured, at most ``retrain_max_per_class`` per class), converted with the
+   active model's input spec;
+4. hold out ``retrain_holdout`` of every class;
+5. fine-tune the active encoder, or train from scratch (``retrain_from_scratch``,
+   or no active model yet);
+6. save the candidate to a scratch registry and load it back with
+   `Registry.load` (verified, safe mode), then evaluate it and the active model
+   on the same hold-out: a candidate that cannot be loaded or embed is rejected;
+7. decide (`decide`: recall@1 must beat the active model's by more than
+   ``retrain_promote_margin``), register the candidate with its metrics and the
+   decision, and promote it only if it won and this run still holds the lease.
+
+A crash before step 7's promotion leaves the active model serving. Every run is
+recorded in ``runs.jsonl`` (`list_runs`) and counted in
+``simstream_retrain_runs_total{decision}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import redis
+import structlog
+
+from model.registry import Encoder, ModelVersion, Registry
+from model.training import TrainConfig, train
+from simstream.errors import RetrainError, SimstreamError
+from simstream.log import get_logger
+from simstream.settings import Settings
+from workers import metrics
+from workers.retrain.coordination import (
+    NEW_ITEMS,
+    RUN_LEASE_TTL_S,
+    Lease,
+    claim_slot,
+    coordination_redis,
+    parse_trigger,
+    release_slot,
+    running_key,
+)
+from workers.retrain.dataset import (
+    bound_per_class,
+    infer_spec,
+    read_labelled,
+    stratified_split,
+    to_dataset,
+)
+from workers.retrain.decision import Decision, decide
+from workers.retrain.evaluation import evaluate, trained_classes
+from workers.retrain.runs import append_run
+
+log = get_logger("retrain")
+
+
+def run_retrain(
+    settings: Settings,
+    triggered_by: str = "manual",
+    task_id: str | None = None,
+    slot: str | None = None,
+    *,
+    registry: Registry | None = None,
+    client: redis.Redis | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and maybe promote a new encoder version; return the run record.
+
+    Args:
+        settings: the settings.
+        triggered_by: ``schedule``, ``new-items``, ``manual``…; beat appends
+            ``@<slot>``, the schedule period it fires for.
+        task_id: the Celery task id (a redelivered task keeps its period claim).
+        slot: the schedule period, when not embedded in ``triggered_by``.
+        registry: the model registry (default: ``settings.registry_dir``).
+        client: the coordination Redis (default: ``settings.celery_broker_url``).
+
+    Returns:
+        The run record (see `list_runs`): ``decision`` is ``promoted``,
+        ``rejected`` or ``skipped``.
+
+    Raises:
+        RetrainError: the run failed (recorded as ``failed``); the active model
+            keeps serving.
+    """
+    source, slot = parse_trigger(triggered_by, slot)
+    run_id = uuid.uuid4().hex[:12]
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "task_id": task_id,
+        "triggered_by": source,
+        "slot": slot,
+        "status": "running",
+        "started_at": _now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    bound = log.bind(run_id=run_id, task_id=task_id, triggered_by=source, slot=slot)
+    client = client or coordination_redis(settings)
+    if slot is not None and not claim_slot(client, settings, slot, task_id or run_id):
+        return _finish(settings, record, "skipped", f"period {slot} already has its run", bound)
+    lease = Lease(client, running_key(settings), RUN_LEASE_TTL_S)
+    if not lease.acquire():
+        return _finish(settings, record, "skipped", "another retrain is running", bound)
+    started = time.monotonic()
+    append_run(settings, record)
+    bound.info("retrain started")
+    try:
+        with lease.kept_alive() as lost:
+            return _retrain(
+                settings, registry or Registry(settings.registry_dir), record, lost, started, bound
+            )
+    except BaseException as e:
+        record["duration_s"] = round(time.monotonic() - started, 3)
+        _finish(settings, record, "failed", f"{type(e).__name__}: {e}", bound)
+        if slot is not None and source == NEW_ITEMS:
+            # The next check may try again; a schedule period keeps its (failed) run.
+            with contextlib.suppress(redis.RedisError):
+                release_slot(client, settings, slot, task_id or run_id)
+        if isinstance(e, Exception):
+            raise RetrainError(f"Retrain run {run_id} failed: {e}") from e
+        raise
+
+
+def _retrain(
+    settings: Settings,
+    registry: Registry,
+    record: dict[str, Any],
+    lost: threading.Event,
+    started: float,
+    log: structlog.stdlib.BoundLogger,
+) -> dict[str, Any]:
+    active = registry.active()
+    active_record = registry.get(active) if active else None
+    active_encoder = registry.load(active) if active else None
+    record["active_version"] = active
+
+    replay = read_labelled(settings)
+    items = bound_per_class(replay.items.values(), settings.retrain_max_per_class)
+    record["source_offsets"] = {str(p): o for p, o in sorted(replay.end_offsets.items())}
+    record["data"] = {"labelled": len(replay.items), "replay": replay.stats.to_dict()}
+    dataset, rejected = None, 0
+    if items:
+        spec = active_encoder.input_spec if active_encoder else infer_spec(items)
+        dataset, _, rejected = to_dataset(items, spec, name=f"items:{settings.topic_items}")
+    counts = np.bincount(dataset.y, minlength=dataset.num_classes) if dataset else np.zeros(0)
+    class_counts = dict(zip(dataset.class_names, counts.tolist(), strict=True)) if dataset else {}
+    record["data"].update(
+        examples=len(dataset) if dataset else 0,
+        classes=len(class_counts),
+        class_counts=class_counts,
+        rejected_by_input_spec=rejected,
+    )
+    if dataset is None or int((counts >= 2).sum()) < 2:
+        return _finish(
+            settings,
+            record,
+            "skipped",
+            "not enough labelled data: expected at least 2 classes with 2 items each. "
+            f"Received: {class_counts}",
+            log,
+            started,
+        )
+    train_part, holdout = stratified_split(dataset, settings.retrain_holdout, settings.model_seed)
+    record["data"].update(train=len(train_part), holdout=len(holdout))
+
+    scratch = settings.retrain_from_scratch or active_encoder is None
+    config = train_config(settings, active_record)
+    record["mode"] = "scratch" if scratch else "fine-tune"
+    log.info("training candidate", mode=record["mode"], examples=len(train_part))
+    result = train(train_part, config, initial=None if scratch else active_encoder)
+    record["training"] = {
+        "epochs": result.epochs_run,
+        "seconds": round(result.train_seconds, 3),
+        "final_loss": result.history.get("loss", [None])[-1],
+    }
+
+    seen = trained_classes(active_record.config) if active_record else None
+    active_metrics = (
+        evaluate(active_encoder, train_part, holdout, seen, settings.embed_batch_size)
+        if active_encoder
+        else None
+    )
+    candidate_metrics, decision = _evaluate_candidate(
+        result.model, result.input_spec, result.model_config(), train_part, holdout, seen, settings
+    )
+    if candidate_metrics is not None:
+        decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
+    record["metrics"] = {"candidate": candidate_metrics, "active": active_metrics}
+    record["margin"] = settings.retrain_promote_margin
+    record["gain"] = decision.gain
+    log.info("candidate evaluated", promote=decision.promote, reason=decision.reason)
+    if candidate_metrics is None:
+        return _finish(settings, record, "rejected", decision.reason, log, started)
+
+    summary = {
+        "run_id": record["run_id"],
+        "triggered_by": record["triggered_by"],
+        "active_version": active,
+        "active_metrics": active_metrics,
+        "margin": settings.retrain_promote_margin,
+        "decision": "promote" if decision.promote else "reject",
+        **decision.to_dict(),
+    }
+    version = registry.register(
+        result.model,
+        result.input_spec,
+        config={
+            **result.model_config(),
+            "retrain": {"run_id": record["run_id"], "mode": record["mode"]},
+        },
+        metrics={**candidate_metrics, "retrain": summary},
+    ).version
+    record["candidate_version"] = version
+    if not decision.promote:
+        return _finish(settings, record, "rejected", decision.reason, log, started)
+    if lost.is_set():
+        raise RetrainError("the retrain lease was lost before promotion; nothing promoted")
+    registry.verify(version)
+    registry.promote(version)
+    record["active_after"] = version
+    return _finish(settings, record, "promoted", decision.reason, log, started)
+
+
+def _evaluate_candidate(
+    model: Any,
+    input_spec: Any,
+    config: dict[str, Any],
+    index: Any,
+    queries: Any,
+    seen: list[str] | None,
+    settings: Settings,
+) -> tuple[dict[str, Any] | None, Decision]:
+    """Round-trip the candidate through a scratch registry, then evaluate the loaded copy."""
+    with tempfile.TemporaryDirectory(prefix="simstream-candidate-") as scratch:
+        try:
+            staged = Registry(scratch)
+            staged.register(model, input_spec, config=config)
+            loaded: Encoder = staged.load("v1")
+            metrics = evaluate(loaded, index, queries, seen, settings.embed_batch_size)
+        except (SimstreamError, ValueError, TypeError, OSError) as e:
+            return None, Decision(False, f"the candidate failed to load or embed: {e}", None)
+    return metrics, Decision(False, "pending", None)
+
+
+def train_config(settings: Settings, active: ModelVersion | None) -> TrainConfig:
+    """The run's training config: the active model's own, else the settings' model defaults.
+
+    Epochs and seed come from the settings; no validation split is taken (the
+    run's hold-out is the judge, and early stopping on it would bias the verdict).
+    """
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    previous: dict[str, Any] = {}
+    if active is not None:
+        training = active.config.get("training") or {}
+        previous = {k: v for k, v in (training.get("config") or {}).items() if k in fields}
+        if not previous:
+            previous = {
+                "embedding_dim": int(
+                    active.config.get("embedding_dim", settings.model_embedding_dim)
+                ),
+                "distance": active.config.get("distance", settings.model_distance),
+            }
+    base = {
+        "encoder": settings.model_encoder,
+        "embedding_dim": settings.model_embedding_dim,
+        "loss": settings.model_loss,
+        "distance": settings.model_distance,
+    }
+    return TrainConfig(
+        **{
+            **base,
+            **previous,
+            "epochs": settings.model_epochs,
+            "seed": settings.model_seed,
+            "validation_split": 0.0,
+            "verbose": 0,
+        }
+    )
+
+
+def _finish(
+    settings: Settings,
+    record: dict[str, Any],
+    decision: str,
+    reason: str,
+    log: structlog.stdlib.BoundLogger,
+    started: float | None = None,
+) -> dict[str, Any]:
+    record.update(
+        status="failed" if decision == "failed" else "finished",
+        decision=decision,
+        reason=reason,
+        finished_at=_now(),
+    )
+    if started is not None:
+        record["duration_s"] = round(time.monotonic() - started, 3)
+    try:
+        append_run(settings, record)
+    except OSError as e:
+        log.error("run record not written", error=str(e))
+    metrics.RETRAIN_RUNS.labels(decision).inc()
+    log.info("retrain finished", decision=decision, reason=reason, **_versions(record))
+    return record
+
+
+def _versions(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("active_version", "candidate_version", "active_after", "duration_s")
+    return {k: record[k] for k in keys if k in record}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
