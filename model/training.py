@@ -265,6 +265,11 @@ def train(
             config.encoder, dataset.input_spec, config.embedding_dim, seed=config.seed
         )
     else:
+        if initial.input_spec.kind != dataset.input_spec.kind:
+            raise ModelError(
+                f"Cannot fine-tune an encoder of {initial.input_spec.kind} inputs on "
+                f"{dataset.input_spec.kind} data ({dataset.name})."
+            )
         model, spec = keras.models.clone_model(initial.model), initial.input_spec
         model.set_weights(initial.model.get_weights())
     x = spec.to_model_batch(dataset.x)

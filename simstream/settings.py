@@ -297,6 +297,23 @@ class Settings(BaseSettings):
         """Every environment variable this object reads."""
         return {ENV_PREFIX + name.upper() for name in cls.model_fields}
 
+    def to_env(self, **overrides: Any) -> dict[str, str]:
+        """``SIMSTREAM_*`` variables that recreate these settings (plus overrides) in a child."""
+        values = self.model_dump()
+        values.update(overrides)
+        env = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                text = json.dumps(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[ENV_PREFIX + name.upper()] = text
+        return env
+
     # --- derived values --------------------------------------------------------------
 
     @property

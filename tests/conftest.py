@@ -82,19 +82,4 @@ def mnist_dir() -> Path:
 
 def settings_env(settings: Settings, **overrides: object) -> dict[str, str]:
     """``SIMSTREAM_*`` variables that recreate ``settings`` (plus overrides) in a child process."""
-    import json
-
-    values = settings.model_dump()
-    values.update(overrides)
-    env = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            text = json.dumps(value)
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"SIMSTREAM_{name.upper()}"] = text
-    return env
+    return settings.to_env(**overrides)

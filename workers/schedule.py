@@ -246,11 +246,12 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
             return
         self._next_check = now + self.settings.retrain_check_every_s
         try:
-            slot = new_items_slot(self.settings, self.client)
-            task_id = self.claim(slot) if slot else None
+            slot = new_items_slot(self.settings, self.client, timeout_s=self.renew_every_s)
         except (SimstreamError, redis.RedisError, OSError) as e:
             log.warning("new items not counted", error=str(e))
             return
+        # Counting takes time: make sure this beat still leads before it claims and sends.
+        task_id = self.claim(slot) if slot and self.lead() else None
         if slot and task_id:
             log.info("retrain sent for new items", slot=slot, task_id=task_id)
             self.app.send_task(
@@ -260,10 +261,11 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
             )
 
 
-def new_items_slot(settings: Settings, client: redis.Redis) -> str | None:
+def new_items_slot(settings: Settings, client: redis.Redis, timeout_s: float = 60.0) -> str | None:
     """The slot to trigger a retrain for, when ``retrain_min_new_items`` labelled items arrived.
 
     None while a retrain runs, below the threshold, or when the slot is claimed.
+    Reading ``items`` gives up after ``timeout_s`` without progress.
     """
     from workers.retrain.dataset import count_new_labelled
     from workers.retrain.runs import last_run_with_data
@@ -276,7 +278,7 @@ def new_items_slot(settings: Settings, client: redis.Redis) -> str | None:
         return None
     since = {int(p): int(o) for p, o in ((last or {}).get("source_offsets") or {}).items()}
     threshold = settings.retrain_min_new_items
-    count = count_new_labelled(settings, since, limit=threshold)
+    count = count_new_labelled(settings, since, limit=threshold, idle_timeout_s=timeout_s)
     log.debug("new labelled items", count=count, threshold=threshold, since=since)
     return slot if count >= threshold else None
 

@@ -26,6 +26,9 @@ def ingest(
     freshness_seconds: Annotated[
         float, typer.Option(help="Seconds of publishing at half rate for freshness.")
     ] = 10.0,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Keep the stack's data and logs here.")
+    ] = None,
 ) -> None:
     """End-to-end ingest (publish → searchable) vs the encoder and hnswlib limits, one run.
 
@@ -37,5 +40,5 @@ def ingest(
     from workers.ingest.benchmark import run
 
     with exit_on_error():
-        result = run(out, items, partitions, epochs, freshness_seconds)
+        result = run(out, items, partitions, epochs, freshness_seconds, work_dir)
     typer.echo(json.dumps(result, indent=2))

@@ -37,7 +37,7 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 def bench_index(
     out: Annotated[
         Path, typer.Option(help="JSON results file; the recall/QPS plot goes next to it (.png).")
-    ] = Path("bench/results/index.json"),
+    ] = Path("docs/bench/index.json"),
     mnist_dir: Annotated[
         Path | None,
         typer.Option(help="Directory of MNIST IDX files (default: SIMSTREAM_MNIST_DIR)."),

@@ -11,6 +11,7 @@ import os
 import typer
 
 from simstream.cli import bench, demo, ingest, publish, serve, stack
+from simstream.cli import index as index_cli
 from simstream.cli import model as model_cli
 from simstream.cli import retrain as retrain_cli
 
@@ -30,6 +31,7 @@ publish.register(app)
 model_cli.register(app)
 ingest.register(app)
 bench.register(model_cli.bench_app)
+index_cli.register(app)
 demo.register(app)
 retrain_cli.register(app)
 serve.register(app)

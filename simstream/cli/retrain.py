@@ -49,12 +49,14 @@ def retrain(
             return
         from workers.celery_app import RETRAIN_TASK, make_celery
 
-        result = make_celery(settings).send_task(
-            RETRAIN_TASK, kwargs={"triggered_by": triggered_by}
-        )
-        typer.echo(f"retrain sent: task {result.id}")
-        if wait:
-            _print(result.get(timeout=timeout, propagate=True))
+        celery = make_celery(settings)
+        try:
+            result = celery.send_task(RETRAIN_TASK, kwargs={"triggered_by": triggered_by})
+            typer.echo(f"retrain sent: task {result.id}")
+            if wait:
+                _print(result.get(timeout=timeout, propagate=True))
+        finally:
+            celery.close()
 
 
 def _print(record: dict[str, Any]) -> None:

@@ -9,7 +9,10 @@ GPU needed).
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -33,40 +36,42 @@ def serve(
 
     Restores the newest snapshot, follows the embeddings log of the active model,
     and serves the API, the search page (/), OpenAPI (/docs) and /metrics. On
-    SIGTERM or Ctrl-C the server drains, then the node takes a final snapshot.
+    SIGTERM or Ctrl-C the server stops accepting and finishes in-flight requests
+    (10 s at most), then the node takes a final snapshot and the process exits 0.
     """
     settings = load_settings(api_host=host, api_port=port)
-    import uvicorn
-
     from producers.producer import ItemProducer
     from simstream.kafka import ensure_topics
     from simstream.log import get_logger
     from workers.api import create_app
+    from workers.api.server import ThreadedServer
     from workers.cache import NullCache, RedisResultCache, ResultCache
     from workers.node.node import IndexNode
 
     log = get_logger("serve")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("signal received; draining", signal=signal.Signals(signum).name)
+        stop.set()
+
     with exit_on_error():
-        # Creating the topic up front: a first produce that auto-creates it can lose events.
+        # Create the topic up front: a first produce that auto-creates it can lose events.
         ensure_topics(settings, [settings.topic_items])
         node = IndexNode(settings)
         node.start()
         cache: ResultCache = RedisResultCache(settings) if settings.cache_ttl_s > 0 else NullCache()
         producer = ItemProducer(settings)
-        app = create_app(settings, node, producer=producer, cache=cache)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=settings.api_host,
-                port=settings.api_port,
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=10,
-            )
-        )
-        log.info("serving", url=f"http://{settings.api_host}:{settings.api_port}")
         try:
-            server.run()  # returns after SIGTERM/SIGINT once in-flight requests are done
+            app = create_app(settings, node, producer=producer, cache=cache)
+            server = ThreadedServer(app, settings.api_host, settings.api_port)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, on_signal)
+            server.start()
+            log.info("serving", url=f"http://{settings.api_host}:{settings.api_port}")
+            while not stop.wait(0.5) and server.alive:
+                pass
+            server.stop()
         finally:
             log.info("stopping: final snapshot")
             node.stop()
@@ -80,7 +85,7 @@ def bench_api(
     ),
     items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 20000,
     dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
-    concurrency: Annotated[int, typer.Option(min=1, help="Client threads.")] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, help="Client threads of the QPS phases.")] = 4,
     duration: Annotated[float, typer.Option(min=0.5, help="Seconds per phase.")] = 5.0,
     ingest_rate: Annotated[
         float, typer.Option(min=1, help="Embedding records per second during the ingest phase.")

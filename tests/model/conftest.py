@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,6 +23,13 @@ FAST = TrainConfig(
     verbose=0,
 )
 """A configuration that trains in a few seconds, for tests that need *a* model."""
+
+MNIST_DIR = Path(
+    os.environ.get(
+        "SIMSTREAM_MNIST_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+    )
+)
+"""The MNIST test set shared with this checkout (tests point the setting at it)."""
 
 
 @pytest.fixture(scope="session")

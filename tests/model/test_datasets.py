@@ -11,8 +11,7 @@ from PIL import Image
 from model import datasets
 from model.datasets import Dataset, load, load_image_folder, load_mnist, load_npz, read_idx
 from simstream.errors import DatasetError
-
-MNIST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+from tests.model.conftest import MNIST_DIR
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:

@@ -104,3 +104,17 @@ def test_stateful_and_stateless_losses_get_the_arguments_they_need(
     result = train(digits.subset(np.arange(600)), replace(FAST, loss=loss, epochs=1))
     assert np.isfinite(result.history["loss"]).all()
     assert result.model.output_shape == (None, 16)
+
+
+def test_fine_tuning_starts_from_a_copy_of_the_initial_encoder(
+    digits: Dataset, trained: TrainResult
+) -> None:
+    initial = trained.encoder("v1")
+    before = [w.copy() for w in initial.model.get_weights()]
+    result = train(digits, replace(FAST, epochs=0), initial=initial)
+    for a, b in zip(result.model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    tuned = train(digits, replace(FAST, epochs=1, steps_per_epoch=2), initial=initial)
+    assert tuned.model is not initial.model and tuned.input_spec == initial.input_spec
+    for a, b in zip(initial.model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)

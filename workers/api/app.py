@@ -30,9 +30,9 @@ Similarity lookups over a sharded hnswlib index kept fresh from Kafka.
   batches; k-NN classification with a calibrated distance threshold.
 * **Items**: publish upserts and deletes (answered with a *write token*), read items.
   Pass a token as `after` to a lookup to read your own write.
-* **Cache**: results are cached in Redis under (model version, index epoch, query, k,
-  ef, filter); any index change moves the epoch, so a cached answer is never older than
-  the index it is served for. `fresh: true` bypasses it.
+* **Cache**: results are cached in Redis under (model version, index log position,
+  query, k, ef, filter); any index change moves the position, so a cached answer is
+  never older than the index it is served for. `fresh: true` bypasses it.
 * **Auth**: `Authorization: Bearer <token>`; read scope for lookups and reads, admin
   scope for writes and `/v1/admin/*` (off when no token is configured).
 

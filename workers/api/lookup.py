@@ -22,7 +22,7 @@ from workers.api.schemas import (
     LookupRequest,
     LookupResponse,
 )
-from workers.api.searcher import batch_body, lookup_body
+from workers.api.searcher import batch_body, lookup_body, state_of
 from workers.api.state import ApiState, get_state
 
 router = APIRouter(prefix="/v1", tags=["lookup"], dependencies=[read_scope])
@@ -50,7 +50,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Response:  # noqa: B008
     """Find the `k` nearest items of a vector, a raw payload or an indexed item.
 
-    Results are cached under (model version, index epoch, query, k, ef, filter);
+    Results are cached under (model version, index log position, query, k, ef, filter);
     the `X-Cache` response header says `hit`, `miss` or `bypass` (`fresh: true`).
     With `after`, the lookup first waits until that write is searchable.
     """
@@ -59,10 +59,10 @@ def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Resp
     plan = searcher.plan(generation, request)
     if request.after is not None:
         searcher.wait_for(generation, request.after)
-    epoch = generation.index.epoch
+    position, epoch = state_of(generation)
     [query] = searcher.resolve(generation, [request])
     [neighbours], status = searcher.cached_neighbours(
-        generation, epoch, [query], plan, request.fresh
+        generation, position, [query], plan, request.fresh
     )
     return Response(
         lookup_body(generation.version, epoch, neighbours),
@@ -92,9 +92,9 @@ def lookup_batch(
     plan = searcher.plan(generation, request)
     if request.after is not None:
         searcher.wait_for(generation, request.after)
-    epoch = generation.index.epoch
+    position, epoch = state_of(generation)
     queries = searcher.resolve(generation, request.queries)
-    results, status = searcher.cached_neighbours(generation, epoch, queries, plan, request.fresh)
+    results, status = searcher.cached_neighbours(generation, position, queries, plan, request.fresh)
     return Response(
         batch_body(generation.version, epoch, results),
         media_type=JSON,

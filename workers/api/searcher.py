@@ -37,7 +37,7 @@ from simstream.errors import (
 from simstream.log import get_logger
 from simstream.settings import Settings
 from workers.api.schemas import ClassifyRequest, FilterSpec, LookupOptions, Query
-from workers.cache.cache import CacheKey, NullCache, ResultCache
+from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.filter import Filter, ItemLabel
 from workers.index.shard import Item
 from workers.node.generation import Generation
@@ -374,7 +374,7 @@ class Searcher:
     def cached_neighbours(
         self,
         generation: Generation,
-        epoch: int,
+        position: str,
         queries: Sequence[Resolved],
         plan: Plan,
         fresh: bool,
@@ -392,7 +392,7 @@ class Searcher:
         if fresh:
             return compute(queries), "bypass"
         keys = [
-            CacheKey(generation.version, epoch, q.key, plan.k, plan.ef, plan.filter_key)
+            CacheKey(generation.version, position, q.key, plan.k, plan.ef, plan.filter_key)
             for q in queries
         ]
         if len(queries) == 1:
@@ -462,9 +462,9 @@ class Searcher:
     def classify(self, generation: Generation, request: ClassifyRequest) -> dict[str, Any]:
         """Classify one query (the caller has waited for ``after`` if given)."""
         plan = self.plan(generation, request)
-        epoch = generation.index.epoch
+        position, epoch = state_of(generation)
         [query] = self.resolve(generation, [request])
-        [raw], _ = self.cached_neighbours(generation, epoch, [query], plan, request.fresh)
+        [raw], _ = self.cached_neighbours(generation, position, [query], plan, request.fresh)
         threshold, source = self.threshold(generation.version, request.threshold)
         label, votes, evidence = self.vote(json.loads(raw), threshold)
         return {
@@ -477,6 +477,15 @@ class Searcher:
             "model_version": generation.version,
             "index_epoch": epoch,
         }
+
+
+def state_of(generation: Generation) -> tuple[str, int]:
+    """The index's log position (for cache keys) and epoch (for answers), read together.
+
+    Read before searching: the search then sees this state or a newer one.
+    """
+    index = generation.index
+    return log_position(index.next_offsets()), index.epoch
 
 
 def lookup_body(version: str, epoch: int, neighbours: bytes) -> bytes:

@@ -1,4 +1,9 @@
-"""`ThreadedServer`: uvicorn serving an app from a background thread (benchmarks, tests)."""
+"""`ThreadedServer`: uvicorn serving an app from a background thread.
+
+Off the main thread uvicorn installs no signal handlers, so the owner decides
+what a signal does: ``simstream serve`` drains the server, then stops the node
+(final snapshot) and exits 0; benchmarks and tests just stop it.
+"""
 
 from __future__ import annotations
 
@@ -44,9 +49,18 @@ class ThreadedServer:
                 raise ServiceStartError(f"uvicorn did not start on {self.url}")
             time.sleep(0.02)
 
-    def stop(self) -> None:
-        """Ask uvicorn to exit and wait for it (the app's lifespan shutdown runs)."""
+    @property
+    def alive(self) -> bool:
+        """Whether the server thread still runs."""
+        return self._thread.is_alive()
+
+    def stop(self, force: bool = False) -> None:
+        """Stop accepting, let in-flight requests finish (or not, with ``force``), wait.
+
+        The app's lifespan shutdown runs before this returns.
+        """
         self.server.should_exit = True
+        self.server.force_exit = force
         self._thread.join(30)
 
     def __enter__(self) -> ThreadedServer:

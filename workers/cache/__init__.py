@@ -1,6 +1,6 @@
 """The lookup result cache: `ResultCache` (the concept) and `RedisResultCache`."""
 
-from workers.cache.cache import CacheKey, NullCache, ResultCache
+from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.cache.redis import RedisResultCache
 
-__all__ = ["CacheKey", "NullCache", "RedisResultCache", "ResultCache"]
+__all__ = ["CacheKey", "NullCache", "RedisResultCache", "ResultCache", "log_position"]

@@ -1,11 +1,15 @@
 """`ResultCache`: where lookup results are kept between identical queries.
 
 A result depends on exactly what `CacheKey` holds (DESIGN.md contract 5): the
-model version, the index epoch, the normalised query, ``k``, ``ef`` and the
-filter. The epoch increments on every batch the index applies, so a cached
-result is never older than the index state it is served for; the TTL bounds
-memory (and how long an entry outlives its epoch, unreachable). The model
-version also names the key's namespace, so a promotion starts a fresh one.
+model version, the index state, the normalised query, ``k``, ``ef`` and the
+filter. The index state is its *log position*: the next offset of each
+partition of the embeddings log it has applied. It moves with every batch the
+index applies (like the index epoch), so a cached result is never older than
+the index state it is served for; unlike the epoch, which counts batches and so
+differs between replicas that batched differently, a position names the same
+logical state on every replica, so replicas can share one cache safely. The
+TTL bounds memory (and how long an entry outlives its position, unreachable).
+The model version names the key's namespace, so a promotion starts a fresh one.
 
 Values are opaque bytes (the API stores serialised neighbour lists). A cache
 never raises on a backend failure: a failure is a miss.
@@ -16,11 +20,11 @@ from __future__ import annotations
 import hashlib
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_NUMBERS = struct.Struct(">QII")
+_NUMBERS = struct.Struct(">II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +33,7 @@ class CacheKey:
 
     Attributes:
         model_version: the encoder version of the generation searched (the namespace).
-        epoch: the index epoch when the query started.
+        position: the index's log position when the query started (`log_position`).
         query: the normalised query (rounded vector bytes, ``id:<id>`` or a payload hash).
         k: neighbours asked for.
         ef: hnswlib ef (the default resolved, so omitted and explicit defaults agree).
@@ -37,7 +41,7 @@ class CacheKey:
     """
 
     model_version: str
-    epoch: int
+    position: str
     query: bytes
     k: int
     ef: int
@@ -46,12 +50,18 @@ class CacheKey:
     def digest(self) -> str:
         """A hex digest of every field but the model version (which names the namespace)."""
         h = hashlib.blake2b(digest_size=16)
-        h.update(_NUMBERS.pack(self.epoch, self.k, self.ef))
-        encoded = self.filter.encode()
-        h.update(struct.pack(">I", len(encoded)))
-        h.update(encoded)
+        h.update(_NUMBERS.pack(self.k, self.ef))
+        for text in (self.position, self.filter):
+            encoded = text.encode()
+            h.update(struct.pack(">I", len(encoded)))
+            h.update(encoded)
         h.update(self.query)
         return h.hexdigest()
+
+
+def log_position(next_offsets: Mapping[int, int]) -> str:
+    """The canonical text of an index's log position (``"0:59,1:63"``)."""
+    return ",".join(f"{p}:{o}" for p, o in sorted(next_offsets.items()))
 
 
 class ResultCache(ABC):

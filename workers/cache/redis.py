@@ -1,8 +1,8 @@
 """`RedisResultCache`: lookup results in Redis, with single-flight and a circuit breaker.
 
 Keys: ``<prefix>:<items topic>:<model version>:<digest>`` where the digest
-covers the index epoch, the normalised query, ``k``, ``ef`` and the filter
-(see `CacheKey`). The items topic keeps deployments that share one Redis
+covers the index's log position, the normalised query, ``k``, ``ef`` and the
+filter (see `CacheKey`). The items topic keeps deployments that share one Redis
 apart; the model version makes a promotion start a fresh namespace.
 
 Expiry: ``cache_ttl_s`` plus a random share of up to ``cache_ttl_jitter`` of it,

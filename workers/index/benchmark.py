@@ -64,6 +64,8 @@ class BenchmarkConfig:
         dim: vector size (PCA target for MNIST).
         efs: ef values of the recall sweep.
         latency_queries: single queries timed for each latency percentile.
+        insert_batch: records per ``apply`` (per partition) when measuring the insert
+            rate, as when the index node replays a backlog.
         writer_batch: records per ``apply`` of the flat-out concurrent writer.
         paced_writes_per_s: rate of the paced concurrent writer (batches of 8).
         mnist_dir: directory holding the MNIST test images (IDX, optionally gzipped).
@@ -78,6 +80,7 @@ class BenchmarkConfig:
     dim: int = 64
     efs: tuple[int, ...] = (10, 16, 32, 64, 128, 256)
     latency_queries: int = 2000
+    insert_batch: int = 4096
     writer_batch: int = 64
     paced_writes_per_s: float = 1000.0
     mnist_dir: Path | None = None
@@ -337,7 +340,7 @@ def run_config(
     groups = _by_partition(records, shards)
     index = ShardedIndex(icfg, shards, model_version="bench")
     start = time.perf_counter()
-    chunk = 1024
+    chunk = cfg.insert_batch
     for at in range(0, max(len(g) for g in groups.values()), chunk):
         index.apply_many({p: g[at : at + chunk] for p, g in groups.items() if g[at : at + chunk]})
     out["insert_rate_sharded"] = n / (time.perf_counter() - start)

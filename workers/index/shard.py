@@ -179,6 +179,30 @@ class _Insert(threading.Thread):
             self.error = e
 
 
+class _PendingInsert:
+    """A bulk insert running on a helper thread while the shard's write lock is held.
+
+    `finish` waits for it, completes (or, on failure, undoes) the bookkeeping
+    and releases the lock; it must be called exactly once.
+    """
+
+    def __init__(self, shard: Shard, graph: _Graph, insert: _Insert) -> None:
+        self.shard, self.graph, self.insert = shard, graph, insert
+        self.undo: list[tuple[str, _Entry | None, int | None]] = []
+        self.previous: list[tuple[str, int | None]] = []
+
+    def finish(self) -> None:
+        try:
+            self.insert.join()
+            if self.insert.error is not None:
+                self.graph.unbind(self.previous)
+                self.shard._undo(self.undo)
+                raise IndexStoreError(f"hnswlib insert failed: {self.insert.error}")
+            self.graph.retire(self.previous)
+        finally:
+            self.shard._lock.release_write()
+
+
 def _no_results(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((batch, 0), dtype=object), np.empty((batch, 0), dtype=np.float32)
 
@@ -231,7 +255,7 @@ class _Graph:
         if len(item_ids):
             slots = self.allocate(len(item_ids))
             self.index.add_items(vectors, slots, num_threads=num_threads)
-            self.bind(item_ids, slots)
+            self.retire(self.bind(item_ids, slots))
 
     def allocate(self, n: int) -> np.ndarray:
         """Reserve ``n`` fresh slots (growing the capacity first when needed)."""
@@ -240,16 +264,33 @@ class _Graph:
         self.next_slot += n
         return slots
 
-    def bind(self, item_ids: Sequence[str], slots: np.ndarray) -> None:
-        """Point ids at freshly inserted slots; older slots of the same ids are deleted."""
+    def bind(self, item_ids: Sequence[str], slots: np.ndarray) -> list[tuple[str, int | None]]:
+        """Point ids at fresh slots (Python only); return each id's previous slot."""
+        previous: list[tuple[str, int | None]] = []
+        slot_of, ids = self.slot_of, self.ids
         for item_id, slot in zip(item_ids, slots.tolist(), strict=True):
-            old = self.slot_of.get(item_id)
+            old = slot_of.get(item_id)
+            if old is not None:
+                ids[old] = None
+            slot_of[item_id] = slot
+            ids[slot] = item_id
+            previous.append((item_id, old))
+        return previous
+
+    def retire(self, previous: list[tuple[str, int | None]]) -> None:
+        """Mark the slots that ``bind`` replaced deleted in hnswlib."""
+        for _, old in previous:
             if old is not None:
                 self.index.mark_deleted(old)
-                self.ids[old] = None
                 self.tombstones += 1
-            self.slot_of[item_id] = slot
-            self.ids[slot] = item_id
+
+    def unbind(self, previous: list[tuple[str, int | None]]) -> None:
+        """Undo ``bind`` (after a failed insert)."""
+        for item_id, old in reversed(previous):
+            self.ids[self.slot_of.pop(item_id)] = None
+            if old is not None:
+                self.slot_of[item_id] = old
+                self.ids[old] = item_id
 
     def remove(self, item_id: str) -> None:
         """Mark an item's slot deleted (no-op for an absent id)."""
@@ -316,18 +357,18 @@ class Shard:
         threads = self.config.num_threads if num_threads is None else num_threads
         with self._apply_lock:
             result = ApplyResult()
-            plan = self._plan(records, result)
-            upserts = [(i, p) for i, p in plan.items() if p.op == UPSERT]
-            deletes = [(i, p) for i, p in plan.items() if p.op == DELETE]
-            for start in range(0, len(deletes), _DELETE_SLICE):
-                with self._lock.write():
-                    for item_id, p in deletes[start : start + _DELETE_SLICE]:
-                        self._delete(item_id, p.source_offset)
-            result.deleted = len(deletes)
-            self._write_upserts(upserts, threads)
-            result.upserted = len(upserts)
-            if self._dirty is not None:
-                self._dirty.update(plan)
+            pending: _PendingInsert | None = None
+            try:
+                # Plan the next chunk while hnswlib inserts the previous one.
+                for start in range(0, max(len(records), 1), _BULK_SLICE):
+                    plan = self._plan(records[start : start + _BULK_SLICE], result)
+                    if pending is not None:
+                        finishing, pending = pending, None
+                        finishing.finish()
+                    pending = self._write(plan, threads, result)
+            finally:
+                if pending is not None:
+                    pending.finish()
             if result.changed:
                 self._epoch += 1
             if next_offset is not None:
@@ -384,8 +425,8 @@ class Shard:
         rows: list[np.ndarray] = []
         problems: list[str] = []
         if raws and all(isinstance(r, np.ndarray) and r.shape == (dim,) for r in raws):
-            matrix = np.asarray(raws, dtype=np.float32)
-            rows = list(matrix)
+            stacked = np.asarray(raws, dtype=np.float32)
+            rows = list(stacked)
             problems = [""] * len(rows)
             raws = ()
         for raw in raws:
@@ -432,9 +473,31 @@ class Shard:
             if not ids:
                 del self._by_label[key]
 
-    def _write_upserts(self, upserts: list[tuple[str, _Planned]], num_threads: int) -> None:
+    def _write(
+        self, plan: dict[str, _Planned], num_threads: int, result: ApplyResult
+    ) -> _PendingInsert | None:
+        """Apply a planned chunk; a bulk insert may be left running (see `_PendingInsert`)."""
+        upserts = [(i, p) for i, p in plan.items() if p.op == UPSERT]
+        deletes = [(i, p) for i, p in plan.items() if p.op == DELETE]
+        for start in range(0, len(deletes), _DELETE_SLICE):
+            with self._lock.write():
+                for item_id, p in deletes[start : start + _DELETE_SLICE]:
+                    self._delete(item_id, p.source_offset)
+        result.deleted += len(deletes)
+        result.upserted += len(upserts)
+        if self._dirty is not None:
+            self._dirty.update(plan)
+        return self._write_upserts(upserts, num_threads)
+
+    def _write_upserts(
+        self, upserts: list[tuple[str, _Planned]], num_threads: int
+    ) -> _PendingInsert | None:
+        pending: _PendingInsert | None = None
         pos = 0
         while pos < len(upserts):
+            if pending is not None:
+                finishing, pending = pending, None
+                finishing.finish()
             latency_mode = self._lock.readers_recent(_READER_WINDOW_S)
             if latency_mode:
                 size = max(1, int(self.config.write_slice_s / self._per_item_s))
@@ -444,27 +507,29 @@ class Shard:
             chunk = upserts[pos : pos + size]
             ids = [i for i, _ in chunk]
             vectors = np.stack([p.vector for _, p in chunk if p.vector is not None])
-            with self._lock.write():
-                started = time.perf_counter()
-                graph = self._graph
-                slots = graph.allocate(len(chunk))
-                if latency_mode:
+            if latency_mode:
+                with self._lock.write():
+                    started = time.perf_counter()
+                    graph = self._graph
+                    slots = graph.allocate(len(chunk))
                     graph.index.add_items(vectors, slots, num_threads=threads)
                     self._record(chunk)
-                else:
-                    # hnswlib releases the GIL while it inserts: do the bookkeeping meanwhile.
-                    insert = _Insert(graph.index, vectors, slots, threads)
-                    insert.start()
-                    undo = self._record(chunk)
-                    insert.join()
-                    if insert.error is not None:
-                        self._undo(undo)
-                        raise IndexStoreError(f"hnswlib insert failed: {insert.error}")
-                graph.bind(ids, slots)
-            if latency_mode:
+                    graph.retire(graph.bind(ids, slots))
                 per_item = (time.perf_counter() - started) / len(chunk)
                 self._per_item_s = 0.8 * self._per_item_s + 0.2 * per_item
+            else:
+                # hnswlib releases the GIL while it inserts: the bookkeeping (and the
+                # caller's planning of its next chunk) runs meanwhile.
+                self._lock.acquire_write()
+                graph = self._graph
+                slots = graph.allocate(len(chunk))
+                insert = _Insert(graph.index, vectors, slots, threads)
+                insert.start()
+                pending = _PendingInsert(self, graph, insert)
+                pending.undo = self._record(chunk)
+                pending.previous = graph.bind(ids, slots)
             pos += len(chunk)
+        return pending
 
     def _record(
         self, chunk: list[tuple[str, _Planned]]

@@ -18,10 +18,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -49,6 +49,45 @@ class Neighbors:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+class NeighborsBatch(Sequence[Neighbors]):
+    """The results of a batched search: one `Neighbors` per query, nearest first.
+
+    Backed by two arrays, like hnswlib's own results, so that a batch costs no
+    Python object per query until a query's results are read.
+
+    Attributes:
+        ids: object array (batch, w) of item ids, w ≤ k.
+        distances: float32 array (batch, w); inf where a row has fewer results.
+    """
+
+    __slots__ = ("_counts", "distances", "ids")
+
+    def __init__(self, ids: np.ndarray, distances: np.ndarray, padded: bool) -> None:
+        self.ids = ids
+        self.distances = distances
+        self._counts: list[int] | None = (
+            np.isfinite(distances).sum(axis=1).tolist() if padded else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Neighbors: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Neighbors]: ...
+
+    def __getitem__(self, index: int | slice) -> Neighbors | list[Neighbors]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = self.ids.shape[1] if self._counts is None else self._counts[index]
+        return Neighbors(self.ids[index, :n].tolist(), self.distances[index, :n].tolist())
+
+    def __iter__(self) -> Iterator[Neighbors]:
+        return (self[i] for i in range(len(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +344,7 @@ class ShardedIndex:
         *,
         ef: int | None = None,
         filter: Filter | None = None,
-    ) -> list[Neighbors]:
+    ) -> NeighborsBatch:
         """`search` for many query vectors at once, shape (batch, dim)."""
         if k < 1:
             raise IndexStoreError(f"Invalid value for `k`. Expected k ≥ 1. Received: k={k}")
@@ -317,12 +356,7 @@ class ShardedIndex:
             ids, dists = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
         else:
             ids, dists = self._fan_out(q, k, ef, filter)
-        id_rows = ids.tolist()
-        dist_rows = dists.tolist()
-        if filter is None or filter.empty:
-            return [Neighbors(i, d) for i, d in zip(id_rows, dist_rows, strict=True)]
-        counts = np.isfinite(dists).sum(axis=1).tolist()
-        return [Neighbors(id_rows[r][:n], dist_rows[r][:n]) for r, n in enumerate(counts)]
+        return NeighborsBatch(ids, dists, padded=filter is not None and not filter.empty)
 
     def _fan_out(
         self, q: np.ndarray, k: int, ef: int | None, filter: Filter | None

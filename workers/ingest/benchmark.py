@@ -63,21 +63,24 @@ def run(
     partitions: int = 4,
     epochs: int = 2,
     freshness_seconds: float = 10.0,
+    work_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and write its JSON to ``out``; return the figures."""
+    """Run the benchmark and write its JSON to ``out``; return the figures.
+
+    ``work_dir`` keeps the stack's data and child logs there (default: a temporary
+    directory removed at the end).
+    """
     import hnswlib
-    from celery.contrib.testing.worker import start_worker
 
     from model.registry import Registry
     from producers.producer import ItemProducer
     from producers.wire import ArrayPayload, ItemEvent
     from simstream.stack.local import LocalStack
     from simstream.stack.process import free_port
-    from workers.ingest.dispatcher import Dispatcher
     from workers.node.node import IndexNode
-    from workers.tasks import app, bind_settings, embedder_for
 
-    with tempfile.TemporaryDirectory(prefix="simstream-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="simstream-bench-") as scratch:
+        tmp = str(work_dir or scratch)
         broker, valkey = free_port(), free_port()
         settings = Settings.load(
             data_dir=Path(tmp),
@@ -114,17 +117,11 @@ def run(
             pipeline_limit = 1.0 / (1.0 / encoder_limit + 1.0 / insert_limit)
             log.info("limits measured", encoder_limit=encoder_limit, insert_limit=insert_limit)
 
-            app.conf.update(
-                broker_url=settings.celery_broker_url,
-                result_backend=settings.celery_result_backend,
-            )
-            bind_settings(settings)
-            embedder_for(version)  # what `simstream worker --pool solo` does before its first task
             stop = threading.Event()
-            with start_worker(app, pool="solo", perform_ping_check=False, queues=["embed"]):
-                dispatcher = Dispatcher(settings, version, celery_app=app)
-                thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
-                thread.start()
+            children = _pipeline_processes(settings, version)
+            try:
+                for child in children:
+                    child.start(settings.logs_dir, timeout_s=120)
                 node = IndexNode(settings)
                 node.start()
                 try:
@@ -150,9 +147,10 @@ def run(
                     freshness = generation.freshness()
                 finally:
                     stop.set()
-                    thread.join(30)
                     node.stop()
-            bind_settings(Settings.load())
+            finally:
+                for child in reversed(children):
+                    child.stop()
     result = {
         "items": items,
         "partitions": partitions,
@@ -172,6 +170,42 @@ def run(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
+    """The embed worker and the dispatcher as child processes, as they are deployed."""
+    from simstream.stack.local import simstream_command
+    from simstream.stack.process import ChildService
+    from workers.celery_app import make_celery
+
+    env = settings.to_env(metrics_port=0)
+    celery = make_celery(settings)
+
+    def worker_ready() -> bool:
+        return bool(celery.control.ping(timeout=0.5))
+
+    dispatcher_log = settings.logs_dir / "bench-dispatcher.log"
+
+    def dispatcher_ready() -> bool:
+        # Joining a consumer group takes seconds; measure only once partitions are assigned.
+        return "partitions assigned" in dispatcher_log.read_text(errors="replace")
+
+    return [
+        ChildService(
+            name="bench-worker",
+            argv=simstream_command("worker", "--queues", "embed", "--hostname", "bench@%h"),
+            url="celery worker",
+            healthy=worker_ready,
+            env=env,
+        ),
+        ChildService(
+            name="bench-dispatcher",
+            argv=simstream_command("dispatcher", "--model-version", version),
+            url="dispatcher",
+            healthy=dispatcher_ready,
+            env=env,
+        ),
+    ]
 
 
 def _wait_applied(generation: Any, count: int, timeout_s: float) -> None:

@@ -5,8 +5,9 @@ scoped by the items topic so that several deployments can share one Redis:
 
 - ``simstream:beat-leader:<topic>``: the beat allowed to send (a `Lease`);
 - ``simstream:retrain:running:<topic>``: the retrain in progress (a `Lease`);
-- ``simstream:retrain:slot:<topic>:<slot>``: which task claimed a schedule
-  period (`claim_slot`), kept `SLOT_TTL_S`.
+- ``simstream:retrain:slot:<topic>:<slot>``: the task id a period (a slot)
+  was claimed for, by beat before sending and by the task when it runs
+  (`claim_slot`), kept `SLOT_TTL_S`.
 
 A lease is redis-py's `Lock`: ``SET key token NX PX ttl`` to take it, a Lua
 compare-and-expire to renew it and a compare-and-delete to release it, so only

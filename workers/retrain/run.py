@@ -2,7 +2,8 @@
 
 Steps; nothing that is served changes before the last one:
 
-1. when the trigger names a schedule period, claim it (`claim_slot`): another
+1. skip a task id that already ran (a copy redelivered by the broker); when
+   the trigger names a schedule period, claim it (`claim_slot`): another
    message for the same period is a duplicate and is skipped;
 2. take the retrain lease: one run at a time, a second one is skipped as busy;
 3. replay ``items`` into the labelled items (newest state per id, deletes
@@ -40,8 +41,9 @@ import numpy as np
 import redis
 import structlog
 
+from model.datasets import Dataset
 from model.registry import Encoder, ModelVersion, Registry
-from model.training import TrainConfig, train
+from model.training import TrainConfig, TrainResult, train
 from simstream.errors import RetrainError, SimstreamError
 from simstream.log import get_logger
 from simstream.settings import Settings
@@ -63,9 +65,9 @@ from workers.retrain.dataset import (
     stratified_split,
     to_dataset,
 )
-from workers.retrain.decision import Decision, decide
+from workers.retrain.decision import decide
 from workers.retrain.evaluation import evaluate, trained_classes
-from workers.retrain.runs import append_run
+from workers.retrain.runs import append_run, completed_run
 
 log = get_logger("retrain")
 
@@ -112,12 +114,17 @@ def run_retrain(
     }
     bound = log.bind(run_id=run_id, task_id=task_id, triggered_by=source, slot=slot)
     client = client or coordination_redis(settings)
+    done = completed_run(settings, task_id) if task_id else None
+    if done is not None:
+        reason = f"task {task_id} already ran (run {done['run_id']}: {done.get('decision')})"
+        return _finish(settings, record, "skipped", reason, bound)
     if slot is not None and not claim_slot(client, settings, slot, task_id or run_id):
         return _finish(settings, record, "skipped", f"period {slot} already has its run", bound)
     lease = Lease(client, running_key(settings), RUN_LEASE_TTL_S)
     if not lease.acquire():
         return _finish(settings, record, "skipped", "another retrain is running", bound)
     started = time.monotonic()
+    record["leased"] = True
     append_run(settings, record)
     bound.info("retrain started")
     try:
@@ -150,29 +157,14 @@ def _retrain(
     active_encoder = registry.load(active) if active else None
     record["active_version"] = active
 
-    replay = read_labelled(settings)
-    items = bound_per_class(replay.items.values(), settings.retrain_max_per_class)
-    record["source_offsets"] = {str(p): o for p, o in sorted(replay.end_offsets.items())}
-    record["data"] = {"labelled": len(replay.items), "replay": replay.stats.to_dict()}
-    dataset, rejected = None, 0
-    if items:
-        spec = active_encoder.input_spec if active_encoder else infer_spec(items)
-        dataset, _, rejected = to_dataset(items, spec, name=f"items:{settings.topic_items}")
-    counts = np.bincount(dataset.y, minlength=dataset.num_classes) if dataset else np.zeros(0)
-    class_counts = dict(zip(dataset.class_names, counts.tolist(), strict=True)) if dataset else {}
-    record["data"].update(
-        examples=len(dataset) if dataset else 0,
-        classes=len(class_counts),
-        class_counts=class_counts,
-        rejected_by_input_spec=rejected,
-    )
-    if dataset is None or int((counts >= 2).sum()) < 2:
+    dataset = _labelled_data(settings, active_encoder, record)
+    if dataset is None:
         return _finish(
             settings,
             record,
             "skipped",
             "not enough labelled data: expected at least 2 classes with 2 items each. "
-            f"Received: {class_counts}",
+            f"Received: {record['data']['class_counts']}",
             log,
             started,
         )
@@ -180,10 +172,13 @@ def _retrain(
     record["data"].update(train=len(train_part), holdout=len(holdout))
 
     scratch = settings.retrain_from_scratch or active_encoder is None
-    config = train_config(settings, active_record)
     record["mode"] = "scratch" if scratch else "fine-tune"
     log.info("training candidate", mode=record["mode"], examples=len(train_part))
-    result = train(train_part, config, initial=None if scratch else active_encoder)
+    result = train(
+        train_part,
+        train_config(settings, active_record),
+        initial=None if scratch else active_encoder,
+    )
     record["training"] = {
         "epochs": result.epochs_run,
         "seconds": round(result.train_seconds, 3),
@@ -191,40 +186,37 @@ def _retrain(
     }
 
     seen = trained_classes(active_record.config) if active_record else None
-    active_metrics = (
-        evaluate(active_encoder, train_part, holdout, seen, settings.embed_batch_size)
-        if active_encoder
-        else None
-    )
-    candidate_metrics, decision = _evaluate_candidate(
-        result.model, result.input_spec, result.model_config(), train_part, holdout, seen, settings
-    )
-    if candidate_metrics is not None:
-        decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
+    active_metrics = None
+    if active_encoder is not None:
+        active_metrics = evaluate(
+            active_encoder, train_part, holdout, seen, settings.embed_batch_size
+        )
+    candidate_metrics, broken = _evaluate_loaded(result, train_part, holdout, seen, settings)
     record["metrics"] = {"candidate": candidate_metrics, "active": active_metrics}
     record["margin"] = settings.retrain_promote_margin
+    if candidate_metrics is None:
+        reason = f"the candidate failed to load or embed: {broken}"
+        return _finish(settings, record, "rejected", reason, log, started)
+    decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
     record["gain"] = decision.gain
     log.info("candidate evaluated", promote=decision.promote, reason=decision.reason)
-    if candidate_metrics is None:
-        return _finish(settings, record, "rejected", decision.reason, log, started)
 
-    summary = {
-        "run_id": record["run_id"],
-        "triggered_by": record["triggered_by"],
-        "active_version": active,
-        "active_metrics": active_metrics,
-        "margin": settings.retrain_promote_margin,
-        "decision": "promote" if decision.promote else "reject",
-        **decision.to_dict(),
-    }
     version = registry.register(
         result.model,
         result.input_spec,
-        config={
-            **result.model_config(),
-            "retrain": {"run_id": record["run_id"], "mode": record["mode"]},
+        config={**result.model_config(), "retrain": {k: record[k] for k in ("run_id", "mode")}},
+        metrics={
+            **candidate_metrics,
+            "retrain": {
+                "run_id": record["run_id"],
+                "triggered_by": record["triggered_by"],
+                "active_version": active,
+                "active_metrics": active_metrics,
+                "margin": settings.retrain_promote_margin,
+                "decision": "promote" if decision.promote else "reject",
+                **decision.to_dict(),
+            },
         },
-        metrics={**candidate_metrics, "retrain": summary},
     ).version
     record["candidate_version"] = version
     if not decision.promote:
@@ -237,25 +229,53 @@ def _retrain(
     return _finish(settings, record, "promoted", decision.reason, log, started)
 
 
-def _evaluate_candidate(
-    model: Any,
-    input_spec: Any,
-    config: dict[str, Any],
-    index: Any,
-    queries: Any,
+def _labelled_data(
+    settings: Settings, active: Encoder | None, record: dict[str, Any]
+) -> Dataset | None:
+    """The replayed, bounded, converted items (None when too few to split and compare)."""
+    replay = read_labelled(settings)
+    items = bound_per_class(replay.items.values(), settings.retrain_max_per_class)
+    record["source_offsets"] = {str(p): o for p, o in sorted(replay.end_offsets.items())}
+    record["data"] = {"labelled": len(replay.items), "replay": replay.stats.to_dict()}
+    dataset, rejected, class_counts = None, 0, {}
+    if items:
+        spec = active.input_spec if active else infer_spec(items)
+        dataset, _, rejected = to_dataset(items, spec, name=f"items:{settings.topic_items}")
+        counts = np.bincount(dataset.y, minlength=dataset.num_classes).tolist()
+        class_counts = dict(zip(dataset.class_names, counts, strict=True))
+    record["data"].update(
+        examples=len(dataset) if dataset else 0,
+        classes=len(class_counts),
+        class_counts=class_counts,
+        rejected_by_input_spec=rejected,
+    )
+    if sum(1 for count in class_counts.values() if count >= 2) < 2:
+        return None
+    return dataset
+
+
+def _evaluate_loaded(
+    result: TrainResult,
+    index: Dataset,
+    queries: Dataset,
     seen: list[str] | None,
     settings: Settings,
-) -> tuple[dict[str, Any] | None, Decision]:
-    """Round-trip the candidate through a scratch registry, then evaluate the loaded copy."""
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Round-trip the candidate through a scratch registry and evaluate the loaded copy.
+
+    Returns:
+        The metrics, or None and why the candidate cannot be loaded or embed.
+    """
     with tempfile.TemporaryDirectory(prefix="simstream-candidate-") as scratch:
         try:
             staged = Registry(scratch)
-            staged.register(model, input_spec, config=config)
-            loaded: Encoder = staged.load("v1")
-            metrics = evaluate(loaded, index, queries, seen, settings.embed_batch_size)
+            version = staged.register(
+                result.model, result.input_spec, config=result.model_config()
+            ).version
+            loaded = staged.load(version)
+            return evaluate(loaded, index, queries, seen, settings.embed_batch_size), None
         except (SimstreamError, ValueError, TypeError, OSError) as e:
-            return None, Decision(False, f"the candidate failed to load or embed: {e}", None)
-    return metrics, Decision(False, "pending", None)
+            return None, f"{type(e).__name__}: {e}"
 
 
 def train_config(settings: Settings, active: ModelVersion | None) -> TrainConfig:
@@ -321,7 +341,11 @@ def _finish(
 
 def _versions(record: dict[str, Any]) -> dict[str, Any]:
     keys = ("active_version", "candidate_version", "active_after", "duration_s")
-    return {k: record[k] for k in keys if k in record}
+    found = {k: record[k] for k in keys if k in record}
+    for side, values in (record.get("metrics") or {}).items():
+        if values:
+            found[f"{side}_recall_at_1"] = values.get("recall@1")
+    return found
 
 
 def _now() -> str:

@@ -81,3 +81,19 @@ def last_run_with_data(settings: Settings) -> dict[str, Any] | None:
         if record.get("decision") in READ_DATA and record.get("source_offsets") is not None:
             return record
     return None
+
+
+def completed_run(settings: Settings, task_id: str) -> dict[str, Any] | None:
+    """The run that task ``task_id`` completed (finished or failed past the lease), if any.
+
+    A redelivered copy of a task that already ran must not run again; a task
+    whose run is still ``running`` (its worker crashed) may.
+    """
+    for record in list_runs(settings):
+        if (
+            record.get("task_id") == task_id
+            and record.get("leased")
+            and record.get("status") in ("finished", "failed")
+        ):
+            return record
+    return None

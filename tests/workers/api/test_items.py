@@ -83,6 +83,24 @@ def test_a_lookup_after_a_token_waits_for_the_write_and_then_finds_the_item(
     assert (item["label"], item["model_version"]) == ("x", served.version)
 
 
+def test_an_applied_write_moves_the_log_position_so_cached_answers_are_recomputed(
+    client: TestClient, served: Served
+) -> None:
+    query = {"id": "digit-0090", "k": 4}
+    assert client.post("/v1/lookup", json=query).headers["X-Cache"] in ("hit", "miss")
+    assert client.post("/v1/lookup", json=query).headers["X-Cache"] == "hit"
+    epoch = served.node.current().index.epoch
+
+    token = client.post(
+        "/v1/items", json={"id": "moves-it", "image": b64(png(new_image(5)))}
+    ).json()["token"]
+    embed_pending(served.settings, served.encoder, served.node)
+    after = client.post("/v1/lookup", json={**query, "after": token})
+
+    assert after.headers["X-Cache"] == "miss"
+    assert after.json()["index_epoch"] > epoch
+
+
 def test_a_delete_is_published_and_the_item_is_gone_after_its_token(
     client: TestClient, served: Served
 ) -> None:

@@ -16,11 +16,11 @@ from prometheus_client import REGISTRY
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack
 from tests.workers.cache.valkey import BlackHole, OwnValkey
-from workers.cache import CacheKey, NullCache, RedisResultCache
+from workers.cache import CacheKey, NullCache, RedisResultCache, log_position
 
 pytestmark = pytest.mark.services
 
-KEY = CacheKey("v1", epoch=7, query=b"v:\x00\x01", k=10, ef=64, filter="")
+KEY = CacheKey("v1", position="0:7,1:3", query=b"v:\x00\x01", k=10, ef=64, filter="")
 
 
 def errors() -> float:
@@ -56,15 +56,18 @@ def own(tmp_path: Path) -> Iterator[OwnValkey]:
 def test_every_field_of_the_key_changes_the_digest_and_the_version_names_the_namespace(
     shared: RedisResultCache,
 ) -> None:
+    at = KEY.position
     variants = [
         KEY,
-        CacheKey("v1", 8, KEY.query, 10, 64, ""),
-        CacheKey("v1", 7, b"v:\x00\x02", 10, 64, ""),
-        CacheKey("v1", 7, KEY.query, 11, 64, ""),
-        CacheKey("v1", 7, KEY.query, 10, 65, ""),
-        CacheKey("v1", 7, KEY.query, 10, 64, '{"labels":["3"],"metadata":{}}'),
+        CacheKey("v1", "0:8,1:3", KEY.query, 10, 64, ""),
+        CacheKey("v1", at, b"v:\x00\x02", 10, 64, ""),
+        CacheKey("v1", at, KEY.query, 11, 64, ""),
+        CacheKey("v1", at, KEY.query, 10, 65, ""),
+        CacheKey("v1", at, KEY.query, 10, 64, '{"labels":["3"],"metadata":{}}'),
+        CacheKey("v1", at + "{", KEY.query, 10, 64, ""),
+        CacheKey("v1", at, KEY.query, 10, 64, "{"),
     ]
-    promoted = CacheKey("v2", 7, KEY.query, 10, 64, "")
+    promoted = CacheKey("v2", at, KEY.query, 10, 64, "")
 
     assert len({k.digest() for k in variants}) == len(variants)
     assert promoted.digest() == KEY.digest()
@@ -73,12 +76,17 @@ def test_every_field_of_the_key_changes_the_digest_and_the_version_names_the_nam
     assert shared.namespace("v2").endswith(":v2")
 
 
+def test_a_log_position_is_the_same_text_for_the_same_offsets_in_any_order() -> None:
+    assert log_position({1: 63, 0: 59}) == log_position({0: 59, 1: 63}) == "0:59,1:63"
+    assert log_position({}) == ""
+
+
 def test_a_value_is_stored_with_the_ttl_plus_jitter(stack: LocalStack, tmp_path: Path) -> None:
     settings = cache_settings(
         stack.settings.redis_cache_url, tmp_path, cache_ttl_s=10.0, cache_ttl_jitter=0.5
     )
     cache = RedisResultCache(settings)
-    keys = [CacheKey("v1", i, b"q", 1, 1) for i in range(20)]
+    keys = [CacheKey("v1", f"0:{i}", b"q", 1, 1) for i in range(20)]
 
     cache.set_many([(k, b"[]") for k in keys])
 

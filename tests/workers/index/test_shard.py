@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simstream.errors import IndexStoreError
 from tests.workers.index.helpers import Model, distances, unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
@@ -337,10 +338,10 @@ def test_a_rebuild_starts_when_tombstones_pass_the_threshold_and_keeps_every_liv
 def test_writes_during_a_background_rebuild_are_not_lost(rng: np.random.Generator) -> None:
     config = IndexConfig(dim=16, ef_construction=100, min_tombstones=1)
     shard = Shard(config)
-    base = unit_vectors(rng, 3000, 16)
-    shard.apply([Mutation.upsert(f"i{j}", base[j], j) for j in range(3000)])
+    base = unit_vectors(rng, 2000, 16)
+    shard.apply([Mutation.upsert(f"i{j}", base[j], j) for j in range(2000)])
     model = Model()
-    for j in range(3000):
+    for j in range(2000):
         model.apply(Mutation.upsert(f"i{j}", base[j], j))
     fresh = unit_vectors(rng, 40_000, 16)
     shard.rebuild(wait=False)
@@ -355,9 +356,9 @@ def test_writes_during_a_background_rebuild_are_not_lost(rng: np.random.Generato
             if kind == 0:
                 batch.append(Mutation.upsert(f"new{j}", fresh[j % 40_000], offset))
             elif kind == 1:
-                batch.append(Mutation.upsert(f"i{j % 3000}", fresh[j % 40_000], offset))
+                batch.append(Mutation.upsert(f"i{j % 2000}", fresh[j % 40_000], offset))
             else:
-                batch.append(Mutation.delete(f"i{(j * 13) % 3000}", offset))
+                batch.append(Mutation.delete(f"i{(j * 13) % 2000}", offset))
             j += 1
         shard.apply(batch)
         for record in batch:
@@ -399,3 +400,25 @@ def test_searches_run_while_a_rebuild_is_swapped_in(rng: np.random.Generator) ->
     t.join(10)
     assert not errors
     assert shard.stats().rebuilds == 1
+
+
+def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
+    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.index import shard as shard_module
+
+    shard = Shard(small_config)
+    vectors = unit_vectors(rng, 3, 8)
+    shard.apply([Mutation.upsert("a", vectors[0], 1, label=1)])
+
+    def fail(self: shard_module._Insert) -> None:
+        self.error = MemoryError("injected")
+
+    monkeypatch.setattr(shard_module._Insert, "run", fail)
+    with pytest.raises(IndexStoreError, match="injected"):
+        shard.apply([Mutation.upsert("a", vectors[1], 2), Mutation.upsert("b", vectors[2], 3)])
+    item = shard.get("a")
+    assert item is not None
+    assert (item.source_offset, item.label, len(shard)) == (1, 1, 1)
+    assert set(shard._graph.slot_of) == {"a"}
+    assert search_one(shard, vectors[0], 5) == ["a"]

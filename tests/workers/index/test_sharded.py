@@ -226,3 +226,13 @@ def test_writers_and_readers_running_together_only_return_items_that_existed_wit
     assert checked[0] > 1000
     assert index.stats().live > 0
     index.close()
+
+
+def test_batched_results_are_array_backed_and_read_like_a_list(rng: np.random.Generator) -> None:
+    index, vectors = filled(rng, n=50, partitions=1)
+    batch = index.search_batch(vectors[:4], 3)
+    assert len(batch) == 4
+    assert batch.ids.shape == batch.distances.shape == (4, 3)
+    assert [n.ids[0] for n in batch] == ["i0", "i1", "i2", "i3"]
+    assert [n.ids for n in batch[1:3]] == [batch[1].ids, batch[2].ids]
+    assert batch[-1].ids == batch[3].ids

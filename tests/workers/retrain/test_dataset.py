@@ -141,7 +141,7 @@ def test_the_replay_reads_the_topic_to_its_end_with_deletes_and_relabels_honoure
     assert {replay.items[f"item-{i}"].label for i in range(10)} == {"vectors"}
     assert replay.items["item-30"].label == "0"
     assert replay.items["item-30"].payload.shape == (8, 8)
-    dataset, ids, rejected = to_dataset(list(replay.items.values()), InputSpec.image(8, 8, 1))
+    _, ids, rejected = to_dataset(list(replay.items.values()), InputSpec.image(8, 8, 1))
     assert rejected == 10 and len(ids) == 35
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
@@ -24,8 +25,15 @@ from tests.workers.retrain.helpers import (
 )
 from workers.node.node import IndexNode
 from workers.retrain import list_runs
-from workers.retrain.coordination import Lease, coordination_redis, retrain_running, running_key
+from workers.retrain.coordination import (
+    Lease,
+    claim_slot,
+    coordination_redis,
+    retrain_running,
+    running_key,
+)
 from workers.retrain.run import run_retrain
+from workers.retrain.runs import append_run
 
 pytestmark = pytest.mark.services
 
@@ -140,20 +148,32 @@ def test_a_candidate_that_cannot_be_loaded_back_is_rejected(
     assert registry.active() == v1
 
 
-def test_a_second_message_for_a_claimed_period_is_skipped_but_a_redelivery_runs(
-    fast: Settings,
-) -> None:
+def test_a_second_message_for_a_claimed_period_is_skipped(fast: Settings) -> None:
     first = run_retrain(fast, "schedule@every-5s:7", task_id="task-a")
     duplicate = run_retrain(fast, "schedule@every-5s:7", task_id="task-b")
-    redelivered = run_retrain(fast, "schedule@every-5s:7", task_id="task-a")
 
     assert first["reason"].startswith("not enough labelled data")
     assert (duplicate["decision"], duplicate["reason"]) == (
         "skipped",
         "period every-5s:7 already has its run",
     )
-    assert redelivered["reason"].startswith("not enough labelled data")
     assert {r["slot"] for r in list_runs(fast)} == {"every-5s:7"}
+
+
+def test_a_task_redelivered_after_a_crash_runs_but_a_copy_of_a_completed_one_does_not(
+    fast: Settings,
+) -> None:
+    assert claim_slot(coordination_redis(fast), fast, "every-5s:8", "task-c")  # as beat does
+    # Its first delivery died mid-run: a "running" record and no final one.
+    crashed = {"run_id": "crashed", "task_id": "task-c", "status": "running", "leased": True}
+    append_run(fast, crashed)
+
+    redelivered = run_retrain(fast, "schedule@every-5s:8", task_id="task-c")
+    copy = run_retrain(fast, "schedule@every-5s:8", task_id="task-c")
+
+    assert redelivered["reason"].startswith("not enough labelled data")
+    assert copy["decision"] == "skipped"
+    assert copy["reason"] == f"task task-c already ran (run {redelivered['run_id']}: skipped)"
 
 
 def test_only_one_retrain_runs_at_a_time(fast: Settings) -> None:
@@ -179,3 +199,14 @@ def test_simstream_retrain_local_runs_in_process_and_prints_the_decision(
 def test_simstream_retrain_refuses_a_name_with_the_period_marker() -> None:
     result = CliRunner().invoke(cli, ["retrain", "--triggered-by", "a@b"])
     assert result.exit_code == 2
+
+
+def test_simstream_retrain_wait_sends_the_task_and_prints_the_decision(
+    fast: Settings, celery_worker: Celery
+) -> None:
+    env = settings_env(fast, log_level="WARNING")
+    result = CliRunner().invoke(cli, ["retrain", "--wait", "--timeout", "60"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "retrain sent: task " in result.output
+    assert "decision: skipped (not enough labelled data" in result.output
+    assert list_runs(fast)[0]["triggered_by"] == "manual"
