@@ -35,3 +35,50 @@ def random_shift(max_shift: int) -> Augment:
         return out
 
     return shift
+
+
+def random_affine(
+    max_shift: float = 0.0, max_rotation: float = 0.0, max_scale: float = 0.0
+) -> Augment:
+    """Randomly shift, rotate and scale each image of a ``(B, H, W, C)`` batch about its centre.
+
+    Each image draws a shift in ``[-max_shift, max_shift]`` pixels per axis, an
+    angle in ``[-max_rotation, max_rotation]`` degrees and a zoom factor in
+    ``[1 - max_scale, 1 + max_scale]``; pixels are resampled bilinearly and the
+    outside is filled with zeros.
+
+    Args:
+        max_shift: largest shift in pixels (≥ 0).
+        max_rotation: largest rotation in degrees (≥ 0).
+        max_scale: largest relative zoom (0 ≤ max_scale < 1).
+    """
+    if max_shift < 0 or max_rotation < 0 or not 0 <= max_scale < 1:
+        raise ModelError(
+            "Invalid augmentation. Expected max_shift ≥ 0, max_rotation ≥ 0 and "
+            f"0 ≤ max_scale < 1. Received: max_shift={max_shift}, "
+            f"max_rotation={max_rotation}, max_scale={max_scale}"
+        )
+
+    def affine(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if batch.ndim != 4:
+            return batch
+        from scipy.ndimage import affine_transform
+
+        n, height, width, channels = batch.shape
+        angles = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
+        zooms = rng.uniform(1 - max_scale, 1 + max_scale, n)
+        shifts = rng.uniform(-max_shift, max_shift, (n, 2))
+        centre = np.array([(height - 1) / 2, (width - 1) / 2])
+        out = np.empty_like(batch)
+        for i in range(n):
+            cos, sin = np.cos(angles[i]), np.sin(angles[i])
+            # affine_transform maps output coordinates to input ones: the inverse map.
+            inverse = np.array([[cos, sin], [-sin, cos]]) / zooms[i]
+            offset = centre - inverse @ (centre + shifts[i])
+            for c in range(channels):
+                out[i, :, :, c] = affine_transform(
+                    batch[i, :, :, c], inverse, offset=offset, order=1, cval=0.0
+                )
+        return out
+
+    return affine

@@ -27,13 +27,13 @@ import numpy as np
 
 from model import encoders
 from model import losses as losses_module
-from model.augment import random_shift
+from model.augment import random_affine, random_shift
 from model.datasets import Dataset
 from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
 from model.registry import Encoder, code_version
-from model.samplers import ClassBalancedSampler
+from model.samplers import Augment, ClassBalancedSampler
 from simstream.errors import ModelError
 from simstream.log import get_logger
 
@@ -64,6 +64,8 @@ class TrainConfig:
             ``"example"`` (a share of every class).
         patience: epochs without recall@1 improvement before stopping.
         augment_shift: largest random image shift in pixels (0: none).
+        augment_rotation: largest random image rotation in degrees (0: none).
+        augment_scale: largest random relative zoom of images (0: none).
         deterministic: ask TensorFlow for deterministic kernels.
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
     """
@@ -83,6 +85,8 @@ class TrainConfig:
     validation_by: Literal["class", "example"] = "class"
     patience: int = 5
     augment_shift: int = 0
+    augment_rotation: float = 0.0
+    augment_scale: float = 0.0
     deterministic: bool = True
     verbose: int = 1
 
@@ -95,6 +99,8 @@ class TrainConfig:
             ("validation_by", self.validation_by in ("class", "example"), "class or example"),
             ("patience", self.patience >= 0, "≥ 0"),
             ("augment_shift", self.augment_shift >= 0, "≥ 0"),
+            ("augment_rotation", self.augment_rotation >= 0, "≥ 0"),
+            ("augment_scale", 0 <= self.augment_scale < 1, "0 ≤ scale < 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -284,7 +290,7 @@ def train(
         classes_per_batch=classes_per_batch,
         examples_per_class=config.examples_per_class,
         steps_per_epoch=config.steps_per_epoch,
-        augment=random_shift(config.augment_shift) if config.augment_shift else None,
+        augment=_augmentation(config),
         seed=config.seed,
     )
     loss = _make_loss(config, dataset.num_classes)
@@ -431,6 +437,12 @@ def plot_history(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path
+
+
+def _augmentation(config: TrainConfig) -> Augment | None:
+    if config.augment_rotation or config.augment_scale:
+        return random_affine(config.augment_shift, config.augment_rotation, config.augment_scale)
+    return random_shift(config.augment_shift) if config.augment_shift else None
 
 
 def _make_loss(config: TrainConfig, num_classes: int) -> keras.losses.Loss:

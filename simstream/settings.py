@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(
         16 * 1024, ge=64, description="largest metadata object, JSON-encoded, in bytes"
     )
-    dispatch_max_items: int = Field(256, ge=1, description="most events in one embed range")
+    dispatch_max_items: int = Field(1024, ge=1, description="most events in one embed range")
     dispatch_max_wait_s: float = Field(
         0.2, gt=0, description="longest wait before a partial range is dispatched"
     )

@@ -299,7 +299,7 @@ def models_rollback(registry: RegistryOption = None) -> None:
 def bench_model(
     mnist_dir: MnistDirOption = None,
     out: Annotated[Path, typer.Option(help="JSON results file; the plot goes next to it.")] = Path(
-        "bench/results/model_mnist.json"
+        "docs/bench/model_mnist.json"
     ),
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
     epochs: Annotated[

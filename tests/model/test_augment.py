@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.augment import random_shift
+from model.augment import random_affine, random_shift
 from simstream.errors import ModelError
 
 
@@ -26,3 +26,29 @@ def test_a_zero_shift_returns_the_batch_unchanged() -> None:
 def test_a_negative_shift_is_refused() -> None:
     with pytest.raises(ModelError, match="max_shift"):
         random_shift(-1)
+
+
+def test_an_affine_augmentation_without_motion_is_the_identity() -> None:
+    batch = np.random.default_rng(0).random((3, 7, 7, 2)).astype(np.float32)
+    out = random_affine()(batch, np.random.default_rng(0))
+    np.testing.assert_allclose(out, batch, atol=1e-6)
+
+
+def test_a_rotation_moves_a_blob_around_the_centre_at_the_same_distance() -> None:
+    batch = np.zeros((20, 11, 11, 1), np.float32)
+    batch[:, 4:7, 7:10, 0] = 1.0  # a 3×3 blob centred 3 pixels right of the centre (5, 5)
+    out = random_affine(max_rotation=90)(batch, np.random.default_rng(1))
+    rows, cols = np.mgrid[:11, :11]
+    weights = out[..., 0].reshape(20, -1)
+    centres = (
+        np.stack([weights @ rows.ravel(), weights @ cols.ravel()], 1) / weights.sum(1)[:, None]
+    )
+    np.testing.assert_allclose(np.hypot(*(centres - 5).T), 3, atol=0.3)
+    assert np.ptp(centres[:, 0]) > 2  # the angles differ
+
+
+def test_invalid_affine_ranges_are_refused() -> None:
+    with pytest.raises(ModelError, match="max_scale"):
+        random_affine(max_scale=1.0)
+    with pytest.raises(ModelError, match="max_rotation"):
+        random_affine(max_rotation=-1)

@@ -11,12 +11,14 @@ dead-lettered later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 
+from model.inputs import InputSpec
 from producers.wire import ArrayPayload, ImagePayload, ItemEvent, Payload, WriteToken
 from simstream.errors import DeliveryError, InvalidEventError, PayloadError, RequestError
 from workers.api.auth import admin_scope, read_scope
@@ -74,7 +76,7 @@ def _payload(state: ApiState, body: ItemUpsert) -> Payload:
     return ArrayPayload.from_array(array)
 
 
-def _check(spec: Any, array: np.ndarray, version: str) -> None:
+def _check(spec: InputSpec, array: np.ndarray, version: str) -> None:
     try:
         spec.to_model_input(array)
     except PayloadError as e:
@@ -115,12 +117,11 @@ def delete_item(
     return _accepted(item_id, "delete", _publish(state, event))
 
 
-def _event(make: Any) -> ItemEvent:
+def _event(make: Callable[[], ItemEvent]) -> ItemEvent:
     try:
-        event: ItemEvent = make()
+        return make()
     except InvalidEventError as e:
         raise RequestError(f"Invalid item. {e}", 422) from None
-    return event
 
 
 def _item(item: Item, version: str, vector: bool) -> dict[str, Any]:

@@ -223,10 +223,9 @@ class Generation:
     def _maybe_snapshot(self) -> None:
         if not self._since_snapshot:
             return
-        due_time = (
-            self.last_snapshot_at is None
-            or time.time() - self.last_snapshot_at >= self.settings.snapshot_every_s
-        )
+        # The interval counts from the last snapshot, or from start when there is none.
+        since = self.last_snapshot_at or self.started_at
+        due_time = time.time() - since >= self.settings.snapshot_every_s
         if due_time or self._since_snapshot >= self.settings.snapshot_every_records:
             self.snapshot()
 

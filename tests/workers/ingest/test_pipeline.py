@@ -61,7 +61,7 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     letters = []
     for _ in range(50):
         letters += [
-            DeadLetter.decode(m.value()) for m in consumer.consume(100, 0.2) if not m.error()
+            DeadLetter.decode(m.value() or b"") for m in consumer.consume(100, 0.2) if not m.error()
         ]
         if len(letters) >= 4:
             break
