@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+MNIST_DIR ?= ../shared/data/mnist
 
 .PHONY: help install run demo up test test-fast test-slow lint format typecheck bench clean lock
 
@@ -44,8 +45,11 @@ format: install ## Apply ruff's fixes and formatting
 typecheck: install ## mypy over the packages and the tests
 	$(BIN)/mypy
 
-bench: install ## Run every benchmark; JSON and plots land in docs/bench/
-	$(BIN)/simstream bench all --out-dir docs/bench
+bench: install ## Run every benchmark; JSON and plots land in docs/bench/ (MNIST_DIR=...)
+	$(BIN)/simstream bench model --mnist-dir $(MNIST_DIR) --out docs/bench/model.json
+	$(BIN)/simstream bench index --mnist-dir $(MNIST_DIR) --out docs/bench/index.json
+	$(BIN)/simstream bench ingest --out docs/bench/ingest.json
+	$(BIN)/simstream bench api --out docs/bench/api.json
 
 lock: ## Refresh requirements/constraints.txt from the current venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^simstream' > requirements/constraints.txt

@@ -65,8 +65,8 @@ def random_affine(
         from scipy.ndimage import affine_transform
 
         n, height, width, channels = batch.shape
-        angles = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
-        zooms = rng.uniform(1 - max_scale, 1 + max_scale, n)
+        angles = np.deg2rad(rng.uniform(-max_rotation, max_rotation, size=(n,)))
+        zooms = rng.uniform(1 - max_scale, 1 + max_scale, size=(n,))
         shifts = rng.uniform(-max_shift, max_shift, (n, 2))
         centre = np.array([(height - 1) / 2, (width - 1) / 2])
         out = np.empty_like(batch)

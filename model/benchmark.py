@@ -160,7 +160,7 @@ def plot_benchmark(result: TrainResult, unseen: QueryResults, threshold: float, 
     loss_axis.plot(np.arange(1, len(losses) + 1), losses, marker="o")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss")
-    loss_axis.set_title("multi-similarity loss, classes 0–5")
+    loss_axis.set_title(f"{result.config.loss} loss, training on classes 0–5")
     bins = np.linspace(0, max(float(unseen.nearest_distance.max()), threshold) * 1.05, 40)
     distance_axis.hist(
         unseen.nearest_distance[unseen.matches], bins=bins, alpha=0.7, label="same class"

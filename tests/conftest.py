@@ -18,6 +18,9 @@ from simstream.settings import Settings
 from simstream.stack.local import LocalStack
 from simstream.stack.process import free_port
 
+# TensorFlow's C++ start-up chatter is noise in test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
