@@ -94,12 +94,15 @@ def _publish(settings: Any, items: int) -> None:
 
     from producers.producer import ItemProducer
     from producers.sources import DigitsSource
+    from producers.wire import ItemEvent
 
     with ItemProducer(settings) as producer:
         for i, item in enumerate(tqdm(DigitsSource(), total=items, desc="publishing digits")):
             if i >= items:
                 break
-            producer.publish(item.to_event(id_prefix="digit-"))
+            producer.publish(
+                ItemEvent.upsert(f"digit-{i}", item.payload, item.label, item.metadata)
+            )
         summary = producer.flush(60)
     typer.echo(f"published {summary.delivered} items ({summary.failed} failed)")
 
