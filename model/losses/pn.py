@@ -9,7 +9,7 @@ from keras import ops
 
 from model.distances import Distance
 from model.losses import mining
-from model.losses.pair_based import PairBasedLoss
+from model.losses.triplet import TripletLoss
 from simstream.errors import ModelError
 
 __all__ = ["PNLoss", "pn_from_pairs", "pn_loss"]
@@ -112,7 +112,7 @@ def pn_loss(
 
 
 @keras.saving.register_keras_serializable(package="simstream")
-class PNLoss(PairBasedLoss):
+class PNLoss(TripletLoss):
     """PN loss (`pn_loss`) as a Keras loss.
 
     It needs positive-to-negative distances, so it is computed over the batch
@@ -146,15 +146,16 @@ class PNLoss(PairBasedLoss):
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
     ) -> None:
-        super().__init__(distance=distance, name=name, reduction=reduction, dtype=dtype)
-        self.positive_mining = mining.check_choice(
-            "positive_mining", positive_mining, mining.POSITIVE_MINING
+        super().__init__(
+            distance,
+            positive_mining=positive_mining,
+            negative_mining=negative_mining,
+            margin=margin,
+            soft_margin=soft_margin,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
         )
-        self.negative_mining = mining.check_choice(
-            "negative_mining", negative_mining, mining.NEGATIVE_MINING
-        )
-        self.margin = mining.check_non_negative("margin", margin)
-        self.soft_margin = bool(soft_margin)
 
     def loss_from_pairs(self, distances: Any, positive_mask: Any, negative_mask: Any) -> Any:
         return pn_from_pairs(
@@ -166,13 +167,3 @@ class PNLoss(PairBasedLoss):
             margin=self.margin,
             soft_margin=self.soft_margin,
         )
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            positive_mining=self.positive_mining,
-            negative_mining=self.negative_mining,
-            margin=self.margin,
-            soft_margin=self.soft_margin,
-        )
-        return config

@@ -7,9 +7,6 @@ deletes absent. The index node's state is read from its final snapshot.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +18,7 @@ from celery import Celery
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from tests.conftest import settings_env
+from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.ingest.pipeline import (
     Expected,
@@ -49,34 +47,6 @@ def fast(settings: Settings) -> Settings:
     """The test's settings with quick redelivery, re-dispatch and snapshots."""
     merged = {**settings.model_dump(), **FAST_RECOVERY}
     return Settings.load(**merged)
-
-
-class Child:
-    """A simstream process under test, killed and restarted at will."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.argv, self.env, self.log = argv, env, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.argv, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def _simstream(*args: str) -> list[str]:

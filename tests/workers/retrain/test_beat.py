@@ -18,8 +18,9 @@ from celery import Celery
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from tests.conftest import settings_env
+from tests.processes import Child
 from tests.waiting import wait_for
-from tests.workers.retrain.helpers import Child, simstream
+from tests.workers.retrain.helpers import simstream
 from workers.retrain import list_runs
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]

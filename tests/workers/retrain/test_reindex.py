@@ -22,6 +22,7 @@ from model.registry import Registry
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from tests.conftest import settings_env
+from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.conftest import register_encoder
 from tests.workers.ingest.pipeline import (
@@ -33,7 +34,6 @@ from tests.workers.ingest.pipeline import (
 )
 from tests.workers.retrain.helpers import (
     FAST_RETRAIN,
-    Child,
     digits,
     publish_items,
     raw,
