@@ -472,17 +472,14 @@ class Registry:
 
 
 def code_version() -> dict[str, str]:
-    """Versions of simstream, Keras, its backend and NumPy (saved with each model)."""
+    """Versions of simstream, Keras, its backend's framework and NumPy (saved with each model)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import keras
 
-    versions = {
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "numpy": np.__version__,
-    }
-    for package in ("simstream", "tensorflow", "jax"):
+    backend = keras.backend.backend()
+    versions = {"keras": keras.__version__, "backend": backend, "numpy": np.__version__}
+    for package in ("simstream", backend):
         with contextlib.suppress(PackageNotFoundError):
             versions[package] = version(package)
     return versions

@@ -173,7 +173,7 @@ class TrainResult:
     def model_config(self) -> dict[str, Any]:
         """What a registry's ``config.json`` records about this model."""
         return {
-            "embedding_dim": self.config.embedding_dim,
+            "embedding_dim": int(self.model.output_shape[-1]),
             "distance": canonical_distance(self.config.distance),
             "encoder": encoders.serialize(encoders.get(self.config.encoder)),
             "loss": self.config.loss,
@@ -257,6 +257,7 @@ def train(
         SamplerError: when class-balanced batches cannot be formed.
     """
     config = config or TrainConfig()
+    validation_by = "given" if validation is not None else config.validation_by
     keras.utils.set_random_seed(config.seed)
     if config.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -332,6 +333,7 @@ def train(
         epochs=config.epochs,
         steps_per_epoch=len(sampler),
         batch_size=sampler.batch_size,
+        fine_tune_from=None if initial is None else initial.version,
     )
     started = time.perf_counter()
     history: dict[str, list[float]] = {}
@@ -363,7 +365,7 @@ def train(
         else {
             "examples": len(validation),
             "classes": sorted(int(c) for c in np.unique(validation.y)),
-            "by": config.validation_by,
+            "by": validation_by,
         },
     )
 

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "hello_world.py"
 
 
@@ -14,7 +12,6 @@ def test_the_hello_world_is_at_most_twenty_lines() -> None:
     assert len(SCRIPT.read_text().splitlines()) <= 20
 
 
-@pytest.mark.slow
 def test_the_hello_world_trains_indexes_and_finds_each_digits_own_class() -> None:
     run = subprocess.run(
         [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=600, check=True
