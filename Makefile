@@ -46,7 +46,7 @@ typecheck: install ## mypy over the packages and the tests
 	$(BIN)/mypy
 
 bench: install ## Run every benchmark; JSON and plots land in docs/bench/ (MNIST_DIR=...)
-	$(BIN)/simstream bench model --mnist-dir $(MNIST_DIR) --out docs/bench/model.json
+	$(BIN)/simstream bench model --mnist-dir $(MNIST_DIR) --out docs/bench/model_mnist.json
 	$(BIN)/simstream bench index --mnist-dir $(MNIST_DIR) --out docs/bench/index.json
 	$(BIN)/simstream bench ingest --out docs/bench/ingest.json
 	$(BIN)/simstream bench api --out docs/bench/api.json

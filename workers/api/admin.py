@@ -1,17 +1,17 @@
-"""Operational routes: ``GET /v1/stats``, ``GET /v1/models`` (read scope) and
-``POST /v1/admin/retrain`` (admin scope)."""
+"""Operational routes: ``GET /v1/stats``, ``GET /v1/models`` (read scope),
+``POST /v1/admin/retrain`` and ``GET /v1/admin/runs`` (admin scope)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from simstream.errors import RegistryError, RequestError
 from simstream.log import get_logger
 from workers.api.auth import admin_scope, read_scope
 from workers.api.lookup import ERRORS
-from workers.api.schemas import ModelsResponse, RetrainAccepted, StatsResponse
+from workers.api.schemas import ModelsResponse, RetrainAccepted, RetrainRuns, StatsResponse
 from workers.api.state import ApiState, get_state
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -116,3 +116,20 @@ def retrain(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B0
         celery.close()
     log.info("retrain sent", task_id=result.id)
     return {"task_id": str(result.id), "task": RETRAIN_TASK, "queue": TRAIN_QUEUE}
+
+
+@router.get(
+    "/admin/runs",
+    response_model=RetrainRuns,
+    responses={**ERRORS, 403: ERRORS[401] | {"description": "A read token on an admin route."}},
+    dependencies=[admin_scope],
+    summary="Recorded retrain runs, newest first",
+)
+def runs(
+    state: ApiState = Depends(get_state),  # noqa: B008
+    limit: int = Query(50, ge=1, le=1000, description="Most runs to return."),
+) -> dict[str, Any]:
+    """Who triggered each run, data size, both models' metrics, duration and the decision."""
+    from workers.retrain import list_runs
+
+    return {"runs": list_runs(state.settings, limit=limit)}

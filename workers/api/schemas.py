@@ -337,6 +337,12 @@ class RetrainAccepted(BaseModel):
     queue: str
 
 
+class RetrainRuns(BaseModel):
+    """Retrain runs as recorded in ``runs.jsonl`` (newest record of each run)."""
+
+    runs: list[dict[str, Any]]
+
+
 class Health(BaseModel):
     """Liveness."""
 

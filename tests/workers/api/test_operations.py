@@ -168,3 +168,26 @@ def test_the_openapi_document_describes_every_route_with_examples(client: TestCl
         assert paths[path][method]["description"], (path, method)
     assert document["components"]["schemas"]["LookupRequest"]["examples"]
     assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
+def test_the_admin_runs_route_lists_recorded_retrain_runs_newest_first(
+    secured: TestClient, served: Served
+) -> None:
+    from workers.retrain.runs import runs_path
+
+    path = runs_path(served.settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [
+        {"run_id": "r1", "status": "done", "decision": "rejected", "triggered_by": "api"},
+        {"run_id": "r2", "status": "done", "decision": "promoted", "triggered_by": "schedule"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    try:
+        read = secured.get("/v1/admin/runs", headers=bearer(READ))
+        admin = secured.get("/v1/admin/runs", headers=bearer(ADMIN))
+    finally:
+        path.unlink()
+
+    assert read.status_code == 403
+    assert admin.status_code == 200, admin.text
+    assert [r["decision"] for r in admin.json()["runs"]] == ["promoted", "rejected"]
