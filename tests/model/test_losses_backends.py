@@ -33,7 +33,8 @@ print(json.dumps(values))
 
 
 def test_losses_give_the_same_values_under_jax_as_under_tensorflow() -> None:
-    pytest.importorskip("jax")
+    if os.environ.get("CI") != "true":  # jax comes with the dev extra; CI must have it
+        pytest.importorskip("jax")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(root)}
     completed = subprocess.run(

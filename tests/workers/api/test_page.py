@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,10 @@ def server(served: Served) -> Iterator[ThreadedServer]:
 def page(server: ThreadedServer) -> Iterator[Any]:
     """A Chromium page (the Debian package, never a downloaded browser)."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+        reason = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
