@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from producers.producer import ItemProducer
-from producers.wire import DeadLetter, ItemEvent, VectorPayload
+from producers.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
 from simstream.settings import Settings
 from tests.workers.ingest.pipeline import (
     Expected,
@@ -16,6 +17,12 @@ from tests.workers.ingest.pipeline import (
 from workers.node.node import IndexNode
 
 pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared test settings with a small payload limit, so oversize events are cheap."""
+    return Settings.load(**{**settings.model_dump(), "max_payload_bytes": 4096})
 
 
 @pytest.mark.slow
@@ -42,11 +49,13 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     raw = Producer(settings.kafka_config())
     good = ItemEvent.upsert("ok-5", VectorPayload.from_values([1.0] * 16)).encode()
     wrong_dim = ItemEvent.upsert("bad-dim", VectorPayload.from_values([1.0] * 3)).encode()
+    oversize = ItemEvent.upsert("big", ArrayPayload.from_array(np.zeros(2048, np.float32))).encode()
     for key, value in [
         (b"junk", b"not an event at all"),
         (b"bad-dim", wrong_dim),
         (b"trunc", good[: len(good) // 2]),
         (b"op", good.replace(b'"upsert"', b'"upsart"')),
+        (b"big", oversize),
     ]:
         raw.produce(settings.topic_items, key=key, value=value)
     raw.flush(10)
@@ -63,11 +72,12 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
         letters += [
             DeadLetter.decode(m.value() or b"") for m in consumer.consume(100, 0.2) if not m.error()
         ]
-        if len(letters) >= 4:
+        if len(letters) >= 5:
             break
     consumer.close()
-    assert len(letters) == 4
+    assert len(letters) == 5
     assert all(letter.reason and letter.source_topic == settings.topic_items for letter in letters)
-    assert any(letter.reason == "bad_payload" for letter in letters), letters
+    reasons = {letter.reason for letter in letters}
+    assert {"bad_payload", "payload_too_large", "unknown_op", "truncated"} <= reasons, reasons
     with ItemProducer(settings) as producer:
         producer.publish(ItemEvent.delete("ok-0"))
