@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     index_ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")
     index_ef_search: int = Field(64, ge=1, description="default hnswlib ef at query time")
     index_initial_capacity: int = Field(1024, ge=16, description="initial items per shard")
+    index_threads: int = Field(
+        -1, ge=-1, description="hnswlib threads per shard operation (-1: all cores)"
+    )
     index_tombstone_ratio: float = Field(
         0.2, gt=0, lt=1, description="tombstone share that triggers a shard rebuild (0..1)"
     )
@@ -262,6 +265,13 @@ class Settings(BaseSettings):
         if not isinstance(value, dict):
             raise ValueError("expected a JSON object")
         return {str(k): str(v) for k, v in value.items()}
+
+    @field_validator("index_threads")
+    @classmethod
+    def _threads(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("expected -1 (all cores) or a positive number of threads")
+        return value
 
     @field_validator("retrain_schedule")
     @classmethod

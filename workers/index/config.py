@@ -82,6 +82,7 @@ class IndexConfig:
             ef_search=settings.index_ef_search,
             initial_capacity=settings.index_initial_capacity,
             tombstone_ratio=settings.index_tombstone_ratio,
+            num_threads=settings.index_threads,
         )
 
     def with_(self, **changes: object) -> IndexConfig:
