@@ -20,7 +20,7 @@ def ingest(
     out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path(
         "docs/bench/ingest.json"
     ),
-    items: Annotated[int, typer.Option(min=100, help="Items published end to end.")] = 5000,
+    items: Annotated[int, typer.Option(min=100, help="Items published end to end.")] = 20000,
     partitions: Annotated[int, typer.Option(min=1, help="Partitions = shards.")] = 4,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the encoder trained first.")] = 2,
     freshness_seconds: Annotated[

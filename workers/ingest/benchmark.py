@@ -59,7 +59,7 @@ def _train_encoder(settings: Settings, epochs: int) -> str:
 
 def run(
     out: Path,
-    items: int = 5000,
+    items: int = 20000,
     partitions: int = 4,
     epochs: int = 2,
     freshness_seconds: float = 10.0,
