@@ -127,4 +127,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=request.url.path)
-        return _json(request, 500, "Internal error; it has been logged with this request id")
+        # Starlette answers a 500 outside the request-id middleware: add the header here.
+        rid = request_id(request.scope)
+        return _json(
+            request,
+            500,
+            "Internal error; it has been logged with this request id",
+            headers={"X-Request-ID": rid} if rid else None,
+        )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.workers.api.conftest import EMBEDDING_DIM, Served
@@ -176,3 +177,19 @@ def test_unknown_items_are_404_and_a_sample_needs_its_size(client: TestClient) -
     assert no_size.json()["detail"].startswith("Missing value for `sample`")
     assert "Invalid value for `sample`" in too_many.json()["detail"]
     assert "Received: '1000'" in too_many.json()["detail"]
+
+
+def test_an_unexpected_error_is_a_500_whose_body_and_header_carry_the_request_id(
+    app: FastAPI, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(served.node, "stats", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/stats", headers={"X-Request-ID": "trace-42"})
+
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "trace-42"
+    assert response.json()["request_id"] == "trace-42"
+    assert "injected" not in response.text
