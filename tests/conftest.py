@@ -81,8 +81,3 @@ def mnist_dir() -> Path:
             raise FileNotFoundError(f"MNIST test set missing at {MNIST_DIR}")
         pytest.skip(f"MNIST test set missing at {MNIST_DIR}")
     return MNIST_DIR
-
-
-def settings_env(settings: Settings, **overrides: object) -> dict[str, str]:
-    """``SIMSTREAM_*`` variables that recreate ``settings`` (plus overrides) in a child process."""
-    return settings.to_env(**overrides)

@@ -5,11 +5,11 @@ Configuration (DESIGN.md contract 7): JSON only (no pickle), ``acks_late`` with
 prefetch 1, three queues (``embed`` on GPU workers, ``train``, ``default``).
 Tasks carry ids, offsets and versions — never payloads or vectors.
 
-TensorFlow is never initialised before fork: nothing here imports it; the
-encoder is loaded lazily inside the first task of each worker process. Run GPU
-workers with ``--pool solo`` (one process per GPU, the default of
-``simstream worker``); with ``prefork`` each child loads its own encoder after
-the fork.
+TensorFlow is never initialised before fork: nothing here imports it. With
+``--pool solo`` (one process per GPU, the default of ``simstream worker``) no
+fork follows, so the worker loads and warms the active encoder before taking
+tasks; with ``prefork`` each child loads its encoder lazily in its first task,
+after the fork.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The work itself is done by functions tested without Celery
 (`workers.ingest.embedder.RangeEmbedder`, `workers.retrain`). Each worker
-process loads an encoder version once, on its first task, warms it up and
-keeps it (TensorFlow is initialised only then — after any fork).
+process loads an encoder version once, warms it up and keeps it: a solo
+worker preloads the active version at start (no fork follows), a prefork
+child on its first task (after the fork).
 
 Failure path of ``embed_range``: retries with exponential backoff and jitter;
 after ``task_max_retries`` attempts the range is dead-lettered (one entry in

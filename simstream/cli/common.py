@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 import typer
 
 from simstream.errors import SettingsError, SimstreamError
 from simstream.log import configure_logging
 from simstream.settings import Settings
-
-T = TypeVar("T")
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -35,10 +31,3 @@ def exit_on_error() -> Iterator[None]:
     except SimstreamError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-
-
-def run_or_exit(fn: Callable[[], T]) -> T:
-    """Call ``fn`` and exit with status 1 and its message on a `SimstreamError`."""
-    with exit_on_error():
-        return fn()
-    sys.exit(1)  # pragma: no cover - unreachable, for the type checker

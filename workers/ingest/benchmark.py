@@ -141,7 +141,7 @@ def run(
                     throughput = items / elapsed
 
                     rate = throughput / 2
-                    generation._freshness.clear()
+                    generation.reset_freshness()
                     sent = _publish_at_rate(settings, images, labels, rate, freshness_seconds)
                     _wait_applied(generation, items + sent, timeout_s=300)
                     freshness = generation.freshness()

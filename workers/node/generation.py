@@ -264,6 +264,10 @@ class Generation:
         """Events of ``items`` not yet accounted for in this generation (all partitions)."""
         return sum(max(0, end - self.watermarks[p].next) for p, end in self.source_end.items())
 
+    def reset_freshness(self) -> None:
+        """Forget the recent freshness samples (a benchmark starts a new phase)."""
+        self._freshness.clear()
+
     def freshness(self) -> dict[str, float | None]:
         """p50 and p99 of event time → searchable over the recent window, in seconds."""
         if not self._freshness:

@@ -14,6 +14,7 @@ from producers.wire import ItemEvent, VectorPayload
 from simstream.kafka import end_offsets
 from simstream.settings import Settings
 from workers.index.sharded import ShardedIndex
+from workers.node.generation import Generation
 
 
 @dataclass
@@ -92,13 +93,15 @@ def assert_index_matches(index: ShardedIndex, expected: Expected, embed: object 
         assert index.get(item_id) is None, f"{item_id} should be deleted"
 
 
-def wait_until_caught_up(settings: Settings, generation: object, timeout_s: float = 120) -> None:
+def wait_until_caught_up(
+    settings: Settings, generation: Generation, timeout_s: float = 120
+) -> None:
     """Wait until the generation's watermarks pass the end of every items partition."""
     ends = items_end(settings)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(generation.visible(p, end - 1) for p, end in ends.items() if end > 0):  # type: ignore[attr-defined]
+        if all(generation.visible(p, end - 1) for p, end in ends.items() if end > 0):
             return
         time.sleep(0.1)
-    marks = {p: w.next for p, w in generation.watermarks.items()}  # type: ignore[attr-defined]
+    marks = {p: w.next for p, w in generation.watermarks.items()}
     raise TimeoutError(f"not caught up: ends {ends}, watermarks {marks}")

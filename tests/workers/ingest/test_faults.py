@@ -17,7 +17,6 @@ from celery import Celery
 
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
-from tests.conftest import settings_env
 from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.ingest.pipeline import (
@@ -93,7 +92,7 @@ def test_a_killed_embed_worker_loses_and_duplicates_nothing(
     app.control.purge()
     worker = Child(
         _simstream("worker", "--queues", "embed"),
-        settings_env(fast, metrics_port=0),
+        fast.to_env(metrics_port=0),
         tmp_path / "worker.log",
     )
     worker.start()
@@ -121,7 +120,7 @@ def test_a_killed_dispatcher_loses_and_duplicates_nothing(
 ) -> None:
     dispatcher = Child(
         _simstream("dispatcher", "--model-version", ingest_topics),
-        settings_env(fast, metrics_port=0),
+        fast.to_env(metrics_port=0),
         tmp_path / "dispatcher.log",
     )
     dispatcher.start()
@@ -143,7 +142,7 @@ def test_a_killed_index_node_recovers_from_its_snapshot_and_the_log_exactly(
 ) -> None:
     node = Child(
         [sys.executable, "-m", "tests.workers.ingest.node_process"],
-        settings_env(fast),
+        fast.to_env(),
         tmp_path / "node.log",
     )
     node.start()

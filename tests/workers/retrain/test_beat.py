@@ -17,7 +17,6 @@ from celery import Celery
 
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
-from tests.conftest import settings_env
 from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.retrain.helpers import simstream
@@ -29,8 +28,8 @@ PERIOD_S, LOCK_TTL_S = 2, 3
 
 
 def _beat(settings: Settings, tmp_path: Path, name: str) -> Child:
-    env = settings_env(
-        settings, retrain_schedule=str(PERIOD_S), beat_lock_ttl_s=LOCK_TTL_S, metrics_port=0
+    env = settings.to_env(
+        retrain_schedule=str(PERIOD_S), beat_lock_ttl_s=LOCK_TTL_S, metrics_port=0
     )
     return Child(simstream("beat"), env, tmp_path / f"{name}.log")
 

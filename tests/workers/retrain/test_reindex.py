@@ -21,7 +21,6 @@ from celery import Celery
 from model.registry import Registry
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
-from tests.conftest import settings_env
 from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.conftest import register_encoder
@@ -216,7 +215,7 @@ def test_a_node_killed_in_the_middle_of_a_reindex_finishes_it_after_restart_exac
     v1 = register_encoder(fast, "vector", seed=0)
     node = Child(
         [sys.executable, "-m", "tests.workers.ingest.node_process"],
-        settings_env(fast),
+        fast.to_env(),
         tmp_path / "node.log",
     )
     stop = threading.Event()

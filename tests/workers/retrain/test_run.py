@@ -15,7 +15,6 @@ from simstream.cli.main import app as cli
 from simstream.errors import ModelIntegrityError, RetrainError
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
-from tests.conftest import settings_env
 from tests.workers.retrain.helpers import (
     FAST_RETRAIN,
     digits,
@@ -189,7 +188,7 @@ def test_only_one_retrain_runs_at_a_time(fast: Settings) -> None:
 def test_simstream_retrain_local_runs_in_process_and_prints_the_decision(
     fast: Settings,
 ) -> None:
-    env = settings_env(fast, log_level="WARNING")
+    env = fast.to_env(log_level="WARNING")
     result = CliRunner().invoke(cli, ["retrain", "--local", "--triggered-by", "alice"], env=env)
     assert result.exit_code == 0, result.output
     assert "decision: skipped (not enough labelled data" in result.output
@@ -204,7 +203,7 @@ def test_simstream_retrain_refuses_a_name_with_the_period_marker() -> None:
 def test_simstream_retrain_wait_sends_the_task_and_prints_the_decision(
     fast: Settings, celery_worker: Celery
 ) -> None:
-    env = settings_env(fast, log_level="WARNING")
+    env = fast.to_env(log_level="WARNING")
     result = CliRunner().invoke(cli, ["retrain", "--wait", "--timeout", "60"], env=env)
     assert result.exit_code == 0, result.output
     assert "retrain sent: task " in result.output
