@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         32, ge=1, description="most embed ranges in flight before the dispatcher pauses"
     )
     embed_batch_size: int = Field(256, ge=1, description="encoder batch size")
+    worker_processes: int = Field(
+        0, ge=0, description="encoder processes per embed worker (0: 1 on a GPU, else 1 per core)"
+    )
+    encoder_threads: int = Field(
+        0, ge=0, description="CPU threads per encoder process (0: cores / worker processes)"
+    )
     task_max_retries: int = Field(5, ge=0, description="attempts before a task is dead-lettered")
     task_visibility_timeout_s: int = Field(
         300, ge=1, description="seconds before an unacknowledged task is redelivered"

@@ -6,10 +6,10 @@ prefetch 1, three queues (``embed`` on GPU workers, ``train``, ``default``).
 Tasks carry ids, offsets and versions — never payloads or vectors.
 
 TensorFlow is never initialised before fork: nothing here imports it. With
-``--pool solo`` (one process per GPU, the default of ``simstream worker``) no
-fork follows, so the worker loads and warms the active encoder before taking
-tasks; with ``prefork`` each child loads its encoder lazily in its first task,
-after the fork.
+``--pool solo`` (one process, the default on a GPU) no fork follows, so the
+worker loads and warms the active encoder before taking tasks; with
+``prefork`` (one process per core, the default on CPUs) each child loads it
+right after its fork (see `workers.ingest.device`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A prefork child loads and warms its encoder before it reports up.
+        worker_proc_alive_timeout=120.0,
         task_queues=(Queue(EMBED_QUEUE), Queue(TRAIN_QUEUE), Queue(DEFAULT_QUEUE)),
         task_default_queue=DEFAULT_QUEUE,
         task_routes={EMBED_TASK: {"queue": EMBED_QUEUE}, RETRAIN_TASK: {"queue": TRAIN_QUEUE}},
@@ -43,6 +45,8 @@ def make_celery(settings: Settings) -> Celery:
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # Our structured logs go to stderr; a prefork child's must not be swallowed.
+        worker_redirect_stdouts=False,
         worker_send_task_events=False,
         task_track_started=False,
         timezone="UTC",

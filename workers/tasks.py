@@ -2,9 +2,11 @@
 
 The work itself is done by functions tested without Celery
 (`workers.ingest.embedder.RangeEmbedder`, `workers.retrain`). Each worker
-process loads an encoder version once, warms it up and keeps it: a solo
-worker preloads the active version at start (no fork follows), a prefork
-child on its first task (after the fork).
+process loads an encoder version once, warms it up and keeps it. ``simstream
+worker`` preloads the active version: a solo worker before it takes tasks (no
+fork follows), each prefork child right after its fork (the parent never
+imports a framework). A prefork child dies with its parent, so killing a
+worker kills all of it, and its unacknowledged tasks are delivered again.
 
 Failure path of ``embed_range``: retries with exponential backoff and jitter;
 after ``task_max_retries`` attempts the range is dead-lettered (one entry in
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 from typing import Any
 
@@ -25,6 +28,7 @@ from celery.signals import worker_process_init
 from simstream.errors import RegistryError, SimstreamError
 from simstream.log import configure_logging, get_logger
 from simstream.settings import Settings
+from simstream.stack.process import die_with_parent
 from workers.celery_app import EMBED_TASK, RETRAIN_TASK, make_celery
 from workers.ingest.embedder import RangeEmbedder
 
@@ -50,9 +54,24 @@ def bind_settings(settings: Settings) -> None:
         _embedders.clear()
 
 
+def preload_active() -> None:
+    """Load and warm the registry's active encoder now, before the first task."""
+    from model.registry import Registry
+
+    try:
+        version = Registry(current_settings().registry_dir).active()
+        if version:
+            embedder_for(version)
+    except SimstreamError as e:
+        log.warning("encoder not preloaded", error=str(e))
+
+
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     configure_logging(current_settings())
+    if app.conf.get("simstream_preload"):
+        die_with_parent(signal.SIGKILL)
+        preload_active()
 
 
 def embedder_for(model_version: str) -> RangeEmbedder:
@@ -62,8 +81,10 @@ def embedder_for(model_version: str) -> RangeEmbedder:
         embedder = _embedders.get(model_version)
         if embedder is None:
             from model.registry import Registry
-            from workers.ingest.device import select_device
+            from workers.ingest.device import configure_threads, select_device
 
+            if settings.encoder_threads:
+                configure_threads(settings.encoder_threads)
             select_device(settings.device)
             encoder = Registry(settings.registry_dir).load(model_version)
             encoder.warmup()

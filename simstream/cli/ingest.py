@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
-from simstream.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -24,28 +23,56 @@ def worker(
     queues: Annotated[
         str, typer.Option(help="Comma-separated Celery queues: embed, train, default.")
     ] = "embed,train,default",
-    concurrency: Annotated[int, typer.Option(min=1, help="Worker processes or threads.")] = 1,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Encoder processes (default SIMSTREAM_WORKER_PROCESSES: 1 on a GPU, "
+            "else one per CPU core).",
+        ),
+    ] = None,
     pool: Annotated[
-        str, typer.Option(help="Celery pool: solo (one process per GPU) or prefork.")
-    ] = "solo",
+        str,
+        typer.Option(
+            help="Celery pool: auto (solo for one process, else prefork), solo or prefork."
+        ),
+    ] = "auto",
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
 ) -> None:
-    """Run a Celery worker (GPU embed worker, trainer, or both).
+    """Run a Celery worker (embed worker, trainer, or both).
 
-    The encoder is loaded on the first task, never before fork. Prometheus metrics
-    are served on SIMSTREAM_METRICS_PORT.
+    Every process loads and warms the active encoder before its first task: a solo
+    worker at start, a prefork child right after its fork (the parent never loads
+    TensorFlow). On CPUs each encoder gets cores / processes threads
+    (SIMSTREAM_ENCODER_THREADS). Prometheus metrics are served on SIMSTREAM_METRICS_PORT.
     """
+    if pool not in ("auto", "solo", "prefork"):
+        raise typer.BadParameter(
+            f"Expected auto, solo or prefork. Received: {pool!r}", param_hint="--pool"
+        )
     settings = load_settings()
+    from workers.ingest.device import worker_layout
     from workers.metrics import serve_metrics
     from workers.tasks import app as celery_app
+    from workers.tasks import bind_settings, preload_active
 
+    layout = worker_layout(settings, 1 if pool == "solo" else concurrency)
+    pool = layout.pool if pool == "auto" else pool
+    bind_settings(settings.model_copy(update={"encoder_threads": layout.encoder_threads}))
     serve_metrics(settings.metrics_port)
     if pool == "solo":
-        _preload(settings)
+        preload_active()
+    else:
+        celery_app.conf.simstream_preload = True
+    typer.echo(
+        f"worker: pool {pool}, {layout.processes} encoder process(es), "
+        f"{layout.encoder_threads} CPU thread(s) each",
+        err=True,
+    )
     argv = [
         "worker",
         f"--queues={queues}",
-        f"--concurrency={concurrency}",
+        f"--concurrency={layout.processes}",
         f"--pool={pool}",
         f"--loglevel={settings.log_level}",
         "--without-gossip",
@@ -54,20 +81,6 @@ def worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     celery_app.worker_main(argv=argv)
-
-
-def _preload(settings: Settings) -> None:
-    """Load and warm the active encoder before taking tasks (solo pool only: no fork follows)."""
-    from model.registry import Registry
-    from simstream.errors import SimstreamError
-    from workers.tasks import embedder_for
-
-    try:
-        version = Registry(settings.registry_dir).active()
-        if version:
-            embedder_for(version)
-    except SimstreamError as e:
-        typer.echo(f"warning: encoder not preloaded: {e}", err=True)
 
 
 def beat() -> None:

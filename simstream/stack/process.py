@@ -22,11 +22,11 @@ log = get_logger("stack")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this child when its parent dies, even by SIGKILL."""
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies, even by SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -94,7 +94,7 @@ class ChildService:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env},
             # prctl must run in the child; it calls no Python locks, so it is fork-safe.
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         log.info("service starting", service=self.name, pid=self.process.pid, url=self.url)
         deadline = time.monotonic() + timeout_s

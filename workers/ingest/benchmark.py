@@ -3,10 +3,13 @@
 On a fresh embedded stack (Tansu broker + Valkey on free ports), with a real
 Celery worker, the dispatcher and the index node in this process:
 
-1. ``encoder_limit``: the encoder alone embedding the same inputs (items/s);
+1. ``encoder_limit``: the encoder alone embedding the same inputs (items/s), in
+   the better of the two layouts a worker can run: one process using every core
+   (``encoder_limit_one_process``), or one single-threaded process per core side
+   by side (``encoder_limit_per_core``);
 2. ``insert_limit``: one raw hnswlib index adding the same embeddings (items/s);
-3. ``throughput``: items published as fast as possible until the index has
-   applied all of them (publish → searchable, items/s);
+3. ``throughput``: items published as fast as possible by a connected producer
+   until the index has applied all of them (publish → searchable, items/s);
 4. freshness (event time → searchable) p50/p99 while publishing at half of
    that throughput for ``freshness_seconds``.
 
@@ -28,6 +31,7 @@ import numpy as np
 
 from simstream.log import get_logger
 from simstream.settings import Settings
+from workers.ingest.device import cpu_cores
 
 log = get_logger("bench.ingest")
 
@@ -103,7 +107,9 @@ def run(
 
             started = time.perf_counter()
             vectors = encoder.embed(inputs, settings.embed_batch_size)
-            encoder_limit = items / (time.perf_counter() - started)
+            one_process = items / (time.perf_counter() - started)
+            per_core = _encoder_limit_per_core(settings, version, inputs, Path(tmp))
+            encoder_limit = max(one_process, per_core)
 
             raw = hnswlib.Index(space=settings.index_space, dim=vectors.shape[1])
             raw.init_index(
@@ -115,7 +121,12 @@ def run(
             raw.add_items(vectors, np.arange(items))
             insert_limit = items / (time.perf_counter() - started)
             pipeline_limit = 1.0 / (1.0 / encoder_limit + 1.0 / insert_limit)
-            log.info("limits measured", encoder_limit=encoder_limit, insert_limit=insert_limit)
+            log.info(
+                "limits measured",
+                encoder_one_process=one_process,
+                encoder_per_core=per_core,
+                insert_limit=insert_limit,
+            )
 
             stop = threading.Event()
             children = _pipeline_processes(settings, version)
@@ -132,13 +143,14 @@ def run(
                         for i in range(items)
                     ]
                     generation = node.current()
-                    started = time.perf_counter()
                     with ItemProducer(settings) as producer:
-                        for event in events:
+                        _warm_up(producer, events[0])
+                        started = time.perf_counter()
+                        for event in events[1:]:
                             producer.publish(event)
-                    _wait_applied(generation, items, timeout_s=600)
-                    elapsed = time.perf_counter() - started
-                    throughput = items / elapsed
+                        _wait_applied(generation, items, timeout_s=600)
+                        elapsed = time.perf_counter() - started
+                    throughput = (items - 1) / elapsed
 
                     rate = throughput / 2
                     generation.reset_freshness()
@@ -158,6 +170,9 @@ def run(
         "dataset": "sklearn digits (8x8), repeated",
         "throughput": throughput,
         "encoder_limit": encoder_limit,
+        "encoder_limit_one_process": one_process,
+        "encoder_limit_per_core": per_core,
+        "cpu_cores": cpu_cores(),
         "insert_limit": insert_limit,
         "pipeline_limit": pipeline_limit,
         "efficiency": throughput / pipeline_limit,
@@ -172,17 +187,74 @@ def run(
     return result
 
 
+def _encoder_limit_per_core(
+    settings: Settings, version: str, inputs: np.ndarray, scratch: Path
+) -> float:
+    """Items/s of one encoder process per core, one CPU thread each, all at once.
+
+    The other layout the worker can run (`workers.ingest.device`); on a few
+    cores it beats one process using them all. Processes are spawned, never forked.
+    """
+    import multiprocessing
+
+    processes = cpu_cores()
+    path = scratch / "bench-inputs.npy"
+    np.save(path, inputs)
+    context = multiprocessing.get_context("spawn")
+    barrier, spans = context.Barrier(processes), context.Queue()
+    args = (str(settings.registry_dir), version, str(path), settings.embed_batch_size)
+    workers = [
+        context.Process(target=_embed_timed, args=(*args, barrier, spans)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    timings = [spans.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    path.unlink()
+    started = min(start for start, _ in timings)
+    ended = max(end for _, end in timings)
+    return processes * len(inputs) / (ended - started)
+
+
+def _embed_timed(
+    registry_dir: str,
+    version: str,
+    inputs_path: str,
+    batch_size: int,
+    barrier: Any,
+    spans: Any,
+) -> None:
+    """In a spawned process: embed the inputs with one CPU thread; put (start, end) wall times."""
+    from model.registry import Registry
+    from workers.ingest.device import configure_threads
+
+    configure_threads(1)
+    encoder = Registry(registry_dir).load(version)
+    inputs = np.load(inputs_path)
+    encoder.warmup(batch_size)
+    barrier.wait()
+    started = time.time()
+    encoder.embed(inputs, batch_size)
+    spans.put((started, time.time()))
+
+
 def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
     """The embed worker and the dispatcher as child processes, as they are deployed."""
     from simstream.stack.local import simstream_command
     from simstream.stack.process import ChildService
     from workers.celery_app import make_celery
+    from workers.ingest.device import worker_layout
 
     env = settings.to_env(metrics_port=0)
     celery = make_celery(settings)
+    processes = worker_layout(settings).processes
+    worker_log = settings.logs_dir / "bench-worker.log"
 
     def worker_ready() -> bool:
-        return bool(celery.control.ping(timeout=0.5))
+        # Measure only once every encoder process has loaded and warmed its encoder.
+        loaded = worker_log.read_text(errors="replace").count("encoder loaded")
+        return loaded >= processes and bool(celery.control.ping(timeout=0.5))
 
     dispatcher_log = settings.logs_dir / "bench-dispatcher.log"
 
@@ -208,6 +280,13 @@ def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
     ]
 
 
+def _warm_up(producer: Any, event: Any) -> None:
+    """Publish ``event`` and wait for it: the producer is then connected and holds its
+    idempotent producer id, as a long-lived producer's would (a new one takes about
+    0.5 s for that: librdkafka asks again for the id only after 500 ms)."""
+    producer.publish_sync(event)
+
+
 def _wait_applied(generation: Any, count: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -223,9 +302,13 @@ def _publish_at_rate(
     from producers.producer import ItemProducer
     from producers.wire import ArrayPayload, ItemEvent
 
-    sent = 0
-    started = time.perf_counter()
     with ItemProducer(settings) as producer:
+        _warm_up(
+            producer,
+            ItemEvent.upsert("fresh-0", ArrayPayload.from_array(images[0]), str(labels[0])),
+        )
+        sent = 1
+        started = time.perf_counter()
         while (now := time.perf_counter() - started) < seconds:
             due = int(now * rate)
             while sent < due:

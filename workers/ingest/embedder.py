@@ -9,11 +9,17 @@ and produces `EmbeddingRecord`s to the same partition of
 broker acknowledged every record (``flush``), so a task that reports success
 never loses output. Running it twice on a range writes the same records twice;
 the index applies them idempotently.
+
+The encoder runs on its own thread (the only thread that touches it), so while
+it embeds one batch the task thread decodes the next and produces the records
+of the previous one; records still leave in source-offset order.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +79,18 @@ class RangeResult:
         }
 
 
+@dataclass
+class _Batch:
+    """Upserts whose vectors the encoder thread is computing."""
+
+    items: list[tuple[ItemEvent, int]]
+    vectors: Future[np.ndarray]
+
+
+#: What leaves for the embeddings log, in source-offset order.
+_Outgoing = _Batch | EmbeddingRecord
+
+
 class RangeEmbedder:
     """Embeds offset ranges of the items topic with one encoder."""
 
@@ -110,6 +128,7 @@ class RangeEmbedder:
             )
         )
         self._failures: list[str] = []
+        self._encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
 
     def run(
         self, topic: str, partition: int, start: int, end: int, model_version: str
@@ -129,6 +148,7 @@ class RangeEmbedder:
         out_topic = self.settings.embeddings_topic(model_version)
         bound = log.bind(partition=partition, start=start, end=end, model_version=model_version)
         pending: list[tuple[ItemEvent, int, np.ndarray]] = []
+        outgoing: deque[_Outgoing] = deque()
         started = time.perf_counter()
         messages = self._read(topic, partition, start, end)
         read_s = time.perf_counter() - started
@@ -138,17 +158,15 @@ class RangeEmbedder:
             try:
                 event = ItemEvent.decode(raw, self.limits)
                 if event.op is Op.DELETE:
-                    self._flush_batch(pending, out_topic, partition, model_version, result)
-                    self._produce(
-                        out_topic,
-                        partition,
+                    self._submit(pending, outgoing)
+                    outgoing.append(
                         EmbeddingRecord(
                             op=RecordOp.DELETE,
                             item_id=event.id,
                             source_offset=offset,
                             model_version=model_version,
                             event_time_ms=event.event_time_ms,
-                        ),
+                        )
                     )
                     result.deletes += 1
                     continue
@@ -166,8 +184,10 @@ class RangeEmbedder:
                 continue
             pending.append((event, offset, model_input))
             if len(pending) >= self.settings.embed_batch_size:
-                self._flush_batch(pending, out_topic, partition, model_version, result)
-        self._flush_batch(pending, out_topic, partition, model_version, result)
+                self._submit(pending, outgoing)
+                self._send(outgoing, out_topic, partition, model_version, result, wait=False)
+        self._submit(pending, outgoing)
+        self._send(outgoing, out_topic, partition, model_version, result, wait=True)
         self._produce(out_topic, partition, EmbeddingRecord.range_marker(start, end, model_version))
         self._await_delivery()
         bound.info(
@@ -205,39 +225,64 @@ class RangeEmbedder:
             self._consumer.unassign()
         return messages
 
-    def _flush_batch(
+    def _submit(
+        self, pending: list[tuple[ItemEvent, int, np.ndarray]], outgoing: deque[_Outgoing]
+    ) -> None:
+        """Hand the pending upserts to the encoder thread; their records follow in order."""
+        if not pending:
+            return
+        inputs = np.stack([x for _, _, x in pending])
+        vectors = self._encoder_thread.submit(self._embed, inputs)
+        outgoing.append(_Batch([(event, offset) for event, offset, _ in pending], vectors))
+        pending.clear()
+
+    def _embed(self, inputs: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self.encoder.embed(inputs, self.settings.embed_batch_size)
+        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
+        return vectors
+
+    def _send(
         self,
-        pending: list[tuple[ItemEvent, int, np.ndarray]],
+        outgoing: deque[_Outgoing],
         out_topic: str,
         partition: int,
         model_version: str,
         result: RangeResult,
+        wait: bool,
     ) -> None:
-        if not pending:
-            return
-        started = time.perf_counter()
-        vectors = self.encoder.embed(
-            np.stack([x for _, _, x in pending]), self.settings.embed_batch_size
-        )
-        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
-        for (event, offset, _), vector in zip(pending, vectors, strict=True):
-            self._produce(
-                out_topic,
-                partition,
-                EmbeddingRecord(
-                    op=RecordOp.UPSERT,
-                    item_id=event.id,
-                    source_offset=offset,
-                    model_version=model_version,
-                    vector=np.asarray(vector, dtype=np.float32),
-                    label=event.label,
-                    metadata=dict(event.metadata),
-                    event_time_ms=event.event_time_ms,
-                ),
-            )
-        metrics.EMBEDDED_ITEMS.labels(model_version, "upsert").inc(len(pending))
-        result.upserts += len(pending)
-        pending.clear()
+        """Produce the outgoing records in order: all of them (``wait``) or up to the
+        first batch still being embedded.
+
+        Raises:
+            Exception: whatever the encoder raised for a batch (the task retries).
+        """
+        while outgoing:
+            head = outgoing[0]
+            if isinstance(head, EmbeddingRecord):
+                self._produce(out_topic, partition, head)
+            elif wait or head.vectors.done():
+                vectors = head.vectors.result()
+                for (event, offset), vector in zip(head.items, vectors, strict=True):
+                    self._produce(
+                        out_topic,
+                        partition,
+                        EmbeddingRecord(
+                            op=RecordOp.UPSERT,
+                            item_id=event.id,
+                            source_offset=offset,
+                            model_version=model_version,
+                            vector=np.asarray(vector, dtype=np.float32),
+                            label=event.label,
+                            metadata=dict(event.metadata),
+                            event_time_ms=event.event_time_ms,
+                        ),
+                    )
+                metrics.EMBEDDED_ITEMS.labels(model_version, "upsert").inc(len(head.items))
+                result.upserts += len(head.items)
+            else:
+                return
+            outgoing.popleft()
 
     def _produce(self, topic: str, partition: int, record: EmbeddingRecord) -> None:
         self._produce_raw(topic, partition, record.item_id.encode() or None, record.encode())
@@ -272,6 +317,7 @@ class RangeEmbedder:
             )
 
     def close(self) -> None:
-        """Release the Kafka clients."""
+        """Release the encoder thread and the Kafka clients."""
+        self._encoder_thread.shutdown(wait=True)
         self._producer.flush(10)
         self._consumer.close()

@@ -115,9 +115,13 @@ def test_of_two_schedulers_only_the_lease_holder_sends_and_a_clean_stop_hands_ov
 
 
 @pytest.mark.services
-def test_a_leader_claims_each_period_once_before_sending(beat_app: Celery) -> None:
-    leader = LeaderScheduler(beat_app)
-    leader.tick()
+def test_a_leader_claims_each_period_once_before_sending(settings: Settings) -> None:
+    # An hourly schedule: both sends below fall in the same period, and nothing
+    # else (a tick of the real beat) claims it first.
+    app = make_celery(with_overrides(settings, retrain_schedule="3600", beat_lock_ttl_s=3))
+    app.conf.beat_schedule = beat_schedule(app.conf.simstream_settings, app)
+    leader = LeaderScheduler(app)
+    assert leader.lead()
     sent: list[tuple[str, str]] = []
     leader.apply_async = lambda e, *a, **k: sent.append(  # type: ignore[method-assign]
         (e.kwargs["triggered_by"], e.options["task_id"])
@@ -128,7 +132,7 @@ def test_a_leader_claims_each_period_once_before_sending(beat_app: Celery) -> No
     leader.close()
     assert len(sent) == 1
     source, _, slot = sent[0][0].partition("@")
-    assert source == "schedule" and slot.startswith("every-1s:")
+    assert source == "schedule" and slot.startswith("every-3600s:")
 
 
 @pytest.mark.services

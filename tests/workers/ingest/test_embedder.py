@@ -1,0 +1,134 @@
+"""`RangeEmbedder` on the real broker with a real (untrained) Keras encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from model.registry import Encoder, Registry
+from producers.wire import ItemEvent, VectorPayload
+from simstream.kafka import ensure_topics
+from simstream.settings import Settings
+from workers.ingest.embedder import RangeEmbedder
+from workers.ingest.record import EmbeddingRecord, RecordOp
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def small_batches(settings: Settings, encoder_version: str) -> Settings:
+    """Batches of 64, so one range spans several encoder calls."""
+    merged = Settings.load(**{**settings.model_dump(), "embed_batch_size": 64})
+    ensure_topics(merged, [merged.topic_items, merged.topic_dlq])
+    ensure_topics(merged, [merged.embeddings_topic(encoder_version)])
+    return merged
+
+
+def _publish_to_partition_0(settings: Settings, values: list[bytes]) -> None:
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True}))
+    for value in values:
+        producer.produce(settings.topic_items, value=value, key=b"k", partition=0)
+    assert producer.flush(10) == 0
+
+
+def _upsert(item_id: str) -> bytes:
+    seed = int(item_id.rsplit("-", maxsplit=1)[-1])
+    vector = np.random.default_rng(seed).normal(size=16).astype(np.float32)
+    return ItemEvent.upsert(item_id, VectorPayload.from_values(vector)).encode()
+
+
+def _embeddings(settings: Settings, version: str, count: int) -> list[EmbeddingRecord]:
+    consumer = Consumer(settings.kafka_config(**{"group.id": "embeddings-reader"}))
+    consumer.assign([TopicPartition(settings.embeddings_topic(version), 0, 0)])
+    records: list[EmbeddingRecord] = []
+    for _ in range(100):
+        records += [
+            EmbeddingRecord.decode(m.value() or b"")
+            for m in consumer.consume(1000, 0.2)
+            if m.error() is None
+        ]
+        if len(records) >= count:
+            break
+    consumer.close()
+    return records
+
+
+def _events() -> list[bytes]:
+    """150 upserts, a delete, 100 upserts, junk, 20 upserts, a delete: 273 offsets."""
+    return [
+        *(_upsert(f"item-{i}") for i in range(150)),
+        ItemEvent.delete("item-3").encode(),
+        *(_upsert(f"item-{i}") for i in range(150, 250)),
+        b"not an event",
+        *(_upsert(f"item-{i}") for i in range(250, 270)),
+        ItemEvent.delete("item-200").encode(),
+    ]
+
+
+def test_records_leave_in_source_order_across_batches_deletes_and_dead_letters(
+    small_batches: Settings, encoder_version: str
+) -> None:
+    settings = small_batches
+    _publish_to_partition_0(settings, _events())
+    encoder = Registry(settings.registry_dir).load(encoder_version)
+    embedder = RangeEmbedder(settings, encoder)
+    try:
+        result = embedder.run(settings.topic_items, 0, 0, 273, encoder_version)
+    finally:
+        embedder.close()
+    assert (result.upserts, result.deletes, result.dead_letters) == (270, 2, 1)
+    records = _embeddings(settings, encoder_version, 273)
+    assert len(records) == 273
+    *entries, marker = records
+    assert marker.op is RecordOp.RANGE and (marker.range_start, marker.range_end) == (0, 273)
+    offsets = [r.source_offset for r in entries]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 272
+    assert 251 not in offsets  # the junk event's offset went to the dead-letter topic
+    deletes = [(r.item_id, r.source_offset) for r in entries if r.op is RecordOp.DELETE]
+    assert deletes == [("item-3", 150), ("item-200", 272)]
+    by_id = {r.item_id: r for r in entries if r.op is RecordOp.UPSERT}
+    for item_id in ("item-0", "item-64", "item-149", "item-269"):
+        payload = ItemEvent.decode(_upsert(item_id)).payload
+        assert payload is not None
+        expected = encoder.embed(encoder.input_spec.to_model_input(payload.to_array()))
+        vector = by_id[item_id].vector
+        assert vector is not None
+        np.testing.assert_allclose(vector, expected[0], rtol=1e-5, atol=1e-6)
+
+
+class _FailsOnce:
+    """Fault injection: the first embed call fails as a lost device would."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder, self.failed = encoder, False
+        self.version, self.input_spec = encoder.version, encoder.input_spec
+
+    def embed(self, inputs: np.ndarray, batch_size: int = 256) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("device lost")
+        return self.encoder.embed(inputs, batch_size)
+
+
+def test_an_encoder_failure_fails_the_range_and_the_retry_writes_it_whole(
+    small_batches: Settings, encoder_version: str
+) -> None:
+    settings = small_batches
+    _publish_to_partition_0(settings, _events())
+    embedder = RangeEmbedder(
+        settings, _FailsOnce(Registry(settings.registry_dir).load(encoder_version))
+    )
+    try:
+        with pytest.raises(RuntimeError, match="device lost"):
+            embedder.run(settings.topic_items, 0, 0, 273, encoder_version)
+        result = embedder.run(settings.topic_items, 0, 0, 273, encoder_version)
+    finally:
+        embedder.close()
+    assert (result.upserts, result.deletes, result.dead_letters) == (270, 2, 1)
+    records = _embeddings(settings, encoder_version, 273)
+    assert records[-1].op is RecordOp.RANGE
+    # Nothing of the failed attempt reached the log: its first batch failed first.
+    assert len(records) == 273

@@ -1,0 +1,75 @@
+"""`simstream worker` as deployed: a prefork worker preloads every child, which die with it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from simstream.settings import Settings
+from tests.processes import Child
+from tests.waiting import wait_for
+from workers.ingest.device import cpu_cores
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_prefork_worker_preloads_each_child_and_they_die_with_it(
+    settings: Settings, encoder_version: str, tmp_path: Path
+) -> None:
+    worker = Child(
+        [sys.executable, "-m", "simstream.cli.main", "worker", "--concurrency", "2"],
+        settings.to_env(metrics_port=0),
+        tmp_path / "worker.log",
+    )
+    worker.start()
+    try:
+        wait_for(
+            lambda: worker.output().count("encoder loaded") >= 2,
+            timeout_s=180,
+            message="both children loaded the encoder",
+        )
+        threads = max(1, cpu_cores() // 2)
+        assert f"pool prefork, 2 encoder process(es), {threads} CPU thread(s) each" in (
+            worker.output()
+        )
+        assert worker.process is not None
+        children = _children(worker.process.pid)
+        assert len(children) >= 2
+        loaded_in = {
+            int(line.split("pid=")[1].split()[0])
+            for line in worker.output().splitlines()
+            if "encoder loaded" in line
+        }
+        assert loaded_in <= children and os.getpid() not in loaded_in
+        worker.kill()
+        wait_for(
+            lambda: not any(_alive(pid) for pid in children),
+            timeout_s=15,
+            message="the children died with their parent",
+        )
+    finally:
+        worker.stop()
