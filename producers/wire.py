@@ -51,6 +51,7 @@ VERSION: Final = 1
 
 #: dtypes an `ArrayPayload` may carry; always little-endian on the wire.
 DTYPES: Final = ("uint8", "int16", "int32", "float16", "float32", "float64")
+_ITEMSIZE: Final = {name: np.dtype(name).itemsize for name in DTYPES}
 #: image formats an `ImagePayload` may carry.
 IMAGE_FORMATS: Final = ("PNG", "JPEG")
 
@@ -255,7 +256,7 @@ class ArrayPayload:
             )
         shape = self.shape
         if (
-            not isinstance(shape, Sequence)
+            not isinstance(shape, tuple | list)
             or not 1 <= len(shape) <= _MAX_NDIM
             or not all(_is_int(n) and n >= 1 for n in shape)
         ):
@@ -264,7 +265,7 @@ class ArrayPayload:
                 f"Expected 1 to {_MAX_NDIM} axes, each a positive integer. Received: {shape!r}",
             )
         object.__setattr__(self, "shape", tuple(shape))
-        expected = math.prod(shape) * np.dtype(self.dtype).itemsize
+        expected = math.prod(shape) * _ITEMSIZE[self.dtype]
         if expected != len(self.data):
             raise _invalid(
                 Reason.SIZE_MISMATCH,
@@ -452,7 +453,7 @@ class ItemEvent:
                 f"Expected a label of at most {limits.max_id_chars} characters. "
                 f"Received: {len(self.label)} characters",
             )
-        size = len(_json(self.metadata))
+        size = len(_json(self.metadata)) if self.metadata else 2
         if size > limits.max_metadata_bytes:
             raise _invalid(
                 Reason.METADATA_TOO_LARGE,
@@ -699,7 +700,8 @@ def _pack(magic: bytes, header: dict[str, Any], body: bytes) -> bytes:
 def _unpack(magic: bytes, data: bytes, max_header: int) -> tuple[dict[str, Any], bytes]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _invalid(Reason.TRUNCATED, f"Expected bytes. Received: {_type(data)}")
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     found = data[: len(magic)]
     if found != magic:
         if len(found) < len(magic) and magic.startswith(found):
@@ -727,7 +729,7 @@ def _unpack(magic: bytes, data: bytes, max_header: int) -> tuple[dict[str, Any],
             f"Expected a {header_size}-byte header. Received: {len(data) - _PREFIX.size} bytes",
         )
     try:
-        header = json.loads(data[_PREFIX.size : end].decode("utf-8"), parse_constant=_no_constant)
+        header = _DECODER.decode(data[_PREFIX.size : end].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise _invalid(Reason.BAD_HEADER, f"Expected a UTF-8 JSON object. Received: {e}") from None
     if not isinstance(header, dict):
@@ -763,13 +765,16 @@ def _field(
 
 
 def _json(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+# Made once: json.dumps/loads with options build a new encoder/decoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _utf8(text: str) -> bool:

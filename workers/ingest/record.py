@@ -27,6 +27,9 @@ from simstream.errors import DecodeError
 MAGIC = b"SSR"
 VERSION = 1
 _PREFIX = struct.Struct(">3sBI")
+# Made once: json.dumps/loads with options build a new encoder/decoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DECODER = json.JSONDecoder()
 
 
 class RecordOp(StrEnum):
@@ -97,7 +100,7 @@ class EmbeddingRecord:
             header["m"] = self.metadata
         if self.op is RecordOp.RANGE:
             header["rs"], header["re"] = self.range_start, self.range_end
-        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        encoded = _ENCODER.encode(header).encode()
         return _PREFIX.pack(MAGIC, VERSION, len(encoded)) + encoded + body
 
     @classmethod
@@ -116,7 +119,7 @@ class EmbeddingRecord:
             raise DecodeError(f"unknown record version {version}; expected {VERSION}", data)
         end = _PREFIX.size + length
         try:
-            header = json.loads(data[_PREFIX.size : end])
+            header = _DECODER.decode(data[_PREFIX.size : end].decode())
             op = RecordOp(header["op"])
             vector = None
             if "d" in header:

@@ -192,10 +192,12 @@ class Generation:
             for _, record in items:
                 if record.op is RecordOp.RANGE:
                     watermark.mark(record.range_start, record.range_end)
+            freshness = metrics.FRESHNESS.labels(self.version)
             for record in records:
                 if record.event_time_ms:
-                    self._freshness.append(max(0.0, (now_ms - record.event_time_ms) / 1000))
-                    metrics.FRESHNESS.labels(self.version).observe(self._freshness[-1])
+                    seconds = max(0.0, (now_ms - record.event_time_ms) / 1000)
+                    self._freshness.append(seconds)
+                    freshness.observe(seconds)
             self.applied += len(records)
             self._since_snapshot += len(items)
             metrics.APPLIED_RECORDS.labels(self.version).inc(len(records))
