@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 
 from simstream.log import get_logger
 from simstream.settings import Settings
-from workers.ingest.device import cpu_cores
+from workers.ingest.device import configure_threads, cpu_cores, worker_layout
 
 log = get_logger("bench.ingest")
 
@@ -128,7 +127,6 @@ def run(
                 insert_limit=insert_limit,
             )
 
-            stop = threading.Event()
             children = _pipeline_processes(settings, version)
             try:
                 for child in children:
@@ -158,7 +156,6 @@ def run(
                     _wait_applied(generation, items + sent, timeout_s=300)
                     freshness = generation.freshness()
                 finally:
-                    stop.set()
                     node.stop()
             finally:
                 for child in reversed(children):
@@ -227,7 +224,6 @@ def _embed_timed(
 ) -> None:
     """In a spawned process: embed the inputs with one CPU thread; put (start, end) wall times."""
     from model.registry import Registry
-    from workers.ingest.device import configure_threads
 
     configure_threads(1)
     encoder = Registry(registry_dir).load(version)
@@ -244,7 +240,6 @@ def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
     from simstream.stack.local import simstream_command
     from simstream.stack.process import ChildService
     from workers.celery_app import make_celery
-    from workers.ingest.device import worker_layout
 
     env = settings.to_env(metrics_port=0)
     celery = make_celery(settings)
