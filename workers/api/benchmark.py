@@ -235,7 +235,7 @@ def run(
     from simstream.stack.process import free_port
     from workers.api.app import create_app
     from workers.api.server import ThreadedServer
-    from workers.cache.redis import RedisResultCache
+    from workers.cache import CacheConfig, RedisResultCache
     from workers.node.node import IndexNode
 
     rng = np.random.default_rng(seed)
@@ -280,7 +280,9 @@ def run(
             build_s = time.perf_counter() - started
             log.info("benchmark index ready", items=items, seconds=round(build_s, 1))
 
-            app = create_app(settings, node, cache=RedisResultCache(settings))
+            app = create_app(
+                settings, node, cache=RedisResultCache(CacheConfig.from_settings(settings))
+            )
             url = f"http://127.0.0.1:{settings.api_port}/v1/lookup"
             uncached_q = _unit(rng, 5000, dim)
             cached_q = _unit(rng, 200, dim)
