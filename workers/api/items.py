@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 
 from model.inputs import InputSpec
-from producers.wire import ArrayPayload, ImagePayload, ItemEvent, Payload, WriteToken
 from simstream.errors import DeliveryError, InvalidEventError, PayloadError, RequestError
+from simstream.wire import ArrayPayload, ImagePayload, ItemEvent, Payload, WriteToken
 from workers.api.auth import admin_scope, read_scope
 from workers.api.lookup import ERRORS
 from workers.api.schemas import ItemResponse, ItemSample, ItemUpsert, WriteAccepted

@@ -24,10 +24,10 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
-from producers.wire import ArrayPayload, ImagePayload, ItemEvent, WireLimits
 from simstream.errors import DecodeError
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.wire import ArrayPayload, ImagePayload, ItemEvent
 
 log = get_logger("api.payloads")
 
@@ -47,7 +47,7 @@ class PayloadImages:
         self.settings = settings
         self.topic = settings.topic_items
         self.timeout_s = timeout_s
-        self.limits = WireLimits.from_settings(settings)
+        self.limits = settings.wire_limits()
         self._cache: OrderedDict[tuple[int, int], tuple[bytes, str] | None] = OrderedDict()
         self._cache_size = cache_size
         self._consumer: Consumer | None = None

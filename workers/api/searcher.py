@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from producers.wire import ImagePayload, WireLimits, WriteToken
 from simstream.errors import (
     DecodeError,
     InvalidEventError,
@@ -36,6 +35,7 @@ from simstream.errors import (
 )
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.wire import ImagePayload, WriteToken
 from workers.api.schemas import ClassifyRequest, FilterSpec, LookupOptions, Query
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.filter import Filter, ItemLabel
@@ -102,7 +102,7 @@ class Searcher:
         self.node = node
         self.cache = cache or NullCache()
         self.max_ef = 4 * settings.api_max_k
-        self.limits = WireLimits.from_settings(settings)
+        self.limits = settings.wire_limits()
         self._embed_lock = threading.Lock()
         self._thresholds: dict[str, tuple[float, Literal["model", "settings"]]] = {}
 
