@@ -97,9 +97,9 @@ class EmbeddingRecord:
         Raises:
             DecodeError: with a `Reason`, a human detail and the raw bytes.
         """
-        limits = limits or WireLimits()
+        max_header = (limits or WireLimits()).max_header_bytes
         with decoding(data):
-            header, body = unpack(EMBEDDING_MAGIC, data, limits.max_header_bytes, sized=False)
+            header, body = unpack(EMBEDDING_MAGIC, data, max_header, sized=False)
             record = cls(
                 op=_op(header),
                 item_id=header_field(header, "id", str, Reason.BAD_ID),
