@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from producers.wire import (
+from simstream.errors import DatasetError, InvalidEventError
+from simstream.log import get_logger
+from simstream.wire import (
     DTYPES,
     ArrayPayload,
     ImagePayload,
@@ -33,8 +35,6 @@ from producers.wire import (
     Payload,
     VectorPayload,
 )
-from simstream.errors import DatasetError, InvalidEventError
-from simstream.log import get_logger
 
 log = get_logger("sources")
 

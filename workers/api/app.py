@@ -14,7 +14,6 @@ from fastapi import FastAPI
 
 import simstream
 from producers.producer import ItemProducer
-from producers.wire import WireLimits
 from simstream.settings import Settings
 from workers.api import admin, handlers, health, items, lookup, page
 from workers.api.classifier import Classifier
@@ -71,7 +70,7 @@ def create_app(
         The app; its lifespan closes what it made (a producer is flushed).
     """
     result_cache = cache or NullCache()
-    decoder = QueryDecoder(WireLimits.from_settings(settings))
+    decoder = QueryDecoder(settings.wire_limits())
     searcher = Searcher(SearchConfig.from_settings(settings), node, decoder, result_cache)
     state = ApiState(
         settings=settings,

@@ -179,7 +179,7 @@ class _Feeder:
         self.producer = Producer(settings.kafka_config(**{"linger.ms": 5, "acks": "all"}))
 
     def write(self, ids: list[str], vectors: np.ndarray) -> None:
-        from workers.ingest.record import EmbeddingRecord, RecordOp
+        from simstream.wire import EmbeddingRecord, Op
 
         partitions = self.settings.partitions
         by_partition: dict[int, list[int]] = {}
@@ -189,7 +189,7 @@ class _Feeder:
             start = self.next[partition]
             for offset, n in enumerate(rows, start):
                 record = EmbeddingRecord(
-                    op=RecordOp.UPSERT,
+                    op=Op.UPSERT,
                     item_id=ids[n],
                     source_offset=offset,
                     model_version=self.version,

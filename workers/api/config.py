@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from producers.wire import WireLimits
+from simstream.wire import WireLimits
 
 if TYPE_CHECKING:
     from simstream.settings import Settings
@@ -93,4 +93,4 @@ class ItemImageConfig:
         consumer = settings.kafka_config(
             **{"group.id": IMAGES_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
         )
-        return cls(settings.topic_items, consumer, WireLimits.from_settings(settings))
+        return cls(settings.topic_items, consumer, settings.wire_limits())

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from model.inputs import InputSpec
-from producers.wire import ArrayPayload, ImagePayload, Payload, WireLimits
 from simstream.errors import InvalidEventError, PayloadError, RequestError
+from simstream.wire import ArrayPayload, ImagePayload, Payload, WireLimits
 from workers.api.schemas import ItemUpsert, Query
 
 

@@ -24,8 +24,8 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
-from producers.wire import ArrayPayload, ImagePayload, ItemEvent
 from simstream.errors import DecodeError
+from simstream.wire import ArrayPayload, ImagePayload, ItemEvent
 from workers.api.config import ItemImageConfig
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from producers.producer import ItemProducer
-from producers.wire import ItemEvent, WriteToken
 from simstream.errors import DeliveryError, InvalidEventError, RequestError
+from simstream.wire import ItemEvent, WriteToken
 from workers.api.decoding import QueryDecoder
 from workers.api.item_images import ItemImageReader
 from workers.api.schemas import ItemUpsert

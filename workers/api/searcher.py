@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from producers.wire import WriteToken
 from simstream.errors import DecodeError, NotFoundError, NotReadyError, RequestError
+from simstream.wire import WriteToken
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
 from workers.api.schemas import (

@@ -390,7 +390,7 @@ class Shard:
         return self._deleted_at.get(item_id)
 
     def _plan(self, records: Sequence[IndexRecord], result: ApplyResult) -> dict[str, _Planned]:
-        ops = [str(getattr(r.op, "value", r.op)) for r in records]
+        ops = [r.op for r in records]
         vectors, problems = self._check_vectors(
             [r.vector for r, op in zip(records, ops, strict=True) if op == UPSERT]
         )

@@ -23,10 +23,10 @@ from PIL import Image
 
 from model.registry import Encoder
 from producers.producer import ItemProducer
-from producers.wire import ImagePayload, ItemEvent
 from simstream.kafka import end_offsets, ensure_topics
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack
+from simstream.wire import ImagePayload, ItemEvent
 from tests.waiting import wait_for
 from workers.api import create_app
 from workers.cache import CacheConfig, RedisResultCache

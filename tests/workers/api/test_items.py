@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from producers.wire import ImagePayload, WriteToken
+from simstream.wire import ImagePayload, WriteToken
 from tests.workers.api.conftest import Served, embed_pending, png
 from workers.api import create_app
 
