@@ -18,10 +18,6 @@ import numpy as np
 from simstream.wire import Op
 from workers.index.filter import ItemLabel
 
-# Names the index modules use for the two ops it applies; the values are `Op` members.
-UPSERT = Op.UPSERT
-DELETE = Op.DELETE
-
 
 class IndexRecord(Protocol):
     """The attributes the index reads from a record.
