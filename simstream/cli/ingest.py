@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
@@ -86,7 +84,7 @@ def worker(
 def beat() -> None:
     """Run Celery beat: schedules `retrain` (SIMSTREAM_RETRAIN_SCHEDULE); one active at a time."""
     settings = load_settings()
-    from workers.schedule import run_beat
+    from workers.retrain.schedule import run_beat
 
     with exit_on_error():
         run_beat(settings)
@@ -107,13 +105,7 @@ def dispatcher(
     from workers.ingest.supervisor import DispatcherSupervisor
     from workers.metrics import serve_metrics
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     serve_metrics(settings.metrics_port)
     with exit_on_error():
         DispatcherSupervisor(settings, fixed_version=model_version).run(stop)

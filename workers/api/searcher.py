@@ -40,7 +40,7 @@ from workers.api.schemas import ClassifyRequest, FilterSpec, LookupOptions, Quer
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.filter import Filter, ItemLabel
 from workers.index.shard import Item
-from workers.node.generation import Generation
+from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
 log = get_logger("api.searcher")
@@ -108,7 +108,7 @@ class Searcher:
 
     # --- validation ------------------------------------------------------------------
 
-    def plan(self, generation: Generation, options: LookupOptions) -> Plan:
+    def plan(self, generation: IndexGeneration, options: LookupOptions) -> Plan:
         """Check ``k`` and ``ef`` against the limits and build the filter.
 
         Raises:
@@ -144,7 +144,7 @@ class Searcher:
 
     # --- read-your-writes ------------------------------------------------------------
 
-    def wait_for(self, generation: Generation, after: str) -> None:
+    def wait_for(self, generation: IndexGeneration, after: str) -> None:
         """Block until the write named by token ``after`` is visible in ``generation``.
 
         Raises:
@@ -179,7 +179,7 @@ class Searcher:
 
     # --- queries ---------------------------------------------------------------------
 
-    def resolve(self, generation: Generation, queries: Sequence[Query]) -> list[Resolved]:
+    def resolve(self, generation: IndexGeneration, queries: Sequence[Query]) -> list[Resolved]:
         """Turn queries into embeddings; raw payloads are embedded in one batch.
 
         Raises:
@@ -207,7 +207,7 @@ class Searcher:
                 resolved[i] = Resolved(vector, digest)
         return [r for r in resolved if r is not None]
 
-    def _vector(self, generation: Generation, values: Sequence[float]) -> Resolved:
+    def _vector(self, generation: IndexGeneration, values: Sequence[float]) -> Resolved:
         dim = generation.dim
         if len(values) != dim:
             raise RequestError(
@@ -239,7 +239,7 @@ class Searcher:
         rounded = np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0
         return Resolved(vector, b"v:" + rounded.astype(np.float32).tobytes())
 
-    def model_input(self, generation: Generation, query: Query) -> tuple[np.ndarray, bytes]:
+    def model_input(self, generation: IndexGeneration, query: Query) -> tuple[np.ndarray, bytes]:
         """The model input of a raw-payload query and a digest of it for cache keys."""
         spec = self.node.encoder(generation.version).input_spec
         if query.image is not None:
@@ -316,13 +316,13 @@ class Searcher:
             return array.astype(np.uint8)
         return array
 
-    def embed(self, generation: Generation, inputs: np.ndarray) -> np.ndarray:
+    def embed(self, generation: IndexGeneration, inputs: np.ndarray) -> np.ndarray:
         """Embed model inputs with the generation's own encoder (one call at a time)."""
         encoder = self.node.encoder(generation.version)
         with self._embed_lock:
             return encoder.embed(inputs, batch_size=self.settings.embed_batch_size)
 
-    def item(self, generation: Generation, item_id: str) -> Item:
+    def item(self, generation: IndexGeneration, item_id: str) -> Item:
         """An indexed item of the generation.
 
         Raises:
@@ -340,7 +340,7 @@ class Searcher:
     # --- searching -------------------------------------------------------------------
 
     def neighbours(
-        self, generation: Generation, queries: Sequence[Resolved], plan: Plan
+        self, generation: IndexGeneration, queries: Sequence[Resolved], plan: Plan
     ) -> list[list[dict[str, Any]]]:
         """Search and describe the neighbours of each query (without cache)."""
         extra = 1 if any(q.exclude is not None for q in queries) else 0
@@ -373,7 +373,7 @@ class Searcher:
 
     def cached_neighbours(
         self,
-        generation: Generation,
+        generation: IndexGeneration,
         position: str,
         queries: Sequence[Resolved],
         plan: Plan,
@@ -459,7 +459,7 @@ class Searcher:
         label = ranked[0][0] if ranked else UNKNOWN_LABEL
         return label, votes, evidence
 
-    def classify(self, generation: Generation, request: ClassifyRequest) -> dict[str, Any]:
+    def classify(self, generation: IndexGeneration, request: ClassifyRequest) -> dict[str, Any]:
         """Classify one query (the caller has waited for ``after`` if given)."""
         plan = self.plan(generation, request)
         position, epoch = state_of(generation)
@@ -479,7 +479,7 @@ class Searcher:
         }
 
 
-def state_of(generation: Generation) -> tuple[str, int]:
+def state_of(generation: IndexGeneration) -> tuple[str, int]:
     """The index's log position (for cache keys) and epoch (for answers), read together.
 
     Read before searching: the search then sees this state or a newer one.

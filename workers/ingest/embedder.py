@@ -27,7 +27,7 @@ import numpy as np
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from producers.wire import DeadLetter, ItemEvent, Op, WireLimits
-from simstream.errors import DecodeError, KafkaError, PayloadError
+from simstream.errors import DecodeError, EncoderVersionError, KafkaError, PayloadError
 from simstream.log import get_logger
 from simstream.settings import Settings
 from workers import metrics
@@ -136,11 +136,12 @@ class RangeEmbedder:
         """Embed ``[start, end)`` of ``topic``/``partition`` into ``embeddings.<model_version>``.
 
         Raises:
+            EncoderVersionError: ``model_version`` is not the encoder's version.
             KafkaError: the range could not be read in time or a record was not
                 acknowledged (the task retries).
         """
         if model_version != self.encoder.version:
-            raise KafkaError(
+            raise EncoderVersionError(
                 f"Encoder mismatch. Expected version {model_version}. "
                 f"Received: {self.encoder.version}"
             )

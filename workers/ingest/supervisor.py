@@ -7,8 +7,8 @@ from pathlib import Path
 
 from simstream.log import get_logger
 from simstream.settings import Settings
-from workers.generations import GenerationBoard
 from workers.ingest.dispatcher import Dispatcher
+from workers.node.serving import ServingStatusBoard
 
 log = get_logger("dispatcher")
 
@@ -27,12 +27,12 @@ class DispatcherSupervisor:
         self,
         settings: Settings,
         fixed_version: str | None = None,
-        board: GenerationBoard | None = None,
+        board: ServingStatusBoard | None = None,
         poll_s: float = 1.0,
     ) -> None:
         self.settings = settings
         self.fixed_version = fixed_version
-        self.board = board or GenerationBoard(settings)
+        self.board = board or ServingStatusBoard(settings)
         self.poll_s = poll_s
         self._threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
 

@@ -1,4 +1,4 @@
-"""`Generation`: the index of one model version, fed from its embeddings log.
+"""`IndexGeneration`: the index of one model version, fed from its embeddings log.
 
 A generation owns a `ShardedIndex` (shard p ⇐ partition p of
 ``embeddings.<version>``), a consumer thread that applies records in log order,
@@ -35,7 +35,7 @@ log = get_logger("node")
 _FRESHNESS_WINDOW = 10_000
 
 
-class Generation:
+class IndexGeneration:
     """One model version's index, kept fresh from ``embeddings.<version>``.
 
     Args:

@@ -44,7 +44,7 @@ from workers import metrics
 from workers.celery_app import RETRAIN_TASK
 from workers.index.config import IndexConfig
 from workers.index.snapshot import SnapshotStore
-from workers.node.generation import Generation
+from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 from workers.retrain import list_runs
 
@@ -103,7 +103,9 @@ class LookupClient:
         self.answers.append((version, hits.ids))
 
 
-def _vectors_made_by(node: IndexNode, generation: Generation, payloads: dict[str, Any]) -> None:
+def _vectors_made_by(
+    node: IndexNode, generation: IndexGeneration, payloads: dict[str, Any]
+) -> None:
     ids = sorted(payloads)
     stored = np.stack([generation.index.get(i).vector for i in ids])  # type: ignore[union-attr]
     fresh = node.encoder(generation.version).embed_payloads([payloads[i] for i in ids])

@@ -18,7 +18,7 @@ from tests.waiting import wait_for
 from tests.workers.retrain.helpers import digits, publish_items, with_overrides
 from workers.celery_app import make_celery
 from workers.retrain import list_runs
-from workers.schedule import (
+from workers.retrain.schedule import (
     AlignedInterval,
     LeaderScheduler,
     beat_schedule,

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 import redis
@@ -47,6 +45,7 @@ from celery.schedules import crontab, schedstate, schedule
 from simstream.errors import ConfigError, SimstreamError
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.signals import stop_on_signals
 from workers.celery_app import RETRAIN_TASK, make_celery
 from workers.retrain.coordination import (
     NEW_ITEMS,
@@ -294,12 +293,7 @@ def run_beat(settings: Settings, app: Celery | None = None) -> None:
         app, scheduler_cls=LeaderScheduler, max_interval=settings.beat_lock_ttl_s / 3
     )
     if threading.current_thread() is threading.main_thread():
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            raise SystemExit(0)
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop_on_signals(raise_exit=True)
     log.info(
         "beat starting",
         schedule=settings.retrain_schedule or None,
