@@ -51,12 +51,13 @@ def worker(
     settings = load_settings()
     from workers.ingest.device import worker_layout
     from workers.metrics import serve_metrics
-    from workers.tasks import app as celery_app
-    from workers.tasks import bind_settings, preload_active
+    from workers.tasks import configure, preload_active
 
     layout = worker_layout(settings, 1 if pool == "solo" else concurrency)
     pool = layout.pool if pool == "auto" else pool
-    bind_settings(settings.model_copy(update={"encoder_threads": layout.encoder_threads}))
+    celery_app = configure(
+        settings.model_copy(update={"encoder_threads": layout.encoder_threads})
+    )
     serve_metrics(settings.metrics_port)
     if pool == "solo":
         preload_active()

@@ -50,12 +50,9 @@ def encoder_version(settings: Settings) -> str:
 @pytest.fixture
 def celery_worker(settings: Settings) -> Iterator[Celery]:
     """A real Celery worker (pool solo, in a thread) running simstream's tasks."""
-    from workers.tasks import app, bind_settings
+    from workers.tasks import configure
 
-    app.conf.update(
-        broker_url=settings.celery_broker_url, result_backend=settings.celery_result_backend
-    )
-    bind_settings(settings)
+    app = configure(settings)
     app.control.purge()
     with start_worker(
         app,
@@ -66,7 +63,7 @@ def celery_worker(settings: Settings) -> Iterator[Celery]:
         queues=["embed", "train", "default"],
     ):
         yield app
-    bind_settings(settings)
+    configure(settings)
 
 
 @pytest.fixture

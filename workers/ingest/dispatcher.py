@@ -149,7 +149,7 @@ class Dispatcher:
                     for p, value in self.lag(probe).items():
                         metrics.ITEMS_LAG.labels(self.model_version, str(p)).set(value)
                 except Exception as e:
-                    self.log.warning("lag not measured", error=str(e))
+                    self.log.warning("dispatcher.lag_not_measured", error=str(e))
         finally:
             probe.close()
 
@@ -204,7 +204,7 @@ class Dispatcher:
         self.dispatched += 1
         metrics.DISPATCHED_RANGES.labels(self.model_version).inc()
         self.log.debug(
-            "range dispatched",
+            "dispatcher.range_dispatched",
             partition=offset_range.partition,
             start=offset_range.start,
             end=offset_range.end,
@@ -246,7 +246,7 @@ class Dispatcher:
                     now - offset_range.sent_at > self.settings.dispatch_redispatch_s
                 ):
                     self.log.warning(
-                        "range sent again",
+                        "dispatcher.range_sent_again",
                         partition=offset_range.partition,
                         start=offset_range.start,
                         end=offset_range.end,
@@ -266,7 +266,7 @@ class Dispatcher:
                 offsets.append(TopicPartition(self.topic, partition, end))
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
-            self.log.debug("committed", offsets={tp.partition: tp.offset for tp in offsets})
+            self.log.debug("dispatcher.committed", offsets={tp.partition: tp.offset for tp in offsets})
 
     @property
     def inflight(self) -> int:
@@ -279,12 +279,12 @@ class Dispatcher:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
             metrics.DISPATCHER_PAUSED.set(1)
-            self.log.info("paused for backpressure", inflight=self.inflight)
+            self.log.info("dispatcher.paused", inflight=self.inflight)
         elif self._paused and self.inflight <= limit // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
             metrics.DISPATCHER_PAUSED.set(0)
-            self.log.info("resumed", inflight=self.inflight)
+            self.log.info("dispatcher.resumed", inflight=self.inflight)
 
     # --- rebalance -------------------------------------------------------------------
 
@@ -293,14 +293,14 @@ class Dispatcher:
             self._partitions[tp.partition] = PartitionState()
         if self._paused:
             consumer.pause(partitions)
-        self.log.info("partitions assigned", partitions=[tp.partition for tp in partitions])
+        self.log.info("dispatcher.partitions_assigned", partitions=[tp.partition for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._poll_results()
         self._commit()
         for tp in partitions:
             self._partitions.pop(tp.partition, None)
-        self.log.info("partitions revoked", partitions=[tp.partition for tp in partitions])
+        self.log.info("dispatcher.partitions_revoked", partitions=[tp.partition for tp in partitions])
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and tests."""

@@ -176,12 +176,12 @@ class RangeEmbedder:
             except DecodeError as e:
                 letter = DeadLetter.from_error(e, topic, partition, offset)
                 self._dead_letter(letter, result)
-                bound.info("event dead-lettered", offset=offset, reason=letter.reason)
+                bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
                 continue
             except PayloadError as e:
                 letter = DeadLetter(topic, partition, offset, "bad_payload", raw, str(e))
                 self._dead_letter(letter, result)
-                bound.info("event dead-lettered", offset=offset, reason=letter.reason)
+                bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
                 continue
             pending.append((event, offset, model_input))
             if len(pending) >= self.settings.embed_batch_size:
@@ -192,7 +192,7 @@ class RangeEmbedder:
         self._produce(out_topic, partition, EmbeddingRecord.range_marker(start, end, model_version))
         self._await_delivery()
         bound.info(
-            "range embedded",
+            "embedder.range_embedded",
             read_s=round(read_s, 4),
             total_s=round(time.perf_counter() - started, 4),
             **{k: v for k, v in result.to_dict().items() if k not in ("reasons", "start", "end")},

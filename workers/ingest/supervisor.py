@@ -70,16 +70,16 @@ class DispatcherSupervisor:
             )
             thread.start()
             self._threads[version] = (thread, stop)
-            log.info("dispatcher started", model_version=version)
+            log.info("dispatcher.started", model_version=version)
         for version in set(self._threads) - wanted:
             self._stop(version)
         for version, (thread, _) in list(self._threads.items()):
             if not thread.is_alive():
-                log.error("dispatcher died; restarting", model_version=version)
+                log.error("dispatcher.died", model_version=version)
                 del self._threads[version]
 
     def _stop(self, version: str) -> None:
         thread, stop = self._threads.pop(version)
         stop.set()
         thread.join(30)
-        log.info("dispatcher stopped", model_version=version)
+        log.info("dispatcher.stopped", model_version=version)

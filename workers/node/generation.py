@@ -91,7 +91,7 @@ class IndexGeneration:
         self.last_snapshot_at = time.time()
         self.snapshot_path = str(loaded.path)
         self.log.info(
-            "snapshot loaded",
+            "node.snapshot_loaded",
             path=str(loaded.path),
             items=len(self.index),
             next_offsets=self.index.next_offsets(),
@@ -153,7 +153,7 @@ class IndexGeneration:
                 self._maybe_snapshot()
         except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
-            self.log.exception("generation consumer crashed")
+            self.log.exception("node.consumer_crashed")
             raise
         finally:
             consumer.close()
@@ -167,7 +167,7 @@ class IndexGeneration:
                 try:
                     self._measure_lag(probe)
                 except Exception:
-                    self.log.exception("lag measurement failed")
+                    self.log.exception("node.lag_not_measured")
                 self._stop.wait(1.0)
         finally:
             probe.close()
@@ -178,7 +178,7 @@ class IndexGeneration:
             try:
                 record = EmbeddingRecord.decode(message.value() or b"")
             except DecodeError as e:
-                self.log.error("bad embeddings record skipped", reason=e.reason)
+                self.log.error("node.bad_record_skipped", reason=e.reason)
                 continue
             by_partition.setdefault(message.partition() or 0, []).append(
                 (message.offset() or 0, record)
@@ -241,7 +241,7 @@ class IndexGeneration:
             self.last_snapshot_at = time.time()
             self.snapshot_path = str(path)
             metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
-            self.log.info("snapshot written", path=str(path), items=len(self.index))
+            self.log.info("node.snapshot_written", path=str(path), items=len(self.index))
             return str(path)
 
     # --- reads -----------------------------------------------------------------------

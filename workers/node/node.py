@@ -82,7 +82,7 @@ class IndexNode:
             try:
                 self.reconcile()
             except Exception:
-                log.exception("node control step failed")
+                log.exception("node.control_failed")
 
     # --- reconciliation --------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class IndexNode:
         generation.restore()
         generation.start()
         self.generations[version] = generation
-        log.info("generation opened", generation=version, items=len(generation.index))
+        log.info("node.generation_opened", generation=version, items=len(generation.index))
         return generation
 
     def _flip(self, generation: IndexGeneration) -> None:
@@ -134,7 +134,7 @@ class IndexNode:
             self._retired[previous.version] = time.time()
         metrics.ACTIVE_MODEL.set(_numeric(generation.version))
         log.info(
-            "alias flipped",
+            "node.alias_flipped",
             serving=generation.version,
             previous=previous.version if previous else None,
         )
@@ -145,7 +145,7 @@ class IndexNode:
         generation.stop(snapshot=True)
         generation.index.close()
         self._encoders.pop(version, None)
-        log.info("generation dropped", generation=version)
+        log.info("node.generation_dropped", generation=version)
 
     def _publish(self) -> None:
         serving = self.serving.version if self.serving else None

@@ -73,14 +73,14 @@ class ServingStatusBoard:
         try:
             self._redis.set(self._key, state.to_json())
         except redis.RedisError as e:
-            log.warning("generation state not published", error=str(e))
+            log.warning("node.status_not_published", error=str(e))
 
     def read(self) -> ServingStatus:
         """The last published state (empty when none or Redis is down)."""
         try:
             raw = self._redis.get(self._key)
         except redis.RedisError as e:
-            log.warning("generation state unreadable", error=str(e))
+            log.warning("node.status_unreadable", error=str(e))
             return ServingStatus()
         return ServingStatus.from_json(raw) if raw else ServingStatus()
 

@@ -126,7 +126,7 @@ def run_retrain(
     started = time.monotonic()
     record["leased"] = True
     append_run(settings, record)
-    bound.info("retrain started")
+    bound.info("retrain.started")
     try:
         with lease.kept_alive() as lost:
             return _retrain(
@@ -173,7 +173,7 @@ def _retrain(
 
     scratch = settings.retrain_from_scratch or active_encoder is None
     record["mode"] = "scratch" if scratch else "fine-tune"
-    log.info("training candidate", mode=record["mode"], examples=len(train_part))
+    log.info("retrain.training_candidate", mode=record["mode"], examples=len(train_part))
     result = train(
         train_part,
         train_config(settings, active_record),
@@ -199,7 +199,7 @@ def _retrain(
         return _finish(settings, record, "rejected", reason, log, started)
     decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
     record["gain"] = decision.gain
-    log.info("candidate evaluated", promote=decision.promote, reason=decision.reason)
+    log.info("retrain.candidate_evaluated", promote=decision.promote, reason=decision.reason)
 
     version = registry.register(
         result.model,
@@ -333,9 +333,9 @@ def _finish(
     try:
         append_run(settings, record)
     except OSError as e:
-        log.error("run record not written", error=str(e))
+        log.error("retrain.run_record_not_written", error=str(e))
     metrics.RETRAIN_RUNS.labels(decision).inc()
-    log.info("retrain finished", decision=decision, reason=reason, **_versions(record))
+    log.info("retrain.finished", decision=decision, reason=reason, **_versions(record))
     return record
 
 

@@ -86,9 +86,9 @@ def ingest_topics(fast: Settings, encoder_version: str) -> str:
 def test_a_killed_embed_worker_loses_and_duplicates_nothing(
     fast: Settings, ingest_topics: str, tmp_path: Path, kill_after_s: float
 ) -> None:
-    from workers.tasks import app
+    from workers.tasks import configure
 
-    app.conf.update(broker_url=fast.celery_broker_url, result_backend=fast.celery_result_backend)
+    app = configure(fast)
     app.control.purge()
     worker = Child(
         _simstream("worker", "--queues", "embed"),

@@ -115,10 +115,10 @@ def _vectors_made_by(
 def test_a_retrained_model_is_promoted_reindexed_and_served_without_a_failed_or_mixed_lookup(
     fast: Settings, celery_worker: Celery
 ) -> None:
-    from workers.tasks import bind_settings
+    from workers.tasks import configure
 
     fast = with_overrides(fast, model_epochs=5)  # 5 × 10 steps: enough to learn digits 5-9
-    bind_settings(fast)  # the in-process worker runs the retrain with these settings
+    configure(fast)  # the in-process worker runs the retrain with these settings
     v1 = train_v1(fast, classes=range(5), steps=10)
     old, new = digits(range(5)), digits(range(5, 10))
     progress: list[dict[str, Any]] = []
