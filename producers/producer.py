@@ -249,7 +249,9 @@ class ItemProducer:
             self._errors.append(f"{item_id}: {reason}")
         # A broker outage fails every queued event: log the first few, then a sample.
         if failed <= _KEPT_ERRORS or failed % 1000 == 0:
-            self._log.warning("producer.event_not_delivered", item_id=item_id, error=reason, failed=failed)
+            self._log.warning(
+                "producer.event_not_delivered", item_id=item_id, error=reason, failed=failed
+            )
 
     def _on_client_error(self, error: RdKafkaError) -> None:
         if error.fatal():

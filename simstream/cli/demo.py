@@ -68,16 +68,19 @@ def demo(
 
 def _train(settings: Any, epochs: int) -> str:
     from model.datasets import load_digits
+    from model.pipeline import train_evaluate_register
     from model.registry import Registry
-    from model.training import TrainConfig, train
+    from model.training import TrainConfig
 
     typer.echo(f"training encoder v1 on digits ({epochs} epochs)…")
-    result = train(load_digits(), TrainConfig(encoder="cnn", epochs=epochs, patience=epochs))
-    version = (
-        Registry(settings.registry_dir)
-        .register(result.model, result.input_spec, config=result.model_config(), promote=True)
-        .version
+    trained = train_evaluate_register(
+        load_digits(),
+        TrainConfig(encoder="cnn", epochs=epochs, patience=epochs),
+        Registry(settings.registry_dir),
+        promote=True,
     )
+    assert trained.version is not None
+    version = trained.version.version
     typer.echo(f"registered and promoted {version}")
     return version
 

@@ -55,9 +55,7 @@ def worker(
 
     layout = worker_layout(settings, 1 if pool == "solo" else concurrency)
     pool = layout.pool if pool == "auto" else pool
-    celery_app = configure(
-        settings.model_copy(update={"encoder_threads": layout.encoder_threads})
-    )
+    celery_app = configure(settings.model_copy(update={"encoder_threads": layout.encoder_threads}))
     serve_metrics(settings.metrics_port)
     if pool == "solo":
         preload_active()

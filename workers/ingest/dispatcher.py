@@ -266,7 +266,9 @@ class Dispatcher:
                 offsets.append(TopicPartition(self.topic, partition, end))
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
-            self.log.debug("dispatcher.committed", offsets={tp.partition: tp.offset for tp in offsets})
+            self.log.debug(
+                "dispatcher.committed", offsets={tp.partition: tp.offset for tp in offsets}
+            )
 
     @property
     def inflight(self) -> int:
@@ -293,14 +295,18 @@ class Dispatcher:
             self._partitions[tp.partition] = PartitionState()
         if self._paused:
             consumer.pause(partitions)
-        self.log.info("dispatcher.partitions_assigned", partitions=[tp.partition for tp in partitions])
+        self.log.info(
+            "dispatcher.partitions_assigned", partitions=[tp.partition for tp in partitions]
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._poll_results()
         self._commit()
         for tp in partitions:
             self._partitions.pop(tp.partition, None)
-        self.log.info("dispatcher.partitions_revoked", partitions=[tp.partition for tp in partitions])
+        self.log.info(
+            "dispatcher.partitions_revoked", partitions=[tp.partition for tp in partitions]
+        )
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and tests."""
