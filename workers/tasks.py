@@ -30,6 +30,7 @@ from simstream.log import configure_logging, get_logger
 from simstream.settings import Settings
 from simstream.stack.process import die_with_parent
 from workers.celery_app import EMBED_TASK, RETRAIN_TASK, make_celery
+from workers.ingest.config import IngestConfig
 from workers.ingest.embedder import RangeEmbedder
 
 log = get_logger("tasks")
@@ -115,7 +116,7 @@ def embedder_for(model_version: str) -> RangeEmbedder:
             select_device(settings.device)
             encoder = Registry(settings.registry_dir).load(model_version)
             encoder.warmup()
-            embedder = RangeEmbedder(settings, encoder)
+            embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
             _embedders[model_version] = embedder
             log.info("tasks.encoder_loaded", model_version=model_version, pid=os.getpid())
         return embedder
@@ -151,7 +152,15 @@ def embed_range(
         bound.error("tasks.embed_dead_lettered", error=str(e))
         from workers.ingest.deadletter import dead_letter_range
 
-        dead_letter_range(settings, topic, partition, start, end, model_version, str(e))
+        dead_letter_range(
+            IngestConfig.from_settings(settings),
+            topic,
+            partition,
+            start,
+            end,
+            model_version,
+            str(e),
+        )
         return {"partition": partition, "start": start, "end": end, "dead_lettered": True}
 
 

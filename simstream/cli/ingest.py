@@ -107,4 +107,4 @@ def dispatcher(
     stop = stop_on_signals()
     serve_metrics(settings.metrics_port)
     with exit_on_error():
-        DispatcherSupervisor(settings, fixed_version=model_version).run(stop)
+        DispatcherSupervisor.from_settings(settings, fixed_version=model_version).run(stop)

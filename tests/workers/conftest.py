@@ -11,6 +11,7 @@ from celery.contrib.testing.worker import start_worker
 
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
+from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
 from workers.node.node import IndexNode
 
@@ -73,7 +74,9 @@ def pipeline(
     """Dispatcher thread + Celery worker + index node, all real, for one test."""
     ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
     stop = threading.Event()
-    dispatcher = Dispatcher(settings, encoder_version, celery_app=celery_worker)
+    dispatcher = Dispatcher(
+        IngestConfig.from_settings(settings), encoder_version, celery_app=celery_worker
+    )
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
     node = IndexNode(settings)

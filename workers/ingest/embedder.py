@@ -26,11 +26,11 @@ from typing import Any, Protocol
 import numpy as np
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from producers.wire import DeadLetter, ItemEvent, Op, WireLimits
+from producers.wire import DeadLetter, ItemEvent, Op
 from simstream.errors import DecodeError, EncoderVersionError, KafkaError, PayloadError
 from simstream.log import get_logger
-from simstream.settings import Settings
 from workers import metrics
+from workers.ingest.config import IngestConfig
 from workers.ingest.record import EmbeddingRecord, RecordOp
 
 log = get_logger("embedder")
@@ -96,18 +96,18 @@ class RangeEmbedder:
 
     def __init__(
         self,
-        settings: Settings,
+        config: IngestConfig,
         encoder: EncoderLike,
         consumer: Consumer | None = None,
         producer: Producer | None = None,
         read_timeout_s: float = 30.0,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.encoder = encoder
-        self.limits = WireLimits.from_settings(settings)
+        self.limits = config.limits
         self.read_timeout_s = read_timeout_s
         self._consumer = consumer or Consumer(
-            settings.kafka_config(
+            config.kafka_config(
                 **{
                     "group.id": "simstream-embedder",
                     "enable.auto.commit": False,
@@ -117,7 +117,7 @@ class RangeEmbedder:
             )
         )
         self._producer = producer or Producer(
-            settings.kafka_config(
+            config.kafka_config(
                 **{
                     "enable.idempotence": True,
                     "acks": "all",
@@ -146,7 +146,7 @@ class RangeEmbedder:
                 f"Received: {self.encoder.version}"
             )
         result = RangeResult(partition, start, end)
-        out_topic = self.settings.embeddings_topic(model_version)
+        out_topic = self.config.embeddings_topic(model_version)
         bound = log.bind(partition=partition, start=start, end=end, model_version=model_version)
         pending: list[tuple[ItemEvent, int, np.ndarray]] = []
         outgoing: deque[_Outgoing] = deque()
@@ -184,7 +184,7 @@ class RangeEmbedder:
                 bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
                 continue
             pending.append((event, offset, model_input))
-            if len(pending) >= self.settings.embed_batch_size:
+            if len(pending) >= self.config.embed_batch_size:
                 self._submit(pending, outgoing)
                 self._send(outgoing, out_topic, partition, model_version, result, wait=False)
         self._submit(pending, outgoing)
@@ -239,7 +239,7 @@ class RangeEmbedder:
 
     def _embed(self, inputs: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
-        vectors = self.encoder.embed(inputs, self.settings.embed_batch_size)
+        vectors = self.encoder.embed(inputs, self.config.embed_batch_size)
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
         return vectors
 
@@ -303,7 +303,7 @@ class RangeEmbedder:
             self._failures.append(str(error))
 
     def _dead_letter(self, letter: DeadLetter, result: RangeResult) -> None:
-        self._produce_raw(self.settings.topic_dlq, letter.partition, None, letter.encode())
+        self._produce_raw(self.config.topic_dlq, letter.partition, None, letter.encode())
         result.dead_letters += 1
         result.reasons[letter.reason] = result.reasons.get(letter.reason, 0) + 1
         metrics.DLQ_EVENTS.labels(letter.reason).inc()

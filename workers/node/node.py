@@ -43,7 +43,7 @@ class IndexNode:
     ) -> None:
         self.settings = settings
         self.registry = registry or Registry(settings.registry_dir)
-        self.board = board or ServingStatusBoard(settings)
+        self.board = board or ServingStatusBoard.from_settings(settings)
         self.control_interval_s = control_interval_s
         self.generations: dict[str, IndexGeneration] = {}
         self.serving: IndexGeneration | None = None

@@ -62,11 +62,22 @@ class ServingStatus:
 class ServingStatusBoard:
     """Reads and writes `ServingStatus` in the coordination Redis (the Celery broker's)."""
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self._redis = client or redis.Redis.from_url(
-            settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._redis = client
+        self._key = key
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: redis.Redis | None = None
+    ) -> ServingStatusBoard:
+        """The board of the settings' items topic, in the Celery broker's Redis (or ``client``)."""
+        return cls(
+            client
+            or redis.Redis.from_url(
+                settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2
+            ),
+            f"{KEY}:{settings.topic_items}",
         )
-        self._key = f"{KEY}:{settings.topic_items}"
 
     def publish(self, state: ServingStatus) -> None:
         """Store the node's state (best effort: Redis being down is logged)."""

@@ -224,7 +224,7 @@ def test_a_node_killed_in_the_middle_of_a_reindex_finishes_it_after_restart_exac
     from workers.ingest.supervisor import DispatcherSupervisor
 
     supervisor = threading.Thread(
-        target=DispatcherSupervisor(fast, poll_s=0.3).run, args=(stop,), daemon=True
+        target=DispatcherSupervisor.from_settings(fast, poll_s=0.3).run, args=(stop,), daemon=True
     )
     expected = Expected()
     config = IndexConfig.from_settings(fast, dim=8)
