@@ -45,7 +45,7 @@ def _period(run: dict[str, Any]) -> int:
 
 
 def _sent(beat: Child) -> list[str]:
-    return re.findall(r"retrain sent .*?slot=(\S+)", beat.output())
+    return re.findall(r"beat\.retrain_sent .*?slot=(\S+)", beat.output())
 
 
 def test_two_beats_send_exactly_one_retrain_per_period(
