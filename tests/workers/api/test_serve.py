@@ -82,7 +82,7 @@ def test_serve_answers_lookups_and_stops_on_sigterm_with_a_final_snapshot(
     output = log_path.read_text(errors="replace")
 
     assert code == 0, output[-3000:]
-    assert "final snapshot" in output
+    assert "serve.stopping" in output
     manifests = sorted((tmp_path / "snapshots" / served.version).glob("*/MANIFEST.json"))
     assert manifests, output[-3000:]
     assert json.loads(manifests[-1].read_text())["totals"]["live"] == live
