@@ -23,6 +23,8 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
+JsonOutOption = Annotated[Path, typer.Option(help="Where to write the JSON figures.")]
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` group to the CLI."""
@@ -153,9 +155,7 @@ def bench_index(
 
 @bench_app.command("ingest")
 def bench_ingest(
-    out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path(
-        "docs/bench/ingest.json"
-    ),
+    out: JsonOutOption = Path("docs/bench/ingest.json"),
     items: Annotated[int, typer.Option(min=100, help="Items published end to end.")] = 20000,
     partitions: Annotated[int, typer.Option(min=1, help="Partitions = shards.")] = 4,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the encoder trained first.")] = 2,
@@ -186,9 +186,7 @@ def bench_ingest(
 
 @bench_app.command("api")
 def bench_api(
-    out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path(
-        "docs/bench/api.json"
-    ),
+    out: JsonOutOption = Path("docs/bench/api.json"),
     items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 20000,
     dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
     concurrency: Annotated[int, typer.Option(min=1, help="Client threads of the QPS phases.")] = 4,
