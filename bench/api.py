@@ -174,7 +174,7 @@ class _Feeder:
         self.producer = Producer(settings.kafka_config(**{"linger.ms": 5, "acks": "all"}))
 
     def write(self, ids: list[str], vectors: np.ndarray) -> None:
-        from workers.ingest.record import EmbeddingRecord, RecordOp
+        from simstream.wire import EmbeddingRecord, Op
 
         partitions = self.settings.partitions
         by_partition: dict[int, list[int]] = {}
@@ -184,7 +184,7 @@ class _Feeder:
             start = self.next[partition]
             for offset, n in enumerate(rows, start):
                 record = EmbeddingRecord(
-                    op=RecordOp.UPSERT,
+                    op=Op.UPSERT,
                     item_id=ids[n],
                     source_offset=offset,
                     model_version=self.version,
@@ -229,7 +229,7 @@ def run(
     from simstream.stack.process import free_port
     from workers.api.app import create_app
     from workers.api.server import ThreadedServer
-    from workers.cache.redis import RedisResultCache
+    from workers.cache import CacheConfig, RedisResultCache
     from workers.node.node import IndexNode
 
     rng = np.random.default_rng(seed)
@@ -267,7 +267,9 @@ def run(
             build_s = time.perf_counter() - started
             log.info("bench.api_index_ready", items=items, seconds=round(build_s, 1))
 
-            app = create_app(settings, node, cache=RedisResultCache(settings))
+            app = create_app(
+                settings, node, cache=RedisResultCache(CacheConfig.from_settings(settings))
+            )
             url = f"http://127.0.0.1:{settings.api_port}/v1/lookup"
             uncached_q = _unit(rng, 5000, dim)
             cached_q = _unit(rng, 200, dim)

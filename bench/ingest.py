@@ -77,8 +77,8 @@ def run(
 
     from model.registry import Registry
     from producers.producer import ItemProducer
-    from producers.wire import ArrayPayload, ItemEvent
     from simstream.stack.local import LocalStack, local_stack_settings
+    from simstream.wire import ArrayPayload, ItemEvent
     from workers.node.node import IndexNode
 
     with tempfile.TemporaryDirectory(prefix="simstream-bench-") as scratch:
@@ -286,7 +286,7 @@ def _publish_at_rate(
     settings: Settings, images: np.ndarray, labels: np.ndarray, rate: float, seconds: float
 ) -> int:
     from producers.producer import ItemProducer
-    from producers.wire import ArrayPayload, ItemEvent
+    from simstream.wire import ArrayPayload, ItemEvent
 
     with ItemProducer(settings) as producer:
         _warm_up(

@@ -30,9 +30,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import fcntl
-import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -46,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from model.inputs import InputSpec
+from simstream.durable import atomic_write_bytes, fsync_path, publish_dir, sha256_file, write_bytes
 from simstream.errors import ModelIntegrityError, RegistryError
 from simstream.log import get_logger
 
@@ -223,24 +222,22 @@ class Registry:
                 }
                 full_config.setdefault("embedding_dim", int(model.output_shape[-1]))
                 model.save(tmp / MODEL_FILE)
-                _write_bytes(tmp / CONFIG_FILE, _json_bytes(full_config))
-                _write_bytes(tmp / METRICS_FILE, _json_bytes(dict(metrics or {})))
+                write_bytes(tmp / CONFIG_FILE, _json_bytes(full_config))
+                write_bytes(tmp / METRICS_FILE, _json_bytes(dict(metrics or {})))
                 for name, data in extra.items():
-                    _write_bytes(tmp / name, data)
-                _fsync(tmp / MODEL_FILE)
+                    write_bytes(tmp / name, data)
+                fsync_path(tmp / MODEL_FILE)
                 manifest = {
                     "format": FORMAT_VERSION,
                     "version": version,
                     "created_at": created_at,
                     "files": {
-                        p.name: {"sha256": _sha256(p), "size": p.stat().st_size}
+                        p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
                         for p in sorted(tmp.iterdir())
                     },
                 }
-                _write_bytes(tmp / MANIFEST_FILE, _json_bytes(manifest))
-                _fsync(tmp)
-                os.rename(tmp, self.root / version)
-                _fsync(self.root)
+                write_bytes(tmp / MANIFEST_FILE, _json_bytes(manifest))
+                publish_dir(tmp, self.root / version)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -350,7 +347,7 @@ class Registry:
             )
         for name, entry in recorded.items():
             file = path / name
-            size, digest = file.stat().st_size, _sha256(file)
+            size, digest = file.stat().st_size, sha256_file(file)
             if size != entry.get("size") or digest != entry.get("sha256"):
                 raise ModelIntegrityError(
                     f"File {name} of version {version} was altered. Expected sha256 "
@@ -444,18 +441,7 @@ class Registry:
         return dict(state)
 
     def _write_active(self, state: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".ACTIVE-", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_json_bytes(state))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.root / ACTIVE_FILE)
-            _fsync(self.root)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(self.root / ACTIVE_FILE, _json_bytes(state))
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -501,27 +487,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a directory (a directory's entries: renames and new files)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

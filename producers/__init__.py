@@ -1,6 +1,6 @@
-"""The wire format of item events and the Kafka producer that publishes them.
+"""The Kafka producer that publishes item events, and the sources it reads.
 
-Modules: `producers.wire` (ItemEvent, payloads, DeadLetter, WriteToken; no
-Kafka), `producers.producer` (ItemProducer), `producers.sources` (folders,
-NumPy files, JSON Lines, digits, MNIST). ``simstream publish`` is the CLI.
+Modules: `producers.producer` (ItemProducer), `producers.sources` (folders,
+NumPy files, JSON Lines, digits, MNIST). ``simstream publish`` is the CLI. The
+wire format itself lives in `simstream.wire`.
 """

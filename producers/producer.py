@@ -27,16 +27,10 @@ from typing import Any
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
-from producers.wire import (
-    ItemEvent,
-    MetadataValue,
-    Payload,
-    WireLimits,
-    WriteToken,
-)
 from simstream.errors import ConfigError, DeliveryError
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.wire import ItemEvent, MetadataValue, Payload, WriteToken
 
 log = get_logger("producer")
 
@@ -71,7 +65,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     Raises:
         ConfigError: the settings try to change a property in `FIXED_CONFIG`.
     """
-    limits = WireLimits.from_settings(settings)
+    limits = settings.wire_limits()
     config = {**DEFAULT_CONFIG, "message.max.bytes": max(1_000_000, limits.max_event_bytes + 1024)}
     config.update(settings.kafka_config())
     for key, wanted in FIXED_CONFIG.items():
@@ -126,7 +120,7 @@ class ItemProducer:
         flush_timeout_s: float = 30.0,
     ) -> None:
         self.topic = settings.topic_items
-        self.limits = WireLimits.from_settings(settings)
+        self.limits = settings.wire_limits()
         self.flush_timeout_s = flush_timeout_s
         self._log = log.bind(topic=self.topic)
         self._producer = producer or Producer(

@@ -21,7 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from producers.wire import (
+from simstream.errors import DatasetError, InvalidEventError
+from simstream.idx import find_idx, read_idx
+from simstream.log import get_logger
+from simstream.wire import (
     DTYPES,
     ArrayPayload,
     ImagePayload,
@@ -31,9 +34,6 @@ from producers.wire import (
     Payload,
     VectorPayload,
 )
-from simstream.errors import DatasetError, InvalidEventError
-from simstream.idx import find_idx, read_idx
-from simstream.log import get_logger
 
 log = get_logger("sources")
 

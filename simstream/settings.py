@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simstream.errors import SettingsError
+from simstream.wire.limits import WireLimits
 
 ENV_PREFIX = "SIMSTREAM_"
 
@@ -368,6 +369,14 @@ class Settings(BaseSettings):
     def logs_dir(self) -> Path:
         """Where the embedded stack writes each child's log."""
         return self.data_dir / "logs"
+
+    def wire_limits(self) -> WireLimits:
+        """The size limits of item events, from ``SIMSTREAM_MAX_*``."""
+        return WireLimits(
+            max_id_chars=self.max_id_chars,
+            max_payload_bytes=self.max_payload_bytes,
+            max_metadata_bytes=self.max_metadata_bytes,
+        )
 
     def embeddings_topic(self, model_version: str) -> str:
         """Name of the embeddings topic (the index's write-ahead log) of a model version."""

@@ -94,7 +94,7 @@ def _publish(settings: Any, items: int) -> None:
 
     from producers.producer import ItemProducer
     from producers.sources import DigitsSource
-    from producers.wire import ItemEvent
+    from simstream.wire import ItemEvent
 
     with ItemProducer(settings) as producer:
         for i, item in enumerate(tqdm(DigitsSource(), total=items, desc="publishing digits")):

@@ -133,9 +133,9 @@ def _publish(
     from tqdm import tqdm
 
     from producers.producer import ItemProducer
-    from producers.wire import ItemEvent
     from simstream.errors import DeliveryError, InvalidEventError
     from simstream.kafka import ensure_topics
+    from simstream.wire import ItemEvent
 
     if create_topics:
         ensure_topics(settings, [settings.topic_items])

@@ -40,7 +40,7 @@ def serve(
     from simstream.log import get_logger
     from workers.api import create_app
     from workers.api.server import ThreadedServer
-    from workers.cache import NullCache, RedisResultCache, ResultCache
+    from workers.cache import CacheConfig, NullCache, RedisResultCache, ResultCache
     from workers.node.node import IndexNode
 
     log = get_logger("serve")
@@ -55,7 +55,11 @@ def serve(
         ensure_topics(settings, [settings.topic_items])
         node = IndexNode(settings)
         node.start()
-        cache: ResultCache = RedisResultCache(settings) if settings.cache_ttl_s > 0 else NullCache()
+        cache: ResultCache = (
+            RedisResultCache(CacheConfig.from_settings(settings))
+            if settings.cache_ttl_s > 0
+            else NullCache()
+        )
         producer = ItemProducer(settings)
         try:
             app = create_app(settings, node, producer=producer, cache=cache)

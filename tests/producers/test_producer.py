@@ -14,19 +14,12 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from typer.testing import CliRunner
 
 from producers.producer import ItemProducer, producer_config
-from producers.wire import (
-    ArrayPayload,
-    ImagePayload,
-    ItemEvent,
-    Op,
-    Payload,
-    VectorPayload,
-)
 from simstream.cli.main import app
 from simstream.errors import ConfigError, DeliveryError, InvalidEventError
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.stack.process import free_port
+from simstream.wire import ArrayPayload, ImagePayload, ItemEvent, Op, Payload, VectorPayload
 from tests.waiting import wait_for
 
 

@@ -18,8 +18,8 @@ from producers.sources import (
     MnistSource,
     NumpySource,
 )
-from producers.wire import ArrayPayload, ImagePayload, ItemEvent, Op, VectorPayload
 from simstream.errors import DatasetError
+from simstream.wire import ArrayPayload, ImagePayload, ItemEvent, Op, VectorPayload
 
 
 def _save_png(path: Path, value: int) -> None:

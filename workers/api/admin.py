@@ -110,11 +110,11 @@ def retrain(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B0
             retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
         )
     except Exception as e:  # kombu raises many transport errors; all mean "broker down"
-        log.warning("retrain not sent", error=f"{type(e).__name__}: {e}")
+        log.warning("api.retrain_not_sent", error=f"{type(e).__name__}: {e}")
         raise RequestError(f"The Celery broker did not accept the task: {e}", 503) from None
     finally:
         celery.close()
-    log.info("retrain sent", task_id=result.id)
+    log.info("api.retrain_sent", task_id=result.id)
     return {"task_id": str(result.id), "task": RETRAIN_TASK, "queue": TRAIN_QUEUE}
 
 

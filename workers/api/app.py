@@ -16,8 +16,12 @@ import simstream
 from producers.producer import ItemProducer
 from simstream.settings import Settings
 from workers.api import admin, handlers, health, items, lookup, page
+from workers.api.classifier import Classifier
+from workers.api.config import ClassifierConfig, ItemImageConfig, SearchConfig
+from workers.api.decoding import QueryDecoder
+from workers.api.item_images import ItemImageReader
+from workers.api.item_service import ItemService
 from workers.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from workers.api.payloads import PayloadImages
 from workers.api.searcher import Searcher
 from workers.api.state import ApiState
 from workers.cache.cache import NullCache, ResultCache
@@ -66,13 +70,21 @@ def create_app(
         The app; its lifespan closes what it made (a producer is flushed).
     """
     result_cache = cache or NullCache()
+    decoder = QueryDecoder(settings.wire_limits())
+    searcher = Searcher(SearchConfig.from_settings(settings), node, decoder, result_cache)
     state = ApiState(
         settings=settings,
         node=node,
         cache=result_cache,
-        searcher=Searcher(settings, node, result_cache),
-        images=PayloadImages(settings),
-        producer=producer,
+        searcher=searcher,
+        classifier=Classifier(ClassifierConfig.from_settings(settings), searcher, node.registry),
+        items=ItemService(
+            node,
+            decoder,
+            ItemImageReader(ItemImageConfig.from_settings(settings)),
+            make_producer=lambda: ItemProducer(settings),
+            producer=producer,
+        ),
     )
 
     @asynccontextmanager

@@ -121,12 +121,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
-        log.warning("model registry error", error=str(exc))
+        log.warning("api.registry_error", error=str(exc))
         return _json(request, 503, f"The model registry cannot serve this request: {exc}")
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path)
+        log.exception("api.unhandled_error", path=request.url.path)
         # Starlette answers a 500 outside the request-id middleware: add the header here.
         rid = request_id(request.scope)
         return _json(

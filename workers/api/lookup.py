@@ -22,7 +22,7 @@ from workers.api.schemas import (
     LookupRequest,
     LookupResponse,
 )
-from workers.api.searcher import batch_body, lookup_body, state_of
+from workers.api.searcher import Reply
 from workers.api.state import ApiState, get_state
 
 router = APIRouter(prefix="/v1", tags=["lookup"], dependencies=[read_scope])
@@ -54,21 +54,7 @@ def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Resp
     the `X-Cache` response header says `hit`, `miss` or `bypass` (`fresh: true`).
     With `after`, the lookup first waits until that write is searchable.
     """
-    searcher = state.searcher
-    generation = state.node.current()
-    plan = searcher.plan(generation, request)
-    if request.after is not None:
-        searcher.wait_for(generation, request.after)
-    position, epoch = state_of(generation)
-    [query] = searcher.resolve(generation, [request])
-    [neighbours], status = searcher.cached_neighbours(
-        generation, position, [query], plan, request.fresh
-    )
-    return Response(
-        lookup_body(generation.version, epoch, neighbours),
-        media_type=JSON,
-        headers={"X-Cache": status},
-    )
+    return _response(state.searcher.lookup(request))
 
 
 @router.post(
@@ -86,20 +72,7 @@ def lookup_batch(
     Raw payloads are embedded in one batch and vectors searched in one call;
     each query has its own cache entry (shared with single lookups).
     """
-    searcher = state.searcher
-    searcher.check_batch(len(request.queries))
-    generation = state.node.current()
-    plan = searcher.plan(generation, request)
-    if request.after is not None:
-        searcher.wait_for(generation, request.after)
-    position, epoch = state_of(generation)
-    queries = searcher.resolve(generation, request.queries)
-    results, status = searcher.cached_neighbours(generation, position, queries, plan, request.fresh)
-    return Response(
-        batch_body(generation.version, epoch, results),
-        media_type=JSON,
-        headers={"X-Cache": status},
-    )
+    return _response(state.searcher.lookup_batch(request))
 
 
 @router.post(
@@ -119,8 +92,8 @@ def classify(
     `SIMSTREAM_CLASSIFY_THRESHOLD`. No neighbour within it: `"unknown"`. The
     answer lists every neighbour consulted and the votes per label.
     """
-    generation = state.node.current()
-    if request.after is not None:
-        state.searcher.plan(generation, request)
-        state.searcher.wait_for(generation, request.after)
-    return state.searcher.classify(generation, request)
+    return state.classifier.classify(request)
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, media_type=JSON, headers={"X-Cache": reply.cache})

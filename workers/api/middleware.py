@@ -72,7 +72,7 @@ class RequestContextMiddleware:
                 REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
                 level = "debug" if route in _QUIET and status < 400 else "info"
                 getattr(log, level)(
-                    "request",
+                    "api.request",
                     method=scope["method"],
                     route=route,
                     path=scope["path"],

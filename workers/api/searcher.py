@@ -1,9 +1,11 @@
-"""`Searcher`: turns lookup requests into searches of the serving generation.
+"""`Searcher`: lookups of the serving generation, through the result cache.
 
-It knows nothing of HTTP: it validates options against the settings, resolves
-each query to an embedding (a given vector, an indexed item's vector, or a raw
-payload embedded with the generation's own encoder — never another version's),
-goes through the result cache, searches, and serialises the neighbours.
+It knows nothing of HTTP: it validates options against its config, waits for a
+write token (read-your-writes), resolves each query to an embedding (a given
+vector, an indexed item's vector, or a raw payload decoded by `QueryDecoder`
+and embedded with the generation's own encoder — never another version's),
+goes through the result cache, searches, and serialises the neighbours and
+the response bodies.
 
 A request takes the serving generation once, at its start, so its answer comes
 from exactly one model version even while the alias flips.
@@ -11,43 +13,33 @@ from exactly one model version even while the alias flips.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import math
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from producers.wire import ImagePayload, WireLimits, WriteToken
-from simstream.errors import (
-    DecodeError,
-    InvalidEventError,
-    NotFoundError,
-    NotReadyError,
-    PayloadError,
-    RegistryError,
-    RequestError,
+from simstream.errors import DecodeError, NotFoundError, NotReadyError, RequestError
+from simstream.wire import WriteToken
+from workers.api.config import SearchConfig
+from workers.api.decoding import QueryDecoder
+from workers.api.schemas import (
+    BatchLookupRequest,
+    FilterSpec,
+    LookupOptions,
+    LookupRequest,
+    Query,
 )
-from simstream.log import get_logger
-from simstream.settings import Settings
-from workers.api.schemas import ClassifyRequest, FilterSpec, LookupOptions, Query
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.filter import Filter, ItemLabel
 from workers.index.shard import Item
 from workers.node.generation import Generation
 from workers.node.node import IndexNode
 
-log = get_logger("api.searcher")
-
 CacheStatus = Literal["hit", "miss", "bypass"]
-UNKNOWN_LABEL = "unknown"
-_THRESHOLD_KEYS = ("threshold", "calibration_threshold", "distance_threshold")
 _ROUND_DECIMALS = 6
 
 
@@ -86,25 +78,107 @@ class Plan:
         return self.filter.cache_key() if self.filter is not None else ""
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The neighbours of a request's queries and what they were found in.
+
+    Attributes:
+        version: the model version of the generation searched.
+        epoch: the index epoch, read before searching.
+        neighbours: one serialised neighbour list (a JSON array) per query.
+        cache: the cache status of the request (a batch is a ``hit`` only when
+            every query hit).
+    """
+
+    version: str
+    epoch: int
+    neighbours: list[bytes]
+    cache: CacheStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A serialised response body and its cache status (the ``X-Cache`` header).
+
+    Attributes:
+        body: the JSON body.
+        cache: ``hit``, ``miss`` or ``bypass``.
+    """
+
+    body: bytes
+    cache: CacheStatus
+
+
 class Searcher:
-    """Lookups, batches and classification over an `IndexNode`'s serving generation.
+    """Lookups and batches over an `IndexNode`'s serving generation.
 
     Args:
-        settings: limits (k, batch, ef), the write wait and the classify threshold.
+        config: limits (k, batch, ef), the items topic and the write wait.
         node: the index node.
+        decoder: turns raw payloads into model inputs.
         cache: the result cache (`NullCache` for none).
     """
 
     def __init__(
-        self, settings: Settings, node: IndexNode, cache: ResultCache | None = None
+        self,
+        config: SearchConfig,
+        node: IndexNode,
+        decoder: QueryDecoder,
+        cache: ResultCache | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.node = node
+        self.decoder = decoder
         self.cache = cache or NullCache()
-        self.max_ef = 4 * settings.api_max_k
-        self.limits = WireLimits.from_settings(settings)
         self._embed_lock = threading.Lock()
-        self._thresholds: dict[str, tuple[float, Literal["model", "settings"]]] = {}
+
+    # --- requests --------------------------------------------------------------------
+
+    def lookup(self, request: LookupRequest) -> Reply:
+        """The body of a `LookupResponse` for one query.
+
+        Raises:
+            RequestError: invalid options, query or write token (400/422).
+            NotFoundError: a query by an unknown id (404).
+            NotReadyError: no generation serves, or the write is not visible in time (503).
+        """
+        answer = self.search(request, [request])
+        [neighbours] = answer.neighbours
+        return Reply(lookup_body(answer.version, answer.epoch, neighbours), answer.cache)
+
+    def lookup_batch(self, request: BatchLookupRequest) -> Reply:
+        """The body of a `BatchLookupResponse`: each query answered in order.
+
+        Raises:
+            RequestError: as `lookup`, and (422) too many or no queries.
+            NotFoundError: as `lookup`.
+            NotReadyError: as `lookup`.
+        """
+        self.check_batch(len(request.queries))
+        answer = self.search(request, request.queries)
+        return Reply(batch_body(answer.version, answer.epoch, answer.neighbours), answer.cache)
+
+    def search(self, options: LookupOptions, queries: Sequence[Query]) -> Answer:
+        """Search ``queries`` in the serving generation, taken once, through the cache.
+
+        Validates ``options``, waits for ``options.after`` when given, then reads the
+        index's log position and epoch before resolving and searching.
+
+        Raises:
+            RequestError: as `lookup`.
+            NotFoundError: as `lookup`.
+            NotReadyError: as `lookup`.
+        """
+        generation = self.node.current()
+        plan = self.plan(generation, options)
+        if options.after is not None:
+            self.wait_for(generation, options.after)
+        position, epoch = state_of(generation)
+        resolved = self.resolve(generation, queries)
+        neighbours, status = self.cached_neighbours(
+            generation, position, resolved, plan, options.fresh
+        )
+        return Answer(generation.version, epoch, neighbours, status)
 
     # --- validation ------------------------------------------------------------------
 
@@ -114,15 +188,14 @@ class Searcher:
         Raises:
             RequestError: (422) naming the bound and the value received.
         """
-        max_k = self.settings.api_max_k
+        max_k, max_ef = self.config.max_k, self.config.max_ef
         if not 1 <= options.k <= max_k:
             raise RequestError(
                 f"Invalid value for `k`. Expected 1 ≤ k ≤ {max_k}. Received: k={options.k}", 422
             )
-        if options.ef is not None and not 1 <= options.ef <= self.max_ef:
+        if options.ef is not None and not 1 <= options.ef <= max_ef:
             raise RequestError(
-                f"Invalid value for `ef`. Expected 1 ≤ ef ≤ {self.max_ef}. "
-                f"Received: ef={options.ef}",
+                f"Invalid value for `ef`. Expected 1 ≤ ef ≤ {max_ef}. Received: ef={options.ef}",
                 422,
             )
         ef = options.ef if options.ef is not None else generation.index.config.ef_search
@@ -132,9 +205,9 @@ class Searcher:
         """Check the number of queries of a batch.
 
         Raises:
-            RequestError: (422) outside ``1 ≤ size ≤ api_max_batch``.
+            RequestError: (422) outside ``1 ≤ size ≤ max_batch``.
         """
-        most = self.settings.api_max_batch
+        most = self.config.max_batch
         if not 1 <= size <= most:
             raise RequestError(
                 f"Invalid value for `queries`. Expected 1 ≤ len(queries) ≤ {most}. "
@@ -149,26 +222,26 @@ class Searcher:
 
         Raises:
             RequestError: (400) the token is malformed, of another topic or partition.
-            NotReadyError: (503) not visible within ``api_write_wait_s``.
+            NotReadyError: (503) not visible within ``write_wait_s``.
         """
         try:
             token = WriteToken.decode(after)
         except DecodeError as e:
             raise RequestError(f"Invalid value for `after`. {e.detail or e.reason}", 400) from None
-        topic = self.settings.topic_items
+        topic, partitions = self.config.items_topic, self.config.partitions
         if token.topic != topic:
             raise RequestError(
                 f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
                 f"Received: a token of topic {token.topic!r}",
                 400,
             )
-        if token.partition >= self.settings.partitions:
+        if token.partition >= partitions:
             raise RequestError(
                 f"Invalid value for `after`. Expected a partition below "
-                f"{self.settings.partitions}. Received: partition {token.partition}",
+                f"{partitions}. Received: partition {token.partition}",
                 400,
             )
-        wait_s = self.settings.api_write_wait_s
+        wait_s = self.config.write_wait_s
         if not generation.wait_visible(token.partition, token.offset, wait_s):
             raise NotReadyError(
                 f"The index (model {generation.version}) has not applied write {after} "
@@ -195,11 +268,12 @@ class Searcher:
                 resolved[i] = self._vector(generation, query.vector)
             elif kind == "id":
                 assert query.id is not None
-                item = self.item(generation, query.id)
+                item = indexed_item(generation, query.id)
                 vector = np.asarray(item.vector, dtype=np.float32)
                 resolved[i] = Resolved(vector, b"id:" + query.id.encode(), exclude=query.id)
             else:
-                model_input, digest = self.model_input(generation, query)
+                spec = self.node.encoder(generation.version).input_spec
+                model_input, digest = self.decoder.model_input(query, spec, generation.version)
                 pending.append((i, model_input, digest))
         if pending:
             vectors = self.embed(generation, np.stack([p[1] for p in pending]))
@@ -239,103 +313,11 @@ class Searcher:
         rounded = np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0
         return Resolved(vector, b"v:" + rounded.astype(np.float32).tobytes())
 
-    def model_input(self, generation: Generation, query: Query) -> tuple[np.ndarray, bytes]:
-        """The model input of a raw-payload query and a digest of it for cache keys."""
-        spec = self.node.encoder(generation.version).input_spec
-        if query.image is not None:
-            array = self.decode_image(query.image, generation.version, spec.kind, spec.shape)
-        else:
-            assert query.array is not None
-            array = self.decode_array(query.array, spec.kind)
-        try:
-            model_input = spec.to_model_input(array)
-        except PayloadError as e:
-            raise RequestError(
-                f"Invalid payload for model {generation.version}. {_strip(str(e))}", 422
-            ) from None
-        digest = _blake(model_input.tobytes() + str(model_input.shape).encode())
-        return model_input, b"p:" + digest
-
-    def decode_image(
-        self, text: str, version: str, kind: str, shape: tuple[int, ...]
-    ) -> np.ndarray:
-        """Decode a base64 PNG/JPEG into a uint8 array (HxW or HxWxC).
-
-        Raises:
-            RequestError: (400) not base64 or not an image; (422) the model takes
-                vectors, or the image is too large.
-        """
-        if kind != "image":
-            raise RequestError(
-                f"Invalid value for `image`. Model {version} takes vectors of shape {shape}, "
-                "not images. Send `array` (a raw vector) or `vector` (an embedding)",
-                422,
-            )
-        data = decode_base64(text, "image")
-        try:
-            payload = ImagePayload(data)
-        except InvalidEventError as e:
-            raise RequestError(f"Invalid value for `image`. {e}", 400) from None
-        width, height = payload.size
-        if width * height > self.limits.max_image_pixels:
-            raise RequestError(
-                f"Invalid value for `image`. Expected at most {self.limits.max_image_pixels} "
-                f"pixels. Received: {width}x{height}",
-                422,
-            )
-        try:
-            return payload.to_array()
-        except PayloadError as e:
-            raise RequestError(f"Invalid value for `image`. {e}", 400) from None
-
-    @staticmethod
-    def decode_array(values: list[Any], kind: str) -> np.ndarray:
-        """Nested lists as a uint8 image (image models) or a float vector (vector models).
-
-        Raises:
-            RequestError: (422) ragged lists, non-numbers, or values an image cannot hold.
-        """
-        try:
-            array = np.asarray(values, dtype=np.float64)
-        except (ValueError, TypeError, OverflowError):
-            raise RequestError(
-                "Invalid value for `array`. Expected a rectangular array of numbers "
-                "(nested lists of equal length). Received: ragged lists or non-numbers",
-                422,
-            ) from None
-        if array.size == 0:
-            raise RequestError("Invalid value for `array`. Expected values. Received: empty", 422)
-        if kind == "image":
-            integral = np.isfinite(array).all() and bool(np.all(array == np.round(array)))
-            if not integral or array.min() < 0 or array.max() > 255:
-                raise RequestError(
-                    "Invalid value for `array`. Expected integers 0..255 for an image model. "
-                    f"Received: values from {array.min()!r} to {array.max()!r}",
-                    422,
-                )
-            return array.astype(np.uint8)
-        return array
-
     def embed(self, generation: Generation, inputs: np.ndarray) -> np.ndarray:
         """Embed model inputs with the generation's own encoder (one call at a time)."""
         encoder = self.node.encoder(generation.version)
         with self._embed_lock:
-            return encoder.embed(inputs, batch_size=self.settings.embed_batch_size)
-
-    def item(self, generation: Generation, item_id: str) -> Item:
-        """An indexed item of the generation.
-
-        Raises:
-            NotFoundError: no live item has this id.
-        """
-        item = generation.index.get(item_id)
-        if item is None:
-            raise NotFoundError(
-                f"Unknown item id {item_id!r}. Expected the id of an item indexed by model "
-                f"{generation.version}. Received an id that is absent (never written, "
-                "deleted, or not indexed yet)"
-            )
-        return item
+            return encoder.embed(inputs, batch_size=self.config.embed_batch_size)
 
     # --- searching -------------------------------------------------------------------
 
@@ -407,76 +389,21 @@ class Searcher:
                 cached[i] = value
         return [v for v in cached if v is not None], "miss" if missing else "hit"
 
-    # --- classification --------------------------------------------------------------
 
-    def threshold(
-        self, version: str, requested: float | None
-    ) -> tuple[float, Literal["request", "model", "settings"]]:
-        """The distance threshold of classification and where it came from.
+def indexed_item(generation: Generation, item_id: str) -> Item:
+    """An indexed item of the generation.
 
-        The serving model's ``metrics.json`` is read once per version: its
-        ``calibration.threshold`` (what the benchmark and retraining record), else a
-        top-level ``threshold``/``calibration_threshold``/``distance_threshold``;
-        failing those, ``settings.classify_threshold``.
-        """
-        if requested is not None:
-            return requested, "request"
-        if version not in self._thresholds:
-            try:
-                metrics = self.node.registry.get(version).metrics
-            except RegistryError:
-                metrics = {}
-            found = _calibrated(metrics)
-            self._thresholds[version] = (
-                (found, "model")
-                if found is not None
-                else (self.settings.classify_threshold, "settings")
-            )
-        return self._thresholds[version]
-
-    @staticmethod
-    def vote(
-        rows: Sequence[dict[str, Any]], threshold: float
-    ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-        """Majority vote of the labelled neighbours within ``threshold``.
-
-        Ties go to the label whose nearest voter is nearer. No voter: ``unknown``.
-
-        Returns:
-            ``(label, votes, evidence)``: votes sorted best first; every neighbour
-            with a ``within_threshold`` flag.
-        """
-        evidence = [{**row, "within_threshold": row["distance"] <= threshold} for row in rows]
-        voters = [e for e in evidence if e["within_threshold"] and e["label"] is not None]
-        counts = Counter(str(e["label"]) for e in voters)
-        nearest: dict[str, float] = {}
-        for e in voters:
-            nearest.setdefault(str(e["label"]), float(e["distance"]))
-        ranked = sorted(counts.items(), key=lambda lv: (-lv[1], nearest[lv[0]]))
-        votes = [
-            {"label": label, "votes": n, "nearest_distance": nearest[label]} for label, n in ranked
-        ]
-        label = ranked[0][0] if ranked else UNKNOWN_LABEL
-        return label, votes, evidence
-
-    def classify(self, generation: Generation, request: ClassifyRequest) -> dict[str, Any]:
-        """Classify one query (the caller has waited for ``after`` if given)."""
-        plan = self.plan(generation, request)
-        position, epoch = state_of(generation)
-        [query] = self.resolve(generation, [request])
-        [raw], _ = self.cached_neighbours(generation, position, [query], plan, request.fresh)
-        threshold, source = self.threshold(generation.version, request.threshold)
-        label, votes, evidence = self.vote(json.loads(raw), threshold)
-        return {
-            "label": label,
-            "known": bool(votes),
-            "threshold": threshold,
-            "threshold_source": source,
-            "votes": votes,
-            "neighbors": evidence,
-            "model_version": generation.version,
-            "index_epoch": epoch,
-        }
+    Raises:
+        NotFoundError: no live item has this id.
+    """
+    item = generation.index.get(item_id)
+    if item is None:
+        raise NotFoundError(
+            f"Unknown item id {item_id!r}. Expected the id of an item indexed by model "
+            f"{generation.version}. Received an id that is absent (never written, "
+            "deleted, or not indexed yet)"
+        )
+    return item
 
 
 def state_of(generation: Generation) -> tuple[str, int]:
@@ -507,31 +434,6 @@ def batch_body(version: str, epoch: int, results: Sequence[bytes]) -> bytes:
     )
 
 
-def decode_base64(text: str, field: str) -> bytes:
-    """Decode standard base64 (an optional ``data:…;base64,`` prefix is dropped).
-
-    Raises:
-        RequestError: (400) not base64, or empty.
-    """
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(
-            f"Invalid value for `{field}`. Expected base64-encoded PNG or JPEG bytes. "
-            f"Received: {len(text)} characters that are not valid base64",
-            400,
-        ) from None
-    if not data:
-        raise RequestError(
-            f"Invalid value for `{field}`. Expected base64-encoded PNG or JPEG bytes. "
-            "Received: nothing",
-            400,
-        )
-    return data
-
-
 def _filter(spec: FilterSpec | None) -> Filter | None:
     if spec is None or (spec.labels is None and not spec.metadata):
         return None
@@ -539,26 +441,5 @@ def _filter(spec: FilterSpec | None) -> Filter | None:
     return Filter(labels=labels, metadata=dict(spec.metadata))
 
 
-def _calibrated(metrics: dict[str, Any]) -> float | None:
-    candidates: list[Any] = []
-    calibration = metrics.get("calibration")
-    if isinstance(calibration, dict):
-        candidates.append(calibration.get("threshold"))
-    candidates += [metrics.get(key) for key in _THRESHOLD_KEYS]
-    for value in candidates:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and math.isfinite(value) and value > 0:
-            return float(value)
-    return None
-
-
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _blake(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def _strip(message: str) -> str:
-    return message.removeprefix("Invalid vector payload. ").removeprefix("Invalid image payload. ")

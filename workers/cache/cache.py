@@ -1,8 +1,8 @@
 """`ResultCache`: where lookup results are kept between identical queries.
 
-A result depends on exactly what `CacheKey` holds (DESIGN.md contract 5): the
-model version, the index state, the normalised query, ``k``, ``ef`` and the
-filter. The index state is its *log position*: the next offset of each
+A result depends on exactly what `CacheKey` holds (invariant 5 of
+``docs/architecture.md``): the model version, the index state, the normalised
+query, ``k``, ``ef`` and the filter. The index state is its *log position*: the next offset of each
 partition of the embeddings log it has applied. It moves with every batch the
 index applies (like the index epoch), so a cached result is never older than
 the index state it is served for; unlike the epoch, which counts batches and so

@@ -5,7 +5,7 @@ covers the index's log position, the normalised query, ``k``, ``ef`` and the
 filter (see `CacheKey`). The items topic keeps deployments that share one Redis
 apart; the model version makes a promotion start a fresh namespace.
 
-Expiry: ``cache_ttl_s`` plus a random share of up to ``cache_ttl_jitter`` of it,
+Expiry: ``ttl_s`` plus a random share of up to ``ttl_jitter`` of it,
 so entries written together do not expire together.
 
 Single-flight: on a miss, the first caller takes a short lock
@@ -13,7 +13,7 @@ Single-flight: on a miss, the first caller takes a short lock
 most ``wait_s`` and then compute themselves, so a slow or dead lock holder
 only costs them a short wait.
 
-Failures: every command runs with ``cache_socket_timeout_s`` as its socket
+Failures: every command runs with ``socket_timeout_s`` as its socket
 timeout and no retries. Any Redis error is a miss (counted as ``error``) and
 opens a circuit breaker: for ``breaker_s`` the cache is skipped altogether, so
 a dead Redis costs one timeout per ``breaker_s``, not one per request.
@@ -34,8 +34,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from simstream.log import get_logger
-from simstream.settings import Settings
 from workers.cache.cache import CacheKey, ResultCache
+from workers.cache.config import CacheConfig
 from workers.metrics import CACHE_REQUESTS
 
 log = get_logger("cache")
@@ -49,11 +49,11 @@ return 0
 
 
 class RedisResultCache(ResultCache):
-    """Lookup results in Redis (``settings.redis_cache_url`` only).
+    """Lookup results in Redis (the cache URL only, never the Celery broker's).
 
     Args:
-        settings: the cache URL, TTL, jitter and socket timeout.
-        client: a ready client (tests); else one is made from ``redis_cache_url``
+        config: the cache URL, key scope, TTL, jitter and socket timeout.
+        client: a ready client (tests); else one is made from ``config.url``
             with the socket timeout and no retries.
         prefix: first part of every key.
         lock_ms: how long a single-flight lock lives at most.
@@ -64,7 +64,7 @@ class RedisResultCache(ResultCache):
 
     def __init__(
         self,
-        settings: Settings,
+        config: CacheConfig,
         client: redis.Redis | None = None,
         *,
         prefix: str = "simstream:lookup",
@@ -72,17 +72,17 @@ class RedisResultCache(ResultCache):
         wait_s: float = 0.25,
         breaker_s: float = 2.0,
     ) -> None:
-        timeout = settings.cache_socket_timeout_s
+        timeout = config.socket_timeout_s
         self._redis = client or redis.Redis.from_url(
-            settings.redis_cache_url,
+            config.url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
-        self._scope = f"{prefix}:{settings.topic_items}"
-        self.ttl_s = settings.cache_ttl_s
-        self.jitter = settings.cache_ttl_jitter
+        self._scope = f"{prefix}:{config.scope}"
+        self.ttl_s = config.ttl_s
+        self.jitter = config.ttl_jitter
         self.lock_ms = lock_ms
         self.wait_s = wait_s
         self.breaker_s = breaker_s
@@ -124,7 +124,7 @@ class RedisResultCache(ResultCache):
             self._failures += 1
         if opening:
             log.warning(
-                "cache unavailable; skipping it for a while",
+                "cache.unavailable",
                 error=f"{type(error).__name__}: {error}",
                 skip_s=self.breaker_s,
             )

@@ -22,6 +22,9 @@ from simstream.errors import IndexStoreError
 ItemLabel = str | int
 """An item's class label (as carried by the record): a string or an integer."""
 
+LabelKey = tuple[str, ItemLabel | None]
+"""A type-tagged item label (see `label_key`)."""
+
 
 def _kind(value: Any) -> str:
     if value is None:
@@ -51,7 +54,7 @@ def json_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def label_key(label: ItemLabel | None) -> tuple[str, ItemLabel | None]:
+def label_key(label: ItemLabel | None) -> LabelKey:
     """A hashable key for an item label that keeps ``1``, ``"1"`` and ``True`` apart."""
     return (_kind(label), label)
 
@@ -91,7 +94,7 @@ class Filter:
         """Whether the filter passes every item."""
         return self.labels is None and not self.metadata
 
-    def label_keys(self) -> frozenset[tuple[str, ItemLabel | None]] | None:
+    def label_keys(self) -> frozenset[LabelKey] | None:
         """The allowed labels as type-tagged keys (so that 1 and True differ)."""
         if self.labels is None:
             return None

@@ -1,8 +1,8 @@
 """What the index consumes: one upsert or delete of one item, with its source offset.
 
-The wire format (the embeddings topic's ``EmbeddingRecord``) lives with the
-producers; the index only needs the attributes of `IndexRecord`, so any frozen
-dataclass with these fields fits. `Mutation` is a plain implementation for
+The wire format (the embeddings topic's ``EmbeddingRecord``) lives in
+`simstream.wire`; the index only needs the attributes of `IndexRecord`, so any
+frozen dataclass with these fields fits. `Mutation` is a plain implementation for
 tests, benchmarks and callers that build records themselves.
 """
 
@@ -15,16 +15,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from simstream.wire import Op
 from workers.index.filter import ItemLabel
-
-UPSERT = "upsert"
-DELETE = "delete"
 
 
 class IndexRecord(Protocol):
     """The attributes the index reads from a record.
 
-    ``op`` is ``"upsert"`` or ``"delete"`` (a `str` enum works too);
+    ``op`` is `Op.UPSERT` or `Op.DELETE` (the index rejects any other value);
     ``source_offset`` is the record's offset in the ``items`` topic and decides
     which of two events for the same id wins; ``vector`` may be None for deletes.
     """
@@ -69,9 +67,9 @@ class Mutation:
         metadata: Mapping[str, Any] | None = None,
     ) -> Mutation:
         """An upsert of ``item_id``."""
-        return cls(item_id, UPSERT, source_offset, vector, label, metadata or {})
+        return cls(item_id, Op.UPSERT, source_offset, vector, label, metadata or {})
 
     @classmethod
     def delete(cls, item_id: str, source_offset: int) -> Mutation:
         """A delete of ``item_id``."""
-        return cls(item_id, DELETE, source_offset)
+        return cls(item_id, Op.DELETE, source_offset)

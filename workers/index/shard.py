@@ -14,7 +14,8 @@ An upsert of an existing id marks the old slot deleted and adds the vector
 under a fresh slot: slots are never reused, so a slot seen by a search always
 names one version of one item. (hnswlib's in-place update is slower and
 ``replace_deleted`` would reuse slots; tombstones are reclaimed by rebuilds.)
-Deletes are ``mark_deleted``. Capacity doubles before an add would overflow.
+Deletes are ``mark_deleted``. Capacity doubles before an add would overflow
+(`workers.index.graph`).
 
 Concurrency. hnswlib is never written, resized or saved while it is searched:
 each shard has a phase-fair readers–writer lock (`RWLock`). Searches, ``get``
@@ -29,17 +30,21 @@ Rebuilds. When deleted slots pass ``tombstone_ratio`` of all slots, a background
 thread copies the live vectors (under short shared holds) into a new graph,
 replays the ids written meanwhile (tracked as a dirty set), and swaps the new
 graph in under the exclusive lock with a final small catch-up. No write is lost
-and searches continue on the old graph throughout.
+and searches continue on the old graph throughout (`workers.index.rebuild`).
+
+Searches, with filters and the exact fallback, are in `workers.index.search`;
+the view a snapshot reads is `workers.index.frozen.FrozenShard`. See
+``docs/index.md``.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -48,24 +53,20 @@ import numpy as np
 
 from simstream.errors import IndexStoreError
 from simstream.log import get_logger
+from simstream.wire import Op
 from workers.index.config import IndexConfig
-from workers.index.filter import Filter, ItemLabel, label_key
-from workers.index.record import DELETE, UPSERT, IndexRecord
+from workers.index.filter import Filter, ItemLabel, LabelKey, label_key
+from workers.index.frozen import FrozenShard
+from workers.index.graph import Graph, Insert, PendingInsert
+from workers.index.rebuild import Rebuilder
+from workers.index.record import IndexRecord
 from workers.index.rwlock import RWLock
+from workers.index.search import filtered, nearest
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _READER_WINDOW_S = 0.05
 _BULK_SLICE = 1024
 _DELETE_SLICE = 128
-_REBUILD_CHUNK = 1024
-_FINAL_CATCH_UP = 256
-_CATCH_UP_ROUNDS = 4
-_EXACT_CHUNK = 16384
-_LabelKey = tuple[str, ItemLabel | None]
-
-
-class _AbandonedError(Exception):
-    """A rebuild stopped because the shard is closing."""
 
 
 @dataclass(slots=True)
@@ -161,153 +162,6 @@ class _Planned:
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
-class _Insert(threading.Thread):
-    """One hnswlib ``add_items`` call on a helper thread (it releases the GIL)."""
-
-    def __init__(
-        self, index: hnswlib.Index, vectors: np.ndarray, slots: np.ndarray, threads: int
-    ) -> None:
-        super().__init__(name="index-insert", daemon=True)
-        self.args = (index, vectors, slots, threads)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        index, vectors, slots, threads = self.args
-        try:
-            index.add_items(vectors, slots, num_threads=threads)
-        except BaseException as e:
-            self.error = e
-
-
-class _PendingInsert:
-    """A bulk insert running on a helper thread while the shard's write lock is held.
-
-    `finish` waits for it, completes (or, on failure, undoes) the bookkeeping
-    and releases the lock; it must be called exactly once.
-    """
-
-    def __init__(self, shard: Shard, graph: _Graph, insert: _Insert) -> None:
-        self.shard, self.graph, self.insert = shard, graph, insert
-        self.undo: list[tuple[str, _Entry | None, int | None]] = []
-        self.previous: list[tuple[str, int | None]] = []
-
-    def finish(self) -> None:
-        try:
-            self.insert.join()
-            if self.insert.error is not None:
-                self.graph.unbind(self.previous)
-                self.shard._undo(self.undo)
-                raise IndexStoreError(f"hnswlib insert failed: {self.insert.error}")
-            self.graph.retire(self.previous)
-        finally:
-            self.shard._lock.release_write()
-
-
-def _no_results(batch: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.empty((batch, 0), dtype=object), np.empty((batch, 0), dtype=np.float32)
-
-
-class _Graph:
-    """An hnswlib index whose integer slots carry string item ids."""
-
-    def __init__(
-        self,
-        config: IndexConfig,
-        capacity: int,
-        index: hnswlib.Index | None = None,
-        slot_of: dict[str, int] | None = None,
-        next_slot: int = 0,
-    ) -> None:
-        self.config = config
-        if index is None:
-            index = hnswlib.Index(space=config.space, dim=config.dim)
-            index.init_index(
-                max_elements=max(capacity, 1), M=config.m, ef_construction=config.ef_construction
-            )
-        index.set_ef(config.ef_search)
-        self.index = index
-        self.slot_of: dict[str, int] = dict(slot_of or {})
-        self.next_slot = next_slot
-        self.ids: np.ndarray = np.full(max(self.capacity, next_slot, 1), None, dtype=object)
-        for item_id, slot in self.slot_of.items():
-            self.ids[slot] = item_id
-        self.tombstones = int(index.element_count) - len(self.slot_of)
-
-    @property
-    def capacity(self) -> int:
-        return int(self.index.get_max_elements())
-
-    @property
-    def live(self) -> int:
-        return len(self.slot_of)
-
-    def _reserve(self, n: int) -> None:
-        needed = self.next_slot + n
-        if needed > self.capacity:
-            self.index.resize_index(max(2 * self.capacity, needed))
-        if needed > len(self.ids):
-            grown = np.full(max(2 * len(self.ids), needed, self.capacity), None, dtype=object)
-            grown[: len(self.ids)] = self.ids
-            self.ids = grown
-
-    def add(self, item_ids: Sequence[str], vectors: np.ndarray, num_threads: int) -> None:
-        """Add (or replace) items; ids must be distinct."""
-        if len(item_ids):
-            slots = self.allocate(len(item_ids))
-            self.index.add_items(vectors, slots, num_threads=num_threads)
-            self.retire(self.bind(item_ids, slots))
-
-    def allocate(self, n: int) -> np.ndarray:
-        """Reserve ``n`` fresh slots (growing the capacity first when needed)."""
-        self._reserve(n)
-        slots = np.arange(self.next_slot, self.next_slot + n, dtype=np.uint64)
-        self.next_slot += n
-        return slots
-
-    def bind(self, item_ids: Sequence[str], slots: np.ndarray) -> list[tuple[str, int | None]]:
-        """Point ids at fresh slots (Python only); return each id's previous slot."""
-        previous: list[tuple[str, int | None]] = []
-        slot_of, ids = self.slot_of, self.ids
-        for item_id, slot in zip(item_ids, slots.tolist(), strict=True):
-            old = slot_of.get(item_id)
-            if old is not None:
-                ids[old] = None
-            slot_of[item_id] = slot
-            ids[slot] = item_id
-            previous.append((item_id, old))
-        return previous
-
-    def retire(self, previous: list[tuple[str, int | None]]) -> None:
-        """Mark the slots that ``bind`` replaced deleted in hnswlib."""
-        for _, old in previous:
-            if old is not None:
-                self.index.mark_deleted(old)
-                self.tombstones += 1
-
-    def unbind(self, previous: list[tuple[str, int | None]]) -> None:
-        """Undo ``bind`` (after a failed insert)."""
-        for item_id, old in reversed(previous):
-            self.ids[self.slot_of.pop(item_id)] = None
-            if old is not None:
-                self.slot_of[item_id] = old
-                self.ids[old] = item_id
-
-    def remove(self, item_id: str) -> None:
-        """Mark an item's slot deleted (no-op for an absent id)."""
-        slot = self.slot_of.pop(item_id, None)
-        if slot is not None:
-            self.index.mark_deleted(slot)
-            self.ids[slot] = None
-            self.tombstones += 1
-
-    def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Stored vectors of live ids, shape (n, dim)."""
-        if not item_ids:
-            return np.empty((0, self.config.dim), dtype=np.float32)
-        slots = [self.slot_of[i] for i in item_ids]
-        return np.asarray(self.index.get_items(slots), dtype=np.float32).reshape(len(slots), -1)
-
-
 class Shard:
     """The items of one partition in an hnswlib graph; see the module docstring.
 
@@ -321,18 +175,23 @@ class Shard:
         self.partition = partition
         self._lock = RWLock()
         self._apply_lock = threading.Lock()
-        self._graph = _Graph(config, config.initial_capacity)
+        self._graph = Graph(config, config.initial_capacity)
         self._entries: dict[str, _Entry] = {}
-        self._by_label: dict[_LabelKey, set[str]] = {}
+        self._by_label: dict[LabelKey, set[str]] = {}
         self._deleted_at: dict[str, int] = {}
         self._next_offset: int | None = None
         self._epoch = 0
-        self._rebuilds = 0
-        self._rebuild_thread: threading.Thread | None = None
-        self._dirty: set[str] | None = None
-        self._closing = False
+        self._rebuilder = Rebuilder(
+            config, partition, self._lock, self._apply_lock, self._current_graph, self._swap_graph
+        )
         self._per_item_s = 2e-4
         self._log = get_logger("index.shard", partition=partition)
+
+    def _current_graph(self) -> Graph:
+        return self._graph
+
+    def _swap_graph(self, graph: Graph) -> None:
+        self._graph = graph
 
     # --- writes ----------------------------------------------------------------------
 
@@ -357,7 +216,7 @@ class Shard:
         threads = self.config.num_threads if num_threads is None else num_threads
         with self._apply_lock:
             result = ApplyResult()
-            pending: _PendingInsert | None = None
+            pending: PendingInsert | None = None
             try:
                 # Plan the next chunk while hnswlib inserts the previous one.
                 for start in range(0, max(len(records), 1), _BULK_SLICE):
@@ -373,7 +232,7 @@ class Shard:
                 self._epoch += 1
             if next_offset is not None:
                 self._next_offset = next_offset
-            self._maybe_start_rebuild()
+            self._rebuilder.maybe_start()
         if result.rejected:
             self._log.warning(
                 "index.records_rejected", count=len(result.rejected), first=result.rejected[0]
@@ -390,9 +249,9 @@ class Shard:
         return self._deleted_at.get(item_id)
 
     def _plan(self, records: Sequence[IndexRecord], result: ApplyResult) -> dict[str, _Planned]:
-        ops = [str(getattr(r.op, "value", r.op)) for r in records]
+        ops = [r.op for r in records]
         vectors, problems = self._check_vectors(
-            [r.vector for r, op in zip(records, ops, strict=True) if op == UPSERT]
+            [r.vector for r, op in zip(records, ops, strict=True) if op == Op.UPSERT]
         )
         plan: dict[str, _Planned] = {}
         upsert = 0
@@ -400,22 +259,22 @@ class Shard:
             item_id = record.item_id
             vector: np.ndarray | None = None
             problem = ""
-            if op == UPSERT:
+            if op == Op.UPSERT:
                 vector, problem = vectors[upsert], problems[upsert]
                 upsert += 1
             held = self._held_offset(item_id, plan)
             if held is not None and record.source_offset <= held:
                 result.stale += 1
-            elif op == DELETE:
-                plan[item_id] = _Planned(DELETE, record.source_offset)
-            elif op != UPSERT:
+            elif op == Op.DELETE:
+                plan[item_id] = _Planned(Op.DELETE, record.source_offset)
+            elif op != Op.UPSERT:
                 result.rejected.append((item_id, f"op must be upsert or delete, got {op!r}"))
             elif problem:
                 result.rejected.append((item_id, problem))
             else:
                 metadata = dict(record.metadata) if record.metadata else _EMPTY
                 plan[item_id] = _Planned(
-                    UPSERT, record.source_offset, vector, record.label, metadata
+                    Op.UPSERT, record.source_offset, vector, record.label, metadata
                 )
         return plan
 
@@ -475,24 +334,23 @@ class Shard:
 
     def _write(
         self, plan: dict[str, _Planned], num_threads: int, result: ApplyResult
-    ) -> _PendingInsert | None:
-        """Apply a planned chunk; a bulk insert may be left running (see `_PendingInsert`)."""
-        upserts = [(i, p) for i, p in plan.items() if p.op == UPSERT]
-        deletes = [(i, p) for i, p in plan.items() if p.op == DELETE]
+    ) -> PendingInsert | None:
+        """Apply a planned chunk; a bulk insert may be left running (see `PendingInsert`)."""
+        upserts = [(i, p) for i, p in plan.items() if p.op == Op.UPSERT]
+        deletes = [(i, p) for i, p in plan.items() if p.op == Op.DELETE]
         for start in range(0, len(deletes), _DELETE_SLICE):
             with self._lock.write():
                 for item_id, p in deletes[start : start + _DELETE_SLICE]:
                     self._delete(item_id, p.source_offset)
         result.deleted += len(deletes)
         result.upserted += len(upserts)
-        if self._dirty is not None:
-            self._dirty.update(plan)
+        self._rebuilder.touch(plan)
         return self._write_upserts(upserts, num_threads)
 
     def _write_upserts(
         self, upserts: list[tuple[str, _Planned]], num_threads: int
-    ) -> _PendingInsert | None:
-        pending: _PendingInsert | None = None
+    ) -> PendingInsert | None:
+        pending: PendingInsert | None = None
         pos = 0
         while pos < len(upserts):
             if pending is not None:
@@ -523,10 +381,11 @@ class Shard:
                 self._lock.acquire_write()
                 graph = self._graph
                 slots = graph.allocate(len(chunk))
-                insert = _Insert(graph.index, vectors, slots, threads)
+                insert = Insert(graph.index, vectors, slots, threads)
                 insert.start()
-                pending = _PendingInsert(self, graph, insert)
-                pending.undo = self._record(chunk)
+                pending = PendingInsert(graph, insert, self._lock.release_write)
+                undo = self._record(chunk)
+                pending.rollback = partial(self._undo, undo)
                 pending.previous = graph.bind(ids, slots)
             pos += len(chunk)
         return pending
@@ -558,7 +417,7 @@ class Shard:
 
     # --- reads -----------------------------------------------------------------------
 
-    def _acquire_read(self, ef: int) -> _Graph:
+    def _acquire_read(self, ef: int) -> Graph:
         """Hold the lock shared with the graph's ef set to ``ef``; return the graph."""
         while True:
             self._lock.acquire_read()
@@ -595,111 +454,10 @@ class Shard:
         graph = self._acquire_read(self.config.ef_search if ef is None else ef)
         try:
             if filter is None or filter.empty:
-                kk = min(k, graph.live)
-                if not kk:
-                    return _no_results(len(queries))
-                slots, dists = self._knn(graph, queries, kk, num_threads)
-                return graph.ids[slots], dists
-            return self._filtered(graph, queries, k, filter, num_threads)
+                return nearest(graph, queries, k, num_threads)
+            return filtered(graph, queries, k, filter, num_threads, self._by_label, self._passes)
         finally:
             self._lock.release_read()
-
-    def _knn(
-        self, graph: _Graph, queries: np.ndarray, k: int, num_threads: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exactly k ≤ live results per query from hnswlib, exact where hnswlib falls short."""
-        try:
-            slots, dists = graph.index.knn_query(queries, k=k, num_threads=num_threads)
-            return slots.astype(np.int64), dists
-        except RuntimeError:
-            # Fewer than k reachable (deletes, tiny or duplicate-heavy graphs): retry per
-            # query and answer the ones hnswlib cannot fill by brute force.
-            slots = np.empty((len(queries), k), dtype=np.int64)
-            dists = np.empty((len(queries), k), dtype=np.float32)
-            for row, query in enumerate(queries):
-                try:
-                    s, d = graph.index.knn_query(query[None, :], k=k, num_threads=1)
-                except RuntimeError:
-                    s, d = self._exact(graph, query[None, :], k, list(graph.slot_of.values()))
-                slots[row], dists[row] = s[0], d[0]
-            return slots, dists
-
-    def _distances(self, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        q = queries.astype(np.float64)
-        v = vectors.astype(np.float64)
-        if self.config.space == "l2":
-            return np.maximum(
-                (q * q).sum(1)[:, None] - 2.0 * (q @ v.T) + (v * v).sum(1)[None, :], 0.0
-            )
-        if self.config.space == "cosine":
-            q = q / np.linalg.norm(q, axis=1, keepdims=True)
-        return 1.0 - q @ v.T
-
-    def _exact(
-        self, graph: _Graph, queries: np.ndarray, k: int, slots: Sequence[int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Brute-force top-k over the given slots; k ≤ len(slots)."""
-        best_d = np.full((len(queries), 0), np.inf)
-        best_s = np.empty((len(queries), 0), dtype=np.int64)
-        for start in range(0, len(slots), _EXACT_CHUNK):
-            chunk = np.asarray(slots[start : start + _EXACT_CHUNK], dtype=np.int64)
-            vectors = np.asarray(graph.index.get_items(chunk.tolist()), dtype=np.float32)
-            d = np.concatenate([best_d, self._distances(queries, vectors)], axis=1)
-            s = np.concatenate([best_s, np.broadcast_to(chunk, (len(queries), len(chunk)))], 1)
-            keep = np.argsort(d, axis=1, kind="stable")[:, :k]
-            best_d = np.take_along_axis(d, keep, 1)
-            best_s = np.take_along_axis(s, keep, 1)
-        return best_s, best_d.astype(np.float32)
-
-    def _filtered(
-        self,
-        graph: _Graph,
-        queries: np.ndarray,
-        k: int,
-        flt: Filter,
-        num_threads: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.full((len(queries), k), None, dtype=object)
-        dists = np.full((len(queries), k), np.inf, dtype=np.float32)
-        live = graph.live
-        keys = flt.label_keys()
-        if keys is not None:
-            count = sum(len(self._by_label.get(key, ())) for key in keys)
-            if count <= max(self.config.exact_filter_limit, k):
-                candidates = [i for key in keys for i in self._by_label.get(key, ())]
-                passing = [i for i in candidates if self._passes(i, flt)]
-                kk = min(k, len(passing))
-                if kk:
-                    chosen = [graph.slot_of[i] for i in passing]
-                    s, d = self._exact(graph, queries, kk, chosen)
-                    ids[:, :kk] = graph.ids[s]
-                    dists[:, :kk] = d
-                return ids, dists
-            share = count / max(live, 1)
-        else:
-            share = 1.0
-        # Over-fetch, post-filter, and grow the fetch for queries still short of k
-        # until k pass or the shard is exhausted (fetch = live returns every item).
-        fetch = min(live, max(2 * k, math.ceil(2 * k / max(share, 1e-9))))
-        pending = np.arange(len(queries))
-        while len(pending) and fetch:
-            slots, found = self._knn(graph, queries[pending], fetch, num_threads)
-            short: list[int] = []
-            rows: list[int] = pending.tolist()
-            for row, slot_row, dist_row in zip(rows, slots.tolist(), found.tolist(), strict=True):
-                n = 0
-                for slot, dist in zip(slot_row, dist_row, strict=True):
-                    item_id = graph.ids[slot]
-                    if item_id is not None and self._passes(item_id, flt):
-                        ids[row, n], dists[row, n] = item_id, dist
-                        n += 1
-                        if n == k:
-                            break
-                if n < k and fetch < live:
-                    short.append(row)
-            pending = np.asarray(short, dtype=np.int64)
-            fetch = min(live, fetch * 4)
-        return ids, dists
 
     def _passes(self, item_id: str, flt: Filter) -> bool:
         entry = self._entries.get(item_id)
@@ -752,106 +510,26 @@ class Shard:
             delete_markers=len(self._deleted_at),
             next_offset=self._next_offset,
             epoch=self._epoch,
-            rebuilding=self._rebuild_thread is not None,
-            rebuilds=self._rebuilds,
+            rebuilding=self._rebuilder.running,
+            rebuilds=self._rebuilder.completed,
         )
 
     # --- rebuild ---------------------------------------------------------------------
 
-    def _maybe_start_rebuild(self, force: bool = False) -> None:
-        graph = self._graph
-        total = graph.live + graph.tombstones
-        due = (
-            graph.tombstones >= self.config.min_tombstones
-            and graph.tombstones >= self.config.tombstone_ratio * total
-        )
-        if self._rebuild_thread is not None or self._closing or not (due or force):
-            return
-        self._dirty = set()
-        self._rebuild_thread = threading.Thread(
-            target=self._rebuild, name=f"index-rebuild-{self.partition}", daemon=True
-        )
-        self._log.info("index.rebuild_started", live=graph.live, tombstones=graph.tombstones)
-        self._rebuild_thread.start()
-
     def rebuild(self, wait: bool = True, timeout: float | None = None) -> None:
         """Start a rebuild now (whatever the tombstone count); optionally wait for it."""
         with self._apply_lock:
-            self._maybe_start_rebuild(force=True)
+            self._rebuilder.maybe_start(force=True)
         if wait:
             self.wait_for_rebuild(timeout)
 
     def wait_for_rebuild(self, timeout: float | None = None) -> bool:
         """Wait for a running rebuild; return whether none is running afterwards."""
-        thread = self._rebuild_thread
-        if thread is not None:
-            thread.join(timeout)
-        return self._rebuild_thread is None
-
-    def _rebuild(self) -> None:
-        started = time.perf_counter()
-        old = self._graph
-        try:
-            with self._lock.read():
-                pairs = list(old.slot_of.items())
-            new = _Graph(
-                self.config, max(self.config.initial_capacity, int(len(pairs) * 1.25) + 16)
-            )
-            for start in range(0, len(pairs), _REBUILD_CHUNK):
-                if self._closing:
-                    raise _AbandonedError
-                with self._lock.read():
-                    part = pairs[start : start + _REBUILD_CHUNK]
-                    chunk = [i for i, s in part if old.slot_of.get(i) == s]
-                    vectors = old.vectors(chunk)
-                new.add(chunk, vectors, 1)
-            for round_ in range(_CATCH_UP_ROUNDS + 1):
-                with self._apply_lock:
-                    dirty = self._dirty or set()
-                    self._dirty = set()
-                    if len(dirty) <= _FINAL_CATCH_UP or round_ == _CATCH_UP_ROUNDS:
-                        # Writers wait (they hold the apply lock); searches go on
-                        # until the swap itself.
-                        self._catch_up(old, new, dirty)
-                        with self._lock.write():
-                            self._graph = new
-                        self._dirty = None
-                        self._rebuilds += 1
-                        break
-                if self._closing:
-                    raise _AbandonedError
-                self._catch_up(old, new, dirty)
-            self._log.info(
-                "index.rebuild_done",
-                live=new.live,
-                reclaimed=old.tombstones,
-                seconds=round(time.perf_counter() - started, 3),
-            )
-        except _AbandonedError:
-            with self._apply_lock:
-                self._dirty = None
-        except Exception:
-            self._log.exception("index.rebuild_failed")
-            with self._apply_lock:
-                self._dirty = None
-        finally:
-            self._rebuild_thread = None
-
-    def _catch_up(self, old: _Graph, new: _Graph, dirty: set[str]) -> None:
-        """Copy the current state of ``dirty`` ids from the old graph to the new one."""
-        with self._lock.read():
-            live = [i for i in dirty if i in old.slot_of]
-            vectors = old.vectors(live)
-        new.add(live, vectors, 1)
-        for item_id in dirty.difference(live):
-            new.remove(item_id)
+        return self._rebuilder.wait(timeout)
 
     def close(self) -> None:
         """Stop a running rebuild (the old graph stays) and wait for it."""
-        self._closing = True
-        thread = self._rebuild_thread
-        if thread is not None:
-            thread.join()
+        self._rebuilder.close()
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -863,7 +541,7 @@ class Shard:
         hnswlib index only reads it).
         """
         with self._apply_lock, self._lock.read():
-            yield FrozenShard(self)
+            yield FrozenShard(self._graph, self._stats, self._state)
 
     @classmethod
     def restore(
@@ -877,7 +555,7 @@ class Shard:
         shard = cls(config, partition)
         items = state["items"]
         slot_of = dict(zip(items["ids"], items["slots"], strict=True))
-        shard._graph = _Graph(config, 0, index, slot_of, int(state["next_slot"]))
+        shard._graph = Graph(config, 0, index, slot_of, int(state["next_slot"]))
         for item_id, offset, label, metadata in zip(
             items["ids"], items["offsets"], items["labels"], items["metadata"], strict=True
         ):
@@ -894,38 +572,16 @@ class Shard:
             )
         return shard
 
-
-class FrozenShard:
-    """A shard held still by `Shard.frozen`: what a snapshot reads."""
-
-    def __init__(self, shard: Shard) -> None:
-        self._shard = shard
-
-    @property
-    def stats(self) -> ShardStats:
-        """The shard's counts."""
-        return self._shard._stats()
-
-    @property
-    def element_count(self) -> int:
-        """Slots in the graph file (live plus tombstones)."""
-        return int(self._shard._graph.index.element_count)
-
-    def save_index(self, path: str) -> None:
-        """Write the hnswlib graph to ``path`` (hnswlib's own format)."""
-        self._shard._graph.index.save_index(path)
-
-    def state(self) -> dict[str, Any]:
-        """The bookkeeping as JSON-ready columns (ids, slots, offsets, labels, metadata)."""
-        s = self._shard
-        graph = s._graph
-        ids = list(s._entries)
-        entries = [s._entries[i] for i in ids]
+    def _state(self) -> dict[str, Any]:
+        """The bookkeeping as JSON-ready columns, as `restore` reads them."""
+        graph = self._graph
+        ids = list(self._entries)
+        entries = [self._entries[i] for i in ids]
         return {
-            "partition": s.partition,
-            "next_offset": s._next_offset,
+            "partition": self.partition,
+            "next_offset": self._next_offset,
             "next_slot": graph.next_slot,
-            "epoch": s._epoch,
+            "epoch": self._epoch,
             "items": {
                 "ids": ids,
                 "slots": [graph.slot_of[i] for i in ids],
@@ -933,5 +589,8 @@ class FrozenShard:
                 "labels": [e.label for e in entries],
                 "metadata": [dict(e.metadata) if e.metadata else None for e in entries],
             },
-            "deleted": {"ids": list(s._deleted_at), "offsets": list(s._deleted_at.values())},
+            "deleted": {
+                "ids": list(self._deleted_at),
+                "offsets": list(self._deleted_at.values()),
+            },
         }

@@ -1,4 +1,4 @@
-"""Atomic, verified snapshots of a sharded index (DESIGN.md, contract 2).
+"""Atomic, verified snapshots of a sharded index (docs/architecture.md, contract 2).
 
 What a snapshot holds. One directory ``<root>/<model version>/snap-<sequence>/``
 with, per shard p, ``shard-<p>.hnsw`` (hnswlib's own file: no header of ours,
@@ -21,7 +21,9 @@ previous snapshots are untouched (old ones are pruned only after a new one is
 in place, keeping the last ``keep``). Each shard is saved while it is held by
 `Shard.frozen`: its writer waits, searches go on (saving only reads hnswlib).
 Shards are saved one after another, so each shard's state matches its own
-next offset, which is all that replay needs.
+next offset, which is all that replay needs. The fsync, rename and SHA-256
+helpers are `simstream.durable`; what is read of each shard is a
+`workers.index.frozen.FrozenShard`.
 
 How it is read. `SnapshotStore.load_latest` tries snapshots newest first. A
 snapshot is verified before hnswlib sees any file: manifest checksum, every
@@ -54,6 +56,7 @@ from typing import Any
 import hnswlib
 
 import simstream
+from simstream.durable import fsync_path, publish_dir, sha256_file, write_bytes
 from simstream.errors import (
     IndexStoreError,
     SnapshotCorruptError,
@@ -70,7 +73,6 @@ FORMAT = "simstream.index.snapshot/1"
 MANIFEST = "MANIFEST.json"
 _NAME = re.compile(r"^snap-(\d{10})$")
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
-_CHUNK = 1 << 20
 _log = get_logger("index.snapshot")
 
 
@@ -121,33 +123,6 @@ def _canonical(obj: Any) -> bytes:
 def _manifest_checksum(manifest: Mapping[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return hashlib.sha256(_canonical(body)).hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_hnsw(path: Path, space: str, dim: int, capacity: int) -> hnswlib.Index:
@@ -274,8 +249,7 @@ class SnapshotStore:
             try:
                 manifest = self._write(index, tmp, sequence, next_offsets, extra)
                 final = self.dir / name
-                os.rename(tmp, final)
-                _fsync_dir(self.dir)
+                publish_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -309,11 +283,11 @@ class SnapshotStore:
                 state = view.state()
                 stats = view.stats
                 elements = view.element_count
-            _fsync_file(tmp / index_name)
+            fsync_path(tmp / index_name)
             state_bytes = _canonical(state)
-            _write_bytes(tmp / state_name, state_bytes)
+            write_bytes(tmp / state_name, state_bytes)
             files[index_name] = {
-                "sha256": _sha256(tmp / index_name),
+                "sha256": sha256_file(tmp / index_name),
                 "size": (tmp / index_name).stat().st_size,
             }
             files[state_name] = {
@@ -359,8 +333,7 @@ class SnapshotStore:
             "extra": dict(extra or {}),
         }
         manifest["manifest_sha256"] = _manifest_checksum(manifest)
-        _write_bytes(tmp / MANIFEST, _canonical(manifest))
-        _fsync_dir(tmp)
+        write_bytes(tmp / MANIFEST, _canonical(manifest))
         return manifest
 
     # --- pruning ---------------------------------------------------------------------
@@ -425,7 +398,7 @@ class SnapshotStore:
                 f"{path.name}: {name} has {size} bytes. Expected {expected['size']}.",
             )
             _check(
-                _sha256(file) == expected["sha256"],
+                sha256_file(file) == expected["sha256"],
                 f"{path.name}: {name} does not match its SHA-256 in the manifest.",
             )
         _check(

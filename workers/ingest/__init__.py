@@ -1,1 +1,1 @@
-"""Streaming ingest: the embeddings wire format, the range embedder and the dispatcher."""
+"""Streaming ingest: the range embedder, the dispatcher and source watermarks."""

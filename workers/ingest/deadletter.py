@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from producers.wire import DeadLetter
 from simstream.errors import KafkaError
 from simstream.settings import Settings
-from workers.ingest.record import EmbeddingRecord
+from simstream.wire import DeadLetter, EmbeddingRecord
 
 
 def dead_letter_range(

@@ -26,12 +26,11 @@ from typing import Any, Protocol
 import numpy as np
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from producers.wire import DeadLetter, ItemEvent, Op, WireLimits
 from simstream.errors import DecodeError, KafkaError, PayloadError
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.wire import DeadLetter, EmbeddingRecord, ItemEvent, Op
 from workers import metrics
-from workers.ingest.record import EmbeddingRecord, RecordOp
 
 log = get_logger("embedder")
 
@@ -104,7 +103,7 @@ class RangeEmbedder:
     ) -> None:
         self.settings = settings
         self.encoder = encoder
-        self.limits = WireLimits.from_settings(settings)
+        self.limits = settings.wire_limits()
         self.read_timeout_s = read_timeout_s
         self._consumer = consumer or Consumer(
             settings.kafka_config(
@@ -161,7 +160,7 @@ class RangeEmbedder:
                     self._submit(pending, outgoing)
                     outgoing.append(
                         EmbeddingRecord(
-                            op=RecordOp.DELETE,
+                            op=Op.DELETE,
                             item_id=event.id,
                             source_offset=offset,
                             model_version=model_version,
@@ -268,7 +267,7 @@ class RangeEmbedder:
                         out_topic,
                         partition,
                         EmbeddingRecord(
-                            op=RecordOp.UPSERT,
+                            op=Op.UPSERT,
                             item_id=event.id,
                             source_offset=offset,
                             model_version=model_version,

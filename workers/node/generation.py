@@ -24,10 +24,10 @@ from simstream.errors import DecodeError
 from simstream.kafka import end_offsets, ensure_topics
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.wire import EmbeddingRecord, Op
 from workers import metrics
 from workers.index.sharded import ShardedIndex
 from workers.index.snapshot import SnapshotStore
-from workers.ingest.record import EmbeddingRecord, RecordOp
 from workers.ingest.watermark import SourceWatermark
 
 log = get_logger("node")
@@ -174,9 +174,10 @@ class Generation:
 
     def _apply(self, messages: Iterable[Message]) -> None:
         by_partition: dict[int, list[tuple[int, EmbeddingRecord]]] = {}
+        limits = self.settings.wire_limits()
         for message in messages:
             try:
-                record = EmbeddingRecord.decode(message.value() or b"")
+                record = EmbeddingRecord.decode(message.value() or b"", limits)
             except DecodeError as e:
                 self.log.error("bad embeddings record skipped", reason=e.reason)
                 continue
@@ -185,12 +186,12 @@ class Generation:
             )
         now_ms = time.time() * 1000
         for partition, items in by_partition.items():
-            records = [r for _, r in items if r.op is not RecordOp.RANGE]
+            records = [r for _, r in items if r.op is not Op.RANGE]
             next_offset = items[-1][0] + 1
             self.index.apply(partition, records, next_offset=next_offset)
             watermark = self.watermarks[partition]
             for _, record in items:
-                if record.op is RecordOp.RANGE:
+                if record.op is Op.RANGE:
                     watermark.mark(record.range_start, record.range_end)
             freshness = metrics.FRESHNESS.labels(self.version)
             for record in records:

@@ -14,13 +14,12 @@ same generation.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from model.registry import Encoder, Registry
+from simstream.durable import atomic_write_bytes
 from simstream.errors import NotReadyError
 from simstream.log import get_logger
 from simstream.settings import Settings
@@ -170,13 +169,9 @@ class IndexNode:
 
     def _write_alias(self, version: str) -> None:
         self._alias_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._alias_path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump({"serving": version, "at": time.time()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._alias_path)
-        _fsync_dir(self._alias_path.parent)
+        atomic_write_bytes(
+            self._alias_path, json.dumps({"serving": version, "at": time.time()}).encode()
+        )
 
     # --- queries ---------------------------------------------------------------------
 
@@ -258,11 +253,3 @@ class IndexNode:
 def _numeric(version: str) -> int:
     digits = "".join(c for c in version if c.isdigit())
     return int(digits) if digits else 0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,11 +27,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from model.datasets import Dataset
 from model.inputs import InputSpec
-from producers.wire import ItemEvent, Op, WireLimits
 from simstream.errors import DecodeError, KafkaError, PayloadError
 from simstream.kafka import end_offsets
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.wire import ItemEvent, Op, WireLimits
 
 log = get_logger("retrain.dataset")
 
@@ -158,7 +158,7 @@ def read_labelled(
         ends = end_offsets(consumer, settings.topic_items, range(settings.partitions))
         stats = ReplayStats()
         records = read_range(consumer, settings.topic_items, {}, ends, idle_timeout_s)
-        items = fold_events(records, stats, WireLimits.from_settings(settings))
+        items = fold_events(records, stats, settings.wire_limits())
     finally:
         if own:
             consumer.close()
@@ -182,7 +182,7 @@ def count_new_labelled(
     """Labelled upserts in ``items`` from ``since`` offsets to the end (stops at ``limit``)."""
     own = consumer is None
     consumer = consumer or make_consumer(settings)
-    limits = WireLimits.from_settings(settings)
+    limits = settings.wire_limits()
     count = 0
     try:
         ends = end_offsets(consumer, settings.topic_items, range(settings.partitions))

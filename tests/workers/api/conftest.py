@@ -23,13 +23,13 @@ from PIL import Image
 
 from model.registry import Encoder
 from producers.producer import ItemProducer
-from producers.wire import ImagePayload, ItemEvent
 from simstream.kafka import end_offsets, ensure_topics
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack
+from simstream.wire import ImagePayload, ItemEvent
 from tests.waiting import wait_for
 from workers.api import create_app
-from workers.cache.redis import RedisResultCache
+from workers.cache import CacheConfig, RedisResultCache
 from workers.node.node import IndexNode
 
 PER_CLASS = 12
@@ -185,7 +185,11 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture(scope="package")
 def app(served: Served) -> FastAPI:
     """The API over the shared node, with the session Valkey as its cache."""
-    return create_app(served.settings, served.node, cache=RedisResultCache(served.settings))
+    return create_app(
+        served.settings,
+        served.node,
+        cache=RedisResultCache(CacheConfig.from_settings(served.settings)),
+    )
 
 
 @pytest.fixture(scope="package")

@@ -13,7 +13,7 @@ from tests.waiting import wait_for
 from tests.workers.api.conftest import Served
 from tests.workers.cache.valkey import OwnValkey
 from workers.api import create_app
-from workers.cache.redis import RedisResultCache
+from workers.cache import CacheConfig, RedisResultCache
 
 pytestmark = pytest.mark.services
 
@@ -35,7 +35,7 @@ def test_lookups_answer_while_redis_is_down_and_hit_the_cache_again_once_it_retu
     served: Served, valkey: OwnValkey
 ) -> None:
     settings = served.settings.model_copy(update={"redis_cache_url": valkey.url})
-    cache = RedisResultCache(settings, breaker_s=2.0)
+    cache = RedisResultCache(CacheConfig.from_settings(settings), breaker_s=2.0)
     query = {"id": "digit-0033", "k": 5}
     with TestClient(create_app(settings, served.node, cache=cache)) as client:
         expected = client.post("/v1/lookup", json=query)

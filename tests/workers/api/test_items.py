@@ -6,13 +6,14 @@ import base64
 import io
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from producers.wire import WriteToken
+from simstream.wire import ImagePayload, WriteToken
 from tests.workers.api.conftest import Served, embed_pending, png
 from workers.api import create_app
 
@@ -53,6 +54,42 @@ def test_an_upsert_is_published_and_answers_a_write_token(
         body["offset"],
     )
     assert body["op"] == "upsert"
+
+
+def test_a_posted_image_is_decoded_once_to_be_checked_and_published(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = png(new_image(6))
+    text = b64(data)
+    decoded: list[str] = []
+    parsed: list[bytes] = []
+    pixels: list[bytes] = []
+    b64decode, post_init, to_array = (
+        base64.b64decode,
+        ImagePayload.__post_init__,
+        ImagePayload.to_array,
+    )
+
+    def spy_b64decode(s: str, *args: Any, **kwargs: Any) -> bytes:
+        decoded.append(s)
+        return b64decode(s, *args, **kwargs)
+
+    def spy_post_init(self: ImagePayload) -> None:
+        parsed.append(self.data)
+        post_init(self)
+
+    def spy_to_array(self: ImagePayload) -> np.ndarray:
+        pixels.append(self.data)
+        return to_array(self)
+
+    monkeypatch.setattr(base64, "b64decode", spy_b64decode)
+    monkeypatch.setattr(ImagePayload, "__post_init__", spy_post_init)
+    monkeypatch.setattr(ImagePayload, "to_array", spy_to_array)
+
+    response = client.post("/v1/items", json={"id": "decoded-once", "image": text})
+
+    assert response.status_code == 202, response.text
+    assert (decoded.count(text), parsed.count(data), pixels.count(data)) == (1, 1, 1)
 
 
 def test_a_lookup_after_a_token_waits_for_the_write_and_then_finds_the_item(

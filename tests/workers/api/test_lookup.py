@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from tests.workers.api.conftest import CALIBRATED_THRESHOLD, Served
-from workers.api.searcher import UNKNOWN_LABEL, Searcher
+from workers.api.classifier import UNKNOWN_LABEL, Classifier
 
 pytestmark = pytest.mark.services
 
@@ -177,9 +177,9 @@ def test_the_vote_is_a_majority_within_the_threshold_and_ties_go_to_the_nearest(
         {"id": "f", "distance": 0.90, "label": "dog", "metadata": {}},
     ]
 
-    tie, tie_votes, evidence = Searcher.vote(rows, threshold=0.5)
-    majority, _, _ = Searcher.vote(rows, threshold=1.0)
-    nothing, no_votes, _ = Searcher.vote(rows, threshold=0.05)
+    tie, tie_votes, evidence = Classifier.vote(rows, threshold=0.5)
+    majority, _, _ = Classifier.vote(rows, threshold=1.0)
+    nothing, no_votes, _ = Classifier.vote(rows, threshold=0.05)
 
     assert (tie, [v["votes"] for v in tie_votes]) == ("cat", [2, 2])
     assert [e["within_threshold"] for e in evidence] == [True] * 5 + [False]

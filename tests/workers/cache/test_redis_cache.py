@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack
 from tests.workers.cache.valkey import BlackHole, OwnValkey
-from workers.cache import CacheKey, NullCache, RedisResultCache, log_position
+from workers.cache import CacheConfig, CacheKey, NullCache, RedisResultCache, log_position
 
 pytestmark = pytest.mark.services
 
@@ -27,19 +27,20 @@ def errors() -> float:
     return REGISTRY.get_sample_value("simstream_cache_requests_total", {"result": "error"}) or 0.0
 
 
-def cache_settings(url: str, tmp_path: Path, **overrides: object) -> Settings:
-    return Settings.load(
+def cache_config(url: str, tmp_path: Path, **overrides: object) -> CacheConfig:
+    settings = Settings.load(
         data_dir=tmp_path,
         redis_cache_url=url,
         topic_items=f"items-{uuid.uuid4().hex[:8]}",
         **overrides,
     )
+    return CacheConfig.from_settings(settings)
 
 
 @pytest.fixture
 def shared(stack: LocalStack, tmp_path: Path) -> Iterator[RedisResultCache]:
     """A cache on the session's Valkey, in a namespace of its own."""
-    cache = RedisResultCache(cache_settings(stack.settings.redis_cache_url, tmp_path))
+    cache = RedisResultCache(cache_config(stack.settings.redis_cache_url, tmp_path))
     yield cache
     cache.close()
 
@@ -82,15 +83,15 @@ def test_a_log_position_is_the_same_text_for_the_same_offsets_in_any_order() -> 
 
 
 def test_a_value_is_stored_with_the_ttl_plus_jitter(stack: LocalStack, tmp_path: Path) -> None:
-    settings = cache_settings(
+    config = cache_config(
         stack.settings.redis_cache_url, tmp_path, cache_ttl_s=10.0, cache_ttl_jitter=0.5
     )
-    cache = RedisResultCache(settings)
+    cache = RedisResultCache(config)
     keys = [CacheKey("v1", f"0:{i}", b"q", 1, 1) for i in range(20)]
 
     cache.set_many([(k, b"[]") for k in keys])
 
-    client = redis.Redis.from_url(settings.redis_cache_url)
+    client = redis.Redis.from_url(config.url)
     ttls = [client.pttl(cache.redis_key(k)) for k in keys]
     assert all(9_000 < t <= 15_000 for t in ttls), ttls
     assert len(set(ttls)) > 1, "jitter spreads expiries"
@@ -99,7 +100,7 @@ def test_a_value_is_stored_with_the_ttl_plus_jitter(stack: LocalStack, tmp_path:
 
 def test_a_ttl_of_zero_turns_the_cache_off(stack: LocalStack, tmp_path: Path) -> None:
     cache = RedisResultCache(
-        cache_settings(stack.settings.redis_cache_url, tmp_path, cache_ttl_s=0.0)
+        cache_config(stack.settings.redis_cache_url, tmp_path, cache_ttl_s=0.0)
     )
 
     cache.set(KEY, b"[]")
@@ -144,7 +145,7 @@ def test_a_waiter_computes_itself_when_the_leader_never_stores(
 def test_a_stopped_redis_is_a_miss_and_the_breaker_skips_it_until_it_returns(
     own: OwnValkey, tmp_path: Path
 ) -> None:
-    cache = RedisResultCache(cache_settings(own.url, tmp_path), breaker_s=0.5)
+    cache = RedisResultCache(cache_config(own.url, tmp_path), breaker_s=0.5)
     cache.set(KEY, b"[3]")
     assert cache.get_or_compute(KEY, lambda: b"never") == (b"[3]", True)
     before = errors()
@@ -174,7 +175,7 @@ def test_a_redis_that_stops_answering_is_a_miss_within_the_socket_timeout(
 ) -> None:
     hole = BlackHole()
     try:
-        cache = RedisResultCache(cache_settings(hole.url, tmp_path, cache_socket_timeout_s=0.05))
+        cache = RedisResultCache(cache_config(hole.url, tmp_path, cache_socket_timeout_s=0.05))
         started = time.monotonic()
 
         value = cache.get_or_compute(KEY, lambda: b"[5]")

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from workers.index.record import DELETE, Mutation
+from simstream.wire import Op
+from workers.index.record import Mutation
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -41,7 +42,7 @@ class Model:
             held = self.deleted.get(record.item_id)
         if held is not None and record.source_offset <= held:
             return
-        if record.op == DELETE:
+        if record.op == Op.DELETE:
             self.live.pop(record.item_id, None)
             self.deleted[record.item_id] = record.source_offset
         else:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from workers.index.rwlock import RWLock
 
@@ -81,32 +82,40 @@ def test_a_waiting_writer_is_not_starved_by_a_stream_of_readers() -> None:
         t.join(5)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the lock's queue"
+        time.sleep(0.001)
+
+
 def test_readers_waiting_when_a_writer_releases_go_before_the_next_writer() -> None:
     lock = RWLock()
+    order: list[str] = []
     lock.acquire_write()
-    got_in = threading.Event()
 
-    def reader() -> None:
+    def reader(name: str) -> None:
         with lock.read():
-            got_in.set()
-
-    r = threading.Thread(target=reader)
-    r.start()
-    time.sleep(0.05)
-    second_writer_done = threading.Event()
+            order.append(name)
+            time.sleep(0.02)
 
     def writer() -> None:
         with lock.write():
-            second_writer_done.set()
+            order.append("writer")
 
+    readers = [threading.Thread(target=reader, args=(f"reader{i}",)) for i in range(2)]
+    for t in readers:
+        t.start()
+    wait_until(lambda: lock._readers_waiting == 2)
     w = threading.Thread(target=writer)
     w.start()
-    time.sleep(0.05)
+    wait_until(lambda: lock._writers_waiting == 1)
     lock.release_write()
-    assert got_in.wait(5)
-    assert second_writer_done.wait(5)
-    r.join(5)
-    w.join(5)
+    for t in [*readers, w]:
+        t.join(5)
+    assert not any(t.is_alive() for t in [*readers, w])
+    assert sorted(order[:2]) == ["reader0", "reader1"]
+    assert order[2:] == ["writer"]
 
 
 def test_readers_recent_reports_reader_activity() -> None:

@@ -11,6 +11,7 @@ from simstream.errors import IndexStoreError
 from tests.workers.index.helpers import Model, distances, unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
+from workers.index.graph import Insert
 from workers.index.record import Mutation
 from workers.index.shard import Shard
 
@@ -331,7 +332,11 @@ def test_a_rebuild_starts_when_tombstones_pass_the_threshold_and_keeps_every_liv
     assert (stats.live, stats.tombstones, stats.rebuilds) == (140, 0, 1)
     for j in range(60, 200):
         assert search_one(shard, vectors[j], 1) == [f"i{j}"]
-    assert search_one(shard, vectors[0], 200, ef=300) == search_one(shard, vectors[0], 200, ef=300)
+    ids, dists = shard.search(vectors[:1], 200, ef=300)
+    d = distances("cosine", vectors[0], vectors[60:])
+    order = np.argsort(d)
+    assert ids[0].tolist() == [f"i{60 + j}" for j in order]
+    np.testing.assert_allclose(dists[0], d[order], atol=1e-5)
     assert len(search_one(shard, vectors[0], 500, ef=500)) == 140
 
 
@@ -405,16 +410,14 @@ def test_searches_run_while_a_rebuild_is_swapped_in(rng: np.random.Generator) ->
 def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
     small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.index import shard as shard_module
-
     shard = Shard(small_config)
     vectors = unit_vectors(rng, 3, 8)
     shard.apply([Mutation.upsert("a", vectors[0], 1, label=1)])
 
-    def fail(self: shard_module._Insert) -> None:
+    def fail(self: Insert) -> None:
         self.error = MemoryError("injected")
 
-    monkeypatch.setattr(shard_module._Insert, "run", fail)
+    monkeypatch.setattr(Insert, "run", fail)
     with pytest.raises(IndexStoreError, match="injected"):
         shard.apply([Mutation.upsert("a", vectors[1], 2), Mutation.upsert("b", vectors[2], 3)])
     item = shard.get("a")

@@ -257,7 +257,7 @@ def run_child(code: str, *args: str, timeout: float = 60) -> subprocess.Complete
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("hook", ["_fsync_file", "_write_bytes", "_fsync_dir"])
+@pytest.mark.parametrize("hook", ["fsync_path", "write_bytes", "publish_dir"])
 def test_sigkill_during_a_snapshot_write_leaves_the_previous_snapshot_loadable(
     tmp_path: Path, hook: str
 ) -> None:

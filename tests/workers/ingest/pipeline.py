@@ -10,9 +10,9 @@ import numpy as np
 from confluent_kafka import Consumer
 
 from producers.producer import ItemProducer
-from producers.wire import ItemEvent, VectorPayload
 from simstream.kafka import end_offsets
 from simstream.settings import Settings
+from simstream.wire import ItemEvent, VectorPayload
 from workers.index.sharded import ShardedIndex
 from workers.node.generation import Generation
 

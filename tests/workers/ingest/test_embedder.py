@@ -9,11 +9,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from model.registry import Encoder, Registry
-from producers.wire import ItemEvent, VectorPayload
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
+from simstream.wire import EmbeddingRecord, ItemEvent, Op, VectorPayload
 from workers.ingest.embedder import RangeEmbedder
-from workers.ingest.record import EmbeddingRecord, RecordOp
 
 pytestmark = pytest.mark.services
 
@@ -83,13 +82,13 @@ def test_records_leave_in_source_order_across_batches_deletes_and_dead_letters(
     records = _embeddings(settings, encoder_version, 273)
     assert len(records) == 273
     *entries, marker = records
-    assert marker.op is RecordOp.RANGE and (marker.range_start, marker.range_end) == (0, 273)
+    assert marker.op is Op.RANGE and (marker.range_start, marker.range_end) == (0, 273)
     offsets = [r.source_offset for r in entries]
     assert offsets == sorted(offsets) and len(set(offsets)) == 272
     assert 251 not in offsets  # the junk event's offset went to the dead-letter topic
-    deletes = [(r.item_id, r.source_offset) for r in entries if r.op is RecordOp.DELETE]
+    deletes = [(r.item_id, r.source_offset) for r in entries if r.op is Op.DELETE]
     assert deletes == [("item-3", 150), ("item-200", 272)]
-    by_id = {r.item_id: r for r in entries if r.op is RecordOp.UPSERT}
+    by_id = {r.item_id: r for r in entries if r.op is Op.UPSERT}
     for item_id in ("item-0", "item-64", "item-149", "item-269"):
         payload = ItemEvent.decode(_upsert(item_id)).payload
         assert payload is not None
@@ -129,6 +128,6 @@ def test_an_encoder_failure_fails_the_range_and_the_retry_writes_it_whole(
         embedder.close()
     assert (result.upserts, result.deletes, result.dead_letters) == (270, 2, 1)
     records = _embeddings(settings, encoder_version, 273)
-    assert records[-1].op is RecordOp.RANGE
+    assert records[-1].op is Op.RANGE
     # Nothing of the failed attempt reached the log: its first batch failed first.
     assert len(records) == 273

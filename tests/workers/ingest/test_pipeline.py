@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from producers.producer import ItemProducer
-from producers.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
 from simstream.settings import Settings
+from simstream.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
 from tests.workers.ingest.pipeline import (
     Expected,
     assert_index_matches,

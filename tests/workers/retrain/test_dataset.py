@@ -8,9 +8,9 @@ from confluent_kafka import Producer
 
 from model.inputs import InputSpec
 from producers.producer import ItemProducer
-from producers.wire import ArrayPayload, ItemEvent, VectorPayload
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
+from simstream.wire import ArrayPayload, ItemEvent, VectorPayload
 from workers.retrain.dataset import (
     LabelledItem,
     ReplayStats,

@@ -1,4 +1,4 @@
-"""`PayloadImages`: an indexed item's image, read back from the items topic.
+"""`ItemImageReader`: an indexed item's image, read back from the items topic.
 
 The index stores embeddings, labels and metadata, never payloads. But each
 item remembers where its event lies in ``items`` (partition and source
@@ -24,30 +24,29 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
-from producers.wire import ArrayPayload, ImagePayload, ItemEvent, WireLimits
 from simstream.errors import DecodeError
-from simstream.log import get_logger
-from simstream.settings import Settings
-
-log = get_logger("api.payloads")
+from simstream.wire import ArrayPayload, ImagePayload, ItemEvent
+from workers.api.config import ItemImageConfig
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
-class PayloadImages:
+class ItemImageReader:
     """Fetches and renders item images from ``items`` (thread-safe, one consumer).
 
     Args:
-        settings: Kafka connection and the items topic.
+        config: the items topic, the consumer's properties and the wire limits.
         cache_size: rendered images kept in memory.
         timeout_s: longest wait for one event.
     """
 
-    def __init__(self, settings: Settings, cache_size: int = 512, timeout_s: float = 3.0) -> None:
-        self.settings = settings
-        self.topic = settings.topic_items
+    def __init__(
+        self, config: ItemImageConfig, cache_size: int = 512, timeout_s: float = 3.0
+    ) -> None:
+        self.config = config
+        self.topic = config.topic
         self.timeout_s = timeout_s
-        self.limits = WireLimits.from_settings(settings)
+        self.limits = config.limits
         self._cache: OrderedDict[tuple[int, int], tuple[bytes, str] | None] = OrderedDict()
         self._cache_size = cache_size
         self._consumer: Consumer | None = None
@@ -70,15 +69,7 @@ class PayloadImages:
 
     def _read(self, partition: int, offset: int) -> ItemEvent | None:
         if self._consumer is None:
-            self._consumer = Consumer(
-                self.settings.kafka_config(
-                    **{
-                        "group.id": "simstream-api-payloads",
-                        "enable.auto.commit": False,
-                        "fetch.wait.max.ms": 10,
-                    }
-                )
-            )
+            self._consumer = Consumer(dict(self.config.consumer))
         consumer = self._consumer
         consumer.assign([TopicPartition(self.topic, partition, offset)])
         deadline = time.monotonic() + self.timeout_s

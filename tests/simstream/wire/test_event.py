@@ -1,107 +1,42 @@
-"""The wire format: round trips, one test per decode failure, and fuzzing."""
+"""Item events: round trips, one test per decode failure, and fuzzing."""
 
 from __future__ import annotations
 
 import json
 import struct
 from collections.abc import Callable
-from io import BytesIO
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
-from PIL import Image
 
-from producers.wire import (
-    DEAD_LETTER_MAGIC,
-    DTYPES,
+from simstream.errors import DecodeError, InvalidEventError
+from simstream.wire import (
     EVENT_MAGIC,
     ArrayPayload,
     DeadLetter,
     ImagePayload,
     ItemEvent,
     Op,
-    Payload,
     Reason,
     VectorPayload,
     WireLimits,
-    WriteToken,
     decode_result,
 )
-from simstream.errors import DecodeError, InvalidEventError, PayloadError
-
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# --- strategies ----------------------------------------------------------------------
-
-texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
-metadata_values = st.one_of(
-    st.text(st.characters(codec="utf-8"), max_size=20),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.booleans(),
+from tests.simstream.wire.helpers import (
+    FUZZ,
+    VALID,
+    VECTOR_BODY,
+    array_payloads,
+    envelope,
+    events,
+    pixels,
+    png,
+    upsert_header,
+    vector_payloads,
 )
-metadata = st.dictionaries(
-    st.text(st.characters(codec="utf-8"), max_size=10), metadata_values, max_size=5
-)
-arrays = hnp.arrays(
-    dtype=st.sampled_from(DTYPES),
-    shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6),
-)
-array_payloads = arrays.map(ArrayPayload.from_array)
-vector_payloads = st.lists(
-    st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=64
-).map(VectorPayload.from_values)
-pixels = st.sampled_from([(), (3,), (4,)]).flatmap(
-    lambda channels: hnp.arrays(
-        np.uint8,
-        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8).map(
-            lambda hw: (*hw, *channels)
-        ),
-    )
-)
-png_payloads = pixels.map(ImagePayload.from_array)
-payloads: st.SearchStrategy[Payload] = st.one_of(array_payloads, vector_payloads, png_payloads)
-
-
-@st.composite
-def events(draw: st.DrawFn, payload: st.SearchStrategy[Payload] = payloads) -> ItemEvent:
-    time = draw(st.integers(0, 2**63 - 1))
-    if draw(st.booleans()):
-        return ItemEvent.delete(draw(texts), event_time_ms=time)
-    return ItemEvent.upsert(
-        draw(texts), draw(payload), draw(st.none() | texts), draw(metadata), time
-    )
-
-
-def png(width: int = 4, height: int = 3, mode: str = "L") -> bytes:
-    buffer = BytesIO()
-    Image.new(mode, (width, height)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def envelope(
-    header: dict[str, Any],
-    body: bytes = b"",
-    magic: bytes = EVENT_MAGIC,
-    version: int = 1,
-    raw_header: bytes | None = None,
-) -> bytes:
-    """An envelope built by hand, so each field can be broken on purpose."""
-    encoded = raw_header if raw_header is not None else json.dumps({**header}).encode()
-    return struct.pack(">4sBI", magic, version, len(encoded)) + encoded + body
-
-
-def upsert_header(**fields: Any) -> dict[str, Any]:
-    return {"id": "a", "op": "upsert", "ts": 1, "kind": "vector", "size": 4, **fields}
-
-
-VECTOR_BODY = np.float32(1.0).tobytes()
-VALID = envelope(upsert_header(), VECTOR_BODY)
-
 
 # --- round trips ---------------------------------------------------------------------
 
@@ -144,42 +79,6 @@ def test_jpeg_image_payloads_decode_to_the_same_shape(
     assert decoded.payload.to_array().shape == array.shape
 
 
-@given(arrays, st.sampled_from(["<", ">"]))
-def test_array_payloads_are_little_endian_whatever_the_input_byte_order(
-    array: np.ndarray, order: str
-) -> None:
-    swapped = array.astype(array.dtype.newbyteorder(order))  # type: ignore[arg-type]
-    payload = ArrayPayload.from_array(swapped)
-    assert payload.data == array.astype(array.dtype.newbyteorder("<")).tobytes()
-    np.testing.assert_array_equal(payload.to_array(), array)
-
-
-def test_array_payloads_of_non_contiguous_arrays_keep_their_values() -> None:
-    array = np.arange(24, dtype=np.int32).reshape(4, 6)[:, ::2].T
-    np.testing.assert_array_equal(ArrayPayload.from_array(array).to_array(), array)
-
-
-def test_palette_and_16_bit_images_decode_to_uint8() -> None:
-    palette = Image.new("P", (3, 2))
-    deep = Image.new("I;16", (3, 2))
-    for image, shape in ((palette, (2, 3, 3)), (deep, (2, 3))):
-        buffer = BytesIO()
-        image.save(buffer, format="PNG")
-        array = ImagePayload(buffer.getvalue()).to_array()
-        assert array.dtype == np.uint8
-        assert array.shape == shape
-
-
-def test_the_envelope_starts_with_magic_version_and_header_length() -> None:
-    event = ItemEvent.upsert("a", VectorPayload.from_values([1.0]), event_time_ms=7)
-    data = event.encode()
-    magic, version, header_size = struct.unpack_from(">4sBI", data)
-    header = json.loads(data[9 : 9 + header_size])
-    assert (magic, version) == (b"SSIE", 1)
-    assert header == {"id": "a", "op": "upsert", "ts": 7, "kind": "vector", "size": 4}
-    assert data[9 + header_size :] == VECTOR_BODY
-
-
 def test_the_key_is_the_id_in_utf8() -> None:
     assert ItemEvent.delete("é/1").key == "é/1".encode()
 
@@ -187,13 +86,6 @@ def test_the_key_is_the_id_in_utf8() -> None:
 def test_events_get_their_creation_time_in_epoch_ms() -> None:
     event = ItemEvent.delete("a")
     assert 1_600_000_000_000 < event.event_time_ms < 10_000_000_000_000
-
-
-def test_limits_follow_the_settings() -> None:
-    from simstream.settings import Settings
-
-    settings = Settings.load(max_id_chars=9, max_payload_bytes=100, max_metadata_bytes=200)
-    assert WireLimits.from_settings(settings) == WireLimits(9, 100, 200)
 
 
 # --- invalid construction ------------------------------------------------------------
@@ -267,17 +159,6 @@ def test_check_enforces_every_limit() -> None:
             event.check(limits)
         assert caught.value.reason == reason
     ItemEvent.upsert("abc", vector, label="abc", metadata={"k": 1}).check(limits)
-
-
-def test_undecodable_image_pixels_raise_a_payload_error() -> None:
-    data = bytearray(png(64, 64))
-    del data[60:80]  # cut into the pixel data, past what the header check reads
-    try:
-        payload = ImagePayload(bytes(data))
-    except InvalidEventError:
-        return  # caught early: just as good
-    with pytest.raises(PayloadError):
-        payload.to_array()
 
 
 # --- one decode failure per reason ---------------------------------------------------
@@ -389,11 +270,6 @@ def test_every_reason_has_a_decode_test() -> None:
     assert tested == set(Reason)
 
 
-def test_readers_ignore_header_keys_they_do_not_know() -> None:
-    data = envelope(upsert_header(future="yes"), VECTOR_BODY)
-    assert ItemEvent.decode(data).payload == VectorPayload(VECTOR_BODY)
-
-
 def test_decode_result_returns_bad_input_as_a_value() -> None:
     result = decode_result(b"garbage")
     assert isinstance(result, DecodeError)
@@ -456,68 +332,3 @@ def test_well_formed_envelopes_with_arbitrary_headers_raise_nothing_but_decode_e
     header: dict[str, Any], body: bytes
 ) -> None:
     _decode_or_decode_error(envelope(header, body))
-
-
-# --- dead letters and write tokens ---------------------------------------------------
-
-
-@given(
-    st.text(max_size=20),
-    st.integers(0, 2**31 - 1),
-    st.integers(0, 2**63 - 1),
-    st.text(max_size=40),
-    st.binary(max_size=64),
-    st.text(max_size=40),
-)
-def test_dead_letters_survive_a_round_trip(
-    topic: str, partition: int, offset: int, reason: str, raw: bytes, detail: str
-) -> None:
-    letter = DeadLetter(topic, partition, offset, reason, raw, detail)
-    assert DeadLetter.decode(letter.encode()) == letter
-
-
-def test_a_dead_letter_keeps_the_reason_and_bytes_of_a_decode_error() -> None:
-    error = decode_result(VALID[:-1])
-    assert isinstance(error, DecodeError)
-    letter = DeadLetter.from_error(error, "items", 2, 40)
-    decoded = DeadLetter.decode(letter.encode())
-    assert decoded.reason == "truncated"
-    assert decoded.raw == VALID[:-1]
-    assert (decoded.source_topic, decoded.partition, decoded.offset) == ("items", 2, 40)
-    assert decoded.encode().startswith(DEAD_LETTER_MAGIC)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [VALID, b"SSDL", b"SSDL\x01" + struct.pack(">I", 2) + b"{}"],
-    ids=["an item event", "a cut prefix", "a header without fields"],
-)
-def test_decoding_a_bad_dead_letter_raises_a_decode_error(data: bytes) -> None:
-    with pytest.raises(DecodeError):
-        DeadLetter.decode(data)
-
-
-@given(
-    st.from_regex(r"[A-Za-z0-9._-]{1,40}", fullmatch=True),
-    st.integers(0, 2**31 - 1),
-    st.integers(0, 2**63 - 1),
-)
-def test_write_tokens_survive_a_round_trip(topic: str, partition: int, offset: int) -> None:
-    token = WriteToken(topic, partition, offset)
-    assert WriteToken.decode(token.encode()) == token
-
-
-def test_a_write_token_is_compact_text() -> None:
-    assert WriteToken("items", 3, 1234).encode() == "items.p3.o1234"
-    assert WriteToken.decode("items.dlq.p0.o7") == WriteToken("items.dlq", 0, 7)
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "p3.o1", "items.p3", "items.p-1.o2", "items.p3.o", "items.p03.o1", "it ems.p1.o1",
-     "items.p3.o1x", "items.p99999999999.o1", "items.p1.o99999999999999999999", "ítems.p1.o1"],
-)  # fmt: skip
-def test_decoding_an_invalid_write_token_raises_a_decode_error(text: str) -> None:
-    with pytest.raises(DecodeError) as caught:
-        WriteToken.decode(text)
-    assert caught.value.reason == Reason.BAD_TOKEN

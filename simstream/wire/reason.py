@@ -1,0 +1,40 @@
+"""`Reason`: the code of every decode failure and broken wire rule."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from simstream.errors import InvalidEventError
+
+
+class Reason(StrEnum):
+    """Why bytes could not be decoded (`DecodeError.reason`) or a message is invalid."""
+
+    BAD_MAGIC = "bad_magic"
+    UNKNOWN_VERSION = "unknown_version"
+    TRUNCATED = "truncated"
+    TRAILING_BYTES = "trailing_bytes"
+    HEADER_TOO_LARGE = "header_too_large"
+    BAD_HEADER = "bad_header"
+    BAD_ID = "bad_id"
+    UNKNOWN_OP = "unknown_op"
+    BAD_LABEL = "bad_label"
+    BAD_METADATA = "bad_metadata"
+    METADATA_TOO_LARGE = "metadata_too_large"
+    BAD_TIME = "bad_time"
+    MISSING_PAYLOAD = "missing_payload"
+    UNEXPECTED_PAYLOAD = "unexpected_payload"
+    UNKNOWN_KIND = "unknown_kind"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNKNOWN_DTYPE = "unknown_dtype"
+    BAD_SHAPE = "bad_shape"
+    SIZE_MISMATCH = "size_mismatch"
+    NON_FINITE = "non_finite"
+    BAD_IMAGE = "bad_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    BAD_TOKEN = "bad_token"
+
+
+def invalid(reason: Reason, detail: str) -> InvalidEventError:
+    """The error of a broken rule: its `Reason` and what was expected and received."""
+    return InvalidEventError(detail, reason=reason)

@@ -1,0 +1,124 @@
+"""`Classifier`: the k-NN label of a query, or ``unknown``, above the `Searcher`.
+
+The query's neighbours come from one search (with its cache entry, shared with
+lookups); the labelled ones within a distance threshold vote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from model.registry import Registry
+from simstream.errors import RegistryError
+from workers.api.config import ClassifierConfig
+from workers.api.schemas import ClassifyRequest
+from workers.api.searcher import Searcher
+
+UNKNOWN_LABEL = "unknown"
+_THRESHOLD_KEYS = ("threshold", "calibration_threshold", "distance_threshold")
+
+ThresholdSource = Literal["request", "model", "settings"]
+
+
+class Classifier:
+    """Majority votes of labelled neighbours within a calibrated distance threshold.
+
+    Args:
+        config: the default threshold.
+        searcher: finds the neighbours.
+        registry: where the serving model's metrics (its calibrated threshold) are read.
+    """
+
+    def __init__(self, config: ClassifierConfig, searcher: Searcher, registry: Registry) -> None:
+        self.config = config
+        self.searcher = searcher
+        self.registry = registry
+        self._thresholds: dict[str, tuple[float, Literal["model", "settings"]]] = {}
+
+    def classify(self, request: ClassifyRequest) -> dict[str, Any]:
+        """Classify one query (waiting for ``request.after`` first when given).
+
+        Raises:
+            RequestError: invalid options, query or write token (400/422).
+            NotFoundError: a query by an unknown id (404).
+            NotReadyError: no generation serves, or the write is not visible in time (503).
+        """
+        answer = self.searcher.search(request, [request])
+        [raw] = answer.neighbours
+        threshold, source = self.threshold(answer.version, request.threshold)
+        label, votes, evidence = self.vote(json.loads(raw), threshold)
+        return {
+            "label": label,
+            "known": bool(votes),
+            "threshold": threshold,
+            "threshold_source": source,
+            "votes": votes,
+            "neighbors": evidence,
+            "model_version": answer.version,
+            "index_epoch": answer.epoch,
+        }
+
+    def threshold(self, version: str, requested: float | None) -> tuple[float, ThresholdSource]:
+        """The distance threshold of classification and where it came from.
+
+        The serving model's ``metrics.json`` is read once per version: its
+        ``calibration.threshold`` (what the benchmark and retraining record), else a
+        top-level ``threshold``/``calibration_threshold``/``distance_threshold``;
+        failing those, the configured default (``SIMSTREAM_CLASSIFY_THRESHOLD``).
+        """
+        if requested is not None:
+            return requested, "request"
+        if version not in self._thresholds:
+            try:
+                metrics = self.registry.get(version).metrics
+            except RegistryError:
+                metrics = {}
+            found = _calibrated(metrics)
+            self._thresholds[version] = (
+                (found, "model")
+                if found is not None
+                else (self.config.default_threshold, "settings")
+            )
+        return self._thresholds[version]
+
+    @staticmethod
+    def vote(
+        rows: Sequence[dict[str, Any]], threshold: float
+    ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Majority vote of the labelled neighbours within ``threshold``.
+
+        Ties go to the label whose nearest voter is nearer. No voter: ``unknown``.
+
+        Returns:
+            ``(label, votes, evidence)``: votes sorted best first; every neighbour
+            with a ``within_threshold`` flag.
+        """
+        evidence = [{**row, "within_threshold": row["distance"] <= threshold} for row in rows]
+        voters = [e for e in evidence if e["within_threshold"] and e["label"] is not None]
+        counts = Counter(str(e["label"]) for e in voters)
+        nearest: dict[str, float] = {}
+        for e in voters:
+            nearest.setdefault(str(e["label"]), float(e["distance"]))
+        ranked = sorted(counts.items(), key=lambda lv: (-lv[1], nearest[lv[0]]))
+        votes = [
+            {"label": label, "votes": n, "nearest_distance": nearest[label]} for label, n in ranked
+        ]
+        label = ranked[0][0] if ranked else UNKNOWN_LABEL
+        return label, votes, evidence
+
+
+def _calibrated(metrics: dict[str, Any]) -> float | None:
+    candidates: list[Any] = []
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict):
+        candidates.append(calibration.get("threshold"))
+    candidates += [metrics.get(key) for key in _THRESHOLD_KEYS]
+    for value in candidates:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and math.isfinite(value) and value > 0:
+            return float(value)
+    return None
