@@ -239,14 +239,14 @@ def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
 
     def worker_ready() -> bool:
         # Measure only once every encoder process has loaded and warmed its encoder.
-        loaded = worker_log.read_text(errors="replace").count("encoder loaded")
+        loaded = worker_log.read_text(errors="replace").count("tasks.encoder_loaded")
         return loaded >= processes and bool(celery.control.ping(timeout=0.5))
 
     dispatcher_log = settings.logs_dir / "bench-dispatcher.log"
 
     def dispatcher_ready() -> bool:
         # Joining a consumer group takes seconds; measure only once partitions are assigned.
-        return "partitions assigned" in dispatcher_log.read_text(errors="replace")
+        return "dispatcher.partitions_assigned" in dispatcher_log.read_text(errors="replace")
 
     return [
         ChildService(

@@ -243,18 +243,20 @@ class ItemProducer:
             self._errors.append(f"{item_id}: {reason}")
         # A broker outage fails every queued event: log the first few, then a sample.
         if failed <= _KEPT_ERRORS or failed % 1000 == 0:
-            self._log.warning("event not delivered", item_id=item_id, error=reason, failed=failed)
+            self._log.warning(
+                "producer.event_not_delivered", item_id=item_id, error=reason, failed=failed
+            )
 
     def _on_client_error(self, error: RdKafkaError) -> None:
         if error.fatal():
-            self._log.error("kafka producer failed", error=error.str())
+            self._log.error("producer.fatal_error", error=error.str())
             return
         now = time.monotonic()
         text = error.str()
         # Reconnects repeat the same error many times a second; log each anew once a while.
         if text != self._last_client_error[0] or now - self._last_client_error[1] > 30:
             self._last_client_error = (text, now)
-            self._log.warning("kafka producer error", error=text)
+            self._log.warning("producer.client_error", error=text)
 
     # --- flushing --------------------------------------------------------------------
 

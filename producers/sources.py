@@ -89,7 +89,7 @@ class Skipped:
         self.count += 1
         if len(self.reasons) < self.keep:
             self.reasons.append(f"{where}: {reason}")
-            log.warning("source entry skipped", entry=where, reason=reason)
+            log.warning("producer.source_entry_skipped", entry=where, reason=reason)
 
 
 class Source(ABC):

@@ -120,6 +120,10 @@ class ModelIntegrityError(RegistryError):
     """A registered model's files do not match their recorded hashes, or are unsafe."""
 
 
+class EncoderVersionError(RegistryError):
+    """An encoder was asked to embed for another model version than its own."""
+
+
 class RetrainError(ModelError):
     """A retrain run failed; the active model keeps serving."""
 

@@ -9,6 +9,7 @@ the real end; on Apache Kafka that read returns at most one record.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -27,7 +28,13 @@ _TOPIC_ALREADY_EXISTS = 36
 LOG_OF_RECORD = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
 
-def admin_client(settings: Settings) -> AdminClient:
+class KafkaClientSettings(Protocol):
+    """What gives librdkafka client properties: `Settings`, or a component's own config."""
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]: ...
+
+
+def admin_client(settings: KafkaClientSettings) -> AdminClient:
     """An AdminClient with the settings' bootstrap servers and security options."""
     return AdminClient(settings.kafka_config())
 
@@ -77,7 +84,9 @@ def ensure_topics(
             )
 
 
-def partition_count(settings: Settings, topic: str, admin: AdminClient | None = None) -> int:
+def partition_count(
+    settings: KafkaClientSettings, topic: str, admin: AdminClient | None = None
+) -> int:
     """Number of partitions of ``topic`` (0 when it does not exist)."""
     admin = admin or admin_client(settings)
     found = admin.list_topics(topic=topic, timeout=10).topics.get(topic)

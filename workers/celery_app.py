@@ -1,6 +1,6 @@
 """The Celery application: at-least-once delivery of thin, idempotent tasks.
 
-Configuration (DESIGN.md contract 7): JSON only (no pickle), ``acks_late`` with
+Configuration (``docs/architecture.md``, the contracts): JSON only (no pickle), ``acks_late`` with
 ``task_reject_on_worker_lost`` so a killed worker's task is redelivered,
 prefetch 1, three queues (``embed`` on GPU workers, ``train``, ``default``).
 Tasks carry ids, offsets and versions — never payloads or vectors.
@@ -25,7 +25,8 @@ RETRAIN_TASK = "simstream.retrain"
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app configured from settings (its tasks are registered by `workers.tasks`)."""
+    """A Celery app configured from settings, without tasks: what senders (the dispatcher,
+    beat, the admin API) use. The worker's app, with its tasks, is `workers.tasks.configure`."""
     app = Celery("simstream", broker=settings.celery_broker_url)
     app.conf.update(
         result_backend=settings.celery_result_backend,

@@ -22,36 +22,62 @@ import signal
 import threading
 from typing import Any
 
-from celery import Task
+from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from simstream.errors import RegistryError, SimstreamError
+from simstream.errors import ConfigError, RegistryError, SimstreamError
 from simstream.log import configure_logging, get_logger
 from simstream.settings import Settings
 from simstream.stack.process import die_with_parent
 from workers.celery_app import EMBED_TASK, RETRAIN_TASK, make_celery
+from workers.ingest.config import IngestConfig
 from workers.ingest.embedder import RangeEmbedder
 
-app = make_celery(Settings.load())
 log = get_logger("tasks")
 
 _lock = threading.Lock()
+_app: Celery | None = None
 _embedders: dict[str, RangeEmbedder] = {}
 
 
-def current_settings() -> Settings:
-    """The settings the tasks run with (those the app was made with, unless rebound)."""
-    settings: Settings = app.conf.simstream_settings
-    return settings
+def configure(settings: Settings) -> Celery:
+    """The worker's Celery app, with simstream's tasks, running them with ``settings``.
 
-
-def bind_settings(settings: Settings) -> None:
-    """Run the tasks with other settings (tests, embedded workers); drops cached encoders."""
+    The app is made on the first call (importing this module reads no
+    settings). A later call points it at the settings' broker and result
+    backend and drops the cached encoders (tests, embedded workers).
+    """
+    global _app
     with _lock:
-        app.conf.simstream_settings = settings
+        if _app is None:
+            _app = make_celery(settings)
+            _app.task(name=EMBED_TASK, bind=True, acks_late=True)(embed_range)
+            _app.task(name=RETRAIN_TASK, bind=True, acks_late=True)(retrain)
+        else:
+            _app.conf.update(
+                broker_url=settings.celery_broker_url,
+                result_backend=settings.celery_result_backend,
+            )
+        _app.conf.simstream_settings = settings
         for embedder in _embedders.values():
             embedder.close()
         _embedders.clear()
+        return _app
+
+
+def current_settings() -> Settings:
+    """The settings the tasks run with (those of the last `configure`).
+
+    Raises:
+        ConfigError: `configure` was not called in this process.
+    """
+    if _app is None:
+        raise ConfigError(
+            "The Celery worker app is not configured. Expected a call to "
+            "workers.tasks.configure(settings) first. Received: none"
+        )
+    settings: Settings = _app.conf.simstream_settings
+    return settings
 
 
 def preload_active() -> None:
@@ -63,13 +89,15 @@ def preload_active() -> None:
         if version:
             embedder_for(version)
     except SimstreamError as e:
-        log.warning("encoder not preloaded", error=str(e))
+        log.warning("tasks.encoder_not_preloaded", error=str(e))
 
 
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
+    if _app is None:
+        return
     configure_logging(current_settings())
-    if app.conf.get("simstream_preload"):
+    if _app.conf.get("simstream_preload"):
         die_with_parent(signal.SIGKILL)
         preload_active()
 
@@ -88,17 +116,19 @@ def embedder_for(model_version: str) -> RangeEmbedder:
             select_device(settings.device)
             encoder = Registry(settings.registry_dir).load(model_version)
             encoder.warmup()
-            embedder = RangeEmbedder(settings, encoder)
+            embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
             _embedders[model_version] = embedder
-            log.info("encoder loaded", model_version=model_version, pid=os.getpid())
+            log.info("tasks.encoder_loaded", model_version=model_version, pid=os.getpid())
         return embedder
 
 
-@app.task(name=EMBED_TASK, bind=True, acks_late=True)
 def embed_range(
     self: Task, topic: str, partition: int, start: int, end: int, model_version: str
 ) -> dict[str, Any]:
-    """Embed source offsets ``[start, end)`` of ``topic``/``partition`` with ``model_version``."""
+    """Embed source offsets ``[start, end)`` of ``topic``/``partition`` with ``model_version``.
+
+    Task ``simstream.embed_range``, registered by `configure`.
+    """
     bound = log.bind(
         task_id=self.request.id,
         partition=partition,
@@ -115,20 +145,30 @@ def embed_range(
         permanent = isinstance(e, RegistryError)
         if not permanent and self.request.retries < settings.task_max_retries:
             countdown = min(30.0, 2.0**self.request.retries) * (0.5 + random.random())
-            bound.warning("embed failed; retrying", error=str(e), countdown=round(countdown, 2))
+            bound.warning("tasks.embed_retrying", error=str(e), countdown=round(countdown, 2))
             raise self.retry(
                 exc=e, countdown=countdown, max_retries=settings.task_max_retries
             ) from e
-        bound.error("embed failed; range dead-lettered", error=str(e))
+        bound.error("tasks.embed_dead_lettered", error=str(e))
         from workers.ingest.deadletter import dead_letter_range
 
-        dead_letter_range(settings, topic, partition, start, end, model_version, str(e))
+        dead_letter_range(
+            IngestConfig.from_settings(settings),
+            topic,
+            partition,
+            start,
+            end,
+            model_version,
+            str(e),
+        )
         return {"partition": partition, "start": start, "end": end, "dead_lettered": True}
 
 
-@app.task(name=RETRAIN_TASK, bind=True, acks_late=True)
 def retrain(self: Task, triggered_by: str = "schedule") -> dict[str, Any]:
-    """Train a candidate on the labelled items, evaluate, and promote it if it is better."""
+    """Train a candidate on the labelled items, evaluate, and promote it if it is better.
+
+    Task ``simstream.retrain``, registered by `configure`.
+    """
     from workers.retrain import run_retrain
 
     return run_retrain(current_settings(), triggered_by=triggered_by, task_id=self.request.id)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 import urllib.request
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
@@ -41,13 +40,7 @@ def demo(
     from simstream.stack.apps import app_services
     from simstream.stack.local import LocalStack
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     stack = LocalStack(settings, app_services=app_services())
     with exit_on_error():
         stack.start()
@@ -75,16 +68,19 @@ def demo(
 
 def _train(settings: Any, epochs: int) -> str:
     from model.datasets import load_digits
+    from model.pipeline import train_evaluate_register
     from model.registry import Registry
-    from model.training import TrainConfig, train
+    from model.training import TrainConfig
 
     typer.echo(f"training encoder v1 on digits ({epochs} epochs)…")
-    result = train(load_digits(), TrainConfig(encoder="cnn", epochs=epochs, patience=epochs))
-    version = (
-        Registry(settings.registry_dir)
-        .register(result.model, result.input_spec, config=result.model_config(), promote=True)
-        .version
+    trained = train_evaluate_register(
+        load_digits(),
+        TrainConfig(encoder="cnn", epochs=epochs, patience=epochs),
+        Registry(settings.registry_dir),
+        promote=True,
     )
+    assert trained.version is not None
+    version = trained.version.version
     typer.echo(f"registered and promoted {version}")
     return version
 

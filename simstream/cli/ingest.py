@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
@@ -53,12 +51,11 @@ def worker(
     settings = load_settings()
     from workers.ingest.device import worker_layout
     from workers.metrics import serve_metrics
-    from workers.tasks import app as celery_app
-    from workers.tasks import bind_settings, preload_active
+    from workers.tasks import configure, preload_active
 
     layout = worker_layout(settings, 1 if pool == "solo" else concurrency)
     pool = layout.pool if pool == "auto" else pool
-    bind_settings(settings.model_copy(update={"encoder_threads": layout.encoder_threads}))
+    celery_app = configure(settings.model_copy(update={"encoder_threads": layout.encoder_threads}))
     serve_metrics(settings.metrics_port)
     if pool == "solo":
         preload_active()
@@ -86,7 +83,7 @@ def worker(
 def beat() -> None:
     """Run Celery beat: schedules `retrain` (SIMSTREAM_RETRAIN_SCHEDULE); one active at a time."""
     settings = load_settings()
-    from workers.schedule import run_beat
+    from workers.retrain.schedule import run_beat
 
     with exit_on_error():
         run_beat(settings)
@@ -107,13 +104,7 @@ def dispatcher(
     from workers.ingest.supervisor import DispatcherSupervisor
     from workers.metrics import serve_metrics
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     serve_metrics(settings.metrics_port)
     with exit_on_error():
-        DispatcherSupervisor(settings, fixed_version=model_version).run(stop)
+        DispatcherSupervisor.from_settings(settings, fixed_version=model_version).run(stop)

@@ -108,9 +108,9 @@ def train(
     settings = load_settings()
     with exit_on_error():
         from model import datasets
+        from model.pipeline import train_evaluate_register
         from model.registry import Registry
-        from model.training import TrainConfig
-        from model.training import train as run_training
+        from model.training import TrainConfig, TrainResult
 
         config = TrainConfig(
             encoder=_json_or_name(encoder or settings.model_encoder, "--encoder"),
@@ -132,28 +132,34 @@ def train(
         )
         data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)
         typer.echo(f"training on {data.name}: {len(data)} examples, {data.num_classes} classes")
-        result = run_training(data, config)
-        validation = _validation_set(data, result.validation)
-        metrics = _evaluate(result.encoder(), validation or data)
-        metrics["on"] = "validation classes" if validation is not None else "training data"
-        summary = result.summary()
-        plot_bytes = _png_bytes(result)
-        record = Registry(registry or settings.registry_dir).register(
-            result.model,
-            result.input_spec,
-            result.model_config(),
-            metrics,
-            extra_files={
-                "training.json": (json.dumps(summary, indent=2) + "\n").encode(),
-                "training.png": plot_bytes,
-            },
+        files: dict[str, bytes] = {}
+
+        def evaluate_on_validation(result: TrainResult) -> dict[str, Any]:
+            validation = _validation_set(data, result.validation)
+            metrics = _evaluate(result.encoder(), validation or data)
+            metrics["on"] = "validation classes" if validation is not None else "training data"
+            return metrics
+
+        def training_files(result: TrainResult) -> dict[str, bytes]:
+            files["training.json"] = (json.dumps(result.summary(), indent=2) + "\n").encode()
+            files["training.png"] = _png_bytes(result)
+            return files
+
+        trained = train_evaluate_register(
+            data,
+            config,
+            Registry(registry or settings.registry_dir),
+            evaluate=evaluate_on_validation,
+            extra_files=training_files,
             promote=promote,
         )
+        result, metrics, record = trained.result, trained.metrics, trained.version
+        assert metrics is not None and record is not None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-            (out / "training.png").write_bytes(plot_bytes)
-        typer.echo(_table([_row(f"{record.version} ({metrics['on']})", metrics)]))
+            for name, content in files.items():
+                (out / name).write_bytes(content)
+        typer.echo(_table([_row(f"{record.version} ({metrics['on']})", dict(metrics))]))
         typer.echo(
             f"registered {record.version} in {record.path.parent}"
             + (" (active)" if promote else "")

@@ -8,14 +8,13 @@ GPU needed).
 
 from __future__ import annotations
 
-import signal
 import threading
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
@@ -45,11 +44,6 @@ def serve(
 
     log = get_logger("serve")
     stop = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        log.info("signal received; draining", signal=signal.Signals(signum).name)
-        stop.set()
-
     with exit_on_error():
         # Create the topic up front: a first produce that auto-creates it can lose events.
         ensure_topics(settings, [settings.topic_items])
@@ -64,15 +58,14 @@ def serve(
         try:
             app = create_app(settings, node, producer=producer, cache=cache)
             server = ThreadedServer(app, settings.api_host, settings.api_port)
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, on_signal)
+            stop_on_signals(stop)
             server.start()
-            log.info("serving", url=f"http://{settings.api_host}:{settings.api_port}")
+            log.info("serve.started", url=f"http://{settings.api_host}:{settings.api_port}")
             while not stop.wait(0.5) and server.alive:
                 pass
             server.stop()
         finally:
-            log.info("stopping: final snapshot")
+            log.info("serve.stopping")
             node.stop()
             producer.flush(10)
             cache.close()

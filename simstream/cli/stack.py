@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
@@ -49,13 +47,7 @@ def up(
     if broker_port is not None:
         overrides["kafka_bootstrap_servers"] = f"127.0.0.1:{broker_port}"
     settings = load_settings(**overrides)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     stack = LocalStack(settings, services_only=services_only, app_services=app_services())
     with exit_on_error():
         stack.start()

@@ -11,6 +11,7 @@ from celery.contrib.testing.worker import start_worker
 
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
+from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
 from workers.node.node import IndexNode
 
@@ -50,12 +51,9 @@ def encoder_version(settings: Settings) -> str:
 @pytest.fixture
 def celery_worker(settings: Settings) -> Iterator[Celery]:
     """A real Celery worker (pool solo, in a thread) running simstream's tasks."""
-    from workers.tasks import app, bind_settings
+    from workers.tasks import configure
 
-    app.conf.update(
-        broker_url=settings.celery_broker_url, result_backend=settings.celery_result_backend
-    )
-    bind_settings(settings)
+    app = configure(settings)
     app.control.purge()
     with start_worker(
         app,
@@ -66,7 +64,7 @@ def celery_worker(settings: Settings) -> Iterator[Celery]:
         queues=["embed", "train", "default"],
     ):
         yield app
-    bind_settings(settings)
+    configure(settings)
 
 
 @pytest.fixture
@@ -76,7 +74,9 @@ def pipeline(
     """Dispatcher thread + Celery worker + index node, all real, for one test."""
     ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
     stop = threading.Event()
-    dispatcher = Dispatcher(settings, encoder_version, celery_app=celery_worker)
+    dispatcher = Dispatcher(
+        IngestConfig.from_settings(settings), encoder_version, celery_app=celery_worker
+    )
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
     node = IndexNode(settings)

@@ -48,7 +48,7 @@ def test_a_prefork_worker_preloads_each_child_and_they_die_with_it(
     worker.start()
     try:
         wait_for(
-            lambda: worker.output().count("encoder loaded") >= 2,
+            lambda: worker.output().count("tasks.encoder_loaded") >= 2,
             timeout_s=180,
             message="both children loaded the encoder",
         )
@@ -62,7 +62,7 @@ def test_a_prefork_worker_preloads_each_child_and_they_die_with_it(
         loaded_in = {
             int(line.split("pid=")[1].split()[0])
             for line in worker.output().splitlines()
-            if "encoder loaded" in line
+            if "tasks.encoder_loaded" in line
         }
         assert loaded_in <= children and os.getpid() not in loaded_in
         worker.kill()

@@ -36,7 +36,7 @@ from workers.api.schemas import (
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.filter import Filter, ItemLabel
 from workers.index.shard import Item
-from workers.node.generation import Generation
+from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
 CacheStatus = Literal["hit", "miss", "bypass"]
@@ -182,7 +182,7 @@ class Searcher:
 
     # --- validation ------------------------------------------------------------------
 
-    def plan(self, generation: Generation, options: LookupOptions) -> Plan:
+    def plan(self, generation: IndexGeneration, options: LookupOptions) -> Plan:
         """Check ``k`` and ``ef`` against the limits and build the filter.
 
         Raises:
@@ -217,7 +217,7 @@ class Searcher:
 
     # --- read-your-writes ------------------------------------------------------------
 
-    def wait_for(self, generation: Generation, after: str) -> None:
+    def wait_for(self, generation: IndexGeneration, after: str) -> None:
         """Block until the write named by token ``after`` is visible in ``generation``.
 
         Raises:
@@ -252,7 +252,7 @@ class Searcher:
 
     # --- queries ---------------------------------------------------------------------
 
-    def resolve(self, generation: Generation, queries: Sequence[Query]) -> list[Resolved]:
+    def resolve(self, generation: IndexGeneration, queries: Sequence[Query]) -> list[Resolved]:
         """Turn queries into embeddings; raw payloads are embedded in one batch.
 
         Raises:
@@ -281,7 +281,7 @@ class Searcher:
                 resolved[i] = Resolved(vector, digest)
         return [r for r in resolved if r is not None]
 
-    def _vector(self, generation: Generation, values: Sequence[float]) -> Resolved:
+    def _vector(self, generation: IndexGeneration, values: Sequence[float]) -> Resolved:
         dim = generation.dim
         if len(values) != dim:
             raise RequestError(
@@ -313,7 +313,7 @@ class Searcher:
         rounded = np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0
         return Resolved(vector, b"v:" + rounded.astype(np.float32).tobytes())
 
-    def embed(self, generation: Generation, inputs: np.ndarray) -> np.ndarray:
+    def embed(self, generation: IndexGeneration, inputs: np.ndarray) -> np.ndarray:
         """Embed model inputs with the generation's own encoder (one call at a time)."""
         encoder = self.node.encoder(generation.version)
         with self._embed_lock:
@@ -322,7 +322,7 @@ class Searcher:
     # --- searching -------------------------------------------------------------------
 
     def neighbours(
-        self, generation: Generation, queries: Sequence[Resolved], plan: Plan
+        self, generation: IndexGeneration, queries: Sequence[Resolved], plan: Plan
     ) -> list[list[dict[str, Any]]]:
         """Search and describe the neighbours of each query (without cache)."""
         extra = 1 if any(q.exclude is not None for q in queries) else 0
@@ -355,7 +355,7 @@ class Searcher:
 
     def cached_neighbours(
         self,
-        generation: Generation,
+        generation: IndexGeneration,
         position: str,
         queries: Sequence[Resolved],
         plan: Plan,
@@ -390,7 +390,7 @@ class Searcher:
         return [v for v in cached if v is not None], "miss" if missing else "hit"
 
 
-def indexed_item(generation: Generation, item_id: str) -> Item:
+def indexed_item(generation: IndexGeneration, item_id: str) -> Item:
     """An indexed item of the generation.
 
     Raises:
@@ -406,7 +406,7 @@ def indexed_item(generation: Generation, item_id: str) -> Item:
     return item
 
 
-def state_of(generation: Generation) -> tuple[str, int]:
+def state_of(generation: IndexGeneration) -> tuple[str, int]:
     """The index's log position (for cache keys) and epoch (for answers), read together.
 
     Read before searching: the search then sees this state or a newer one.

@@ -5,12 +5,12 @@ from __future__ import annotations
 from confluent_kafka import Producer
 
 from simstream.errors import KafkaError
-from simstream.settings import Settings
 from simstream.wire import DeadLetter, EmbeddingRecord
+from workers.ingest.config import IngestConfig
 
 
 def dead_letter_range(
-    settings: Settings,
+    config: IngestConfig,
     topic: str,
     partition: int,
     start: int,
@@ -24,7 +24,7 @@ def dead_letter_range(
     range so an operator can replay it. The range marker lets read-your-writes
     waiters on this partition move past it.
     """
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
+    producer = Producer(config.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
     letter = DeadLetter(
         source_topic=topic,
         partition=partition,
@@ -33,9 +33,9 @@ def dead_letter_range(
         raw=b"",
         detail=f"offsets {start}..{end - 1} of model {model_version}: {reason}",
     )
-    producer.produce(settings.topic_dlq, value=letter.encode(), partition=partition)
+    producer.produce(config.topic_dlq, value=letter.encode(), partition=partition)
     producer.produce(
-        settings.embeddings_topic(model_version),
+        config.embeddings_topic(model_version),
         value=EmbeddingRecord.range_marker(start, end, model_version).encode(),
         partition=partition,
     )

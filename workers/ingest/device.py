@@ -85,9 +85,9 @@ def configure_threads(threads: int) -> None:
             torch.set_num_threads(threads)
     except RuntimeError as e:
         # TensorFlow refuses once its runtime is up (an in-process worker in tests).
-        log.warning("encoder threads not applied", threads=threads, error=str(e))
+        log.warning("device.threads_not_applied", threads=threads, error=str(e))
         return
-    log.info("encoder threads set", threads=threads, backend=backend)
+    log.info("device.threads_set", threads=threads, backend=backend)
 
 
 def select_device(device: str) -> str:
@@ -109,7 +109,7 @@ def select_device(device: str) -> str:
             "Received: no GPU found"
         )
     chosen = "gpu" if gpus else "cpu"
-    log.info("device selected", requested=device, chosen=chosen, backend=backend, gpus=len(gpus))
+    log.info("device.selected", requested=device, chosen=chosen, backend=backend, gpus=len(gpus))
     return chosen
 
 

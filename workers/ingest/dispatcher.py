@@ -29,11 +29,12 @@ from celery import Celery
 from celery.result import AsyncResult
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from simstream.errors import ConfigError
 from simstream.kafka import end_offsets, partition_count
 from simstream.log import get_logger
-from simstream.settings import Settings
 from workers import metrics
 from workers.celery_app import EMBED_QUEUE, EMBED_TASK
+from workers.ingest.config import IngestConfig
 
 log = get_logger("dispatcher")
 
@@ -74,30 +75,45 @@ Sender = Callable[[OffsetRange], AsyncResult]
 
 
 class Dispatcher:
-    """Consumes ``items`` in a consumer group and dispatches embed ranges to Celery."""
+    """Consumes ``items`` in a consumer group and dispatches embed ranges to Celery.
+
+    Args:
+        config: the ingest config.
+        model_version: the version whose embeddings the ranges feed.
+        celery_app: the Celery app that sends the embed tasks.
+        consumer: a ready consumer (tests), else one in the version's group.
+        sender: sends one range instead of ``celery_app`` (tests).
+
+    Raises:
+        ConfigError: neither ``celery_app`` nor ``sender`` was given.
+    """
 
     def __init__(
         self,
-        settings: Settings,
+        config: IngestConfig,
         model_version: str,
         celery_app: Celery | None = None,
         consumer: Consumer | None = None,
         sender: Sender | None = None,
     ) -> None:
-        self.settings = settings
+        if celery_app is None and sender is None:
+            raise ConfigError(
+                "Invalid Dispatcher arguments. Expected a celery_app or a sender. Received: neither"
+            )
+        self.config = config
         self.model_version = model_version
-        self.topic = settings.topic_items
+        self.topic = config.topic_items
         self.group_id = f"simstream-dispatch.{model_version}"
         self._consumer = consumer or Consumer(
-            settings.kafka_config(
+            config.kafka_config(
                 **{
                     "group.id": self.group_id,
                     "auto.offset.reset": "earliest",
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
-                    "session.timeout.ms": settings.kafka_session_timeout_ms,
-                    "max.poll.interval.ms": settings.kafka_max_poll_interval_ms,
-                    "heartbeat.interval.ms": max(100, settings.kafka_session_timeout_ms // 6),
+                    "session.timeout.ms": config.session_timeout_ms,
+                    "max.poll.interval.ms": config.max_poll_interval_ms,
+                    "heartbeat.interval.ms": max(100, config.session_timeout_ms // 6),
                     "partition.assignment.strategy": "range",
                     # Low fetch wait: a range is cut at most dispatch_max_wait_s after
                     # its first event, so the fetch must not hold events back longer.
@@ -134,7 +150,7 @@ class Dispatcher:
 
     def lag(self, probe: Consumer) -> dict[int, int]:
         """Per partition: events of ``items`` past this group's committed offset."""
-        partitions = range(partition_count(self.settings, self.topic))
+        partitions = range(partition_count(self.config, self.topic))
         ends = end_offsets(probe, self.topic, partitions)
         committed = probe.committed([TopicPartition(self.topic, p) for p in partitions], 10)
         done = {tp.partition: max(tp.offset, 0) for tp in committed}
@@ -142,14 +158,14 @@ class Dispatcher:
 
     def _lag_loop(self, stop: threading.Event) -> None:
         """Export `ITEMS_LAG` every few seconds (a probe in the same group, never subscribed)."""
-        probe = Consumer(self.settings.kafka_config(**{"group.id": self.group_id}))
+        probe = Consumer(self.config.kafka_config(**{"group.id": self.group_id}))
         try:
             while not stop.wait(3.0):
                 try:
                     for p, value in self.lag(probe).items():
                         metrics.ITEMS_LAG.labels(self.model_version, str(p)).set(value)
                 except Exception as e:
-                    self.log.warning("lag not measured", error=str(e))
+                    self.log.warning("dispatcher.lag_not_measured", error=str(e))
         finally:
             probe.close()
 
@@ -162,7 +178,7 @@ class Dispatcher:
     def step(self, poll_timeout_s: float = 0.05) -> None:
         """One iteration: poll, cut and send ranges, collect results, commit, backpressure."""
         now = time.monotonic()
-        for message in self._consumer.consume(self.settings.dispatch_max_items, poll_timeout_s):
+        for message in self._consumer.consume(self.config.dispatch_max_items, poll_timeout_s):
             if message.error() is None:
                 self._add(message, now)
         self._cut(time.monotonic())
@@ -181,12 +197,12 @@ class Dispatcher:
             state.open = _Open(start=state.next_start, end=offset + 1, opened_at=now)
         else:
             state.open.end = offset + 1
-        if state.open.end - state.open.start >= self.settings.dispatch_max_items:
+        if state.open.end - state.open.start >= self.config.dispatch_max_items:
             self._close_open(partition, state)
 
     def _cut(self, now: float) -> None:
         for partition, state in self._partitions.items():
-            if state.open and now - state.open.opened_at >= self.settings.dispatch_max_wait_s:
+            if state.open and now - state.open.opened_at >= self.config.dispatch_max_wait_s:
                 self._close_open(partition, state)
 
     def _close_open(self, partition: int, state: PartitionState) -> None:
@@ -204,7 +220,7 @@ class Dispatcher:
         self.dispatched += 1
         metrics.DISPATCHED_RANGES.labels(self.model_version).inc()
         self.log.debug(
-            "range dispatched",
+            "dispatcher.range_dispatched",
             partition=offset_range.partition,
             start=offset_range.start,
             end=offset_range.end,
@@ -212,10 +228,7 @@ class Dispatcher:
         )
 
     def _send_task(self, offset_range: OffsetRange) -> AsyncResult:
-        if self._celery is None:
-            from workers.celery_app import make_celery
-
-            self._celery = make_celery(self.settings)
+        assert self._celery is not None
         return self._celery.send_task(
             EMBED_TASK,
             args=[
@@ -243,10 +256,10 @@ class Dispatcher:
                     self.completed += 1
                     finished = True
                 elif status in ("FAILURE", "REVOKED") or (
-                    now - offset_range.sent_at > self.settings.dispatch_redispatch_s
+                    now - offset_range.sent_at > self.config.dispatch_redispatch_s
                 ):
                     self.log.warning(
-                        "range sent again",
+                        "dispatcher.range_sent_again",
                         partition=offset_range.partition,
                         start=offset_range.start,
                         end=offset_range.end,
@@ -266,7 +279,9 @@ class Dispatcher:
                 offsets.append(TopicPartition(self.topic, partition, end))
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
-            self.log.debug("committed", offsets={tp.partition: tp.offset for tp in offsets})
+            self.log.debug(
+                "dispatcher.committed", offsets={tp.partition: tp.offset for tp in offsets}
+            )
 
     @property
     def inflight(self) -> int:
@@ -274,17 +289,17 @@ class Dispatcher:
         return sum(1 for s in self._partitions.values() for r in s.ranges if not r.done)
 
     def _backpressure(self) -> None:
-        limit = self.settings.dispatch_max_inflight
+        limit = self.config.dispatch_max_inflight
         if not self._paused and self.inflight >= limit:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
             metrics.DISPATCHER_PAUSED.set(1)
-            self.log.info("paused for backpressure", inflight=self.inflight)
+            self.log.info("dispatcher.paused", inflight=self.inflight)
         elif self._paused and self.inflight <= limit // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
             metrics.DISPATCHER_PAUSED.set(0)
-            self.log.info("resumed", inflight=self.inflight)
+            self.log.info("dispatcher.resumed", inflight=self.inflight)
 
     # --- rebalance -------------------------------------------------------------------
 
@@ -293,14 +308,18 @@ class Dispatcher:
             self._partitions[tp.partition] = PartitionState()
         if self._paused:
             consumer.pause(partitions)
-        self.log.info("partitions assigned", partitions=[tp.partition for tp in partitions])
+        self.log.info(
+            "dispatcher.partitions_assigned", partitions=[tp.partition for tp in partitions]
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._poll_results()
         self._commit()
         for tp in partitions:
             self._partitions.pop(tp.partition, None)
-        self.log.info("partitions revoked", partitions=[tp.partition for tp in partitions])
+        self.log.info(
+            "dispatcher.partitions_revoked", partitions=[tp.partition for tp in partitions]
+        )
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and tests."""

@@ -26,11 +26,11 @@ from typing import Any, Protocol
 import numpy as np
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from simstream.errors import DecodeError, KafkaError, PayloadError
+from simstream.errors import DecodeError, EncoderVersionError, KafkaError, PayloadError
 from simstream.log import get_logger
-from simstream.settings import Settings
 from simstream.wire import DeadLetter, EmbeddingRecord, ItemEvent, Op
 from workers import metrics
+from workers.ingest.config import IngestConfig
 
 log = get_logger("embedder")
 
@@ -95,18 +95,18 @@ class RangeEmbedder:
 
     def __init__(
         self,
-        settings: Settings,
+        config: IngestConfig,
         encoder: EncoderLike,
         consumer: Consumer | None = None,
         producer: Producer | None = None,
         read_timeout_s: float = 30.0,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.encoder = encoder
-        self.limits = settings.wire_limits()
+        self.limits = config.limits
         self.read_timeout_s = read_timeout_s
         self._consumer = consumer or Consumer(
-            settings.kafka_config(
+            config.kafka_config(
                 **{
                     "group.id": "simstream-embedder",
                     "enable.auto.commit": False,
@@ -116,7 +116,7 @@ class RangeEmbedder:
             )
         )
         self._producer = producer or Producer(
-            settings.kafka_config(
+            config.kafka_config(
                 **{
                     "enable.idempotence": True,
                     "acks": "all",
@@ -135,16 +135,17 @@ class RangeEmbedder:
         """Embed ``[start, end)`` of ``topic``/``partition`` into ``embeddings.<model_version>``.
 
         Raises:
+            EncoderVersionError: ``model_version`` is not the encoder's version.
             KafkaError: the range could not be read in time or a record was not
                 acknowledged (the task retries).
         """
         if model_version != self.encoder.version:
-            raise KafkaError(
+            raise EncoderVersionError(
                 f"Encoder mismatch. Expected version {model_version}. "
                 f"Received: {self.encoder.version}"
             )
         result = RangeResult(partition, start, end)
-        out_topic = self.settings.embeddings_topic(model_version)
+        out_topic = self.config.embeddings_topic(model_version)
         bound = log.bind(partition=partition, start=start, end=end, model_version=model_version)
         pending: list[tuple[ItemEvent, int, np.ndarray]] = []
         outgoing: deque[_Outgoing] = deque()
@@ -174,15 +175,15 @@ class RangeEmbedder:
             except DecodeError as e:
                 letter = DeadLetter.from_error(e, topic, partition, offset)
                 self._dead_letter(letter, result)
-                bound.info("event dead-lettered", offset=offset, reason=letter.reason)
+                bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
                 continue
             except PayloadError as e:
                 letter = DeadLetter(topic, partition, offset, "bad_payload", raw, str(e))
                 self._dead_letter(letter, result)
-                bound.info("event dead-lettered", offset=offset, reason=letter.reason)
+                bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
                 continue
             pending.append((event, offset, model_input))
-            if len(pending) >= self.settings.embed_batch_size:
+            if len(pending) >= self.config.embed_batch_size:
                 self._submit(pending, outgoing)
                 self._send(outgoing, out_topic, partition, model_version, result, wait=False)
         self._submit(pending, outgoing)
@@ -190,7 +191,7 @@ class RangeEmbedder:
         self._produce(out_topic, partition, EmbeddingRecord.range_marker(start, end, model_version))
         self._await_delivery()
         bound.info(
-            "range embedded",
+            "embedder.range_embedded",
             read_s=round(read_s, 4),
             total_s=round(time.perf_counter() - started, 4),
             **{k: v for k, v in result.to_dict().items() if k not in ("reasons", "start", "end")},
@@ -237,7 +238,7 @@ class RangeEmbedder:
 
     def _embed(self, inputs: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
-        vectors = self.encoder.embed(inputs, self.settings.embed_batch_size)
+        vectors = self.encoder.embed(inputs, self.config.embed_batch_size)
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
         return vectors
 
@@ -301,7 +302,7 @@ class RangeEmbedder:
             self._failures.append(str(error))
 
     def _dead_letter(self, letter: DeadLetter, result: RangeResult) -> None:
-        self._produce_raw(self.settings.topic_dlq, letter.partition, None, letter.encode())
+        self._produce_raw(self.config.topic_dlq, letter.partition, None, letter.encode())
         result.dead_letters += 1
         result.reasons[letter.reason] = result.reasons.get(letter.reason, 0) + 1
         metrics.DLQ_EVENTS.labels(letter.reason).inc()

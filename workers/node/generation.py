@@ -1,4 +1,4 @@
-"""`Generation`: the index of one model version, fed from its embeddings log.
+"""`IndexGeneration`: the index of one model version, fed from its embeddings log.
 
 A generation owns a `ShardedIndex` (shard p ⇐ partition p of
 ``embeddings.<version>``), a consumer thread that applies records in log order,
@@ -35,7 +35,7 @@ log = get_logger("node")
 _FRESHNESS_WINDOW = 10_000
 
 
-class Generation:
+class IndexGeneration:
     """One model version's index, kept fresh from ``embeddings.<version>``.
 
     Args:
@@ -91,7 +91,7 @@ class Generation:
         self.last_snapshot_at = time.time()
         self.snapshot_path = str(loaded.path)
         self.log.info(
-            "snapshot loaded",
+            "node.snapshot_loaded",
             path=str(loaded.path),
             items=len(self.index),
             next_offsets=self.index.next_offsets(),
@@ -153,7 +153,7 @@ class Generation:
                 self._maybe_snapshot()
         except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
-            self.log.exception("generation consumer crashed")
+            self.log.exception("node.consumer_crashed")
             raise
         finally:
             consumer.close()
@@ -167,7 +167,7 @@ class Generation:
                 try:
                     self._measure_lag(probe)
                 except Exception:
-                    self.log.exception("lag measurement failed")
+                    self.log.exception("node.lag_not_measured")
                 self._stop.wait(1.0)
         finally:
             probe.close()
@@ -179,7 +179,7 @@ class Generation:
             try:
                 record = EmbeddingRecord.decode(message.value() or b"", limits)
             except DecodeError as e:
-                self.log.error("bad embeddings record skipped", reason=e.reason)
+                self.log.error("node.bad_record_skipped", reason=e.reason)
                 continue
             by_partition.setdefault(message.partition() or 0, []).append(
                 (message.offset() or 0, record)
@@ -242,7 +242,7 @@ class Generation:
             self.last_snapshot_at = time.time()
             self.snapshot_path = str(path)
             metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
-            self.log.info("snapshot written", path=str(path), items=len(self.index))
+            self.log.info("node.snapshot_written", path=str(path), items=len(self.index))
             return str(path)
 
     # --- reads -----------------------------------------------------------------------

@@ -24,8 +24,8 @@ from simstream.errors import NotReadyError
 from simstream.log import get_logger
 from simstream.settings import Settings
 from workers import metrics
-from workers.generations import GenerationBoard, GenerationState
-from workers.node.generation import Generation
+from workers.node.generation import IndexGeneration
+from workers.node.serving import ServingStatus, ServingStatusBoard
 
 log = get_logger("node")
 
@@ -37,15 +37,15 @@ class IndexNode:
         self,
         settings: Settings,
         registry: Registry | None = None,
-        board: GenerationBoard | None = None,
+        board: ServingStatusBoard | None = None,
         control_interval_s: float = 0.5,
     ) -> None:
         self.settings = settings
         self.registry = registry or Registry(settings.registry_dir)
-        self.board = board or GenerationBoard(settings)
+        self.board = board or ServingStatusBoard.from_settings(settings)
         self.control_interval_s = control_interval_s
-        self.generations: dict[str, Generation] = {}
-        self.serving: Generation | None = None
+        self.generations: dict[str, IndexGeneration] = {}
+        self.serving: IndexGeneration | None = None
         self.flipped_at: float | None = None
         self._retired: dict[str, float] = {}
         self._encoders: dict[str, Encoder] = {}
@@ -81,7 +81,7 @@ class IndexNode:
             try:
                 self.reconcile()
             except Exception:
-                log.exception("node control step failed")
+                log.exception("node.control_failed")
 
     # --- reconciliation --------------------------------------------------------------
 
@@ -108,22 +108,22 @@ class IndexNode:
             metrics.REINDEX_PROGRESS.set(1.0 if progress is None else progress["done"] or 0.0)
             self._publish()
 
-    def caught_up(self, generation: Generation) -> bool:
+    def caught_up(self, generation: IndexGeneration) -> bool:
         """Whether ``generation`` has accounted for all but ``reindex_max_lag`` events."""
         if not generation.source_end or generation.error:
             return False
         return generation.source_lag() <= self.settings.reindex_max_lag
 
-    def _open(self, version: str) -> Generation:
+    def _open(self, version: str) -> IndexGeneration:
         dim = int(self.registry.get(version).config["embedding_dim"])
-        generation = Generation(self.settings, version, dim)
+        generation = IndexGeneration(self.settings, version, dim)
         generation.restore()
         generation.start()
         self.generations[version] = generation
-        log.info("generation opened", generation=version, items=len(generation.index))
+        log.info("node.generation_opened", generation=version, items=len(generation.index))
         return generation
 
-    def _flip(self, generation: Generation) -> None:
+    def _flip(self, generation: IndexGeneration) -> None:
         self.encoder(generation.version)
         previous = self.serving
         self.serving = generation
@@ -133,7 +133,7 @@ class IndexNode:
             self._retired[previous.version] = time.time()
         metrics.ACTIVE_MODEL.set(_numeric(generation.version))
         log.info(
-            "alias flipped",
+            "node.alias_flipped",
             serving=generation.version,
             previous=previous.version if previous else None,
         )
@@ -144,13 +144,13 @@ class IndexNode:
         generation.stop(snapshot=True)
         generation.index.close()
         self._encoders.pop(version, None)
-        log.info("generation dropped", generation=version)
+        log.info("node.generation_dropped", generation=version)
 
     def _publish(self) -> None:
         serving = self.serving.version if self.serving else None
         building = tuple(v for v in self.generations if v != serving and v not in self._retired)
         self.board.publish(
-            GenerationState(
+            ServingStatus(
                 serving=serving,
                 building=building,
                 retained=tuple(self._retired),
@@ -175,7 +175,7 @@ class IndexNode:
 
     # --- queries ---------------------------------------------------------------------
 
-    def current(self) -> Generation:
+    def current(self) -> IndexGeneration:
         """The serving generation (take it once per request).
 
         Raises:

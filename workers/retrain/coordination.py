@@ -114,12 +114,12 @@ class Lease:
                         failing_since = None
                         continue
                     lost.set()
-                    log.error("lease lost", key=self.key)
+                    log.error("retrain.lease_lost", key=self.key)
                     return
                 except redis.RedisError as e:
                     now = time.monotonic()
                     failing_since = failing_since or now
-                    log.warning("lease renewal failed", key=self.key, error=str(e))
+                    log.warning("retrain.lease_renewal_failed", key=self.key, error=str(e))
                     if now - failing_since >= self.ttl_s:
                         lost.set()
                         return
@@ -134,7 +134,7 @@ class Lease:
             try:
                 self.release()
             except redis.RedisError as e:
-                log.warning("lease not released; it expires by itself", key=self.key, error=str(e))
+                log.warning("retrain.lease_not_released", key=self.key, error=str(e))
 
 
 def claim_slot(client: redis.Redis, settings: Settings, slot: str, owner: str) -> bool:

@@ -163,7 +163,7 @@ def read_labelled(
         if own:
             consumer.close()
     log.info(
-        "items replayed",
+        "retrain.items_replayed",
         topic=settings.topic_items,
         labelled=len(items),
         end_offsets=ends,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import socket
 import tempfile
@@ -42,8 +43,9 @@ import redis
 import structlog
 
 from model.datasets import Dataset
+from model.pipeline import train_evaluate_register
 from model.registry import Encoder, ModelVersion, Registry
-from model.training import TrainConfig, TrainResult, train
+from model.training import TrainConfig, TrainResult
 from simstream.errors import RetrainError, SimstreamError
 from simstream.log import get_logger
 from simstream.settings import Settings
@@ -65,7 +67,7 @@ from workers.retrain.dataset import (
     stratified_split,
     to_dataset,
 )
-from workers.retrain.decision import decide
+from workers.retrain.decision import Decision, decide
 from workers.retrain.evaluation import evaluate, trained_classes
 from workers.retrain.runs import append_run, completed_run
 
@@ -126,7 +128,7 @@ def run_retrain(
     started = time.monotonic()
     record["leased"] = True
     append_run(settings, record)
-    bound.info("retrain started")
+    bound.info("retrain.started")
     try:
         with lease.kept_alive() as lost:
             return _retrain(
@@ -173,51 +175,24 @@ def _retrain(
 
     scratch = settings.retrain_from_scratch or active_encoder is None
     record["mode"] = "scratch" if scratch else "fine-tune"
-    log.info("training candidate", mode=record["mode"], examples=len(train_part))
-    result = train(
+    log.info("retrain.training_candidate", mode=record["mode"], examples=len(train_part))
+    seen = trained_classes(active_record.config) if active_record else None
+    judged: dict[str, Any] = {}
+    trained = train_evaluate_register(
         train_part,
         train_config(settings, active_record),
+        registry,
         initial=None if scratch else active_encoder,
+        evaluate=functools.partial(
+            _judge, settings, record, judged, active_encoder, seen, train_part, holdout, log
+        ),
+        config_extra={"retrain": {k: record[k] for k in ("run_id", "mode")}},
     )
-    record["training"] = {
-        "epochs": result.epochs_run,
-        "seconds": round(result.train_seconds, 3),
-        "final_loss": result.history.get("loss", [None])[-1],
-    }
-
-    seen = trained_classes(active_record.config) if active_record else None
-    active_metrics = None
-    if active_encoder is not None:
-        active_metrics = evaluate(
-            active_encoder, train_part, holdout, seen, settings.embed_batch_size
-        )
-    candidate_metrics, broken = _evaluate_loaded(result, train_part, holdout, seen, settings)
-    record["metrics"] = {"candidate": candidate_metrics, "active": active_metrics}
-    record["margin"] = settings.retrain_promote_margin
-    if candidate_metrics is None:
-        reason = f"the candidate failed to load or embed: {broken}"
+    if trained.version is None:
+        reason = f"the candidate failed to load or embed: {judged['broken']}"
         return _finish(settings, record, "rejected", reason, log, started)
-    decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
-    record["gain"] = decision.gain
-    log.info("candidate evaluated", promote=decision.promote, reason=decision.reason)
-
-    version = registry.register(
-        result.model,
-        result.input_spec,
-        config={**result.model_config(), "retrain": {k: record[k] for k in ("run_id", "mode")}},
-        metrics={
-            **candidate_metrics,
-            "retrain": {
-                "run_id": record["run_id"],
-                "triggered_by": record["triggered_by"],
-                "active_version": active,
-                "active_metrics": active_metrics,
-                "margin": settings.retrain_promote_margin,
-                "decision": "promote" if decision.promote else "reject",
-                **decision.to_dict(),
-            },
-        },
-    ).version
+    decision: Decision = judged["decision"]
+    version = trained.version.version
     record["candidate_version"] = version
     if not decision.promote:
         return _finish(settings, record, "rejected", decision.reason, log, started)
@@ -227,6 +202,56 @@ def _retrain(
     registry.promote(version)
     record["active_after"] = version
     return _finish(settings, record, "promoted", decision.reason, log, started)
+
+
+def _judge(
+    settings: Settings,
+    record: dict[str, Any],
+    judged: dict[str, Any],
+    active_encoder: Encoder | None,
+    seen: list[str] | None,
+    train_part: Dataset,
+    holdout: Dataset,
+    log: structlog.stdlib.BoundLogger,
+    result: TrainResult,
+) -> dict[str, Any] | None:
+    """Evaluate the candidate beside the active model and decide; return the metrics to register.
+
+    None (nothing registered) when the candidate cannot be loaded or embed. The
+    decision (or why the candidate is broken) is left in ``judged``.
+    """
+    record["training"] = {
+        "epochs": result.epochs_run,
+        "seconds": round(result.train_seconds, 3),
+        "final_loss": result.history.get("loss", [None])[-1],
+    }
+    active_metrics = None
+    if active_encoder is not None:
+        active_metrics = evaluate(
+            active_encoder, train_part, holdout, seen, settings.embed_batch_size
+        )
+    candidate_metrics, broken = _evaluate_loaded(result, train_part, holdout, seen, settings)
+    record["metrics"] = {"candidate": candidate_metrics, "active": active_metrics}
+    record["margin"] = settings.retrain_promote_margin
+    if candidate_metrics is None:
+        judged["broken"] = broken
+        return None
+    decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
+    judged["decision"] = decision
+    record["gain"] = decision.gain
+    log.info("retrain.candidate_evaluated", promote=decision.promote, reason=decision.reason)
+    return {
+        **candidate_metrics,
+        "retrain": {
+            "run_id": record["run_id"],
+            "triggered_by": record["triggered_by"],
+            "active_version": record["active_version"],
+            "active_metrics": active_metrics,
+            "margin": settings.retrain_promote_margin,
+            "decision": "promote" if decision.promote else "reject",
+            **decision.to_dict(),
+        },
+    }
 
 
 def _labelled_data(
@@ -333,9 +358,9 @@ def _finish(
     try:
         append_run(settings, record)
     except OSError as e:
-        log.error("run record not written", error=str(e))
+        log.error("retrain.run_record_not_written", error=str(e))
     metrics.RETRAIN_RUNS.labels(decision).inc()
-    log.info("retrain finished", decision=decision, reason=reason, **_versions(record))
+    log.info("retrain.finished", decision=decision, reason=reason, **_versions(record))
     return record
 
 

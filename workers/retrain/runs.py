@@ -64,7 +64,7 @@ def list_runs(settings: Settings, limit: int | None = None) -> list[dict[str, An
             record = json.loads(line)
             run_id = str(record["run_id"])
         except (ValueError, KeyError, TypeError):
-            log.warning("unreadable run record skipped", path=str(path), line=number)
+            log.warning("retrain.run_record_unreadable", path=str(path), line=number)
             continue
         runs[run_id] = record  # a later line updates the run in place
     newest_first = list(reversed(runs.values()))

@@ -142,6 +142,7 @@ def embed_pending(settings: Settings, encoder: Encoder, node: IndexNode) -> None
     """Emulate the dispatcher and an embed worker: embed every not yet accounted event."""
     from confluent_kafka import Consumer
 
+    from workers.ingest.config import IngestConfig
     from workers.ingest.embedder import RangeEmbedder
 
     probe = Consumer(settings.kafka_config(**{"group.id": "test-probe"}))
@@ -150,7 +151,7 @@ def embed_pending(settings: Settings, encoder: Encoder, node: IndexNode) -> None
     finally:
         probe.close()
     generation = node.current()
-    embedder = RangeEmbedder(settings, encoder)
+    embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
     try:
         for partition, end in ends.items():
             start = generation.watermarks[partition].next

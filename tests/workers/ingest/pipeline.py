@@ -14,7 +14,7 @@ from simstream.kafka import end_offsets
 from simstream.settings import Settings
 from simstream.wire import ItemEvent, VectorPayload
 from workers.index.sharded import ShardedIndex
-from workers.node.generation import Generation
+from workers.node.generation import IndexGeneration
 
 
 @dataclass
@@ -94,7 +94,7 @@ def assert_index_matches(index: ShardedIndex, expected: Expected, embed: object 
 
 
 def wait_until_caught_up(
-    settings: Settings, generation: Generation, timeout_s: float = 120
+    settings: Settings, generation: IndexGeneration, timeout_s: float = 120
 ) -> None:
     """Wait until the generation's watermarks pass the end of every items partition."""
     ends = items_end(settings)

@@ -9,9 +9,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from model.registry import Encoder, Registry
+from simstream.errors import EncoderVersionError, KafkaError, RegistryError
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.wire import EmbeddingRecord, ItemEvent, Op, VectorPayload
+from workers.ingest.config import IngestConfig
 from workers.ingest.embedder import RangeEmbedder
 
 pytestmark = pytest.mark.services
@@ -73,7 +75,7 @@ def test_records_leave_in_source_order_across_batches_deletes_and_dead_letters(
     settings = small_batches
     _publish_to_partition_0(settings, _events())
     encoder = Registry(settings.registry_dir).load(encoder_version)
-    embedder = RangeEmbedder(settings, encoder)
+    embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
     try:
         result = embedder.run(settings.topic_items, 0, 0, 273, encoder_version)
     finally:
@@ -118,7 +120,8 @@ def test_an_encoder_failure_fails_the_range_and_the_retry_writes_it_whole(
     settings = small_batches
     _publish_to_partition_0(settings, _events())
     embedder = RangeEmbedder(
-        settings, _FailsOnce(Registry(settings.registry_dir).load(encoder_version))
+        IngestConfig.from_settings(settings),
+        _FailsOnce(Registry(settings.registry_dir).load(encoder_version)),
     )
     try:
         with pytest.raises(RuntimeError, match="device lost"):
@@ -131,3 +134,18 @@ def test_an_encoder_failure_fails_the_range_and_the_retry_writes_it_whole(
     assert records[-1].op is Op.RANGE
     # Nothing of the failed attempt reached the log: its first batch failed first.
     assert len(records) == 273
+
+
+def test_a_range_for_another_model_version_is_a_registry_error_not_a_kafka_error(
+    small_batches: Settings, encoder_version: str
+) -> None:
+    settings = small_batches
+    encoder = Registry(settings.registry_dir).load(encoder_version)
+    embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
+    try:
+        with pytest.raises(EncoderVersionError, match="Encoder mismatch") as raised:
+            embedder.run(settings.topic_items, 0, 0, 1, "v999")
+    finally:
+        embedder.close()
+    assert isinstance(raised.value, RegistryError)
+    assert not isinstance(raised.value, KafkaError)

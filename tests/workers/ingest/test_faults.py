@@ -28,6 +28,7 @@ from tests.workers.ingest.pipeline import (
 )
 from workers.index.config import IndexConfig
 from workers.index.snapshot import SnapshotStore
+from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
 from workers.node.node import IndexNode
 
@@ -86,9 +87,9 @@ def ingest_topics(fast: Settings, encoder_version: str) -> str:
 def test_a_killed_embed_worker_loses_and_duplicates_nothing(
     fast: Settings, ingest_topics: str, tmp_path: Path, kill_after_s: float
 ) -> None:
-    from workers.tasks import app
+    from workers.tasks import configure
 
-    app.conf.update(broker_url=fast.celery_broker_url, result_backend=fast.celery_result_backend)
+    app = configure(fast)
     app.control.purge()
     worker = Child(
         _simstream("worker", "--queues", "embed"),
@@ -97,7 +98,7 @@ def test_a_killed_embed_worker_loses_and_duplicates_nothing(
     )
     worker.start()
     stop = threading.Event()
-    dispatcher = Dispatcher(fast, ingest_topics, celery_app=app)
+    dispatcher = Dispatcher(IngestConfig.from_settings(fast), ingest_topics, celery_app=app)
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
     node = IndexNode(fast)
@@ -147,7 +148,9 @@ def test_a_killed_index_node_recovers_from_its_snapshot_and_the_log_exactly(
     )
     node.start()
     stop = threading.Event()
-    dispatcher = Dispatcher(fast, ingest_topics, celery_app=celery_worker)
+    dispatcher = Dispatcher(
+        IngestConfig.from_settings(fast), ingest_topics, celery_app=celery_worker
+    )
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
     try:

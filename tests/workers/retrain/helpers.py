@@ -85,7 +85,7 @@ def running_pipeline(settings: Settings, node: IndexNode | None = None) -> Itera
     """Dispatcher supervisor (thread) + index node following the registry; needs a worker."""
     ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
     stop = threading.Event()
-    supervisor = DispatcherSupervisor(settings, poll_s=0.3)
+    supervisor = DispatcherSupervisor.from_settings(settings, poll_s=0.3)
     thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
     thread.start()
     node = node or IndexNode(settings, control_interval_s=0.2)

@@ -45,7 +45,7 @@ def _period(run: dict[str, Any]) -> int:
 
 
 def _sent(beat: Child) -> list[str]:
-    return re.findall(r"retrain sent .*?slot=(\S+)", beat.output())
+    return re.findall(r"beat\.retrain_sent .*?slot=(\S+)", beat.output())
 
 
 def test_two_beats_send_exactly_one_retrain_per_period(
@@ -78,7 +78,7 @@ def test_when_the_leading_beat_dies_the_standby_takes_over_within_the_lease_ttl(
     try:
         wait_for(lambda: _sent(leader), timeout_s=30, interval_s=0.1, message="the first send")
         standby.start()
-        wait_for(lambda: "beat starting" in standby.output(), timeout_s=30, interval_s=0.1)
+        wait_for(lambda: "beat.starting" in standby.output(), timeout_s=30, interval_s=0.1)
         time.sleep(PERIOD_S)
         assert not _sent(standby)
         leader.kill()

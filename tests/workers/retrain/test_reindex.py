@@ -44,7 +44,7 @@ from workers import metrics
 from workers.celery_app import RETRAIN_TASK
 from workers.index.config import IndexConfig
 from workers.index.snapshot import SnapshotStore
-from workers.node.generation import Generation
+from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 from workers.retrain import list_runs
 
@@ -103,7 +103,9 @@ class LookupClient:
         self.answers.append((version, hits.ids))
 
 
-def _vectors_made_by(node: IndexNode, generation: Generation, payloads: dict[str, Any]) -> None:
+def _vectors_made_by(
+    node: IndexNode, generation: IndexGeneration, payloads: dict[str, Any]
+) -> None:
     ids = sorted(payloads)
     stored = np.stack([generation.index.get(i).vector for i in ids])  # type: ignore[union-attr]
     fresh = node.encoder(generation.version).embed_payloads([payloads[i] for i in ids])
@@ -113,10 +115,10 @@ def _vectors_made_by(node: IndexNode, generation: Generation, payloads: dict[str
 def test_a_retrained_model_is_promoted_reindexed_and_served_without_a_failed_or_mixed_lookup(
     fast: Settings, celery_worker: Celery
 ) -> None:
-    from workers.tasks import bind_settings
+    from workers.tasks import configure
 
     fast = with_overrides(fast, model_epochs=5)  # 5 × 10 steps: enough to learn digits 5-9
-    bind_settings(fast)  # the in-process worker runs the retrain with these settings
+    configure(fast)  # the in-process worker runs the retrain with these settings
     v1 = train_v1(fast, classes=range(5), steps=10)
     old, new = digits(range(5)), digits(range(5, 10))
     progress: list[dict[str, Any]] = []
@@ -222,7 +224,7 @@ def test_a_node_killed_in_the_middle_of_a_reindex_finishes_it_after_restart_exac
     from workers.ingest.supervisor import DispatcherSupervisor
 
     supervisor = threading.Thread(
-        target=DispatcherSupervisor(fast, poll_s=0.3).run, args=(stop,), daemon=True
+        target=DispatcherSupervisor.from_settings(fast, poll_s=0.3).run, args=(stop,), daemon=True
     )
     expected = Expected()
     config = IndexConfig.from_settings(fast, dim=8)

@@ -111,7 +111,7 @@ def test_a_crash_during_training_promotes_nothing_and_frees_the_next_run(
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the accelerator fell off the bus")
 
-    monkeypatch.setattr("workers.retrain.run.train", crash)
+    monkeypatch.setattr("model.pipeline.train", crash)
     with pytest.raises(RetrainError, match="fell off the bus"):
         run_retrain(fast, triggered_by="test")
 

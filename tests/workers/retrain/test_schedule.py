@@ -18,7 +18,7 @@ from tests.waiting import wait_for
 from tests.workers.retrain.helpers import digits, publish_items, with_overrides
 from workers.celery_app import make_celery
 from workers.retrain import list_runs
-from workers.schedule import (
+from workers.retrain.schedule import (
     AlignedInterval,
     LeaderScheduler,
     beat_schedule,
@@ -139,11 +139,10 @@ def test_a_leader_claims_each_period_once_before_sending(settings: Settings) -> 
 def test_enough_new_labelled_items_trigger_one_retrain(
     settings: Settings, celery_worker: Celery
 ) -> None:
-    from workers.tasks import bind_settings
+    from workers.tasks import configure
 
     counted = with_overrides(settings, retrain_min_new_items=5, retrain_check_every_s=0.05)
-    bind_settings(counted)
-    celery_worker.conf.simstream_settings = counted
+    configure(counted)
     ensure_topics(counted, [counted.topic_items])
     ones = digits([1])
     publish_items(counted, ones[:4])

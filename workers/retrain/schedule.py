@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 import redis
@@ -47,6 +45,7 @@ from celery.schedules import crontab, schedstate, schedule
 from simstream.errors import ConfigError, SimstreamError
 from simstream.log import get_logger
 from simstream.settings import Settings
+from simstream.signals import stop_on_signals
 from workers.celery_app import RETRAIN_TASK, make_celery
 from workers.retrain.coordination import (
     NEW_ITEMS,
@@ -183,10 +182,10 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             held = self.lease.renew() if self.is_leader else self.lease.acquire()
         except redis.RedisError as e:
-            log.warning("leader lease unreachable; not sending", error=str(e))
+            log.warning("beat.lease_unreachable", error=str(e))
             held = False
         if held != self.is_leader:
-            log.info("beat leadership changed", leader=held, key=self.lease.key)
+            log.info("beat.leadership_changed", leader=held, key=self.lease.key)
         self.is_leader = held
         return held
 
@@ -204,7 +203,7 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
             try:
                 self.lease.release()
             except redis.RedisError as e:
-                log.warning("leader lease not released; it expires by itself", error=str(e))
+                log.warning("beat.lease_not_released", error=str(e))
             self.is_leader = False
         super().close()
 
@@ -213,7 +212,7 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
     def apply_entry(self, entry: beat.ScheduleEntry, producer: Any = None) -> None:
         """Send a due entry for its period, if this beat leads and the period is unclaimed."""
         if not self.is_leader:
-            log.debug("not the leader; entry not sent", entry=entry.name)
+            log.debug("beat.not_leader", entry=entry.name)
             return
         slot = slot_of(entry)
         task_id = self.claim(slot)
@@ -223,7 +222,7 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
         source = entry.kwargs.get("triggered_by", SCHEDULE)
         sent.kwargs = {**entry.kwargs, "triggered_by": f"{source}{SLOT_SEPARATOR}{slot}"}
         sent.options = {**entry.options, "task_id": task_id}
-        log.info("retrain sent", slot=slot, task_id=task_id)
+        log.info("beat.retrain_sent", slot=slot, task_id=task_id)
         super().apply_entry(sent, producer)
 
     def claim(self, slot: str) -> str | None:
@@ -233,9 +232,9 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
             if claim_slot(self.client, self.settings, slot, task_id):
                 return task_id
         except redis.RedisError as e:
-            log.warning("period not claimed; not sending", slot=slot, error=str(e))
+            log.warning("beat.slot_not_claimed", slot=slot, error=str(e))
             return None
-        log.info("period already claimed; not sending", slot=slot)
+        log.info("beat.slot_already_claimed", slot=slot)
         return None
 
     def check_new_items(self) -> None:
@@ -248,12 +247,12 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
         try:
             slot = new_items_slot(self.settings, self.client, timeout_s=self.renew_every_s)
         except (SimstreamError, redis.RedisError, OSError) as e:
-            log.warning("new items not counted", error=str(e))
+            log.warning("beat.new_items_not_counted", error=str(e))
             return
         # Counting takes time: make sure this beat still leads before it claims and sends.
         task_id = self.claim(slot) if slot and self.lead() else None
         if slot and task_id:
-            log.info("retrain sent for new items", slot=slot, task_id=task_id)
+            log.info("beat.retrain_sent_for_new_items", slot=slot, task_id=task_id)
             self.app.send_task(
                 RETRAIN_TASK,
                 kwargs={"triggered_by": f"{NEW_ITEMS}{SLOT_SEPARATOR}{slot}"},
@@ -279,7 +278,7 @@ def new_items_slot(settings: Settings, client: redis.Redis, timeout_s: float = 6
     since = {int(p): int(o) for p, o in ((last or {}).get("source_offsets") or {}).items()}
     threshold = settings.retrain_min_new_items
     count = count_new_labelled(settings, since, limit=threshold, idle_timeout_s=timeout_s)
-    log.debug("new labelled items", count=count, threshold=threshold, since=since)
+    log.debug("beat.new_labelled_items", count=count, threshold=threshold, since=since)
     return slot if count >= threshold else None
 
 
@@ -294,14 +293,9 @@ def run_beat(settings: Settings, app: Celery | None = None) -> None:
         app, scheduler_cls=LeaderScheduler, max_interval=settings.beat_lock_ttl_s / 3
     )
     if threading.current_thread() is threading.main_thread():
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            raise SystemExit(0)
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop_on_signals(raise_exit=True)
     log.info(
-        "beat starting",
+        "beat.starting",
         schedule=settings.retrain_schedule or None,
         min_new_items=settings.retrain_min_new_items or None,
         lock_ttl_s=settings.beat_lock_ttl_s,

@@ -1,4 +1,4 @@
-"""`GenerationBoard`: which index generations exist, shared through Redis.
+"""`ServingStatus`: which index generations the node serves, builds and keeps, shared through Redis.
 
 The model registry says which encoder version is *wanted* (its active version).
 The index node says which generation is *serving* and which it is *building*
@@ -19,14 +19,14 @@ import redis
 from simstream.log import get_logger
 from simstream.settings import Settings
 
-log = get_logger("generations")
+log = get_logger("node")
 
 KEY = "simstream:generations"
 
 
 @dataclass(frozen=True)
-class GenerationState:
-    """What the index node published last."""
+class ServingStatus:
+    """What the index node published last (not to be confused with an `IndexGeneration`)."""
 
     serving: str | None = None
     building: tuple[str, ...] = ()
@@ -47,7 +47,7 @@ class GenerationState:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> GenerationState:
+    def from_json(cls, text: str | bytes) -> ServingStatus:
         """Inverse of `to_json`."""
         data = json.loads(text)
         return cls(
@@ -59,30 +59,41 @@ class GenerationState:
         )
 
 
-class GenerationBoard:
-    """Reads and writes `GenerationState` in the coordination Redis (the Celery broker's)."""
+class ServingStatusBoard:
+    """Reads and writes `ServingStatus` in the coordination Redis (the Celery broker's)."""
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self._redis = client or redis.Redis.from_url(
-            settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self._redis = client
+        self._key = key
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: redis.Redis | None = None
+    ) -> ServingStatusBoard:
+        """The board of the settings' items topic, in the Celery broker's Redis (or ``client``)."""
+        return cls(
+            client
+            or redis.Redis.from_url(
+                settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2
+            ),
+            f"{KEY}:{settings.topic_items}",
         )
-        self._key = f"{KEY}:{settings.topic_items}"
 
-    def publish(self, state: GenerationState) -> None:
+    def publish(self, state: ServingStatus) -> None:
         """Store the node's state (best effort: Redis being down is logged)."""
         try:
             self._redis.set(self._key, state.to_json())
         except redis.RedisError as e:
-            log.warning("generation state not published", error=str(e))
+            log.warning("node.status_not_published", error=str(e))
 
-    def read(self) -> GenerationState:
+    def read(self) -> ServingStatus:
         """The last published state (empty when none or Redis is down)."""
         try:
             raw = self._redis.get(self._key)
         except redis.RedisError as e:
-            log.warning("generation state unreadable", error=str(e))
-            return GenerationState()
-        return GenerationState.from_json(raw) if raw else GenerationState()
+            log.warning("node.status_unreadable", error=str(e))
+            return ServingStatus()
+        return ServingStatus.from_json(raw) if raw else ServingStatus()
 
     def now(self) -> float:
         """Wall-clock time for ``updated_at``."""

@@ -1,0 +1,73 @@
+"""`IngestConfig`: what the dispatcher, the range embedder and dead-lettering need to know."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simstream.settings import Settings
+from simstream.wire import WireLimits
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """The ingest path's part of the settings, built once at the edge (`from_settings`).
+
+    Attributes:
+        kafka: librdkafka properties every client shares (servers, security).
+        topic_items: the source topic of item events.
+        topic_dlq: the dead-letter topic.
+        topic_embeddings_prefix: embeddings topics are ``<prefix>.<version>``.
+        limits: the wire limits events are decoded with.
+        registry_dir: the model registry (its active version is dispatched for).
+        session_timeout_ms: the dispatcher's consumer group session timeout.
+        max_poll_interval_ms: the dispatcher's consumer max poll interval.
+        dispatch_max_items: most events in one offset range.
+        dispatch_max_wait_s: longest an open range waits before it is sent.
+        dispatch_max_inflight: unfinished ranges at which the dispatcher pauses.
+        dispatch_redispatch_s: a range unfinished this long is sent again.
+        embed_batch_size: inputs per encoder call.
+    """
+
+    kafka: Mapping[str, Any]
+    topic_items: str
+    topic_dlq: str
+    topic_embeddings_prefix: str
+    limits: WireLimits
+    registry_dir: Path
+    session_timeout_ms: int
+    max_poll_interval_ms: int
+    dispatch_max_items: int
+    dispatch_max_wait_s: float
+    dispatch_max_inflight: int
+    dispatch_redispatch_s: float
+    embed_batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestConfig:
+        """The config the settings describe."""
+        return cls(
+            kafka=settings.kafka_config(),
+            topic_items=settings.topic_items,
+            topic_dlq=settings.topic_dlq,
+            topic_embeddings_prefix=settings.topic_embeddings_prefix,
+            limits=settings.wire_limits(),
+            registry_dir=settings.registry_dir,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            dispatch_max_items=settings.dispatch_max_items,
+            dispatch_max_wait_s=settings.dispatch_max_wait_s,
+            dispatch_max_inflight=settings.dispatch_max_inflight,
+            dispatch_redispatch_s=settings.dispatch_redispatch_s,
+            embed_batch_size=settings.embed_batch_size,
+        )
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka properties of one client: the shared ones plus ``extra``."""
+        return {**self.kafka, **extra}
+
+    def embeddings_topic(self, model_version: str) -> str:
+        """Name of the embeddings topic of a model version."""
+        return f"{self.topic_embeddings_prefix}.{model_version}"
