@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -117,5 +118,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if not __package__:
+        # Run as a script, bench/ comes first on sys.path, and bench/model.py would shadow
+        # the `model` package: look packages up from the repository root instead.
+        sys.path[0] = str(Path(__file__).resolve().parents[1])
     os.environ.setdefault("KERAS_BACKEND", "jax")
     main()

@@ -11,8 +11,6 @@ whose ``input_spec`` turns them into model inputs. Labels are re-indexed to
 
 from __future__ import annotations
 
-import gzip
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 
 from model.inputs import InputSpec
 from simstream.errors import DatasetError
+from simstream.idx import find_idx, read_idx
 from simstream.log import get_logger
 
 log = get_logger("model.datasets")
@@ -159,7 +158,7 @@ def load_mnist(
     xs, ys, found = [], [], []
     for part in wanted:
         images_name, labels_name = MNIST_FILES[part]
-        images_path, labels_path = _find(root, images_name), _find(root, labels_name)
+        images_path, labels_path = find_idx(root, images_name), find_idx(root, labels_name)
         if images_path is None or labels_path is None:
             if split != "all":
                 raise DatasetError(
@@ -186,39 +185,6 @@ def load_mnist(
     y = np.concatenate(ys).astype(np.int64)
     log.info("dataset.mnist", directory=str(root), splits=found, examples=len(y))
     return _mnist_dataset(x, y, "mnist:" + "+".join(found))
-
-
-def read_idx(path: Path | str) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) of unsigned bytes.
-
-    Raises:
-        DatasetError: when the header is not an IDX header of ubyte data or the
-            payload is shorter than the header says.
-    """
-    path = Path(path)
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DatasetError(f"Cannot read IDX file {str(path)!r}: {e}") from e
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DatasetError(
-            f"Expected an IDX file of unsigned bytes (magic 0x0000 08 nn) in {str(path)!r}. "
-            f"Received: header {data[:4].hex()}"
-        )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim < 1 or len(data) < header:
-        raise DatasetError(f"Truncated IDX header in {str(path)!r}")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    size = int(np.prod(shape))
-    if len(data) - header != size:
-        raise DatasetError(
-            f"Expected {size} bytes of data for shape {shape} in {str(path)!r}. "
-            f"Received: {len(data) - header}"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def load_npz(path: Path | str) -> Dataset:
@@ -341,13 +307,6 @@ def load_image_folder(
 
 
 # --- helpers -----------------------------------------------------------------------
-
-
-def _find(root: Path, name: str) -> Path | None:
-    for candidate in (root / name, root / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _keras_mnist(split: str) -> Dataset:

@@ -12,9 +12,7 @@ encoders take as input (digits: 64 bytes per item; MNIST: 784).
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from simstream.errors import DatasetError, InvalidEventError
+from simstream.idx import find_idx, read_idx
 from simstream.log import get_logger
 from simstream.wire import (
     DTYPES,
@@ -354,47 +353,7 @@ class MnistSource(Source):
 
 
 def _idx_path(directory: Path, name: str) -> Path:
-    for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
+    path = find_idx(directory, name)
+    if path is not None:
+        return path
     raise DatasetError(f"Expected {name} or {name}.gz in {str(directory)!r}. Received: neither")
-
-
-_IDX_DTYPES: dict[int, str] = {
-    0x08: "u1",
-    0x09: "i1",
-    0x0B: ">i2",
-    0x0C: ">i4",
-    0x0D: ">f4",
-    0x0E: ">f8",
-}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped when its name ends in ``.gz``.
-
-    Raises:
-        DatasetError: the file is missing, truncated or not IDX.
-    """
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DatasetError(f"Cannot read IDX file {str(path)!r}: {e}") from e
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
-        raise DatasetError(
-            f"Expected an IDX file (magic 00 00 <type> <ndim>) at {str(path)!r}. "
-            f"Received: {data[:4].hex(' ')}"
-        )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetError(f"Truncated IDX header in {str(path)!r}")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise DatasetError(
-            f"Expected {expected} data bytes for shape {shape} in {str(path)!r}. "
-            f"Received: {len(data) - header}"
-        )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)

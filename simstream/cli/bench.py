@@ -1,25 +1,161 @@
-"""`simstream bench ingest` and `simstream bench all`: benchmarks beyond the model's."""
+"""`simstream bench …`: the reproducible benchmarks, which write JSON results and plots.
+
+Each command imports its `bench` module inside, so ``simstream --help`` stays fast
+and an installation without the `bench` package (the product images) still runs
+every other command.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.model import MnistDirOption, _row, _table
+
+bench_app = typer.Typer(
+    help="Reproducible benchmarks that write JSON results and a plot.",
+    no_args_is_help=True,
+)
+
+JsonOutOption = Annotated[Path, typer.Option(help="Where to write the JSON figures.")]
 
 
-def register(bench_app: typer.Typer) -> None:
-    """Add the ingest benchmark to the ``bench`` group."""
-    bench_app.command("ingest")(ingest)
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` group to the CLI."""
+    app.add_typer(bench_app, name="bench")
 
 
-def ingest(
-    out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path(
-        "docs/bench/ingest.json"
+@contextmanager
+def _needs_bench() -> Iterator[None]:
+    """Exit 1 with a one-line message when the `bench` package is not installed."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        if e.name != "bench":
+            raise
+        typer.echo(
+            "error: the benchmarks (package `bench`) are not installed here; "
+            "run them from a source checkout",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+# --- model -------------------------------------------------------------------------
+
+
+@bench_app.command("model")
+def bench_model(
+    mnist_dir: MnistDirOption = None,
+    out: Annotated[Path, typer.Option(help="JSON results file; the plot goes next to it.")] = Path(
+        "docs/bench/model_mnist.json"
     ),
+    seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Override the benchmark's epochs.")
+    ] = None,
+) -> None:
+    """Train on MNIST classes 0–5, then measure retrieval on seen and unseen classes."""
+    settings = load_settings()
+    with exit_on_error():
+        from dataclasses import replace
+
+        with _needs_bench():
+            from bench.model import BENCHMARK_CONFIG, run_mnist_benchmark
+
+        config = BENCHMARK_CONFIG if epochs is None else replace(BENCHMARK_CONFIG, epochs=epochs)
+        report = run_mnist_benchmark(mnist_dir or settings.mnist_dir, out, config, seed=seed)
+        rows = [_row(name, report[name]) for name in ("seen", "unseen")]
+        typer.echo(_table(rows, (1, 5, 10)))
+        c = report["calibration"]
+        typer.echo(
+            f"unseen calibration: threshold={c['threshold']:.4f} precision={c['precision']:.4f} "
+            f"recall={c['recall']:.4f} f1={c['f1']:.4f}"
+        )
+        typer.echo(
+            f"train_seconds={report['train_seconds']}; wrote {out} and {out.with_suffix('.png')}"
+        )
+
+
+# --- index -------------------------------------------------------------------------
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise typer.BadParameter(
+            f"Expected a comma-separated list of positive integers. Received: {text!r}",
+            param_hint=name,
+        )
+    return values
+
+
+@bench_app.command("index")
+def bench_index(
+    out: Annotated[
+        Path, typer.Option(help="JSON results file; the recall/QPS plot goes next to it (.png).")
+    ] = Path("docs/bench/index.json"),
+    mnist_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory of MNIST IDX files (default: SIMSTREAM_MNIST_DIR)."),
+    ] = None,
+    datasets: Annotated[
+        str, typer.Option(help="Comma-separated: mnist (PCA-64 of MNIST test), random.")
+    ] = "mnist,random",
+    shards: Annotated[str, typer.Option(help="Comma-separated shard counts.")] = "1,4",
+    efs: Annotated[str, typer.Option(help="Comma-separated ef values of the recall sweep.")] = (
+        "10,16,32,64,128,256"
+    ),
+    queries: Annotated[int, typer.Option(min=10, help="Held-out queries per dataset.")] = 1000,
+    random_items: Annotated[
+        int, typer.Option(min=100, help="Vectors in the random dataset (queries included).")
+    ] = 10000,
+    latency_queries: Annotated[
+        int, typer.Option(min=10, help="Single queries timed per latency percentile.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Recall@10, QPS, insert rate, latency under writes, snapshot time and memory."""
+    settings = load_settings()
+    with exit_on_error():
+        with _needs_bench():
+            from bench import index as benchmark
+        from workers.index.config import IndexConfig
+
+        names = tuple(d.strip() for d in datasets.split(",") if d.strip())
+        config = benchmark.BenchmarkConfig(
+            datasets=names,
+            shards=_ints(shards, "--shards"),
+            efs=_ints(efs, "--efs"),
+            n_queries=queries,
+            n_random=random_items,
+            latency_queries=latency_queries,
+            mnist_dir=mnist_dir or settings.mnist_dir,
+            index=IndexConfig.from_settings(settings, dim=64),
+            seed=seed,
+        )
+        report = benchmark.run(config, progress=progress)
+        png = benchmark.write(report, out)
+        typer.echo(benchmark.markdown_table(report))
+        typer.echo(f"wrote {out} and {png}")
+
+
+# --- ingest ------------------------------------------------------------------------
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    out: JsonOutOption = Path("docs/bench/ingest.json"),
     items: Annotated[int, typer.Option(min=100, help="Items published end to end.")] = 20000,
     partitions: Annotated[int, typer.Option(min=1, help="Partitions = shards.")] = 4,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the encoder trained first.")] = 2,
@@ -37,8 +173,38 @@ def ingest(
     freshness p50/p99 as JSON.
     """
     load_settings()
-    from workers.ingest.benchmark import run
+    with _needs_bench():
+        from bench.ingest import run
 
     with exit_on_error():
         result = run(out, items, partitions, epochs, freshness_seconds, work_dir)
+    typer.echo(json.dumps(result, indent=2))
+
+
+# --- api ---------------------------------------------------------------------------
+
+
+@bench_app.command("api")
+def bench_api(
+    out: JsonOutOption = Path("docs/bench/api.json"),
+    items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 20000,
+    dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
+    concurrency: Annotated[int, typer.Option(min=1, help="Client threads of the QPS phases.")] = 4,
+    duration: Annotated[float, typer.Option(min=0.5, help="Seconds per phase.")] = 5.0,
+    ingest_rate: Annotated[
+        float, typer.Option(min=1, help="Embedding records per second during the ingest phase.")
+    ] = 2000.0,
+) -> None:
+    """HTTP lookups (uncached, cached, under ingest) vs the index searched directly.
+
+    Starts its own embedded broker and Valkey on free ports, an index node and
+    uvicorn in this process, and a load generator in a child process; writes QPS
+    and p50/p99 latencies as JSON.
+    """
+    load_settings()
+    with _needs_bench():
+        from bench.api import run
+
+    with exit_on_error():
+        result = run(out, items, dim, concurrency, duration, ingest_rate)
     typer.echo(json.dumps(result, indent=2))

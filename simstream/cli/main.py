@@ -11,7 +11,6 @@ import os
 import typer
 
 from simstream.cli import bench, demo, ingest, publish, serve, stack
-from simstream.cli import index as index_cli
 from simstream.cli import model as model_cli
 from simstream.cli import retrain as retrain_cli
 
@@ -29,9 +28,8 @@ app = typer.Typer(
 stack.register(app)
 publish.register(app)
 model_cli.register(app)
+bench.register(app)
 ingest.register(app)
-bench.register(model_cli.bench_app)
-index_cli.register(app)
 demo.register(app)
 retrain_cli.register(app)
 serve.register(app)

@@ -1,7 +1,6 @@
-"""`simstream train`, `evaluate`, `models …` and `bench model`: the model's commands.
+"""`simstream train`, `evaluate` and `models …`: the model's commands.
 
 TensorFlow is imported inside each command, so ``simstream --help`` stays fast.
-Other modules add benchmarks to `bench_app` (``simstream bench index`` …).
 """
 
 from __future__ import annotations
@@ -24,10 +23,6 @@ models_app = typer.Typer(
     help="List, inspect, promote and roll back registered encoder versions.",
     no_args_is_help=True,
 )
-bench_app = typer.Typer(
-    help="Reproducible benchmarks that write JSON results and a plot.",
-    no_args_is_help=True,
-)
 
 RegistryOption = Annotated[
     Path | None,
@@ -44,7 +39,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.add_typer(models_app, name="models")
-    app.add_typer(bench_app, name="bench")
 
 
 # --- train -------------------------------------------------------------------------
@@ -296,41 +290,6 @@ def models_rollback(registry: RegistryOption = None) -> None:
         from model.registry import Registry
 
         typer.echo(f"active: {Registry(registry or settings.registry_dir).rollback()}")
-
-
-# --- bench -------------------------------------------------------------------------
-
-
-@bench_app.command("model")
-def bench_model(
-    mnist_dir: MnistDirOption = None,
-    out: Annotated[Path, typer.Option(help="JSON results file; the plot goes next to it.")] = Path(
-        "docs/bench/model_mnist.json"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
-    epochs: Annotated[
-        int | None, typer.Option(min=1, help="Override the benchmark's epochs.")
-    ] = None,
-) -> None:
-    """Train on MNIST classes 0–5, then measure retrieval on seen and unseen classes."""
-    settings = load_settings()
-    with exit_on_error():
-        from dataclasses import replace
-
-        from model.benchmark import BENCHMARK_CONFIG, run_mnist_benchmark
-
-        config = BENCHMARK_CONFIG if epochs is None else replace(BENCHMARK_CONFIG, epochs=epochs)
-        report = run_mnist_benchmark(mnist_dir or settings.mnist_dir, out, config, seed=seed)
-        rows = [_row(name, report[name]) for name in ("seen", "unseen")]
-        typer.echo(_table(rows, (1, 5, 10)))
-        c = report["calibration"]
-        typer.echo(
-            f"unseen calibration: threshold={c['threshold']:.4f} precision={c['precision']:.4f} "
-            f"recall={c['recall']:.4f} f1={c['f1']:.4f}"
-        )
-        typer.echo(
-            f"train_seconds={report['train_seconds']}; wrote {out} and {out.with_suffix('.png')}"
-        )
 
 
 # --- helpers -----------------------------------------------------------------------

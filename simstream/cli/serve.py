@@ -1,4 +1,4 @@
-"""`simstream serve` (the index node + lookup API) and `simstream bench api`.
+"""`simstream serve`: the index node + lookup API.
 
 The API runs inside the index node process: the index is in memory, so a
 lookup searches the shards without a network hop. Scale reads with more
@@ -8,9 +8,7 @@ GPU needed).
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,11 +18,8 @@ from simstream.signals import stop_on_signals
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` to the CLI and ``api`` to the ``bench`` group."""
-    from simstream.cli.model import bench_app
-
+    """Add ``serve`` to the CLI."""
     app.command("serve")(serve)
-    bench_app.command("api")(bench_api)
 
 
 def serve(
@@ -74,29 +69,3 @@ def serve(
             node.stop()
             producer.flush(10)
             cache.close()
-
-
-def bench_api(
-    out: Annotated[Path, typer.Option(help="Where to write the JSON figures.")] = Path(
-        "docs/bench/api.json"
-    ),
-    items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 20000,
-    dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
-    concurrency: Annotated[int, typer.Option(min=1, help="Client threads of the QPS phases.")] = 4,
-    duration: Annotated[float, typer.Option(min=0.5, help="Seconds per phase.")] = 5.0,
-    ingest_rate: Annotated[
-        float, typer.Option(min=1, help="Embedding records per second during the ingest phase.")
-    ] = 2000.0,
-) -> None:
-    """HTTP lookups (uncached, cached, under ingest) vs the index searched directly.
-
-    Starts its own embedded broker and Valkey on free ports, an index node and
-    uvicorn in this process, and a load generator in a child process; writes QPS
-    and p50/p99 latencies as JSON.
-    """
-    load_settings()
-    from workers.api.benchmark import run
-
-    with exit_on_error():
-        result = run(out, items, dim, concurrency, duration, ingest_rate)
-    typer.echo(json.dumps(result, indent=2))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from simstream.errors import ServiceStartError
 from simstream.kafka import ensure_topics
 from simstream.log import get_logger
 from simstream.settings import Settings
-from simstream.stack.process import ChildService
+from simstream.stack.process import ChildService, free_port
 from simstream.stack.services import broker_service, valkey_service
 
 log = get_logger("stack")
@@ -22,6 +24,38 @@ AppServiceBuilder = Callable[[Settings], ChildService]
 def simstream_command(*args: str) -> list[str]:
     """The command line that runs a simstream CLI command in a child process."""
     return [sys.executable, "-m", "simstream.cli.main", *args]
+
+
+def local_stack_settings(
+    data_dir: Path,
+    broker_port: int | None = None,
+    valkey_port: int | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings of an embedded stack on this host, for tests and benchmarks.
+
+    Args:
+        data_dir: the stack's data directory (logs, models, snapshots).
+        broker_port: the broker's port (default: a free one).
+        valkey_port: Valkey's port (default: a free one).
+        **overrides: any other settings; they win over the derived ones.
+
+    Returns:
+        Settings whose Kafka bootstrap servers, result-cache URL and Celery
+        broker and backend (Valkey databases 0, 1 and 2) point at those ports.
+    """
+    broker = broker_port or free_port()
+    valkey = valkey_port or free_port()
+    derived: dict[str, Any] = {
+        "data_dir": data_dir,
+        "broker_port": broker,
+        "valkey_port": valkey,
+        "kafka_bootstrap_servers": f"127.0.0.1:{broker}",
+        "redis_cache_url": f"redis://127.0.0.1:{valkey}/0",
+        "celery_broker_url": f"redis://127.0.0.1:{valkey}/1",
+        "celery_result_backend": f"redis://127.0.0.1:{valkey}/2",
+    }
+    return Settings.load(**{**derived, **overrides})
 
 
 class LocalStack:

@@ -33,6 +33,8 @@ PYPROJECT = "pyproject.toml"
 CONSTRAINTS = "requirements/constraints.txt"
 # The extras each image installs: none for the CPU image, the CUDA wheels for the other.
 EXTRAS = {CPU: frozenset(), CUDA: frozenset({"gpu"})}
+# Packages of pyproject.toml that the images leave out: the benchmarks.
+NOT_IN_IMAGES = frozenset({"bench"})
 
 Instruction = tuple[str, str]
 
@@ -165,7 +167,7 @@ def dockerfile_problems(path: str, text: str, project: Mapping[str, Any]) -> lis
     sources = copy_sources(steps)
     packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
     needed = {PYPROJECT, CONSTRAINTS, str(project["project"].get("readme", "README.md"))}
-    needed |= {p.rstrip("*") for p in packages}
+    needed |= {p.rstrip("*") for p in packages} - NOT_IN_IMAGES
     for item in sorted(needed):
         if not any(item in source.split() for source in sources):
             problems.append(f"{path}: does not copy {item}")
@@ -232,13 +234,13 @@ def ignored(path: str, ignore_text: str) -> bool:
 
 
 def dockerignore_problems(ignore_text: str, dockerfiles: Mapping[str, str]) -> list[str]:
-    """What the Dockerfiles copy is in the context; secrets and local state are not."""
+    """What the Dockerfiles copy is in the context; secrets, local state and benchmarks are not."""
     problems = []
     for path, text in dockerfiles.items():
         for source in copy_sources(instructions(text)):
             if ignored(source, ignore_text):
                 problems.append(f"{DOCKERIGNORE}: {source} is excluded but {path} copies it")
-    for secret in (".env", ".git", ".venv", "var", "tests"):
+    for secret in (".env", ".git", ".venv", "var", "tests", *NOT_IN_IMAGES):
         if not ignored(secret, ignore_text):
             problems.append(f"{DOCKERIGNORE}: {secret} is sent to the build context")
     return problems

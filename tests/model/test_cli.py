@@ -7,7 +7,6 @@ import pytest
 from typer.testing import CliRunner
 
 from simstream.cli.main import app
-from simstream.cli.model import bench_app
 
 runner = CliRunner()
 TINY_ENCODER = '{"name": "cnn", "filters": [8, 16], "convs_per_block": 1}'
@@ -23,18 +22,12 @@ TINY_ENCODER = '{"name": "cnn", "filters": [8, 16], "convs_per_block": 1}'
         ["models", "show"],
         ["models", "promote"],
         ["models", "rollback"],
-        ["bench"],
-        ["bench", "model"],
     ],
 )
 def test_every_model_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
-
-
-def test_the_bench_typer_is_importable_for_other_benchmarks() -> None:
-    assert any(c.name == "model" for c in bench_app.registered_commands)
 
 
 def test_train_registers_a_version_that_list_show_evaluate_and_promote_see(

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +8,10 @@ import pytest
 from PIL import Image
 
 from model import datasets
-from model.datasets import Dataset, load, load_image_folder, load_mnist, load_npz, read_idx
+from model.datasets import Dataset, load, load_image_folder, load_mnist, load_npz
 from simstream.errors import DatasetError
 from tests.model.conftest import MNIST_DIR
-
-
-def _write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
+from tests.simstream.test_idx import write_idx
 
 
 def test_digits_are_uint8_images_rescaled_from_0_16_with_an_8x8_spec() -> None:
@@ -29,31 +22,12 @@ def test_digits_are_uint8_images_rescaled_from_0_16_with_an_8x8_spec() -> None:
     assert data.class_names == tuple("0123456789")
 
 
-def test_an_idx_file_reads_plain_or_gzipped(tmp_path: Path) -> None:
-    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    _write_idx(tmp_path / "a", array)
-    _write_idx(tmp_path / "b.gz", array, compress=True)
-    np.testing.assert_array_equal(read_idx(tmp_path / "a"), array)
-    np.testing.assert_array_equal(read_idx(tmp_path / "b.gz"), array)
-
-
-def test_a_file_that_is_not_idx_or_is_truncated_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "bad").write_bytes(b"\x89PNG....")
-    with pytest.raises(DatasetError, match="IDX file of unsigned bytes"):
-        read_idx(tmp_path / "bad")
-    array = np.zeros((2, 2), np.uint8)
-    _write_idx(tmp_path / "short", array)
-    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
-    with pytest.raises(DatasetError, match="Expected 4 bytes"):
-        read_idx(tmp_path / "short")
-
-
 def test_mnist_loads_from_a_directory_of_idx_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (5, 28, 28)))
-    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(5))
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (3, 28, 28)), True)
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([7, 8, 9]), True)
+    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (5, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(5))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (3, 28, 28)), True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([7, 8, 9]), True)
     both = load_mnist(tmp_path)
     assert both.x.shape == (8, 28, 28, 1) and both.y.tolist() == [0, 1, 2, 3, 4, 7, 8, 9]
     assert load_mnist(tmp_path, split="test").y.tolist() == [7, 8, 9]

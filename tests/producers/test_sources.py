@@ -17,7 +17,6 @@ from producers.sources import (
     JsonLinesSource,
     MnistSource,
     NumpySource,
-    read_idx,
 )
 from simstream.errors import DatasetError
 from simstream.wire import ArrayPayload, ImagePayload, ItemEvent, Op, VectorPayload
@@ -214,20 +213,3 @@ def test_mnist_reads_plain_idx_files_too(mnist_dir: Path, tmp_path: Path) -> Non
 def test_a_folder_without_mnist_files_is_a_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte"):
         MnistSource(tmp_path)
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (b"\x00\x00\x08", "Expected an IDX file"),
-        (b"\x01\x02\x08\x01\x00\x00\x00\x01\x00", "Expected an IDX file"),
-        (b"\x00\x00\x08\x02\x00\x00\x00\x02", "Truncated"),
-        (b"\x00\x00\x08\x01\x00\x00\x00\x03\x01", "Expected 3 data bytes"),
-    ],
-    ids=["a short file", "a wrong magic", "a cut header", "missing data"],
-)
-def test_a_broken_idx_file_is_a_dataset_error(tmp_path: Path, content: bytes, message: str) -> None:
-    path = tmp_path / "x-idx1-ubyte"
-    path.write_bytes(content)
-    with pytest.raises(DatasetError, match=message):
-        read_idx(path)

@@ -16,8 +16,7 @@ from confluent_kafka import Consumer, Producer
 
 from simstream.kafka import end_offsets, ensure_topics, partition_count
 from simstream.settings import Settings
-from simstream.stack.local import LocalStack
-from simstream.stack.process import free_port
+from simstream.stack.local import LocalStack, local_stack_settings
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.services
@@ -119,13 +118,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _stack_env(tmp_path: Path) -> dict[str, str]:
-    broker, valkey = free_port(), free_port()
-    return {
-        "SIMSTREAM_BROKER_PORT": str(broker),
-        "SIMSTREAM_VALKEY_PORT": str(valkey),
-        "SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker}",
-        "SIMSTREAM_DATA_DIR": str(tmp_path),
-    }
+    return local_stack_settings(tmp_path).to_env()
 
 
 def test_up_services_only_is_healthy_within_ten_seconds_and_sigterm_leaves_no_child(

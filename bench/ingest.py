@@ -20,7 +20,6 @@ Both stages share this machine's cores, so the bound for the pipeline is
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import write_json
 from simstream.log import get_logger
 from simstream.settings import Settings
 from workers.ingest.device import configure_threads, cpu_cores, worker_layout
@@ -77,23 +77,15 @@ def run(
 
     from model.registry import Registry
     from producers.producer import ItemProducer
-    from simstream.stack.local import LocalStack
-    from simstream.stack.process import free_port
+    from simstream.stack.local import LocalStack, local_stack_settings
     from simstream.wire import ArrayPayload, ItemEvent
     from workers.node.node import IndexNode
 
     with tempfile.TemporaryDirectory(prefix="simstream-bench-") as scratch:
         tmp = str(work_dir or scratch)
-        broker, valkey = free_port(), free_port()
-        settings = Settings.load(
-            data_dir=Path(tmp),
+        settings = local_stack_settings(
+            Path(tmp),
             partitions=partitions,
-            broker_port=broker,
-            valkey_port=valkey,
-            kafka_bootstrap_servers=f"127.0.0.1:{broker}",
-            redis_cache_url=f"redis://127.0.0.1:{valkey}/0",
-            celery_broker_url=f"redis://127.0.0.1:{valkey}/1",
-            celery_result_backend=f"redis://127.0.0.1:{valkey}/2",
             snapshot_every_s=3600.0,
             snapshot_every_records=10**9,
         )
@@ -121,7 +113,7 @@ def run(
             insert_limit = items / (time.perf_counter() - started)
             pipeline_limit = 1.0 / (1.0 / encoder_limit + 1.0 / insert_limit)
             log.info(
-                "limits measured",
+                "bench.ingest_limits_measured",
                 encoder_one_process=one_process,
                 encoder_per_core=per_core,
                 insert_limit=insert_limit,
@@ -179,8 +171,7 @@ def run(
         "freshness_p99_s": freshness["p99_s"],
         "ingest_seconds": elapsed,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     return result
 
 
@@ -248,14 +239,14 @@ def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
 
     def worker_ready() -> bool:
         # Measure only once every encoder process has loaded and warmed its encoder.
-        loaded = worker_log.read_text(errors="replace").count("encoder loaded")
+        loaded = worker_log.read_text(errors="replace").count("tasks.encoder_loaded")
         return loaded >= processes and bool(celery.control.ping(timeout=0.5))
 
     dispatcher_log = settings.logs_dir / "bench-dispatcher.log"
 
     def dispatcher_ready() -> bool:
         # Joining a consumer group takes seconds; measure only once partitions are assigned.
-        return "partitions assigned" in dispatcher_log.read_text(errors="replace")
+        return "dispatcher.partitions_assigned" in dispatcher_log.read_text(errors="replace")
 
     return [
         ChildService(

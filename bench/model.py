@@ -18,7 +18,6 @@ Protocol (``simstream bench model``), on the MNIST test set (10,000 images):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import write_json
 from model.datasets import Dataset, load_mnist
 from model.evaluation.calibration import calibrate, threshold_metrics
 from model.evaluation.classification import UNKNOWN, classification_report
@@ -33,7 +33,7 @@ from model.evaluation.retrieval import QueryResults, retrieve, split_by_class
 from model.training import TrainConfig, TrainResult, train
 from simstream.log import get_logger
 
-log = get_logger("model.benchmark")
+log = get_logger("bench.model")
 
 SEEN_CLASSES = (0, 1, 2, 3, 4, 5)
 TRAIN_SHARE = 0.7
@@ -92,7 +92,7 @@ def run_mnist_benchmark(
     seen_train = train_idx[np.isin(data.y[train_idx], SEEN_CLASSES)]
     train_set = data.subset(seen_train, name=f"{data.name} classes 0-5, 70%")
     index_set = data.subset(index_idx, name=f"{data.name} all classes, 30%")
-    log.info("benchmark.split", train=len(train_set), index=len(index_set))
+    log.info("bench.model_split", train=len(train_set), index=len(index_set))
 
     result = train(train_set, config)
     encoder = result.encoder()
@@ -137,12 +137,10 @@ def run_mnist_benchmark(
         "config": config.to_dict(),
         "code_version": result.summary()["code_version"],
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(out, report)
     plot_benchmark(result, unseen, unseen_calibration.threshold, out.with_suffix(".png"))
     log.info(
-        "benchmark.done",
+        "bench.model_done",
         out=str(out),
         seen_recall_at_1=report["seen"]["recall@1"],
         unseen_recall_at_1=report["unseen"]["recall@1"],

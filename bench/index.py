@@ -15,7 +15,6 @@ L2-normalised (harder for graph indexes: no cluster structure).
 from __future__ import annotations
 
 import gc
-import gzip
 import json
 import os
 import platform
@@ -33,6 +32,8 @@ import hnswlib
 import numpy as np
 from tqdm import tqdm
 
+from bench.common import cpu_count, percentiles_ms, unit_rows, write_json
+from model.datasets import load_mnist
 from simstream.errors import DatasetError
 from simstream.log import get_logger
 from workers.index.config import IndexConfig
@@ -48,8 +49,7 @@ TARGETS = {
     "qps_batched_ratio": 0.8,
     "p99_under_writes_over_idle": 3.0,
 }
-_IMAGES = ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte")
-_log = get_logger("index.benchmark")
+_log = get_logger("bench.index")
 
 
 @dataclass(frozen=True)
@@ -91,28 +91,10 @@ class BenchmarkConfig:
 # --- data ------------------------------------------------------------------------------
 
 
-def read_idx_images(directory: Path) -> np.ndarray:
+def mnist_test_images(directory: Path) -> np.ndarray:
     """MNIST test images from IDX files (plain or ``.gz``), shape (n, rows·cols), uint8."""
-    for stem in _IMAGES:
-        for name in (stem, stem + ".gz"):
-            path = directory / name
-            if path.is_file():
-                opener: Callable[..., Any] = gzip.open if name.endswith(".gz") else open
-                with opener(path, "rb") as f:
-                    raw = f.read()
-                magic, n, rows, cols = np.frombuffer(raw[:16], dtype=">u4")
-                if magic != 2051:
-                    raise DatasetError(f"{path}: expected IDX magic 2051. Received: {magic}")
-                data = np.frombuffer(raw[16:], dtype=np.uint8)
-                if data.size != n * rows * cols:
-                    raise DatasetError(
-                        f"{path}: expected {n * rows * cols} pixels. Received: {data.size}"
-                    )
-                return data.reshape(n, rows * cols)
-    raise DatasetError(
-        f"No MNIST test images in {directory}. Expected one of "
-        f"{', '.join(s + '[.gz]' for s in _IMAGES)}."
-    )
+    images = load_mnist(directory, split="test").x
+    return images.reshape(len(images), -1)
 
 
 def pca_unit(data: np.ndarray, dim: int) -> np.ndarray:
@@ -125,11 +107,7 @@ def pca_unit(data: np.ndarray, dim: int) -> np.ndarray:
     x = data.astype(np.float64)
     x -= x.mean(axis=0)
     _, _, vt = np.linalg.svd(x.T @ x / len(x), hermitian=True)
-    return _unit(x @ vt[:dim].T)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+    return unit_rows(x @ vt[:dim].T)
 
 
 def load_dataset(name: str, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray, str]:
@@ -141,10 +119,10 @@ def load_dataset(name: str, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarra
                 "The mnist dataset needs a directory of IDX files: pass --mnist-dir or set "
                 "SIMSTREAM_MNIST_DIR."
             )
-        vectors = pca_unit(read_idx_images(Path(cfg.mnist_dir)), cfg.dim)
+        vectors = pca_unit(mnist_test_images(Path(cfg.mnist_dir)), cfg.dim)
         description = f"MNIST test set ({len(vectors)} images), PCA to {cfg.dim}-d, L2-normalised"
     elif name == "random":
-        vectors = _unit(rng.standard_normal((cfg.n_random, cfg.dim)))
+        vectors = unit_rows(rng.standard_normal((cfg.n_random, cfg.dim)))
         description = f"{cfg.n_random} Gaussian {cfg.dim}-d vectors, L2-normalised"
     else:
         raise DatasetError(f"Unknown dataset. Expected mnist or random. Received: {name!r}")
@@ -152,14 +130,6 @@ def load_dataset(name: str, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarra
     queries = vectors[order[: cfg.n_queries]]
     base = vectors[order[cfg.n_queries :]]
     return np.ascontiguousarray(base), np.ascontiguousarray(queries), description
-
-
-def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
-    """Indices of the k nearest base vectors by cosine distance (unit vectors)."""
-    sims = queries @ base.T
-    top = np.argpartition(-sims, k, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(sims, top, 1), axis=1)
-    return np.take_along_axis(top, order, 1)
 
 
 # --- measurements ----------------------------------------------------------------------
@@ -173,11 +143,6 @@ def _rss() -> int:
 def _recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
     hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
     return hits / (len(truth) * truth.shape[1])
-
-
-def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
-    ms = np.asarray(samples) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 def _records(base: np.ndarray, prefix: str = "i") -> list[Mutation]:
@@ -223,7 +188,7 @@ class _Writer(threading.Thread):
         j = 0
         while True:
             rows = self.base[self.rng.integers(0, len(self.base), self.batch)]
-            vectors = _unit(rows + 0.05 * self.rng.standard_normal(rows.shape))
+            vectors = unit_rows(rows + 0.05 * self.rng.standard_normal(rows.shape))
             records = [
                 Mutation.upsert(f"w{j + n}", v, 10_000_000 + j + n) for n, v in enumerate(vectors)
             ]
@@ -261,14 +226,14 @@ def _under_writes(
     samples = _timed_queries(lambda q: index.search(q, K), queries, cfg.latency_queries)
     writer.stop.set()
     writer.join()
-    p50, p99 = _percentiles(samples)
+    p50, p99 = percentiles_ms(samples)
     return p50, p99, writer.written / max(writer.seconds, 1e-9)
 
 
 _MEMORY_CHILD = """
 import gc, json, sys
 import numpy as np
-from workers.index.benchmark import build_for_memory
+from bench.index import build_for_memory
 print(json.dumps(build_for_memory(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]))))
 """
 
@@ -410,7 +375,7 @@ def run_config(
 
     _timed_queries(one, queries, min(200, cfg.latency_queries))
     idle = _timed_queries(one, queries, cfg.latency_queries)
-    out["p50_ms_idle"], out["p99_ms_idle"] = _percentiles(idle)
+    out["p50_ms_idle"], out["p99_ms_idle"] = percentiles_ms(idle)
     steps.update()
     out["p50_ms_under_writes"], out["p99_ms_under_writes"], rate = _under_writes(
         index, base, queries, cfg, None
@@ -481,11 +446,13 @@ def _targets(result: dict[str, Any], real: bool) -> dict[str, dict[str, Any]]:
 
 def run(cfg: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
     """Run every configuration; return the JSON-ready report."""
+    from model.evaluation.search import nearest_neighbours
+
     report: dict[str, Any] = {
         "benchmark": "simstream index",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
+            "cpus": cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "hnswlib": hnswlib_version(),
@@ -506,13 +473,14 @@ def run(cfg: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
     for dataset, shards in bar:
         if dataset not in data:
             base, queries, description = load_dataset(dataset, cfg)
-            data[dataset] = (base, queries, exact_top_k(base, queries))
+            truth, _ = nearest_neighbours(queries, base, K, "cosine")
+            data[dataset] = (base, queries, truth)
             report["dataset"][dataset] = description
         base, queries, truth = data[dataset]
         result = run_config(dataset, base, queries, truth, shards, cfg, progress)
         result["targets"] = _targets(result, real=dataset == "mnist")
         report["configs"][f"{dataset}/S={shards}"] = result
-        _log.info("index.bench_config_done", config=f"{dataset}/S={shards}")
+        _log.info("bench.index_config_done", config=f"{dataset}/S={shards}")
     return report
 
 
@@ -607,8 +575,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 def write(report: dict[str, Any], out: Path) -> Path:
     """Write the JSON report and the plot beside it; return the plot's path."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_json(out, report)
     png = out.with_suffix(".png")
     plot(report, png)
     return png

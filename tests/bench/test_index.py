@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
@@ -10,19 +9,19 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from simstream.errors import DatasetError
-from workers.index.benchmark import (
+from bench.index import (
     BenchmarkConfig,
-    exact_top_k,
+    load_dataset,
     markdown_table,
+    mnist_test_images,
     pca_unit,
-    read_idx_images,
     run,
     write,
 )
+from simstream.errors import DatasetError
 from workers.index.config import IndexConfig
 
-MNIST = Path(__file__).resolve().parents[4] / "shared" / "data" / "mnist"
+MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 REQUIRED = [
     "recall_at_10",
     "qps_sharded",
@@ -39,22 +38,19 @@ REQUIRED = [
 ]
 
 
-def write_idx(path: Path, images: np.ndarray) -> None:
-    n, rows, cols = images.shape
-    header = np.array([2051, n, rows, cols], dtype=">u4").tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(header + images.astype(np.uint8).tobytes())
-
-
-def test_idx_images_are_read_from_a_gzipped_file(tmp_path: Path) -> None:
-    images = np.arange(2 * 3 * 4).reshape(2, 3, 4)
-    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
-    np.testing.assert_array_equal(read_idx_images(tmp_path), images.reshape(2, 12))
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
 
 
 def test_a_directory_without_mnist_images_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="No MNIST test images"):
-        read_idx_images(tmp_path)
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte"):
+        mnist_test_images(tmp_path)
+
+
+def test_the_mnist_dataset_needs_a_directory() -> None:
+    with pytest.raises(DatasetError, match="--mnist-dir"):
+        load_dataset("mnist", BenchmarkConfig(mnist_dir=None))
 
 
 @pytest.mark.skipif(
@@ -62,7 +58,7 @@ def test_a_directory_without_mnist_images_is_a_clear_error(tmp_path: Path) -> No
     reason="the shared MNIST folder is absent",
 )
 def test_the_shared_mnist_test_set_is_read_and_projected_to_64_dimensional_unit_vectors() -> None:
-    images = read_idx_images(MNIST)
+    images = mnist_test_images(MNIST)
     assert images.shape == (10000, 784)
     projected = pca_unit(images[:1500], 64)
     assert projected.shape == (1500, 64)
@@ -74,15 +70,6 @@ def test_pca_keeps_the_leading_directions_and_normalises(rng: np.random.Generato
     projected = pca_unit(data, 2)
     assert projected.shape == (200, 2)
     np.testing.assert_allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-5)
-
-
-def test_exact_top_k_orders_by_cosine_distance(rng: np.random.Generator) -> None:
-    base = rng.standard_normal((50, 4))
-    base /= np.linalg.norm(base, axis=1, keepdims=True)
-    top = exact_top_k(base, base[:3], 5)
-    assert top[:, 0].tolist() == [0, 1, 2]
-    sims = base[:3] @ base.T
-    assert np.all(np.diff(np.take_along_axis(sims, top, 1), axis=1) <= 1e-12)
 
 
 def test_a_small_run_reports_every_figure_and_writes_json_and_a_plot(tmp_path: Path) -> None:
@@ -111,12 +98,10 @@ def test_a_small_run_reports_every_figure_and_writes_json_and_a_plot(tmp_path: P
 
 
 def test_bench_index_is_registered_under_the_bench_group(tmp_path: Path) -> None:
-    from simstream.cli import index as index_cli
-    from simstream.cli import model as model_cli
+    from simstream.cli import bench as bench_cli
 
     app = typer.Typer()
-    model_cli.register(app)
-    index_cli.register(app)
+    bench_cli.register(app)
     result = CliRunner().invoke(app, ["bench", "index", "--help"])
     assert result.exit_code == 0, result.output
     assert "--out" in result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.benchmark import BENCHMARK_CONFIG, run_mnist_benchmark, split_per_class
+from bench.model import BENCHMARK_CONFIG, run_mnist_benchmark, split_per_class
 from tests.model.conftest import MNIST_DIR
 
 needs_mnist = pytest.mark.skipif(

@@ -44,16 +44,12 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import cpu_count, percentiles_ms, unit_rows, write_json
 from simstream.log import get_logger
 
-log = get_logger("api.benchmark")
+log = get_logger("bench.api")
 
 K = 10
-
-
-def _percentiles(latencies_s: list[float]) -> tuple[float, float]:
-    values = np.asarray(latencies_s) * 1000
-    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
 def load(url: str, bodies: list[bytes], concurrency: int, duration_s: float) -> dict[str, Any]:
@@ -123,7 +119,7 @@ def _phase(
 
 def _summary(result: dict[str, Any]) -> dict[str, float]:
     latencies = result["latencies"]
-    p50, p99 = _percentiles(latencies)
+    p50, p99 = percentiles_ms(latencies)
     return {
         "requests": len(latencies),
         "qps": len(latencies) / result["wall_s"],
@@ -152,7 +148,7 @@ def _direct(
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
     flat = [x for part in latencies for x in part]
-    p50, p99 = _percentiles(flat)
+    p50, p99 = percentiles_ms(flat)
     return {
         "requests": len(flat),
         "qps": len(flat) / (time.monotonic() - started),
@@ -162,8 +158,7 @@ def _direct(
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit_rows(rng.standard_normal((n, dim)).astype(np.float32))
 
 
 class _Feeder:
@@ -230,8 +225,7 @@ def run(
     from model.inputs import InputSpec
     from model.registry import Registry
     from simstream.kafka import ensure_topics
-    from simstream.settings import Settings
-    from simstream.stack.local import LocalStack
+    from simstream.stack.local import LocalStack, local_stack_settings
     from simstream.stack.process import free_port
     from workers.api.app import create_app
     from workers.api.server import ThreadedServer
@@ -241,16 +235,9 @@ def run(
     rng = np.random.default_rng(seed)
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="simstream-bench-api-") as tmp:
-        broker, valkey = free_port(), free_port()
         suffix = uuid.uuid4().hex[:8]
-        settings = Settings.load(
-            data_dir=Path(tmp),
-            broker_port=broker,
-            valkey_port=valkey,
-            kafka_bootstrap_servers=f"127.0.0.1:{broker}",
-            redis_cache_url=f"redis://127.0.0.1:{valkey}/0",
-            celery_broker_url=f"redis://127.0.0.1:{valkey}/1",
-            celery_result_backend=f"redis://127.0.0.1:{valkey}/2",
+        settings = local_stack_settings(
+            Path(tmp),
             topic_items=f"items-{suffix}",
             topic_embeddings_prefix=f"embeddings-{suffix}",
             snapshot_every_s=3600.0,
@@ -278,7 +265,7 @@ def run(
             generation = node.current()
             _wait(lambda: len(generation.index) >= items, 600)
             build_s = time.perf_counter() - started
-            log.info("benchmark index ready", items=items, seconds=round(build_s, 1))
+            log.info("bench.api_index_ready", items=items, seconds=round(build_s, 1))
 
             app = create_app(
                 settings, node, cache=RedisResultCache(CacheConfig.from_settings(settings))
@@ -320,10 +307,8 @@ def run(
     report = _report(phases, items, dim, concurrency, duration_s, ingest_rate, applied, build_s)
     report["cache_failures"] = cache_failures
     report["setup"]["load_average_1m"] = {"start": load_start, "end": os.getloadavg()[0]}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    log.info("benchmark written", out=str(out))
+    write_json(out, report)
+    log.info("bench.api_written", out=str(out))
     return report
 
 
@@ -375,7 +360,7 @@ def _report(
             "duration_s_per_phase": duration_s,
             "ingest_rate_target": ingest_rate,
             "index_build_s": round(build_s, 1),
-            "cpus": _cpus(),
+            "cpus": cpu_count(),
             "client": "separate process, keep-alive httpx clients, one per thread",
             "http": _http_stack(),
         },
@@ -414,7 +399,3 @@ def _http_stack() -> str:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     return f"{http} + {loop}"
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0))

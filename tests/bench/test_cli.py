@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from simstream.cli.main import app
+
+runner = CliRunner()
+
+OPTIONS = {
+    "model": ["--mnist-dir", "--out", "--seed", "--epochs"],
+    "index": ["--out", "--mnist-dir", "--datasets", "--shards", "--efs", "--queries",
+              "--random-items", "--latency-queries", "--seed", "--progress"],
+    "ingest": ["--out", "--items", "--partitions", "--epochs", "--freshness-seconds",
+               "--work-dir"],
+    "api": ["--out", "--items", "--dim", "--concurrency", "--duration", "--ingest-rate"],
+}  # fmt: skip
+
+
+def test_the_bench_group_lists_every_benchmark() -> None:
+    result = runner.invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in OPTIONS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_every_benchmark_answers_help_with_its_options(name: str) -> None:
+    result = runner.invoke(app, ["bench", name, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for option in OPTIONS[name]:
+        assert option in result.output
+
+
+def test_without_the_bench_package_a_benchmark_exits_one_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    real_import = builtins.__import__
+
+    def no_bench(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "bench" or name.startswith("bench."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name="bench")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bench)
+    result = runner.invoke(app, ["bench", "api", "--out", str(tmp_path / "api.json")])
+    assert result.exit_code == 1
+    assert "package `bench`" in result.output
