@@ -37,21 +37,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     local.stop()
 
 
+def unique_settings(base: Settings, data_dir: Path, **overrides: object) -> Settings:
+    """Settings on ``base``'s broker and Valkey with unique topics, short group timeouts
+    and their own data dir; ``overrides`` win."""
+    suffix = uuid.uuid4().hex[:10]
+    values: dict[str, object] = {
+        "topic_items": f"items-{suffix}",
+        "topic_dlq": f"items-{suffix}.dlq",
+        "topic_embeddings_prefix": f"embeddings-{suffix}",
+        "kafka_session_timeout_ms": 6000,
+        "kafka_max_poll_interval_ms": 10000,
+    }
+    values.update(overrides)
+    return local_stack_settings(data_dir, base.broker_port, base.valkey_port, **values)
+
+
 @pytest.fixture
 def settings(stack: LocalStack, tmp_path: Path) -> Settings:
     """Settings pointing at the session's stack, with unique topics and a fresh data dir."""
-    suffix = uuid.uuid4().hex[:10]
-    base = stack.settings
-    return local_stack_settings(
-        tmp_path,
-        base.broker_port,
-        base.valkey_port,
-        topic_items=f"items-{suffix}",
-        topic_dlq=f"items-{suffix}.dlq",
-        topic_embeddings_prefix=f"embeddings-{suffix}",
-        kafka_session_timeout_ms=6000,
-        kafka_max_poll_interval_ms=10000,
-    )
+    return unique_settings(stack.settings, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,13 @@ from typing import Annotated
 
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
-from simstream.cli.model import MnistDirOption, _row, _table
+from simstream.cli.common import (
+    MnistDirOption,
+    exit_on_error,
+    load_settings,
+    metrics_row,
+    metrics_table,
+)
 
 bench_app = typer.Typer(
     help="Reproducible benchmarks that write JSON results and a plot.",
@@ -71,8 +76,8 @@ def bench_model(
 
         config = BENCHMARK_CONFIG if epochs is None else replace(BENCHMARK_CONFIG, epochs=epochs)
         report = run_mnist_benchmark(mnist_dir or settings.mnist_dir, out, config, seed=seed)
-        rows = [_row(name, report[name]) for name in ("seen", "unseen")]
-        typer.echo(_table(rows, (1, 5, 10)))
+        rows = [metrics_row(name, report[name]) for name in ("seen", "unseen")]
+        typer.echo(metrics_table(rows, (1, 5, 10)))
         c = report["calibration"]
         typer.echo(
             f"unseen calibration: threshold={c['threshold']:.4f} precision={c['precision']:.4f} "

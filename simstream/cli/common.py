@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from simstream.errors import SettingsError, SimstreamError
 from simstream.log import configure_logging
 from simstream.settings import Settings
+
+MnistDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Directory of MNIST IDX files (default: SIMSTREAM_MNIST_DIR)."),
+]
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -31,3 +38,24 @@ def exit_on_error() -> Iterator[None]:
     except SimstreamError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def metrics_row(name: str, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A table row: a name and its metrics (the ``all`` part of split metrics)."""
+    return name, metrics.get("all", metrics)
+
+
+def metrics_table(
+    rows: list[tuple[str, dict[str, Any]]], ks: tuple[int, ...] | list[int] = (1, 5, 10)
+) -> str:
+    """Retrieval metrics as a fixed-width text table, one row per name."""
+    columns = [f"recall@{k}" for k in ks] + ["map@r", "r_precision"]
+    width = max([len(name) for name, _ in rows] + [8])
+    lines = [f"{'':{width}} " + " ".join(f"{c:>11}" for c in columns) + f" {'queries':>8}"]
+    for name, metrics in rows:
+        cells = " ".join(
+            f"{metrics[c]:>11.4f}" if isinstance(metrics.get(c), float) else f"{'-':>11}"
+            for c in columns
+        )
+        lines.append(f"{name:{width}} {cells} {metrics.get('queries', ''):>8}")
+    return "\n".join(lines)

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.common import (
+    MnistDirOption,
+    exit_on_error,
+    load_settings,
+    metrics_row,
+    metrics_table,
+)
 from simstream.errors import ModelError
 
 if TYPE_CHECKING:
@@ -27,10 +33,6 @@ models_app = typer.Typer(
 RegistryOption = Annotated[
     Path | None,
     typer.Option("--registry", help="Model registry directory (default: DATA_DIR/models)."),
-]
-MnistDirOption = Annotated[
-    Path | None,
-    typer.Option(help="Directory of MNIST IDX files (default: SIMSTREAM_MNIST_DIR)."),
 ]
 
 
@@ -159,7 +161,9 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
             for name, content in files.items():
                 (out / name).write_bytes(content)
-        typer.echo(_table([_row(f"{record.version} ({metrics['on']})", dict(metrics))]))
+        typer.echo(
+            metrics_table([metrics_row(f"{record.version} ({metrics['on']})", dict(metrics))])
+        )
         typer.echo(
             f"registered {record.version} in {record.path.parent}"
             + (" (active)" if promote else "")
@@ -203,8 +207,12 @@ def evaluate(
         seen = _int_list(seen_classes, "--seen-classes") if seen_classes else None
         results = _evaluate(encoder, data, cutoffs, seen)
         results.update(version=encoder.version, dataset=data.name)
-        rows = [_row(name, results[name]) for name in ("all", "seen", "unseen") if name in results]
-        typer.echo(_table(rows, cutoffs))
+        rows = [
+            metrics_row(name, results[name])
+            for name in ("all", "seen", "unseen")
+            if name in results
+        ]
+        typer.echo(metrics_table(rows, cutoffs))
         calibration = results["calibration"]
         typer.echo(
             f"calibration (best F1): threshold={calibration['threshold']:.4f} "
@@ -333,25 +341,6 @@ def _png_bytes(result: Any) -> bytes:
 
     with tempfile.TemporaryDirectory() as tmp:
         return bytes(result.plot(Path(tmp) / "training.png").read_bytes())
-
-
-def _row(name: str, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return name, metrics.get("all", metrics)
-
-
-def _table(
-    rows: list[tuple[str, dict[str, Any]]], ks: tuple[int, ...] | list[int] = (1, 5, 10)
-) -> str:
-    columns = [f"recall@{k}" for k in ks] + ["map@r", "r_precision"]
-    width = max([len(name) for name, _ in rows] + [8])
-    lines = [f"{'':{width}} " + " ".join(f"{c:>11}" for c in columns) + f" {'queries':>8}"]
-    for name, metrics in rows:
-        cells = " ".join(
-            f"{metrics[c]:>11.4f}" if isinstance(metrics.get(c), float) else f"{'-':>11}"
-            for c in columns
-        )
-        lines.append(f"{name:{width}} {cells} {metrics.get('queries', ''):>8}")
-    return "\n".join(lines)
 
 
 def _json_or_name(value: str, option: str) -> str | dict[str, Any]:

@@ -10,7 +10,6 @@ which writes the embeddings log the node consumes.
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from simstream.kafka import end_offsets, ensure_topics
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack
 from simstream.wire import ImagePayload, ItemEvent
+from tests.conftest import unique_settings
 from tests.waiting import wait_for
 from workers.api import create_app
 from workers.cache import CacheConfig, RedisResultCache
@@ -71,24 +71,13 @@ def png(image: np.ndarray) -> bytes:
 
 def api_settings(base: Settings, data_dir: Path, **overrides: object) -> Settings:
     """Settings on the session stack with unique topics (2 partitions, short waits)."""
-    suffix = uuid.uuid4().hex[:10]
     values: dict[str, object] = {
-        "data_dir": data_dir,
-        "kafka_bootstrap_servers": base.kafka_bootstrap_servers,
-        "redis_cache_url": base.redis_cache_url,
-        "celery_broker_url": base.celery_broker_url,
-        "celery_result_backend": base.celery_result_backend,
-        "topic_items": f"items-{suffix}",
-        "topic_dlq": f"items-{suffix}.dlq",
-        "topic_embeddings_prefix": f"embeddings-{suffix}",
         "partitions": 2,
         "api_write_wait_s": 2.0,
         "snapshot_every_s": 3600.0,
-        "kafka_session_timeout_ms": 6000,
-        "kafka_max_poll_interval_ms": 10000,
     }
     values.update(overrides)
-    return Settings.load(**values)
+    return unique_settings(base, data_dir, **values)
 
 
 def register_cnn(settings: Settings) -> str:
