@@ -34,9 +34,10 @@ test-fast: install ## Run the tests that are neither slow nor fault tests
 test-slow: install ## Run only the slow end-to-end and fault tests
 	$(BIN)/python -m pytest -m "slow or fault" $(PYTEST_ARGS)
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, import layers (docs/architecture.md)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

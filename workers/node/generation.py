@@ -28,7 +28,7 @@ from simstream.wire import EmbeddingRecord, Op
 from workers import metrics
 from workers.index.sharded import ShardedIndex
 from workers.index.snapshot import SnapshotStore
-from workers.ingest.watermark import SourceWatermark
+from workers.node.watermark import SourceWatermark
 
 log = get_logger("node")
 

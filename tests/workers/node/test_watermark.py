@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.ingest.watermark import SourceWatermark
+from workers.node.watermark import SourceWatermark
 
 
 def test_ranges_completed_out_of_order_advance_the_watermark_once_contiguous() -> None:
