@@ -277,7 +277,7 @@ class ItemProducer:
         self._producer.flush(timeout_s)
         summary = self.summary
         self._log.info(
-            "producer flushed",
+            "producer.flushed",
             delivered=summary.delivered,
             failed=summary.failed,
             pending=summary.pending,

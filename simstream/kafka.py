@@ -69,7 +69,7 @@ def ensure_topics(
     for topic, future in futures.items():
         try:
             future.result()
-            log.info("topic created", topic=topic, partitions=count)
+            log.info("kafka.topic_created", topic=topic, partitions=count)
         except KafkaException as e:
             if e.args[0].code() != _TOPIC_ALREADY_EXISTS:
                 raise KafkaError(f"Cannot create topic {topic!r}: {e}") from e

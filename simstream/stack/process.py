@@ -96,7 +96,7 @@ class ChildService:
             # prctl must run in the child; it calls no Python locks, so it is fork-safe.
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )
-        log.info("service starting", service=self.name, pid=self.process.pid, url=self.url)
+        log.info("stack.service_starting", service=self.name, pid=self.process.pid, url=self.url)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             code = self.process.poll()
@@ -105,7 +105,7 @@ class ChildService:
                     f"{self.name} exited with status {code} while starting; see {self.log_path}"
                 )
             if self._probe():
-                log.info("service healthy", service=self.name, url=self.url)
+                log.info("stack.service_healthy", service=self.name, url=self.url)
                 return
             time.sleep(0.1)
         self.stop()
@@ -132,7 +132,7 @@ class ChildService:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-            log.info("service stopped", service=self.name)
+            log.info("stack.service_stopped", service=self.name)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
