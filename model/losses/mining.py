@@ -260,3 +260,13 @@ def mine_negatives(
     semi_hard_mask = ops.logical_and(negative_mask, farther)
     semi_hard = masked_min(distances, semi_hard_mask)
     return ops.where(ops.any(semi_hard_mask, axis=-1), semi_hard, easiest)
+
+
+def margin_losses(
+    gap: Any, positive_mask: Any, negative_mask: Any, margin: float, soft_margin: bool
+) -> Any:
+    """Per-anchor hinge ``relu(gap + margin)`` (or ``softplus(gap)``), zero for anchors
+    without a positive or a negative in the batch."""
+    losses = ops.softplus(gap) if soft_margin else ops.relu(gap + margin)
+    valid = ops.logical_and(ops.any(positive_mask, axis=-1), ops.any(negative_mask, axis=-1))
+    return ops.where(valid, losses, 0.0)

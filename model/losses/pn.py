@@ -73,9 +73,7 @@ def pn_from_pairs(
         positive_rows, negative_mask, negative_mining, positive
     )
     gap = positive - ops.minimum(anchor_negative, positive_negative)
-    losses = ops.softplus(gap) if soft_margin else ops.relu(gap + margin)
-    valid = ops.logical_and(ops.any(positive_mask, axis=-1), ops.any(negative_mask, axis=-1))
-    return ops.where(valid, losses, 0.0)
+    return mining.margin_losses(gap, positive_mask, negative_mask, margin, soft_margin)
 
 
 def pn_loss(

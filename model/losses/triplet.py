@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from model.distances import Distance
 from model.losses import mining
@@ -46,9 +45,7 @@ def triplet_from_pairs(
     positive = mining.mine_positives(distances, positive_mask, positive_mining)
     negative = mining.mine_negatives(distances, negative_mask, negative_mining, positive)
     gap = positive - negative
-    losses = ops.softplus(gap) if soft_margin else ops.relu(gap + margin)
-    valid = ops.logical_and(ops.any(positive_mask, axis=-1), ops.any(negative_mask, axis=-1))
-    return ops.where(valid, losses, 0.0)
+    return mining.margin_losses(gap, positive_mask, negative_mask, margin, soft_margin)
 
 
 def triplet_loss(

@@ -12,7 +12,7 @@ import functools
 import json
 import re
 import shlex
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +303,16 @@ def heading_anchors(markdown: str) -> set[str]:
             title = re.sub(r"[^\w\- ]", "", title)
             anchors.add(title.replace(" ", "-"))
     return anchors
+
+
+Check = Callable[[dict[str, str]], list[str]]
+
+
+def assert_mutation_reported(
+    files: dict[str, str], file: str, old: str, new: str, check: Check, expected: str
+) -> None:
+    """Apply one mutation to a copy of ``files`` and assert ``check`` reports it."""
+    assert old in files[file], f"the mutation no longer applies to {file}: {old!r}"
+    files[file] = files[file].replace(old, new, 1)
+    problems = check(files)
+    assert any(expected in p for p in problems), problems

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +19,8 @@ import pytest
 from tests.deploy.checks import (
     REPO,
     SETTING,
+    Check,
+    assert_mutation_reported,
     cli_problems,
     command_id,
     default,
@@ -663,8 +665,6 @@ def test_every_simstream_command_of_the_runbook_is_a_real_cli_command(
 
 # --- the checks bite ----------------------------------------------------------------------
 
-Check = Callable[[dict[str, str]], list[str]]
-
 
 MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
     # (id, file, old, new, check, expected fragment of a problem)
@@ -863,8 +863,4 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
 def test_a_mutated_copy_is_reported(
     file: str, old: str, new: str, check: Check, expected: str
 ) -> None:
-    files = _files()
-    assert old in files[file], f"the mutation no longer applies to {file}: {old!r}"
-    files[file] = files[file].replace(old, new, 1)
-    problems = check(files)
-    assert any(expected in p for p in problems), problems
+    assert_mutation_reported(_files(), file, old, new, check, expected)

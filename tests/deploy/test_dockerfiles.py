@@ -10,13 +10,15 @@ import json
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from tests.deploy.checks import (
     SETTING,
+    Check,
+    assert_mutation_reported,
     cli_problems,
     default,
     read,
@@ -301,7 +303,6 @@ def test_the_command_of_each_image_is_a_real_cli_command(path: str) -> None:
 
 # --- the checks bite ----------------------------------------------------------------------
 
-Check = Callable[[dict[str, str]], list[str]]
 
 MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
     (
@@ -411,8 +412,4 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
 def test_a_mutated_copy_is_reported(
     file: str, old: str, new: str, check: Check, expected: str
 ) -> None:
-    files = _files()
-    assert old in files[file], f"the mutation no longer applies to {file}: {old!r}"
-    files[file] = files[file].replace(old, new, 1)
-    problems = check(files)
-    assert any(expected in p for p in problems), problems
+    assert_mutation_reported(_files(), file, old, new, check, expected)

@@ -6,13 +6,15 @@ none) and, below, on mutated copies (expect the mutation to be reported).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from tests.deploy.checks import (
     REPO,
+    Check,
+    assert_mutation_reported,
     cli_problems,
     command_id,
     default,
@@ -414,7 +416,6 @@ def test_every_simstream_command_the_manifests_run_is_a_real_cli_command(
 
 # --- the checks bite ----------------------------------------------------------------------
 
-Check = Callable[[dict[str, str]], list[str]]
 CONFIGMAP = f"{K8S}/configmap.yaml"
 INDEX = f"{K8S}/index-statefulset.yaml"
 DISPATCHER = f"{K8S}/dispatcher-deployment.yaml"
@@ -551,8 +552,4 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
 def test_a_mutated_copy_is_reported(
     file: str, old: str, new: str, check: Check, expected: str
 ) -> None:
-    files = _files()
-    assert old in files[file], f"the mutation no longer applies to {file}: {old!r}"
-    files[file] = files[file].replace(old, new, 1)
-    problems = check(files)
-    assert any(expected in p for p in problems), problems
+    assert_mutation_reported(_files(), file, old, new, check, expected)
