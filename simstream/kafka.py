@@ -16,7 +16,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from simstream.errors import KafkaError
 from simstream.log import get_logger
-from simstream.settings import Settings
 
 log = get_logger("kafka")
 
@@ -34,13 +33,23 @@ class KafkaClientSettings(Protocol):
     def kafka_config(self, **extra: Any) -> dict[str, Any]: ...
 
 
+class TopicSettings(KafkaClientSettings, Protocol):
+    """Client properties plus the partition count and replication of new topics."""
+
+    @property
+    def partitions(self) -> int: ...
+
+    @property
+    def replication_factor(self) -> int: ...
+
+
 def admin_client(settings: KafkaClientSettings) -> AdminClient:
     """An AdminClient with the settings' bootstrap servers and security options."""
     return AdminClient(settings.kafka_config())
 
 
 def ensure_topics(
-    settings: Settings,
+    settings: TopicSettings,
     topics: Iterable[str],
     partitions: int | None = None,
     admin: AdminClient | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from simstream.settings import Settings
 from simstream.wire import WireLimits
@@ -29,6 +29,9 @@ class IngestConfig:
         dispatch_max_inflight: unfinished ranges at which the dispatcher pauses.
         dispatch_redispatch_s: a range unfinished this long is sent again.
         embed_batch_size: inputs per encoder call.
+        device: where the encoder runs: ``auto``, ``cpu`` or ``gpu``.
+        worker_processes: encoder processes of an embed worker (0: decided by `worker_layout`).
+        encoder_threads: CPU threads of each encoder (0: decided by `worker_layout`).
     """
 
     kafka: Mapping[str, Any]
@@ -44,6 +47,9 @@ class IngestConfig:
     dispatch_max_inflight: int
     dispatch_redispatch_s: float
     embed_batch_size: int
+    device: Literal["auto", "cpu", "gpu"]
+    worker_processes: int
+    encoder_threads: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -62,6 +68,9 @@ class IngestConfig:
             dispatch_max_inflight=settings.dispatch_max_inflight,
             dispatch_redispatch_s=settings.dispatch_redispatch_s,
             embed_batch_size=settings.embed_batch_size,
+            device=settings.device,
+            worker_processes=settings.worker_processes,
+            encoder_threads=settings.encoder_threads,
         )
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
