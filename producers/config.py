@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from simstream.kafka import KafkaClientConfig
 from simstream.settings import Settings
 from simstream.wire import WireLimits
 
 
 @dataclass(frozen=True, slots=True)
-class ProducerConfig:
+class ProducerConfig(KafkaClientConfig):
     """Where item events go and how large they may be, built once at the edge (`from_settings`).
 
     Attributes:
@@ -20,7 +19,6 @@ class ProducerConfig:
         limits: the wire limits every event is checked against before it is sent.
     """
 
-    kafka: Mapping[str, Any]
     topic_items: str
     limits: WireLimits
 

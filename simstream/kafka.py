@@ -8,7 +8,8 @@ the real end; on Apache Kafka that read returns at most one record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -31,6 +32,21 @@ class KafkaClientSettings(Protocol):
     """What gives librdkafka client properties: `Settings`, or a component's own config."""
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaClientConfig:
+    """Base of the component configs whose clients share librdkafka properties.
+
+    Attributes:
+        kafka: properties every client shares (servers, security, overrides).
+    """
+
+    kafka: Mapping[str, Any]
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka properties of one client: the shared ones plus ``extra``."""
+        return {**self.kafka, **extra}
 
 
 class TopicSettings(KafkaClientSettings, Protocol):

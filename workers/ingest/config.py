@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from simstream.kafka import KafkaClientConfig
 from simstream.settings import Settings
 from simstream.wire import WireLimits
 
 
 @dataclass(frozen=True, slots=True)
-class IngestConfig:
+class IngestConfig(KafkaClientConfig):
     """The ingest path's part of the settings, built once at the edge (`from_settings`).
 
     Attributes:
@@ -34,7 +34,6 @@ class IngestConfig:
         encoder_threads: CPU threads of each encoder (0: decided by `worker_layout`).
     """
 
-    kafka: Mapping[str, Any]
     topic_items: str
     topic_dlq: str
     topic_embeddings_prefix: str
@@ -72,10 +71,6 @@ class IngestConfig:
             worker_processes=settings.worker_processes,
             encoder_threads=settings.encoder_threads,
         )
-
-    def kafka_config(self, **extra: Any) -> dict[str, Any]:
-        """librdkafka properties of one client: the shared ones plus ``extra``."""
-        return {**self.kafka, **extra}
 
     def embeddings_topic(self, model_version: str) -> str:
         """Name of the embeddings topic of a model version."""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from simstream.kafka import KafkaClientConfig
 from simstream.settings import Settings
 from simstream.wire import WireLimits
 from workers.index.config import IndexConfig
 
 
 @dataclass(frozen=True, slots=True)
-class NodeConfig:
+class NodeConfig(KafkaClientConfig):
     """The index node's part of the settings, built once at the edge (`from_settings`).
 
     Attributes:
@@ -36,7 +35,6 @@ class NodeConfig:
         ready_max_lag: source events the serving generation may lag and be ready.
     """
 
-    kafka: Mapping[str, Any]
     topic_items: str
     topic_embeddings_prefix: str
     partitions: int
@@ -76,10 +74,6 @@ class NodeConfig:
             reindex_grace_s=settings.reindex_grace_s,
             ready_max_lag=settings.api_ready_max_lag,
         )
-
-    def kafka_config(self, **extra: Any) -> dict[str, Any]:
-        """librdkafka properties of one client: the shared ones plus ``extra``."""
-        return {**self.kafka, **extra}
 
     def embeddings_topic(self, model_version: str) -> str:
         """Name of the embeddings topic of a model version."""

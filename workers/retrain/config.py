@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from simstream.kafka import KafkaClientConfig
 from simstream.settings import Settings
 from simstream.wire import WireLimits
 
 
 @dataclass(frozen=True, slots=True)
-class RetrainConfig:
+class RetrainConfig(KafkaClientConfig):
     """Retraining's part of the settings, built once at the edge (`from_settings`).
 
     Attributes:
@@ -39,7 +38,6 @@ class RetrainConfig:
         beat_lock_ttl_s: time to live of the beat leader lease.
     """
 
-    kafka: Mapping[str, Any]
     topic_items: str
     partitions: int
     limits: WireLimits
@@ -87,7 +85,3 @@ class RetrainConfig:
             retrain_check_every_s=settings.retrain_check_every_s,
             beat_lock_ttl_s=settings.beat_lock_ttl_s,
         )
-
-    def kafka_config(self, **extra: Any) -> dict[str, Any]:
-        """librdkafka properties of one client: the shared ones plus ``extra``."""
-        return {**self.kafka, **extra}
