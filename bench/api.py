@@ -230,6 +230,7 @@ def run(
     from workers.api.app import create_app
     from workers.api.server import ThreadedServer
     from workers.cache import CacheConfig, RedisResultCache
+    from workers.node.config import NodeConfig
     from workers.node.node import IndexNode
 
     rng = np.random.default_rng(seed)
@@ -259,7 +260,7 @@ def run(
             feeder = _Feeder(settings, version)
             started = time.perf_counter()
             feeder.write([f"item-{i}" for i in range(items)], _unit(rng, items, dim))
-            node = IndexNode(settings, control_interval_s=0.2)
+            node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
             node.start()
             _wait(lambda: node is not None and node.serving is not None, 120)
             generation = node.current()

@@ -76,9 +76,11 @@ def run(
     import hnswlib
 
     from model.registry import Registry
+    from producers.config import ProducerConfig
     from producers.producer import ItemProducer
     from simstream.stack.local import LocalStack, local_stack_settings
     from simstream.wire import ArrayPayload, ItemEvent
+    from workers.node.config import NodeConfig
     from workers.node.node import IndexNode
 
     with tempfile.TemporaryDirectory(prefix="simstream-bench-") as scratch:
@@ -123,7 +125,7 @@ def run(
             try:
                 for child in children:
                     child.start(settings.logs_dir, timeout_s=120)
-                node = IndexNode(settings)
+                node = IndexNode(NodeConfig.from_settings(settings))
                 node.start()
                 try:
                     events = [
@@ -133,7 +135,7 @@ def run(
                         for i in range(items)
                     ]
                     generation = node.current()
-                    with ItemProducer(settings) as producer:
+                    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
                         _warm_up(producer, events[0])
                         started = time.perf_counter()
                         for event in events[1:]:
@@ -231,10 +233,11 @@ def _pipeline_processes(settings: Settings, version: str) -> list[Any]:
     from simstream.stack.local import simstream_command
     from simstream.stack.process import ChildService
     from workers.celery_app import make_celery
+    from workers.ingest.config import IngestConfig
 
     env = settings.to_env(metrics_port=0)
     celery = make_celery(settings)
-    processes = worker_layout(settings).processes
+    processes = worker_layout(IngestConfig.from_settings(settings)).processes
     worker_log = settings.logs_dir / "bench-worker.log"
 
     def worker_ready() -> bool:
@@ -285,10 +288,11 @@ def _wait_applied(generation: Any, count: int, timeout_s: float) -> None:
 def _publish_at_rate(
     settings: Settings, images: np.ndarray, labels: np.ndarray, rate: float, seconds: float
 ) -> int:
+    from producers.config import ProducerConfig
     from producers.producer import ItemProducer
     from simstream.wire import ArrayPayload, ItemEvent
 
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         _warm_up(
             producer,
             ItemEvent.upsert("fresh-0", ArrayPayload.from_array(images[0]), str(labels[0])),

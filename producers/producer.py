@@ -27,9 +27,9 @@ from typing import Any
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
+from producers.config import ProducerConfig
 from simstream.errors import ConfigError, DeliveryError
 from simstream.log import get_logger
-from simstream.settings import Settings
 from simstream.wire import ItemEvent, MetadataValue, Payload, WriteToken
 
 log = get_logger("producer")
@@ -55,27 +55,30 @@ _KEPT_ERRORS = 10
 _QUEUE_FULL_WAIT_S = 60.0
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(config: ProducerConfig) -> dict[str, Any]:
     """librdkafka properties of the items producer.
 
-    Precedence: `DEFAULT_CONFIG` < the settings' Kafka config (security, client
-    overrides) < `FIXED_CONFIG`. ``message.max.bytes`` admits the largest
-    event the settings' limits allow.
+    Precedence: `DEFAULT_CONFIG` < the config's Kafka properties (security,
+    client overrides) < `FIXED_CONFIG`. ``message.max.bytes`` admits the
+    largest event the config's limits allow.
 
     Raises:
-        ConfigError: the settings try to change a property in `FIXED_CONFIG`.
+        ConfigError: the config tries to change a property in `FIXED_CONFIG`.
     """
-    limits = settings.wire_limits()
-    config = {**DEFAULT_CONFIG, "message.max.bytes": max(1_000_000, limits.max_event_bytes + 1024)}
-    config.update(settings.kafka_config())
+    limits = config.limits
+    properties = {
+        **DEFAULT_CONFIG,
+        "message.max.bytes": max(1_000_000, limits.max_event_bytes + 1024),
+    }
+    properties.update(config.kafka)
     for key, wanted in FIXED_CONFIG.items():
-        if key in config and str(config[key]).lower() != str(wanted).lower():
+        if key in properties and str(properties[key]).lower() != str(wanted).lower():
             raise ConfigError(
                 f"Invalid Kafka property {key!r} for the items producer. "
-                f"Expected {wanted!r}. Received: {config[key]!r}"
+                f"Expected {wanted!r}. Received: {properties[key]!r}"
             )
-    config.update(FIXED_CONFIG)
-    return config
+    properties.update(FIXED_CONFIG)
+    return properties
 
 
 @dataclass(frozen=True)
@@ -101,13 +104,13 @@ class DeliverySummary:
 
 
 class ItemProducer:
-    """Publishes item events to ``settings.topic_items``.
+    """Publishes item events to ``config.topic_items``.
 
     Use as a context manager (it flushes on exit) or call `flush` yourself.
     Safe to share between threads.
 
     Args:
-        settings: bootstrap servers, security, topic and size limits.
+        config: bootstrap servers, security, topic and size limits.
         producer: a ready client (tests); build it with `producer_config` to
             keep the partitioning and delivery contracts.
         flush_timeout_s: how long leaving the context waits for delivery reports.
@@ -115,17 +118,17 @@ class ItemProducer:
 
     def __init__(
         self,
-        settings: Settings,
+        config: ProducerConfig,
         producer: Producer | None = None,
         flush_timeout_s: float = 30.0,
     ) -> None:
-        self.topic = settings.topic_items
-        self.limits = settings.wire_limits()
+        self.topic = config.topic_items
+        self.limits = config.limits
         self.flush_timeout_s = flush_timeout_s
         self._log = log.bind(topic=self.topic)
         self._producer = producer or Producer(
             {
-                **producer_config(settings),
+                **producer_config(config),
                 "error_cb": self._on_client_error,
                 "logger": logging.getLogger("kafka.producer"),
             }

@@ -8,7 +8,8 @@ the real end; on Apache Kafka that read returns at most one record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -16,7 +17,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from simstream.errors import KafkaError
 from simstream.log import get_logger
-from simstream.settings import Settings
 
 log = get_logger("kafka")
 
@@ -34,13 +34,38 @@ class KafkaClientSettings(Protocol):
     def kafka_config(self, **extra: Any) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class KafkaClientConfig:
+    """Base of the component configs whose clients share librdkafka properties.
+
+    Attributes:
+        kafka: properties every client shares (servers, security, overrides).
+    """
+
+    kafka: Mapping[str, Any]
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka properties of one client: the shared ones plus ``extra``."""
+        return {**self.kafka, **extra}
+
+
+class TopicSettings(KafkaClientSettings, Protocol):
+    """Client properties plus the partition count and replication of new topics."""
+
+    @property
+    def partitions(self) -> int: ...
+
+    @property
+    def replication_factor(self) -> int: ...
+
+
 def admin_client(settings: KafkaClientSettings) -> AdminClient:
     """An AdminClient with the settings' bootstrap servers and security options."""
     return AdminClient(settings.kafka_config())
 
 
 def ensure_topics(
-    settings: Settings,
+    settings: TopicSettings,
     topics: Iterable[str],
     partitions: int | None = None,
     admin: AdminClient | None = None,

@@ -170,5 +170,7 @@ def retrain(self: Task, triggered_by: str = "schedule") -> dict[str, Any]:
     Task ``simstream.retrain``, registered by `configure`.
     """
     from workers.retrain import run_retrain
+    from workers.retrain.config import RetrainConfig
 
-    return run_retrain(current_settings(), triggered_by=triggered_by, task_id=self.request.id)
+    config = RetrainConfig.from_settings(current_settings())
+    return run_retrain(config, triggered_by=triggered_by, task_id=self.request.id)

@@ -88,11 +88,12 @@ def _train(settings: Any, epochs: int) -> str:
 def _publish(settings: Any, items: int) -> None:
     from tqdm import tqdm
 
+    from producers.config import ProducerConfig
     from producers.producer import ItemProducer
     from producers.sources import DigitsSource
     from simstream.wire import ItemEvent
 
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i, item in enumerate(tqdm(DigitsSource(), total=items, desc="publishing digits")):
             if i >= items:
                 break

@@ -49,11 +49,14 @@ def worker(
             f"Expected auto, solo or prefork. Received: {pool!r}", param_hint="--pool"
         )
     settings = load_settings()
+    from workers.ingest.config import IngestConfig
     from workers.ingest.device import worker_layout
     from workers.metrics import serve_metrics
     from workers.tasks import configure, preload_active
 
-    layout = worker_layout(settings, 1 if pool == "solo" else concurrency)
+    layout = worker_layout(
+        IngestConfig.from_settings(settings), 1 if pool == "solo" else concurrency
+    )
     pool = layout.pool if pool == "auto" else pool
     celery_app = configure(settings.model_copy(update={"encoder_threads": layout.encoder_threads}))
     serve_metrics(settings.metrics_port)
@@ -83,10 +86,12 @@ def worker(
 def beat() -> None:
     """Run Celery beat: schedules `retrain` (SIMSTREAM_RETRAIN_SCHEDULE); one active at a time."""
     settings = load_settings()
+    from workers.celery_app import make_celery
+    from workers.retrain.config import RetrainConfig
     from workers.retrain.schedule import run_beat
 
     with exit_on_error():
-        run_beat(settings)
+        run_beat(RetrainConfig.from_settings(settings), make_celery(settings))
 
 
 def dispatcher(

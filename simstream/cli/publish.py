@@ -132,6 +132,7 @@ def _publish(
 ) -> None:
     from tqdm import tqdm
 
+    from producers.config import ProducerConfig
     from producers.producer import ItemProducer
     from simstream.errors import DeliveryError, InvalidEventError
     from simstream.kafka import ensure_topics
@@ -143,7 +144,7 @@ def _publish(
     total = (min(hint, limit) if limit else hint) if hint is not None else limit
     invalid: list[str] = []
     with (
-        ItemProducer(settings, flush_timeout_s=timeout) as producer,
+        ItemProducer(ProducerConfig.from_settings(settings), flush_timeout_s=timeout) as producer,
         tqdm(total=(total or 0) + len(deletes), unit="event", file=sys.stderr, disable=None) as bar,
     ):
         for item in islice(source or (), limit):

@@ -44,8 +44,9 @@ def retrain(
     with exit_on_error():
         if local:
             from workers.retrain import run_retrain
+            from workers.retrain.config import RetrainConfig
 
-            _print(run_retrain(settings, triggered_by=triggered_by))
+            _print(run_retrain(RetrainConfig.from_settings(settings), triggered_by=triggered_by))
             return
         from workers.celery_app import RETRAIN_TASK, make_celery
 

@@ -34,12 +34,14 @@ def serve(
     (10 s at most), then the node takes a final snapshot and the process exits 0.
     """
     settings = load_settings(api_host=host, api_port=port)
+    from producers.config import ProducerConfig
     from producers.producer import ItemProducer
     from simstream.kafka import ensure_topics
     from simstream.log import get_logger
     from workers.api import create_app
     from workers.api.server import ThreadedServer
     from workers.cache import CacheConfig, NullCache, RedisResultCache, ResultCache
+    from workers.node.config import NodeConfig
     from workers.node.node import IndexNode
 
     log = get_logger("serve")
@@ -47,14 +49,14 @@ def serve(
     with exit_on_error():
         # Create the topic up front: a first produce that auto-creates it can lose events.
         ensure_topics(settings, [settings.topic_items])
-        node = IndexNode(settings)
+        node = IndexNode(NodeConfig.from_settings(settings))
         node.start()
         cache: ResultCache = (
             RedisResultCache(CacheConfig.from_settings(settings))
             if settings.cache_ttl_s > 0
             else NullCache()
         )
-        producer = ItemProducer(settings)
+        producer = ItemProducer(ProducerConfig.from_settings(settings))
         try:
             app = create_app(settings, node, producer=producer, cache=cache)
             server = ThreadedServer(app, settings.api_host, settings.api_port)

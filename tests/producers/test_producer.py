@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from typer.testing import CliRunner
 
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer, producer_config
 from simstream.cli.main import app
 from simstream.errors import ConfigError, DeliveryError, InvalidEventError
@@ -116,7 +117,7 @@ def test_an_idempotent_producer_delivers_keyed_events_that_read_back_equal(
         for i, payload in enumerate(sample_payloads(30))
     ] + [ItemEvent.delete("item/0")]
 
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for event in events:
             producer.publish(event)
         summary = producer.flush(10)
@@ -136,7 +137,7 @@ def test_an_idempotent_producer_delivers_keyed_events_that_read_back_equal(
 
 
 def test_the_same_id_always_lands_on_the_same_partition(items_topic: Settings) -> None:
-    with ItemProducer(items_topic) as producer:
+    with ItemProducer(ProducerConfig.from_settings(items_topic)) as producer:
         tokens = [
             producer.publish_sync(ItemEvent.upsert("same", VectorPayload.from_values([i])))
             for i in range(5)
@@ -149,7 +150,7 @@ def test_the_same_id_always_lands_on_the_same_partition(items_topic: Settings) -
 
 def test_publish_sync_returns_the_true_offset_of_the_event(items_topic: Settings) -> None:
     settings = items_topic
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i, payload in enumerate(sample_payloads(12)):
             producer.upsert(f"before/{i}", payload)
         producer.flush(10)
@@ -175,7 +176,7 @@ def test_a_full_local_queue_makes_publish_wait_instead_of_failing(
     settings = items_topic.model_copy(
         update={"kafka_client_config": {"queue.buffering.max.messages": "3"}}
     )
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i in range(40):
             producer.delete(f"gone/{i}")
         summary = producer.flush(10)
@@ -185,14 +186,14 @@ def test_a_full_local_queue_makes_publish_wait_instead_of_failing(
 
 def test_an_event_over_a_size_limit_is_refused_before_it_is_sent(items_topic: Settings) -> None:
     settings = items_topic.model_copy(update={"max_payload_bytes": 64})
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         with pytest.raises(InvalidEventError, match="at most 64 bytes"):
             producer.upsert("big", VectorPayload.from_values(np.zeros(17)))
         assert producer.summary.delivered + producer.summary.failed == 0
 
 
 def test_delivery_to_an_unreachable_broker_is_counted_as_failed(tmp_path: Path) -> None:
-    with ItemProducer(unreachable(tmp_path)) as producer:
+    with ItemProducer(ProducerConfig.from_settings(unreachable(tmp_path))) as producer:
         for i in range(3):
             producer.delete(f"lost/{i}")
         summary = producer.flush(15)
@@ -203,7 +204,7 @@ def test_delivery_to_an_unreachable_broker_is_counted_as_failed(tmp_path: Path) 
 
 
 def test_publish_sync_raises_when_the_broker_is_unreachable(tmp_path: Path) -> None:
-    with ItemProducer(unreachable(tmp_path)) as producer:
+    with ItemProducer(ProducerConfig.from_settings(unreachable(tmp_path))) as producer:
         with pytest.raises(DeliveryError, match="'lost' was not delivered"):
             producer.publish_sync(ItemEvent.delete("lost"), timeout_s=15)
         assert producer.summary.failed == 1
@@ -212,12 +213,12 @@ def test_publish_sync_raises_when_the_broker_is_unreachable(tmp_path: Path) -> N
 def test_settings_may_not_change_the_partitioner(tmp_path: Path) -> None:
     settings = Settings.load(data_dir=tmp_path, kafka_client_config={"partitioner": "random"})
     with pytest.raises(ConfigError, match=r"Expected 'murmur2_random'\. Received: 'random'"):
-        producer_config(settings)
+        producer_config(ProducerConfig.from_settings(settings))
 
 
 def test_settings_may_tune_throughput_properties(tmp_path: Path) -> None:
     settings = Settings.load(data_dir=tmp_path, kafka_client_config={"compression.type": "zstd"})
-    config = producer_config(settings)
+    config = producer_config(ProducerConfig.from_settings(settings))
     assert config["compression.type"] == "zstd"
     assert (config["enable.idempotence"], config["acks"]) == (True, "all")
     assert config["partitioner"] == "murmur2_random"

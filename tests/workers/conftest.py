@@ -13,6 +13,7 @@ from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 VECTOR_DIM = 16
@@ -79,7 +80,7 @@ def pipeline(
     )
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
-    node = IndexNode(settings)
+    node = IndexNode(NodeConfig.from_settings(settings))
     node.start()
     try:
         yield node

@@ -132,4 +132,4 @@ def runs(
     """Who triggered each run, data size, both models' metrics, duration and the decision."""
     from workers.retrain import list_runs
 
-    return {"runs": list_runs(state.settings, limit=limit)}
+    return {"runs": list_runs(state.settings.registry_dir, limit=limit)}

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import simstream
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.settings import Settings
 from workers.api import admin, handlers, health, items, lookup, page
@@ -82,7 +83,7 @@ def create_app(
             node,
             decoder,
             ItemImageReader(ItemImageConfig.from_settings(settings)),
-            make_producer=lambda: ItemProducer(settings),
+            make_producer=lambda: ItemProducer(ProducerConfig.from_settings(settings)),
             producer=producer,
         ),
     )

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from simstream.kafka import KafkaClientConfig
 from simstream.settings import Settings
 from simstream.wire import WireLimits
 
 
 @dataclass(frozen=True, slots=True)
-class IngestConfig:
+class IngestConfig(KafkaClientConfig):
     """The ingest path's part of the settings, built once at the edge (`from_settings`).
 
     Attributes:
@@ -29,9 +29,11 @@ class IngestConfig:
         dispatch_max_inflight: unfinished ranges at which the dispatcher pauses.
         dispatch_redispatch_s: a range unfinished this long is sent again.
         embed_batch_size: inputs per encoder call.
+        device: where the encoder runs: ``auto``, ``cpu`` or ``gpu``.
+        worker_processes: encoder processes of an embed worker (0: decided by `worker_layout`).
+        encoder_threads: CPU threads of each encoder (0: decided by `worker_layout`).
     """
 
-    kafka: Mapping[str, Any]
     topic_items: str
     topic_dlq: str
     topic_embeddings_prefix: str
@@ -44,6 +46,9 @@ class IngestConfig:
     dispatch_max_inflight: int
     dispatch_redispatch_s: float
     embed_batch_size: int
+    device: Literal["auto", "cpu", "gpu"]
+    worker_processes: int
+    encoder_threads: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -62,11 +67,10 @@ class IngestConfig:
             dispatch_max_inflight=settings.dispatch_max_inflight,
             dispatch_redispatch_s=settings.dispatch_redispatch_s,
             embed_batch_size=settings.embed_batch_size,
+            device=settings.device,
+            worker_processes=settings.worker_processes,
+            encoder_threads=settings.encoder_threads,
         )
-
-    def kafka_config(self, **extra: Any) -> dict[str, Any]:
-        """librdkafka properties of one client: the shared ones plus ``extra``."""
-        return {**self.kafka, **extra}
 
     def embeddings_topic(self, model_version: str) -> str:
         """Name of the embeddings topic of a model version."""

@@ -18,7 +18,7 @@ from typing import Literal
 
 from simstream.errors import ConfigError
 from simstream.log import get_logger
-from simstream.settings import Settings
+from workers.ingest.config import IngestConfig
 
 log = get_logger("device")
 
@@ -56,16 +56,16 @@ def gpu_visible() -> bool:
     return _NVIDIA_GPUS.is_dir() and any(_NVIDIA_GPUS.iterdir())
 
 
-def worker_layout(settings: Settings, processes: int | None = None) -> WorkerLayout:
-    """The layout for ``settings`` (``processes`` overrides ``worker_processes``).
+def worker_layout(config: IngestConfig, processes: int | None = None) -> WorkerLayout:
+    """The layout for ``config`` (``processes`` overrides ``worker_processes``).
 
     Default: one process on a GPU; one per CPU core otherwise, each encoder with
     cores / processes threads (at least one).
     """
-    gpu = settings.device == "gpu" or (settings.device == "auto" and gpu_visible())
+    gpu = config.device == "gpu" or (config.device == "auto" and gpu_visible())
     cores = cpu_cores()
-    count = processes or settings.worker_processes or (1 if gpu else cores)
-    threads = settings.encoder_threads or max(1, cores // count)
+    count = processes or config.worker_processes or (1 if gpu else cores)
+    threads = config.encoder_threads or max(1, cores // count)
     return WorkerLayout("solo" if count == 1 else "prefork", count, threads)
 
 

@@ -60,7 +60,7 @@ class DispatcherSupervisor:
 
         return cls(
             IngestConfig.from_settings(settings),
-            ServingStatusBoard.from_settings(settings),
+            ServingStatusBoard.connect(settings.celery_broker_url, settings.topic_items),
             functools.partial(make_celery, settings),
             fixed_version=fixed_version,
             poll_s=poll_s,

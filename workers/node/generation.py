@@ -23,11 +23,11 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from simstream.errors import DecodeError
 from simstream.kafka import end_offsets, ensure_topics
 from simstream.log import get_logger
-from simstream.settings import Settings
 from simstream.wire import EmbeddingRecord, Op
 from workers import metrics
 from workers.index.sharded import ShardedIndex
 from workers.index.snapshot import SnapshotStore
+from workers.node.config import NodeConfig
 from workers.node.watermark import SourceWatermark
 
 log = get_logger("node")
@@ -39,7 +39,7 @@ class IndexGeneration:
     """One model version's index, kept fresh from ``embeddings.<version>``.
 
     Args:
-        settings: the settings.
+        config: the node config.
         version: the encoder version of every vector in this generation.
         dim: the embedding size.
         consumer: a Kafka consumer to use (tests), else one is made.
@@ -47,18 +47,20 @@ class IndexGeneration:
 
     def __init__(
         self,
-        settings: Settings,
+        config: NodeConfig,
         version: str,
         dim: int,
         consumer: Consumer | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.version = version
         self.dim = dim
-        self.topic = settings.embeddings_topic(version)
-        self.store = SnapshotStore.from_settings(settings, version)
-        self.index = ShardedIndex.from_settings(settings, version, dim)
-        self.watermarks = {p: SourceWatermark() for p in range(settings.partitions)}
+        self.topic = config.embeddings_topic(version)
+        self.store = SnapshotStore(config.snapshots_dir, version, config.snapshot_keep)
+        self.index = ShardedIndex(
+            config.index.with_(dim=dim), config.partitions, model_version=version
+        )
+        self.watermarks = {p: SourceWatermark() for p in range(config.partitions)}
         self.applied = 0
         self.lag: dict[int, int] = {}
         self.source_end: dict[int, int] = {}
@@ -85,7 +87,7 @@ class IndexGeneration:
         self.index.close()
         self.index = loaded.index
         marks = loaded.extra.get("watermarks", {})
-        for p in range(self.settings.partitions):
+        for p in range(self.config.partitions):
             if str(p) in marks:
                 self.watermarks[p] = SourceWatermark.from_dict(marks[str(p)])
         self.last_snapshot_at = time.time()
@@ -100,7 +102,7 @@ class IndexGeneration:
 
     def start(self) -> None:
         """Create the embeddings topic if needed and start consuming it."""
-        ensure_topics(self.settings, [self.topic])
+        ensure_topics(self.config, [self.topic])
         self._thread = threading.Thread(
             target=self._run, name=f"generation-{self.version}", daemon=True
         )
@@ -123,7 +125,7 @@ class IndexGeneration:
 
     def _make_consumer(self) -> Consumer:
         return self._consumer or Consumer(
-            self.settings.kafka_config(
+            self.config.kafka_config(
                 **{
                     "group.id": f"simstream-node.{self.version}",
                     "enable.auto.commit": False,
@@ -138,7 +140,7 @@ class IndexGeneration:
         consumer.assign(
             [
                 TopicPartition(self.topic, p, offsets.get(p, 0))
-                for p in range(self.settings.partitions)
+                for p in range(self.config.partitions)
             ]
         )
         lag_thread = threading.Thread(
@@ -161,7 +163,7 @@ class IndexGeneration:
 
     def _lag_loop(self) -> None:
         """Measure lag beside the consumer: end offsets take broker round trips."""
-        probe = Consumer(self.settings.kafka_config(**{"group.id": "simstream-probe"}))
+        probe = Consumer(self.config.kafka_config(**{"group.id": "simstream-probe"}))
         try:
             while not self._stop.is_set():
                 try:
@@ -174,7 +176,7 @@ class IndexGeneration:
 
     def _apply(self, messages: Iterable[Message]) -> None:
         by_partition: dict[int, list[tuple[int, EmbeddingRecord]]] = {}
-        limits = self.settings.wire_limits()
+        limits = self.config.limits
         for message in messages:
             try:
                 record = EmbeddingRecord.decode(message.value() or b"", limits)
@@ -206,11 +208,11 @@ class IndexGeneration:
             self._changed.notify_all()
 
     def _measure_lag(self, probe: Consumer) -> None:
-        partitions = range(self.settings.partitions)
+        partitions = range(self.config.partitions)
         ends = end_offsets(probe, self.topic, partitions)
         applied = self.index.next_offsets()
         self.lag = {p: max(0, ends.get(p, 0) - applied.get(p, 0)) for p in partitions}
-        self.source_end = end_offsets(probe, self.settings.topic_items, partitions)
+        self.source_end = end_offsets(probe, self.config.topic_items, partitions)
         for p, value in self.lag.items():
             metrics.INDEX_LAG.labels(self.version, str(p)).set(value)
         for shard in self.index.stats().shards:
@@ -228,8 +230,8 @@ class IndexGeneration:
             return
         # The interval counts from the last snapshot, or from start when there is none.
         since = self.last_snapshot_at or self.started_at
-        due_time = time.time() - since >= self.settings.snapshot_every_s
-        if due_time or self._since_snapshot >= self.settings.snapshot_every_records:
+        due_time = time.time() - since >= self.config.snapshot_every_s
+        if due_time or self._since_snapshot >= self.config.snapshot_every_records:
             self.snapshot()
 
     def snapshot(self) -> str:

@@ -22,8 +22,8 @@ from model.registry import Encoder, Registry
 from simstream.durable import atomic_write_bytes
 from simstream.errors import NotReadyError
 from simstream.log import get_logger
-from simstream.settings import Settings
 from workers import metrics
+from workers.node.config import NodeConfig
 from workers.node.generation import IndexGeneration
 from workers.node.serving import ServingStatus, ServingStatusBoard
 
@@ -35,14 +35,16 @@ class IndexNode:
 
     def __init__(
         self,
-        settings: Settings,
+        config: NodeConfig,
         registry: Registry | None = None,
         board: ServingStatusBoard | None = None,
         control_interval_s: float = 0.5,
     ) -> None:
-        self.settings = settings
-        self.registry = registry or Registry(settings.registry_dir)
-        self.board = board or ServingStatusBoard.from_settings(settings)
+        self.config = config
+        self.registry = registry or Registry(config.registry_dir)
+        self.board = board or ServingStatusBoard.connect(
+            config.coordination_url, config.topic_items
+        )
         self.control_interval_s = control_interval_s
         self.generations: dict[str, IndexGeneration] = {}
         self.serving: IndexGeneration | None = None
@@ -52,7 +54,7 @@ class IndexNode:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._alias_path = settings.data_dir / "alias.json"
+        self._alias_path = config.data_dir / "alias.json"
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -102,7 +104,7 @@ class IndexNode:
                 keep = version == wanted or (self.serving and version == self.serving.version)
                 if keep:
                     self._retired.pop(version)
-                elif now - since >= self.settings.reindex_grace_s:
+                elif now - since >= self.config.reindex_grace_s:
                     self._drop(version)
             progress = self.reindex_progress()
             metrics.REINDEX_PROGRESS.set(1.0 if progress is None else progress["done"] or 0.0)
@@ -112,11 +114,11 @@ class IndexNode:
         """Whether ``generation`` has accounted for all but ``reindex_max_lag`` events."""
         if not generation.source_end or generation.error:
             return False
-        return generation.source_lag() <= self.settings.reindex_max_lag
+        return generation.source_lag() <= self.config.reindex_max_lag
 
     def _open(self, version: str) -> IndexGeneration:
         dim = int(self.registry.get(version).config["embedding_dim"])
-        generation = IndexGeneration(self.settings, version, dim)
+        generation = IndexGeneration(self.config, version, dim)
         generation.restore()
         generation.start()
         self.generations[version] = generation
@@ -206,7 +208,7 @@ class IndexNode:
         if not generation.source_end:
             return False, f"generation {generation.version} has not measured its lag yet"
         lag = generation.source_lag()
-        if lag > self.settings.api_ready_max_lag:
+        if lag > self.config.ready_max_lag:
             return False, f"generation {generation.version} lags {lag} events"
         return True, "ok"
 

@@ -17,7 +17,6 @@ from typing import Any
 import redis
 
 from simstream.log import get_logger
-from simstream.settings import Settings
 
 log = get_logger("node")
 
@@ -67,16 +66,13 @@ class ServingStatusBoard:
         self._key = key
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, client: redis.Redis | None = None
+    def connect(
+        cls, url: str, topic_items: str, client: redis.Redis | None = None
     ) -> ServingStatusBoard:
-        """The board of the settings' items topic, in the Celery broker's Redis (or ``client``)."""
+        """The board of ``topic_items`` in the coordination Redis at ``url`` (or ``client``)."""
         return cls(
-            client
-            or redis.Redis.from_url(
-                settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2
-            ),
-            f"{KEY}:{settings.topic_items}",
+            client or redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2),
+            f"{KEY}:{topic_items}",
         )
 
     def publish(self, state: ServingStatus) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from simstream.settings import Settings
+from workers.retrain.config import RetrainConfig
 from workers.retrain.runs import list_runs
 
 __all__ = ["list_runs", "run_retrain"]
 
 
 def run_retrain(
-    settings: Settings,
+    config: RetrainConfig,
     triggered_by: str = "manual",
     task_id: str | None = None,
     slot: str | None = None,
@@ -28,4 +28,4 @@ def run_retrain(
     """Run one retrain; see `workers.retrain.run.run_retrain`."""
     from workers.retrain.run import run_retrain as run
 
-    return run(settings, triggered_by=triggered_by, task_id=task_id, slot=slot)
+    return run(config, triggered_by=triggered_by, task_id=task_id, slot=slot)

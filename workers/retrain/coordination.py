@@ -25,7 +25,7 @@ import redis
 from redis.exceptions import LockError
 
 from simstream.log import get_logger
-from simstream.settings import Settings
+from workers.retrain.config import RetrainConfig
 
 log = get_logger("retrain.coordination")
 
@@ -43,26 +43,24 @@ def parse_trigger(triggered_by: str, slot: str | None = None) -> tuple[str, str 
     return source or "unknown", slot
 
 
-def coordination_redis(settings: Settings) -> redis.Redis:
+def coordination_redis(config: RetrainConfig) -> redis.Redis:
     """A client of the coordination Redis, with explicit socket timeouts."""
-    return redis.Redis.from_url(
-        settings.celery_broker_url, socket_timeout=5, socket_connect_timeout=5
-    )
+    return redis.Redis.from_url(config.coordination_url, socket_timeout=5, socket_connect_timeout=5)
 
 
-def leader_key(settings: Settings) -> str:
+def leader_key(config: RetrainConfig) -> str:
     """Key of the beat leader lease."""
-    return f"simstream:beat-leader:{settings.topic_items}"
+    return f"simstream:beat-leader:{config.topic_items}"
 
 
-def running_key(settings: Settings) -> str:
+def running_key(config: RetrainConfig) -> str:
     """Key of the lease held by the retrain in progress."""
-    return f"simstream:retrain:running:{settings.topic_items}"
+    return f"simstream:retrain:running:{config.topic_items}"
 
 
-def slot_key(settings: Settings, slot: str) -> str:
+def slot_key(config: RetrainConfig, slot: str) -> str:
     """Key of one schedule period's claim."""
-    return f"simstream:retrain:slot:{settings.topic_items}:{slot}"
+    return f"simstream:retrain:slot:{config.topic_items}:{slot}"
 
 
 class Lease:
@@ -137,14 +135,14 @@ class Lease:
                 log.warning("retrain.lease_not_released", key=self.key, error=str(e))
 
 
-def claim_slot(client: redis.Redis, settings: Settings, slot: str, owner: str) -> bool:
+def claim_slot(client: redis.Redis, config: RetrainConfig, slot: str, owner: str) -> bool:
     """Claim a schedule period for ``owner`` (a task id); return whether ``owner`` holds it.
 
     The first claim wins (``SET NX``, kept `SLOT_TTL_S`). The same owner claiming
     again (a redelivered task after a crash) still holds it; anyone else is a
     duplicate of that period.
     """
-    key = slot_key(settings, slot)
+    key = slot_key(config, slot)
     if client.set(key, owner, nx=True, ex=SLOT_TTL_S):
         return True
     holder = client.get(key)
@@ -153,9 +151,9 @@ def claim_slot(client: redis.Redis, settings: Settings, slot: str, owner: str) -
     return holder == owner
 
 
-def release_slot(client: redis.Redis, settings: Settings, slot: str, owner: str) -> None:
+def release_slot(client: redis.Redis, config: RetrainConfig, slot: str, owner: str) -> None:
     """Drop ``owner``'s claim on ``slot`` (so the trigger may try again); others' are kept."""
-    key = slot_key(settings, slot)
+    key = slot_key(config, slot)
     holder = client.get(key)
     if isinstance(holder, bytes):
         holder = holder.decode()
@@ -163,6 +161,6 @@ def release_slot(client: redis.Redis, settings: Settings, slot: str, owner: str)
         client.delete(key)
 
 
-def retrain_running(client: redis.Redis, settings: Settings) -> bool:
+def retrain_running(client: redis.Redis, config: RetrainConfig) -> bool:
     """Whether a retrain holds its lease right now."""
-    return bool(client.exists(running_key(settings)))
+    return bool(client.exists(running_key(config)))

@@ -30,8 +30,8 @@ from model.inputs import InputSpec
 from simstream.errors import DecodeError, KafkaError, PayloadError
 from simstream.kafka import end_offsets
 from simstream.log import get_logger
-from simstream.settings import Settings
 from simstream.wire import ItemEvent, Op, WireLimits
+from workers.retrain.config import RetrainConfig
 
 log = get_logger("retrain.dataset")
 
@@ -145,7 +145,7 @@ def fold_events(
 
 
 def read_labelled(
-    settings: Settings, consumer: Consumer | None = None, idle_timeout_s: float = 60.0
+    config: RetrainConfig, consumer: Consumer | None = None, idle_timeout_s: float = 60.0
 ) -> Replay:
     """Replay ``items`` from the beginning to its current end into the labelled items.
 
@@ -153,18 +153,18 @@ def read_labelled(
         KafkaError: when the topic cannot be read (or stalls ``idle_timeout_s``).
     """
     own = consumer is None
-    consumer = consumer or make_consumer(settings)
+    consumer = consumer or make_consumer(config)
     try:
-        ends = end_offsets(consumer, settings.topic_items, range(settings.partitions))
+        ends = end_offsets(consumer, config.topic_items, range(config.partitions))
         stats = ReplayStats()
-        records = read_range(consumer, settings.topic_items, {}, ends, idle_timeout_s)
-        items = fold_events(records, stats, settings.wire_limits())
+        records = read_range(consumer, config.topic_items, {}, ends, idle_timeout_s)
+        items = fold_events(records, stats, config.limits)
     finally:
         if own:
             consumer.close()
     log.info(
         "retrain.items_replayed",
-        topic=settings.topic_items,
+        topic=config.topic_items,
         labelled=len(items),
         end_offsets=ends,
         **stats.to_dict(),
@@ -173,7 +173,7 @@ def read_labelled(
 
 
 def count_new_labelled(
-    settings: Settings,
+    config: RetrainConfig,
     since: Mapping[int, int],
     limit: int | None = None,
     consumer: Consumer | None = None,
@@ -181,13 +181,13 @@ def count_new_labelled(
 ) -> int:
     """Labelled upserts in ``items`` from ``since`` offsets to the end (stops at ``limit``)."""
     own = consumer is None
-    consumer = consumer or make_consumer(settings)
-    limits = settings.wire_limits()
+    consumer = consumer or make_consumer(config)
+    limits = config.limits
     count = 0
     try:
-        ends = end_offsets(consumer, settings.topic_items, range(settings.partitions))
+        ends = end_offsets(consumer, config.topic_items, range(config.partitions))
         for _, _, value in read_range(
-            consumer, settings.topic_items, dict(since), ends, idle_timeout_s
+            consumer, config.topic_items, dict(since), ends, idle_timeout_s
         ):
             try:
                 event = ItemEvent.decode(value or b"", limits)
@@ -203,10 +203,10 @@ def count_new_labelled(
     return count
 
 
-def make_consumer(settings: Settings) -> Consumer:
+def make_consumer(config: RetrainConfig) -> Consumer:
     """A consumer for reading ``items`` by assignment (its group never commits)."""
     return Consumer(
-        settings.kafka_config(
+        config.kafka_config(
             **{
                 "group.id": CONSUMER_GROUP,
                 "enable.auto.commit": False,

@@ -48,8 +48,8 @@ from model.registry import Encoder, ModelVersion, Registry
 from model.training import TrainConfig, TrainResult
 from simstream.errors import RetrainError, SimstreamError
 from simstream.log import get_logger
-from simstream.settings import Settings
 from workers import metrics
+from workers.retrain.config import RetrainConfig
 from workers.retrain.coordination import (
     NEW_ITEMS,
     RUN_LEASE_TTL_S,
@@ -75,7 +75,7 @@ log = get_logger("retrain")
 
 
 def run_retrain(
-    settings: Settings,
+    config: RetrainConfig,
     triggered_by: str = "manual",
     task_id: str | None = None,
     slot: str | None = None,
@@ -86,13 +86,13 @@ def run_retrain(
     """Train, evaluate and maybe promote a new encoder version; return the run record.
 
     Args:
-        settings: the settings.
+        config: the retrain config.
         triggered_by: ``schedule``, ``new-items``, ``manual``…; beat appends
             ``@<slot>``, the schedule period it fires for.
         task_id: the Celery task id (a redelivered task keeps its period claim).
         slot: the schedule period, when not embedded in ``triggered_by``.
-        registry: the model registry (default: ``settings.registry_dir``).
-        client: the coordination Redis (default: ``settings.celery_broker_url``).
+        registry: the model registry (default: ``config.registry_dir``).
+        client: the coordination Redis (default: ``config.coordination_url``).
 
     Returns:
         The run record (see `list_runs`): ``decision`` is ``promoted``,
@@ -115,39 +115,39 @@ def run_retrain(
         "pid": os.getpid(),
     }
     bound = log.bind(run_id=run_id, task_id=task_id, triggered_by=source, slot=slot)
-    client = client or coordination_redis(settings)
-    done = completed_run(settings, task_id) if task_id else None
+    client = client or coordination_redis(config)
+    done = completed_run(config.registry_dir, task_id) if task_id else None
     if done is not None:
         reason = f"task {task_id} already ran (run {done['run_id']}: {done.get('decision')})"
-        return _finish(settings, record, "skipped", reason, bound)
-    if slot is not None and not claim_slot(client, settings, slot, task_id or run_id):
-        return _finish(settings, record, "skipped", f"period {slot} already has its run", bound)
-    lease = Lease(client, running_key(settings), RUN_LEASE_TTL_S)
+        return _finish(config, record, "skipped", reason, bound)
+    if slot is not None and not claim_slot(client, config, slot, task_id or run_id):
+        return _finish(config, record, "skipped", f"period {slot} already has its run", bound)
+    lease = Lease(client, running_key(config), RUN_LEASE_TTL_S)
     if not lease.acquire():
-        return _finish(settings, record, "skipped", "another retrain is running", bound)
+        return _finish(config, record, "skipped", "another retrain is running", bound)
     started = time.monotonic()
     record["leased"] = True
-    append_run(settings, record)
+    append_run(config.registry_dir, record)
     bound.info("retrain.started")
     try:
         with lease.kept_alive() as lost:
             return _retrain(
-                settings, registry or Registry(settings.registry_dir), record, lost, started, bound
+                config, registry or Registry(config.registry_dir), record, lost, started, bound
             )
     except BaseException as e:
         record["duration_s"] = round(time.monotonic() - started, 3)
-        _finish(settings, record, "failed", f"{type(e).__name__}: {e}", bound)
+        _finish(config, record, "failed", f"{type(e).__name__}: {e}", bound)
         if slot is not None and source == NEW_ITEMS:
             # The next check may try again; a schedule period keeps its (failed) run.
             with contextlib.suppress(redis.RedisError):
-                release_slot(client, settings, slot, task_id or run_id)
+                release_slot(client, config, slot, task_id or run_id)
         if isinstance(e, Exception):
             raise RetrainError(f"Retrain run {run_id} failed: {e}") from e
         raise
 
 
 def _retrain(
-    settings: Settings,
+    config: RetrainConfig,
     registry: Registry,
     record: dict[str, Any],
     lost: threading.Event,
@@ -159,10 +159,10 @@ def _retrain(
     active_encoder = registry.load(active) if active else None
     record["active_version"] = active
 
-    dataset = _labelled_data(settings, active_encoder, record)
+    dataset = _labelled_data(config, active_encoder, record)
     if dataset is None:
         return _finish(
-            settings,
+            config,
             record,
             "skipped",
             "not enough labelled data: expected at least 2 classes with 2 items each. "
@@ -170,42 +170,42 @@ def _retrain(
             log,
             started,
         )
-    train_part, holdout = stratified_split(dataset, settings.retrain_holdout, settings.model_seed)
+    train_part, holdout = stratified_split(dataset, config.retrain_holdout, config.model_seed)
     record["data"].update(train=len(train_part), holdout=len(holdout))
 
-    scratch = settings.retrain_from_scratch or active_encoder is None
+    scratch = config.retrain_from_scratch or active_encoder is None
     record["mode"] = "scratch" if scratch else "fine-tune"
     log.info("retrain.training_candidate", mode=record["mode"], examples=len(train_part))
     seen = trained_classes(active_record.config) if active_record else None
     judged: dict[str, Any] = {}
     trained = train_evaluate_register(
         train_part,
-        train_config(settings, active_record),
+        train_config(config, active_record),
         registry,
         initial=None if scratch else active_encoder,
         evaluate=functools.partial(
-            _judge, settings, record, judged, active_encoder, seen, train_part, holdout, log
+            _judge, config, record, judged, active_encoder, seen, train_part, holdout, log
         ),
         config_extra={"retrain": {k: record[k] for k in ("run_id", "mode")}},
     )
     if trained.version is None:
         reason = f"the candidate failed to load or embed: {judged['broken']}"
-        return _finish(settings, record, "rejected", reason, log, started)
+        return _finish(config, record, "rejected", reason, log, started)
     decision: Decision = judged["decision"]
     version = trained.version.version
     record["candidate_version"] = version
     if not decision.promote:
-        return _finish(settings, record, "rejected", decision.reason, log, started)
+        return _finish(config, record, "rejected", decision.reason, log, started)
     if lost.is_set():
         raise RetrainError("the retrain lease was lost before promotion; nothing promoted")
     registry.verify(version)
     registry.promote(version)
     record["active_after"] = version
-    return _finish(settings, record, "promoted", decision.reason, log, started)
+    return _finish(config, record, "promoted", decision.reason, log, started)
 
 
 def _judge(
-    settings: Settings,
+    config: RetrainConfig,
     record: dict[str, Any],
     judged: dict[str, Any],
     active_encoder: Encoder | None,
@@ -228,15 +228,15 @@ def _judge(
     active_metrics = None
     if active_encoder is not None:
         active_metrics = evaluate(
-            active_encoder, train_part, holdout, seen, settings.embed_batch_size
+            active_encoder, train_part, holdout, seen, config.embed_batch_size
         )
-    candidate_metrics, broken = _evaluate_loaded(result, train_part, holdout, seen, settings)
+    candidate_metrics, broken = _evaluate_loaded(result, train_part, holdout, seen, config)
     record["metrics"] = {"candidate": candidate_metrics, "active": active_metrics}
-    record["margin"] = settings.retrain_promote_margin
+    record["margin"] = config.retrain_promote_margin
     if candidate_metrics is None:
         judged["broken"] = broken
         return None
-    decision = decide(candidate_metrics, active_metrics, settings.retrain_promote_margin)
+    decision = decide(candidate_metrics, active_metrics, config.retrain_promote_margin)
     judged["decision"] = decision
     record["gain"] = decision.gain
     log.info("retrain.candidate_evaluated", promote=decision.promote, reason=decision.reason)
@@ -247,7 +247,7 @@ def _judge(
             "triggered_by": record["triggered_by"],
             "active_version": record["active_version"],
             "active_metrics": active_metrics,
-            "margin": settings.retrain_promote_margin,
+            "margin": config.retrain_promote_margin,
             "decision": "promote" if decision.promote else "reject",
             **decision.to_dict(),
         },
@@ -255,17 +255,17 @@ def _judge(
 
 
 def _labelled_data(
-    settings: Settings, active: Encoder | None, record: dict[str, Any]
+    config: RetrainConfig, active: Encoder | None, record: dict[str, Any]
 ) -> Dataset | None:
     """The replayed, bounded, converted items (None when too few to split and compare)."""
-    replay = read_labelled(settings)
-    items = bound_per_class(replay.items.values(), settings.retrain_max_per_class)
+    replay = read_labelled(config)
+    items = bound_per_class(replay.items.values(), config.retrain_max_per_class)
     record["source_offsets"] = {str(p): o for p, o in sorted(replay.end_offsets.items())}
     record["data"] = {"labelled": len(replay.items), "replay": replay.stats.to_dict()}
     dataset, rejected, class_counts = None, 0, {}
     if items:
         spec = active.input_spec if active else infer_spec(items)
-        dataset, _, rejected = to_dataset(items, spec, name=f"items:{settings.topic_items}")
+        dataset, _, rejected = to_dataset(items, spec, name=f"items:{config.topic_items}")
         counts = np.bincount(dataset.y, minlength=dataset.num_classes).tolist()
         class_counts = dict(zip(dataset.class_names, counts, strict=True))
     record["data"].update(
@@ -284,7 +284,7 @@ def _evaluate_loaded(
     index: Dataset,
     queries: Dataset,
     seen: list[str] | None,
-    settings: Settings,
+    config: RetrainConfig,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Round-trip the candidate through a scratch registry and evaluate the loaded copy.
 
@@ -298,15 +298,15 @@ def _evaluate_loaded(
                 result.model, result.input_spec, config=result.model_config()
             ).version
             loaded = staged.load(version)
-            return evaluate(loaded, index, queries, seen, settings.embed_batch_size), None
+            return evaluate(loaded, index, queries, seen, config.embed_batch_size), None
         except (SimstreamError, ValueError, TypeError, OSError) as e:
             return None, f"{type(e).__name__}: {e}"
 
 
-def train_config(settings: Settings, active: ModelVersion | None) -> TrainConfig:
-    """The run's training config: the active model's own, else the settings' model defaults.
+def train_config(config: RetrainConfig, active: ModelVersion | None) -> TrainConfig:
+    """The run's training config: the active model's own, else the config's model defaults.
 
-    Epochs and seed come from the settings; no validation split is taken (the
+    Epochs and seed come from the config; no validation split is taken (the
     run's hold-out is the judge, and early stopping on it would bias the verdict).
     """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -317,22 +317,22 @@ def train_config(settings: Settings, active: ModelVersion | None) -> TrainConfig
         if not previous:
             previous = {
                 "embedding_dim": int(
-                    active.config.get("embedding_dim", settings.model_embedding_dim)
+                    active.config.get("embedding_dim", config.model_embedding_dim)
                 ),
-                "distance": active.config.get("distance", settings.model_distance),
+                "distance": active.config.get("distance", config.model_distance),
             }
     base = {
-        "encoder": settings.model_encoder,
-        "embedding_dim": settings.model_embedding_dim,
-        "loss": settings.model_loss,
-        "distance": settings.model_distance,
+        "encoder": config.model_encoder,
+        "embedding_dim": config.model_embedding_dim,
+        "loss": config.model_loss,
+        "distance": config.model_distance,
     }
     return TrainConfig(
         **{
             **base,
             **previous,
-            "epochs": settings.model_epochs,
-            "seed": settings.model_seed,
+            "epochs": config.model_epochs,
+            "seed": config.model_seed,
             "validation_split": 0.0,
             "verbose": 0,
         }
@@ -340,7 +340,7 @@ def train_config(settings: Settings, active: ModelVersion | None) -> TrainConfig
 
 
 def _finish(
-    settings: Settings,
+    config: RetrainConfig,
     record: dict[str, Any],
     decision: str,
     reason: str,
@@ -356,7 +356,7 @@ def _finish(
     if started is not None:
         record["duration_s"] = round(time.monotonic() - started, 3)
     try:
-        append_run(settings, record)
+        append_run(config.registry_dir, record)
     except OSError as e:
         log.error("retrain.run_record_not_written", error=str(e))
     metrics.RETRAIN_RUNS.labels(decision).inc()

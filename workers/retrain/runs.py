@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from simstream.log import get_logger
-from simstream.settings import Settings
 
 log = get_logger("retrain.runs")
 
@@ -26,14 +25,14 @@ RUNS_FILE = "runs.jsonl"
 READ_DATA = ("promoted", "rejected", "skipped")
 
 
-def runs_path(settings: Settings) -> Path:
+def runs_path(registry_dir: Path) -> Path:
     """Where runs are recorded."""
-    return settings.registry_dir / RUNS_FILE
+    return registry_dir / RUNS_FILE
 
 
-def append_run(settings: Settings, record: Mapping[str, Any]) -> None:
+def append_run(registry_dir: Path, record: Mapping[str, Any]) -> None:
     """Append one run record (a JSON object with a ``run_id``) durably."""
-    path = runs_path(settings)
+    path = runs_path(registry_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(dict(record), separators=(",", ":"), default=str) + "\n"
     with path.open("a", encoding="utf-8") as f:
@@ -46,12 +45,12 @@ def append_run(settings: Settings, record: Mapping[str, Any]) -> None:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def list_runs(settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
+def list_runs(registry_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Every run's newest record, newest run first (at most ``limit``).
 
     Unreadable lines (a torn write after a crash) are skipped.
     """
-    path = runs_path(settings)
+    path = runs_path(registry_dir)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -71,25 +70,25 @@ def list_runs(settings: Settings, limit: int | None = None) -> list[dict[str, An
     return newest_first[:limit] if limit is not None else newest_first
 
 
-def last_run_with_data(settings: Settings) -> dict[str, Any] | None:
+def last_run_with_data(registry_dir: Path) -> dict[str, Any] | None:
     """The newest run that read the items and did not fail, if any.
 
     That is a promoted or rejected run, or one skipped for lack of data: the
     baseline from which new labelled items are counted.
     """
-    for record in list_runs(settings):
+    for record in list_runs(registry_dir):
         if record.get("decision") in READ_DATA and record.get("source_offsets") is not None:
             return record
     return None
 
 
-def completed_run(settings: Settings, task_id: str) -> dict[str, Any] | None:
+def completed_run(registry_dir: Path, task_id: str) -> dict[str, Any] | None:
     """The run that task ``task_id`` completed (finished or failed past the lease), if any.
 
     A redelivered copy of a task that already ran must not run again; a task
     whose run is still ``running`` (its worker crashed) may.
     """
-    for record in list_runs(settings):
+    for record in list_runs(registry_dir):
         if (
             record.get("task_id") == task_id
             and record.get("leased")

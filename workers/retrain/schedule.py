@@ -44,9 +44,9 @@ from celery.schedules import crontab, schedstate, schedule
 
 from simstream.errors import ConfigError, SimstreamError
 from simstream.log import get_logger
-from simstream.settings import Settings
 from simstream.signals import stop_on_signals
-from workers.celery_app import RETRAIN_TASK, make_celery
+from workers.celery_app import RETRAIN_TASK
+from workers.retrain.config import RetrainConfig
 from workers.retrain.coordination import (
     NEW_ITEMS,
     SCHEDULE,
@@ -133,9 +133,9 @@ def parse_schedule(text: str, app: Celery | None = None) -> AlignedInterval | cr
     )
 
 
-def beat_schedule(settings: Settings, app: Celery | None = None) -> dict[str, dict[str, Any]]:
+def beat_schedule(config: RetrainConfig, app: Celery | None = None) -> dict[str, dict[str, Any]]:
     """Celery's ``beat_schedule``: the retrain entry, or nothing when no schedule is set."""
-    when = parse_schedule(settings.retrain_schedule, app)
+    when = parse_schedule(config.retrain_schedule, app)
     if when is None:
         return {}
     return {ENTRY: {"task": RETRAIN_TASK, "schedule": when, "kwargs": {"triggered_by": SCHEDULE}}}
@@ -161,15 +161,15 @@ def slot_of(entry: beat.ScheduleEntry, now: datetime | None = None) -> str:
 class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
     """A beat scheduler that sends only while it holds the leader lease.
 
-    Its settings are the app's (``app.conf.simstream_settings``, set by
-    `make_celery`); ``client`` may hand it a ready Redis client.
+    Its config is built from the app's settings (``app.conf.simstream_settings``,
+    set by `make_celery`); ``client`` may hand it a ready Redis client.
     """
 
     def __init__(self, app: Celery, *args: Any, client: redis.Redis | None = None, **kwargs: Any):
-        self.settings: Settings = app.conf.simstream_settings
-        self.client = client or coordination_redis(self.settings)
-        self.lease = Lease(self.client, leader_key(self.settings), self.settings.beat_lock_ttl_s)
-        self.renew_every_s = self.settings.beat_lock_ttl_s / 3
+        self.config = RetrainConfig.from_settings(app.conf.simstream_settings)
+        self.client = client or coordination_redis(self.config)
+        self.lease = Lease(self.client, leader_key(self.config), self.config.beat_lock_ttl_s)
+        self.renew_every_s = self.config.beat_lock_ttl_s / 3
         self.is_leader = False
         self._next_check = 0.0
         kwargs["max_interval"] = min(kwargs.get("max_interval") or math.inf, self.renew_every_s)
@@ -229,7 +229,7 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
         """Claim ``slot`` for a new task id; None when it is claimed already or Redis fails."""
         task_id = str(uuid.uuid4())
         try:
-            if claim_slot(self.client, self.settings, slot, task_id):
+            if claim_slot(self.client, self.config, slot, task_id):
                 return task_id
         except redis.RedisError as e:
             log.warning("beat.slot_not_claimed", slot=slot, error=str(e))
@@ -239,13 +239,13 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
 
     def check_new_items(self) -> None:
         """Every ``retrain_check_every_s``: trigger a retrain when enough labelled items arrived."""
-        threshold = self.settings.retrain_min_new_items
+        threshold = self.config.retrain_min_new_items
         now = time.monotonic()
         if not threshold or now < self._next_check:
             return
-        self._next_check = now + self.settings.retrain_check_every_s
+        self._next_check = now + self.config.retrain_check_every_s
         try:
-            slot = new_items_slot(self.settings, self.client, timeout_s=self.renew_every_s)
+            slot = new_items_slot(self.config, self.client, timeout_s=self.renew_every_s)
         except (SimstreamError, redis.RedisError, OSError) as e:
             log.warning("beat.new_items_not_counted", error=str(e))
             return
@@ -260,7 +260,9 @@ class LeaderScheduler(beat.Scheduler):  # type: ignore[misc]
             )
 
 
-def new_items_slot(settings: Settings, client: redis.Redis, timeout_s: float = 60.0) -> str | None:
+def new_items_slot(
+    config: RetrainConfig, client: redis.Redis, timeout_s: float = 60.0
+) -> str | None:
     """The slot to trigger a retrain for, when ``retrain_min_new_items`` labelled items arrived.
 
     None while a retrain runs, below the threshold, or when the slot is claimed.
@@ -269,35 +271,38 @@ def new_items_slot(settings: Settings, client: redis.Redis, timeout_s: float = 6
     from workers.retrain.dataset import count_new_labelled
     from workers.retrain.runs import last_run_with_data
 
-    if retrain_running(client, settings):
+    if retrain_running(client, config):
         return None
-    last = last_run_with_data(settings)
+    last = last_run_with_data(config.registry_dir)
     slot = f"{NEW_ITEMS}:{last['run_id'] if last else 'none'}"
-    if client.exists(slot_key(settings, slot)):
+    if client.exists(slot_key(config, slot)):
         return None
     since = {int(p): int(o) for p, o in ((last or {}).get("source_offsets") or {}).items()}
-    threshold = settings.retrain_min_new_items
-    count = count_new_labelled(settings, since, limit=threshold, idle_timeout_s=timeout_s)
+    threshold = config.retrain_min_new_items
+    count = count_new_labelled(config, since, limit=threshold, idle_timeout_s=timeout_s)
     log.debug("beat.new_labelled_items", count=count, threshold=threshold, since=since)
     return slot if count >= threshold else None
 
 
-def run_beat(settings: Settings, app: Celery | None = None) -> None:
+def run_beat(config: RetrainConfig, app: Celery) -> None:
     """Run Celery beat with the retrain schedule until SIGTERM or SIGINT.
 
     Several beats may run (standbys); only the holder of the leader lease sends.
+
+    Args:
+        config: the retrain config (schedule, lease TTL).
+        app: the Celery app beat sends with (`make_celery`).
     """
-    app = app or make_celery(settings)
-    app.conf.beat_schedule = beat_schedule(settings, app)
+    app.conf.beat_schedule = beat_schedule(config, app)
     service = beat.Service(
-        app, scheduler_cls=LeaderScheduler, max_interval=settings.beat_lock_ttl_s / 3
+        app, scheduler_cls=LeaderScheduler, max_interval=config.beat_lock_ttl_s / 3
     )
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(raise_exit=True)
     log.info(
         "beat.starting",
-        schedule=settings.retrain_schedule or None,
-        min_new_items=settings.retrain_min_new_items or None,
-        lock_ttl_s=settings.beat_lock_ttl_s,
+        schedule=config.retrain_schedule or None,
+        min_new_items=config.retrain_min_new_items or None,
+        lock_ttl_s=config.beat_lock_ttl_s,
     )
     service.start()

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model.registry import Encoder
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.kafka import end_offsets, ensure_topics
 from simstream.settings import Settings
@@ -30,6 +31,7 @@ from tests.conftest import unique_settings
 from tests.waiting import wait_for
 from workers.api import create_app
 from workers.cache import CacheConfig, RedisResultCache
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 PER_CLASS = 12
@@ -113,7 +115,7 @@ def publish_digits(settings: Settings) -> Digits:
     pngs = [png(image) for image in images]
     # Create the topic first: auto-creation on first produce can lose events on Tansu.
     ensure_topics(settings, [settings.topic_items])
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i, item_id in enumerate(ids):
             producer.publish(
                 ItemEvent.upsert(
@@ -161,7 +163,7 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     version = register_cnn(settings)
     encoder = Registry(settings.registry_dir).load(version)
     digits = publish_digits(settings)
-    node = IndexNode(settings, control_interval_s=0.2)
+    node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
     node.start()
     try:
         wait_for(lambda: node.serving is not None, 30, message="a serving generation")

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.workers.api.conftest import Served, api_settings
 from workers.api import create_app
 from workers.celery_app import TRAIN_QUEUE
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 pytestmark = pytest.mark.services
@@ -116,7 +117,9 @@ def test_ready_when_serving_and_503_with_the_reason_when_no_model_is_active(
     client: TestClient, tmp_path_factory: pytest.TempPathFactory, served: Served
 ) -> None:
     idle_settings = api_settings(served.settings, tmp_path_factory.mktemp("idle"))
-    with TestClient(create_app(idle_settings, IndexNode(idle_settings))) as idle:
+    with TestClient(
+        create_app(idle_settings, IndexNode(NodeConfig.from_settings(idle_settings)))
+    ) as idle:
         not_ready = idle.get("/readyz")
         lookup = idle.post("/v1/lookup", json={"id": "x"})
         alive = idle.get("/healthz")
@@ -175,7 +178,7 @@ def test_the_admin_runs_route_lists_recorded_retrain_runs_newest_first(
 ) -> None:
     from workers.retrain.runs import runs_path
 
-    path = runs_path(served.settings)
+    path = runs_path(served.settings.registry_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     records = [
         {"run_id": "r1", "status": "done", "decision": "rejected", "triggered_by": "api"},

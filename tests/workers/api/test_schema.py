@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from simstream.settings import Settings
 from tests.workers.api.conftest import Served
 from workers.api import create_app
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 pytestmark = pytest.mark.services
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.services
 def _document() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         offline = Settings.load(data_dir=Path(tmp))
-        return create_app(offline, IndexNode(offline)).openapi()
+        return create_app(offline, IndexNode(NodeConfig.from_settings(offline))).openapi()
 
 
 schema = schemathesis.openapi.from_dict(_document())

@@ -11,6 +11,7 @@ import threading
 
 from simstream.log import configure_logging
 from simstream.settings import Settings
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     configure_logging(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    node = IndexNode(settings)
+    node = IndexNode(NodeConfig.from_settings(settings))
     node.start()
     stop.wait()
     node.stop()

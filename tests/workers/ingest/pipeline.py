@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from confluent_kafka import Consumer
 
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.kafka import end_offsets
 from simstream.settings import Settings
@@ -50,7 +51,7 @@ def publish(
     dim: int = 16,
 ) -> None:
     """Publish upserts (id, revision) and deletes, recording what must result."""
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for item_id, rev in upserts:
             vector = vector_for(item_id, rev, dim)
             producer.publish(

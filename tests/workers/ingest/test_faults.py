@@ -30,6 +30,7 @@ from workers.index.config import IndexConfig
 from workers.index.snapshot import SnapshotStore
 from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.services]
@@ -101,7 +102,7 @@ def test_a_killed_embed_worker_loses_and_duplicates_nothing(
     dispatcher = Dispatcher(IngestConfig.from_settings(fast), ingest_topics, celery_app=app)
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
-    node = IndexNode(fast)
+    node = IndexNode(NodeConfig.from_settings(fast))
     node.start()
     try:
         expected = _ingest_with_kill(fast, worker, kill_after_s)
@@ -125,7 +126,7 @@ def test_a_killed_dispatcher_loses_and_duplicates_nothing(
         tmp_path / "dispatcher.log",
     )
     dispatcher.start()
-    node = IndexNode(fast)
+    node = IndexNode(NodeConfig.from_settings(fast))
     node.start()
     try:
         expected = _ingest_with_kill(fast, dispatcher, kill_after_s)

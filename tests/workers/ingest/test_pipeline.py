@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.settings import Settings
 from simstream.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
@@ -79,5 +80,5 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     assert all(letter.reason and letter.source_topic == settings.topic_items for letter in letters)
     reasons = {letter.reason for letter in letters}
     assert {"bad_payload", "payload_too_large", "unknown_op", "truncated"} <= reasons, reasons
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         producer.publish(ItemEvent.delete("ok-0"))

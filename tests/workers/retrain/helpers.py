@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from producers.sources import DigitsSource, SourceItem
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from workers.ingest.supervisor import DispatcherSupervisor
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 #: Retraining sized for 2 shared CPU cores: digits, a 16-d CNN, 2 short epochs.
@@ -48,7 +50,7 @@ def raw(item: SourceItem) -> np.ndarray:
 
 def publish_items(settings: Settings, items: Iterable[SourceItem]) -> int:
     """Publish upserts of ``items``; return how many were acknowledged."""
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for item in items:
             producer.publish(item.to_event())
         summary = producer.flush(60)
@@ -88,7 +90,7 @@ def running_pipeline(settings: Settings, node: IndexNode | None = None) -> Itera
     supervisor = DispatcherSupervisor.from_settings(settings, poll_s=0.3)
     thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
     thread.start()
-    node = node or IndexNode(settings, control_interval_s=0.2)
+    node = node or IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
     node.start()
     try:
         yield node

@@ -36,7 +36,7 @@ def _beat(settings: Settings, tmp_path: Path, name: str) -> Child:
 
 def _scheduled(settings: Settings) -> list[dict[str, Any]]:
     """Scheduled runs that finished, oldest first."""
-    runs = [r for r in list_runs(settings) if r["triggered_by"] == "schedule"]
+    runs = [r for r in list_runs(settings.registry_dir) if r["triggered_by"] == "schedule"]
     return [r for r in reversed(runs) if r["status"] != "running"]
 
 

@@ -9,6 +9,7 @@ import redis
 
 from simstream.settings import Settings
 from tests.waiting import wait_for
+from workers.retrain.config import RetrainConfig
 from workers.retrain.coordination import (
     Lease,
     claim_slot,
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture
 def client(settings: Settings) -> redis.Redis:
-    return coordination_redis(settings)
+    return coordination_redis(RetrainConfig.from_settings(settings))
 
 
 def test_a_lease_has_one_holder_until_it_is_released(client: redis.Redis) -> None:
@@ -75,19 +76,21 @@ def test_a_kept_alive_lease_taken_over_reports_itself_lost(client: redis.Redis) 
 def test_a_period_is_claimed_once_and_its_owner_may_claim_it_again(
     settings: Settings, client: redis.Redis
 ) -> None:
-    assert claim_slot(client, settings, "every-2s:100", "task-a")
-    assert not claim_slot(client, settings, "every-2s:100", "task-b")
-    assert claim_slot(client, settings, "every-2s:100", "task-a"), "a redelivered task runs"
-    assert claim_slot(client, settings, "every-2s:101", "task-b")
-    assert 0 < client.ttl(slot_key(settings, "every-2s:100")) <= 24 * 3600
+    config = RetrainConfig.from_settings(settings)
+    assert claim_slot(client, config, "every-2s:100", "task-a")
+    assert not claim_slot(client, config, "every-2s:100", "task-b")
+    assert claim_slot(client, config, "every-2s:100", "task-a"), "a redelivered task runs"
+    assert claim_slot(client, config, "every-2s:101", "task-b")
+    assert 0 < client.ttl(slot_key(config, "every-2s:100")) <= 24 * 3600
 
 
 def test_only_the_owner_releases_a_claim(settings: Settings, client: redis.Redis) -> None:
-    assert claim_slot(client, settings, "new-items:r1", "task-a")
-    release_slot(client, settings, "new-items:r1", "task-b")
-    assert not claim_slot(client, settings, "new-items:r1", "task-b")
-    release_slot(client, settings, "new-items:r1", "task-a")
-    assert claim_slot(client, settings, "new-items:r1", "task-b")
+    config = RetrainConfig.from_settings(settings)
+    assert claim_slot(client, config, "new-items:r1", "task-a")
+    release_slot(client, config, "new-items:r1", "task-b")
+    assert not claim_slot(client, config, "new-items:r1", "task-b")
+    release_slot(client, config, "new-items:r1", "task-a")
+    assert claim_slot(client, config, "new-items:r1", "task-b")
 
 
 @pytest.mark.parametrize(

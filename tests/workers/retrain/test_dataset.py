@@ -7,10 +7,12 @@ import pytest
 from confluent_kafka import Producer
 
 from model.inputs import InputSpec
+from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.wire import ArrayPayload, ItemEvent, VectorPayload
+from workers.retrain.config import RetrainConfig
 from workers.retrain.dataset import (
     LabelledItem,
     ReplayStats,
@@ -114,7 +116,7 @@ def test_the_replay_reads_the_topic_to_its_end_with_deletes_and_relabels_honoure
     settings: Settings,
 ) -> None:
     ensure_topics(settings, [settings.topic_items])
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i in range(60):
             image = np.full((8, 8), i, np.uint8)
             producer.publish(
@@ -133,7 +135,7 @@ def test_the_replay_reads_the_topic_to_its_end_with_deletes_and_relabels_honoure
     raw.produce(settings.topic_items, key=b"junk", value=b"junk")
     raw.flush(10)
 
-    replay = read_labelled(settings)
+    replay = read_labelled(RetrainConfig.from_settings(settings))
 
     assert sum(replay.end_offsets.values()) == replay.stats.events == 60 + 25 + 1
     assert replay.stats.undecodable == 1
@@ -148,17 +150,19 @@ def test_the_replay_reads_the_topic_to_its_end_with_deletes_and_relabels_honoure
 @pytest.mark.services
 def test_new_labelled_upserts_are_counted_from_given_offsets(settings: Settings) -> None:
     ensure_topics(settings, [settings.topic_items])
-    with ItemProducer(settings) as producer:
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i in range(12):
             producer.publish(ItemEvent.upsert(f"old-{i}", _vector(0.0), label="a"))
-    replay = read_labelled(settings)
-    with ItemProducer(settings) as producer:
+    replay = read_labelled(RetrainConfig.from_settings(settings))
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i in range(7):
             producer.publish(ItemEvent.upsert(f"new-{i}", _vector(0.0), label="a"))
         for i in range(5):
             producer.publish(ItemEvent.upsert(f"unlabelled-{i}", _vector(0.0)))
         producer.delete("old-0")
 
-    assert count_new_labelled(settings, replay.end_offsets) == 7
-    assert count_new_labelled(settings, replay.end_offsets, limit=3) == 3
-    assert count_new_labelled(settings, {}) == 19
+    assert count_new_labelled(RetrainConfig.from_settings(settings), replay.end_offsets) == 7
+    assert (
+        count_new_labelled(RetrainConfig.from_settings(settings), replay.end_offsets, limit=3) == 3
+    )
+    assert count_new_labelled(RetrainConfig.from_settings(settings), {}) == 19

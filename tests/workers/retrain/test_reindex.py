@@ -176,7 +176,7 @@ def test_a_retrained_model_is_promoted_reindexed_and_served_without_a_failed_or_
     assert [v.version for v in registry.list()] == [v1, v2]
     assert registry.active() == v2
     assert registry.get(v2).metrics["retrain"]["decision"] == "promote"
-    run = list_runs(fast)[0]
+    run = list_runs(fast.registry_dir)[0]
     assert (run["decision"], run["candidate_version"]) == ("promoted", v2)
     assert run["metrics"] == record["metrics"]
 

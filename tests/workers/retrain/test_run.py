@@ -22,8 +22,10 @@ from tests.workers.retrain.helpers import (
     train_v1,
     with_overrides,
 )
+from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 from workers.retrain import list_runs
+from workers.retrain.config import RetrainConfig
 from workers.retrain.coordination import (
     Lease,
     claim_slot,
@@ -55,7 +57,7 @@ def test_a_first_run_without_an_active_model_trains_from_scratch_and_promotes(
     publish_items(fast, digits(range(10)))
     promoted_before = _runs_counted("promoted")
 
-    record = run_retrain(fast, triggered_by="test", task_id="task-1")
+    record = run_retrain(RetrainConfig.from_settings(fast), triggered_by="test", task_id="task-1")
 
     assert record["decision"] == "promoted", record["reason"]
     assert record["mode"] == "scratch"
@@ -65,7 +67,7 @@ def test_a_first_run_without_an_active_model_trains_from_scratch_and_promotes(
     assert record["data"]["examples"] == 1797 and record["data"]["classes"] == 10
     assert record["data"]["holdout"] + record["data"]["train"] == 1797
     assert sum(record["source_offsets"].values()) == 1797
-    runs = list_runs(fast)
+    runs = list_runs(fast.registry_dir)
     assert [(r["run_id"], r["decision"], r["task_id"]) for r in runs] == [
         (record["run_id"], "promoted", "task-1")
     ]
@@ -79,10 +81,10 @@ def test_a_worse_candidate_is_rejected_and_the_active_model_keeps_serving(
     v1 = train_v1(fast, classes=range(10), steps=30)
     publish_items(fast, digits(range(10)))
     worse = with_overrides(fast, retrain_from_scratch=True, model_epochs=0)
-    node = IndexNode(worse, control_interval_s=0.2)
+    node = IndexNode(NodeConfig.from_settings(worse), control_interval_s=0.2)
     node.start()
     try:
-        record = run_retrain(worse, triggered_by="test")
+        record = run_retrain(RetrainConfig.from_settings(worse), triggered_by="test")
         node.reconcile()
         assert node.current().version == v1
         assert node.stats()["reindex"] is None
@@ -99,7 +101,7 @@ def test_a_worse_candidate_is_rejected_and_the_active_model_keeps_serving(
     assert rejected.metrics["retrain"]["decision"] == "reject"
     assert rejected.metrics["retrain"]["active_metrics"] == active
     assert rejected.metrics["recall@1"] == candidate["recall@1"]
-    assert list_runs(worse)[0]["decision"] == "rejected"
+    assert list_runs(worse.registry_dir)[0]["decision"] == "rejected"
 
 
 def test_a_crash_during_training_promotes_nothing_and_frees_the_next_run(
@@ -113,15 +115,16 @@ def test_a_crash_during_training_promotes_nothing_and_frees_the_next_run(
 
     monkeypatch.setattr("model.pipeline.train", crash)
     with pytest.raises(RetrainError, match="fell off the bus"):
-        run_retrain(fast, triggered_by="test")
+        run_retrain(RetrainConfig.from_settings(fast), triggered_by="test")
 
     registry = Registry(fast.registry_dir)
     assert registry.active() == v1
     assert [v.version for v in registry.list()] == [v1]
-    run = list_runs(fast)[0]
+    run = list_runs(fast.registry_dir)[0]
     assert (run["status"], run["decision"]) == ("failed", "failed")
     assert "fell off the bus" in run["reason"]
-    assert not retrain_running(coordination_redis(fast), fast)
+    config = RetrainConfig.from_settings(fast)
+    assert not retrain_running(coordination_redis(config), config)
 
 
 def test_a_candidate_that_cannot_be_loaded_back_is_rejected(
@@ -137,7 +140,7 @@ def test_a_candidate_that_cannot_be_loaded_back_is_rejected(
         return real_load(self, version)
 
     monkeypatch.setattr(Registry, "load", load_only_from_the_registry)
-    record = run_retrain(fast, triggered_by="test")
+    record = run_retrain(RetrainConfig.from_settings(fast), triggered_by="test")
 
     assert record["decision"] == "rejected"
     assert "failed to load or embed" in record["reason"]
@@ -148,27 +151,30 @@ def test_a_candidate_that_cannot_be_loaded_back_is_rejected(
 
 
 def test_a_second_message_for_a_claimed_period_is_skipped(fast: Settings) -> None:
-    first = run_retrain(fast, "schedule@every-5s:7", task_id="task-a")
-    duplicate = run_retrain(fast, "schedule@every-5s:7", task_id="task-b")
+    first = run_retrain(RetrainConfig.from_settings(fast), "schedule@every-5s:7", task_id="task-a")
+    duplicate = run_retrain(
+        RetrainConfig.from_settings(fast), "schedule@every-5s:7", task_id="task-b"
+    )
 
     assert first["reason"].startswith("not enough labelled data")
     assert (duplicate["decision"], duplicate["reason"]) == (
         "skipped",
         "period every-5s:7 already has its run",
     )
-    assert {r["slot"] for r in list_runs(fast)} == {"every-5s:7"}
+    assert {r["slot"] for r in list_runs(fast.registry_dir)} == {"every-5s:7"}
 
 
 def test_a_task_redelivered_after_a_crash_runs_but_a_copy_of_a_completed_one_does_not(
     fast: Settings,
 ) -> None:
-    assert claim_slot(coordination_redis(fast), fast, "every-5s:8", "task-c")  # as beat does
+    config = RetrainConfig.from_settings(fast)
+    assert claim_slot(coordination_redis(config), config, "every-5s:8", "task-c")  # as beat does
     # Its first delivery died mid-run: a "running" record and no final one.
     crashed = {"run_id": "crashed", "task_id": "task-c", "status": "running", "leased": True}
-    append_run(fast, crashed)
+    append_run(fast.registry_dir, crashed)
 
-    redelivered = run_retrain(fast, "schedule@every-5s:8", task_id="task-c")
-    copy = run_retrain(fast, "schedule@every-5s:8", task_id="task-c")
+    redelivered = run_retrain(config, "schedule@every-5s:8", task_id="task-c")
+    copy = run_retrain(config, "schedule@every-5s:8", task_id="task-c")
 
     assert redelivered["reason"].startswith("not enough labelled data")
     assert copy["decision"] == "skipped"
@@ -176,10 +182,11 @@ def test_a_task_redelivered_after_a_crash_runs_but_a_copy_of_a_completed_one_doe
 
 
 def test_only_one_retrain_runs_at_a_time(fast: Settings) -> None:
-    held = Lease(coordination_redis(fast), running_key(fast), 30)
+    config = RetrainConfig.from_settings(fast)
+    held = Lease(coordination_redis(config), running_key(config), 30)
     assert held.acquire()
     try:
-        record = run_retrain(fast, triggered_by="test")
+        record = run_retrain(config, triggered_by="test")
     finally:
         held.release()
     assert (record["decision"], record["reason"]) == ("skipped", "another retrain is running")
@@ -192,7 +199,7 @@ def test_simstream_retrain_local_runs_in_process_and_prints_the_decision(
     result = CliRunner().invoke(cli, ["retrain", "--local", "--triggered-by", "alice"], env=env)
     assert result.exit_code == 0, result.output
     assert "decision: skipped (not enough labelled data" in result.output
-    assert list_runs(fast)[0]["triggered_by"] == "alice"
+    assert list_runs(fast.registry_dir)[0]["triggered_by"] == "alice"
 
 
 def test_simstream_retrain_refuses_a_name_with_the_period_marker() -> None:
@@ -208,4 +215,4 @@ def test_simstream_retrain_wait_sends_the_task_and_prints_the_decision(
     assert result.exit_code == 0, result.output
     assert "retrain sent: task " in result.output
     assert "decision: skipped (not enough labelled data" in result.output
-    assert list_runs(fast)[0]["triggered_by"] == "manual"
+    assert list_runs(fast.registry_dir)[0]["triggered_by"] == "manual"

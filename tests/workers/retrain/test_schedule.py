@@ -18,6 +18,7 @@ from tests.waiting import wait_for
 from tests.workers.retrain.helpers import digits, publish_items, with_overrides
 from workers.celery_app import make_celery
 from workers.retrain import list_runs
+from workers.retrain.config import RetrainConfig
 from workers.retrain.schedule import (
     AlignedInterval,
     LeaderScheduler,
@@ -35,7 +36,7 @@ def _at(seconds: float) -> datetime:
 
 def test_an_empty_schedule_schedules_nothing(settings: Settings) -> None:
     assert parse_schedule("") is None
-    assert beat_schedule(settings) == {}
+    assert beat_schedule(RetrainConfig.from_settings(settings)) == {}
 
 
 def test_seconds_are_an_aligned_interval_and_five_fields_a_crontab() -> None:
@@ -82,7 +83,7 @@ def test_a_crontab_period_is_the_minute_it_was_due_even_when_sent_late() -> None
 
 
 def _finished(settings: Settings, count: int) -> list[dict[str, Any]]:
-    runs = list_runs(settings)
+    runs = list_runs(settings.registry_dir)
     done = len(runs) == count and all(r["status"] != "running" for r in runs)
     return runs if done else []
 
@@ -90,7 +91,9 @@ def _finished(settings: Settings, count: int) -> list[dict[str, Any]]:
 @pytest.fixture
 def beat_app(settings: Settings) -> Iterator[Celery]:
     app = make_celery(with_overrides(settings, retrain_schedule="1", beat_lock_ttl_s=3))
-    app.conf.beat_schedule = beat_schedule(app.conf.simstream_settings, app)
+    app.conf.beat_schedule = beat_schedule(
+        RetrainConfig.from_settings(app.conf.simstream_settings), app
+    )
     yield app
 
 
@@ -119,7 +122,9 @@ def test_a_leader_claims_each_period_once_before_sending(settings: Settings) -> 
     # An hourly schedule: both sends below fall in the same period, and nothing
     # else (a tick of the real beat) claims it first.
     app = make_celery(with_overrides(settings, retrain_schedule="3600", beat_lock_ttl_s=3))
-    app.conf.beat_schedule = beat_schedule(app.conf.simstream_settings, app)
+    app.conf.beat_schedule = beat_schedule(
+        RetrainConfig.from_settings(app.conf.simstream_settings), app
+    )
     leader = LeaderScheduler(app)
     assert leader.lead()
     sent: list[tuple[str, str]] = []
@@ -150,7 +155,9 @@ def test_enough_new_labelled_items_trigger_one_retrain(
     try:
         scheduler.tick()
         assert scheduler.is_leader
-        assert list_runs(counted) == [], "4 new labelled items are below the threshold of 5"
+        assert list_runs(counted.registry_dir) == [], (
+            "4 new labelled items are below the threshold of 5"
+        )
 
         publish_items(counted, ones[4:5])
         scheduler._next_check = 0
@@ -165,7 +172,9 @@ def test_enough_new_labelled_items_trigger_one_retrain(
         publish_items(counted, ones[5:9])
         scheduler._next_check = 0
         scheduler.tick()
-        assert len(list_runs(counted)) == 1, "4 more items since the baseline: no new run"
+        assert len(list_runs(counted.registry_dir)) == 1, (
+            "4 more items since the baseline: no new run"
+        )
 
         publish_items(counted, ones[9:10])
         scheduler._next_check = 0
