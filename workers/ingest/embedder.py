@@ -237,6 +237,8 @@ class RangeEmbedder:
         pending.clear()
 
     def _embed(self, inputs: np.ndarray) -> np.ndarray:
+        if self.settings.fault_embed_batch_delay_s:
+            time.sleep(self.settings.fault_embed_batch_delay_s)  # fault injection (tests)
         started = time.perf_counter()
         vectors = self.encoder.embed(inputs, self.settings.embed_batch_size)
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)

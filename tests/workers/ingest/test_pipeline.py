@@ -8,7 +8,7 @@ import pytest
 from producers.producer import ItemProducer
 from producers.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
 from simstream.settings import Settings
-from tests.workers.ingest.pipeline import (
+from tests.workers.pipeline import (
     Expected,
     assert_index_matches,
     publish,
