@@ -81,6 +81,7 @@ def ingest_with_kill(
     producer.start()
     try:
         seen = wait_for(mid_range, timeout_s=120, interval_s=0.01, message="work in flight")
+        assert seen is not None
         child.kill()
         cut = interrupted(seen)
         child.start()
