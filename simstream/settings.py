@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     dispatch_redispatch_s: float = Field(
         120.0, gt=0, description="seconds after which an unfinished range is sent again"
     )
+    fault_embed_batch_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="fault injection (tests only): seconds each embed batch waits (0: off)",
+    )
 
     # --- index -----------------------------------------------------------------------
     index_space: Literal["cosine", "l2", "ip"] = Field(

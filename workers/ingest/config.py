@@ -32,6 +32,7 @@ class IngestConfig(KafkaClientConfig):
         device: where the encoder runs: ``auto``, ``cpu`` or ``gpu``.
         worker_processes: encoder processes of an embed worker (0: decided by `worker_layout`).
         encoder_threads: CPU threads of each encoder (0: decided by `worker_layout`).
+        fault_embed_batch_delay_s: fault injection only: a sleep before each encoder call.
     """
 
     topic_items: str
@@ -49,6 +50,7 @@ class IngestConfig(KafkaClientConfig):
     device: Literal["auto", "cpu", "gpu"]
     worker_processes: int
     encoder_threads: int
+    fault_embed_batch_delay_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -70,6 +72,7 @@ class IngestConfig(KafkaClientConfig):
             device=settings.device,
             worker_processes=settings.worker_processes,
             encoder_threads=settings.encoder_threads,
+            fault_embed_batch_delay_s=settings.fault_embed_batch_delay_s,
         )
 
     def embeddings_topic(self, model_version: str) -> str:

@@ -237,6 +237,8 @@ class RangeEmbedder:
         pending.clear()
 
     def _embed(self, inputs: np.ndarray) -> np.ndarray:
+        if self.config.fault_embed_batch_delay_s:
+            time.sleep(self.config.fault_embed_batch_delay_s)  # fault injection (tests)
         started = time.perf_counter()
         vectors = self.encoder.embed(inputs, self.config.embed_batch_size)
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)

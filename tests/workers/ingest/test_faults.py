@@ -1,15 +1,19 @@
-"""Crash tests: SIGKILL of the embed worker, the dispatcher or the index node during ingest.
+"""Crash tests: SIGKILL of the embed worker or the dispatcher while a range is in flight.
 
-Each kill happens at several moments; after a restart the index must equal the
-expected state exactly: every acknowledged event reflected once, newest wins,
-deletes absent. The index node's state is read from its final snapshot.
+Every embed batch is slowed (``SIMSTREAM_FAULT_EMBED_BATCH_DELAY_S``) so that a
+range takes a few tenths of a second; each test waits until the pipeline, seen
+from outside, has a range started and not finished, kills, asserts that the kill
+interrupted that range, restarts the process, and after recovery requires the
+index to equal the expected state exactly: every acknowledged event reflected
+once, newest wins, deletes absent. The interrupted range must have been embedded
+again (its records appear twice in the embeddings log), which the index absorbs.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,95 +23,109 @@ from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from tests.processes import Child
 from tests.waiting import wait_for
-from tests.workers.ingest.pipeline import (
-    Expected,
-    assert_index_matches,
-    items_end,
-    publish,
-    wait_until_caught_up,
+from tests.workers.faults import (
+    CommittedOffsets,
+    EmbeddingsLog,
+    ingest_with_kill,
+    simstream_argv,
+    with_fast_recovery,
 )
-from workers.index.config import IndexConfig
-from workers.index.snapshot import SnapshotStore
+from tests.workers.pipeline import assert_index_matches, wait_until_caught_up
 from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
 from workers.node.config import NodeConfig
+from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.services]
 
-FAST_RECOVERY = {
-    "task_visibility_timeout_s": 5,
-    "dispatch_redispatch_s": 6.0,
-    "snapshot_every_s": 0.5,
-    "dispatch_max_items": 100,
-}
+InFlight = dict[int, list[int]]
 
 
 @pytest.fixture
-def fast(settings: Settings) -> Settings:
-    """The test's settings with quick redelivery, re-dispatch and snapshots."""
-    merged = {**settings.model_dump(), **FAST_RECOVERY}
-    return Settings.load(**merged)
-
-
-def _simstream(*args: str) -> list[str]:
-    return [sys.executable, "-m", "simstream.cli.main", *args]
-
-
-def _ingest_with_kill(
-    settings: Settings, child: Child, kill_after_s: float, restart_after_s: float = 1.0
-) -> Expected:
-    """Publish 3 waves (upserts, updates, deletes) while ``child`` is killed and restarted."""
-    expected = Expected()
-    done = threading.Event()
-
-    def produce() -> None:
-        publish(settings, expected, upserts=[(f"item-{i}", 0) for i in range(1500)])
-        publish(settings, expected, upserts=[(f"item-{i}", 1) for i in range(0, 300)])
-        publish(settings, expected, deletes=[f"item-{i}" for i in range(300, 600)])
-        done.set()
-
-    producer = threading.Thread(target=produce)
-    producer.start()
-    time.sleep(kill_after_s)
-    child.kill()
-    time.sleep(restart_after_s)
-    child.start()
-    producer.join(120)
-    assert done.is_set()
-    return expected
+def settings(settings: Settings) -> Settings:
+    """The test's settings with quick recovery and slowed embed batches."""
+    return with_fast_recovery(settings)
 
 
 @pytest.fixture
-def ingest_topics(fast: Settings, encoder_version: str) -> str:
-    ensure_topics(fast, [fast.topic_items, fast.topic_dlq])
+def ingest_topics(settings: Settings, encoder_version: str) -> str:
+    """Create ``items`` and its dead-letter topic; return the active encoder version."""
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
     return encoder_version
 
 
-@pytest.mark.parametrize("kill_after_s", [0.3, 1.5, 4.0])
-def test_a_killed_embed_worker_loses_and_duplicates_nothing(
-    fast: Settings, ingest_topics: str, tmp_path: Path, kill_after_s: float
+@pytest.fixture
+def embeddings(settings: Settings, ingest_topics: str) -> Iterator[EmbeddingsLog]:
+    """The embeddings log of the active version, watched from outside."""
+    log = EmbeddingsLog(settings, ingest_topics)
+    yield log
+    log.close()
+
+
+def _recovered(
+    settings: Settings, node: IndexNode, embeddings: EmbeddingsLog, interrupted: InFlight
+) -> IndexGeneration:
+    """Wait until the interrupted ranges were embedded again and the node applied the whole log.
+
+    Raises:
+        TimeoutError: an interrupted offset was never embedded a second time.
+    """
+
+    def embedded_again() -> bool:
+        copies = embeddings.poll().copies
+        return all(copies[p][o] >= 2 for p, offsets in interrupted.items() for o in offsets)
+
+    wait_for(embedded_again, timeout_s=120, interval_s=0.1, message="interrupted ranges redone")
+    generation = node.current()
+    wait_until_caught_up(settings, generation, timeout_s=180)
+
+    def applied_everything() -> bool:
+        applied = generation.index.next_offsets()
+        return all(applied.get(p, 0) >= end for p, end in embeddings.poll().ends.items())
+
+    wait_for(applied_everything, timeout_s=60, interval_s=0.1, message="the log applied")
+    return generation
+
+
+def test_an_embed_worker_killed_mid_range_loses_and_duplicates_nothing(
+    settings: Settings, ingest_topics: str, embeddings: EmbeddingsLog, tmp_path: Path
 ) -> None:
     from workers.tasks import configure
 
-    app = configure(fast)
+    app = configure(settings)
     app.control.purge()
     worker = Child(
-        _simstream("worker", "--queues", "embed"),
-        fast.to_env(metrics_port=0),
+        simstream_argv("worker", "--queues", "embed"),
+        settings.to_env(metrics_port=0),
         tmp_path / "worker.log",
     )
     worker.start()
     stop = threading.Event()
-    dispatcher = Dispatcher(IngestConfig.from_settings(fast), ingest_topics, celery_app=app)
+    dispatcher = Dispatcher(IngestConfig.from_settings(settings), ingest_topics, celery_app=app)
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
-    node = IndexNode(NodeConfig.from_settings(fast))
+    node = IndexNode(NodeConfig.from_settings(settings))
     node.start()
+
+    def mid_range() -> InFlight | None:
+        """Ranges with records and no marker, once a few ranges have completed."""
+        embeddings.poll()
+        return embeddings.in_flight() if embeddings.completed() >= 3 else None
+
+    def interrupted(in_flight: InFlight) -> InFlight:
+        """The ranges still unfinished once all the dead worker had sent has arrived."""
+        time.sleep(0.5)
+        embeddings.poll()
+        cut = {
+            p: offsets for p, offsets in in_flight.items() if not embeddings.covered(p, offsets[0])
+        }
+        assert cut, f"every range in flight at the kill completed: {in_flight}"
+        return cut
+
     try:
-        expected = _ingest_with_kill(fast, worker, kill_after_s)
-        generation = node.current()
-        wait_until_caught_up(fast, generation, timeout_s=180)
+        expected, in_flight = ingest_with_kill(settings, worker, mid_range, interrupted)
+        generation = _recovered(settings, node, embeddings, in_flight)
         assert_index_matches(generation.index, expected)
     finally:
         stop.set()
@@ -116,63 +134,48 @@ def test_a_killed_embed_worker_loses_and_duplicates_nothing(
         worker.stop()
 
 
-@pytest.mark.parametrize("kill_after_s", [0.3, 1.5, 4.0])
-def test_a_killed_dispatcher_loses_and_duplicates_nothing(
-    fast: Settings, ingest_topics: str, celery_worker: Celery, tmp_path: Path, kill_after_s: float
+@pytest.mark.parametrize("after_commits", [False, True], ids=["before-any-commit", "after-commits"])
+def test_a_dispatcher_killed_with_ranges_in_flight_loses_and_duplicates_nothing(
+    settings: Settings,
+    ingest_topics: str,
+    embeddings: EmbeddingsLog,
+    celery_worker: Celery,
+    tmp_path: Path,
+    after_commits: bool,
 ) -> None:
     dispatcher = Child(
-        _simstream("dispatcher", "--model-version", ingest_topics),
-        fast.to_env(metrics_port=0),
+        simstream_argv("dispatcher", "--model-version", ingest_topics),
+        settings.to_env(metrics_port=0),
         tmp_path / "dispatcher.log",
     )
+    from workers.tasks import embedder_for
+
+    embedder_for(ingest_topics)  # the worker's encoder is loaded and warm before the first range
     dispatcher.start()
-    node = IndexNode(NodeConfig.from_settings(fast))
+    committed = CommittedOffsets(settings, f"simstream-dispatch.{ingest_topics}")
+    node = IndexNode(NodeConfig.from_settings(settings))
     node.start()
+
+    def mid_range() -> InFlight | None:
+        """Ranges started and unfinished, past the committed offset (none or some committed)."""
+        done = committed.read()
+        if any(done.values()) != after_commits:
+            return None
+        sent = embeddings.poll().in_flight()
+        return {p: offsets for p, offsets in sent.items() if offsets[0] >= done[p]} or None
+
+    def interrupted(in_flight: InFlight) -> InFlight:
+        """The ranges the dead dispatcher had sent and not committed."""
+        done = committed.read()
+        cut = {p: offsets for p, offsets in in_flight.items() if done[p] <= offsets[0]}
+        assert cut, f"committed past every range in flight: {done}, in flight {in_flight}"
+        return cut
+
     try:
-        expected = _ingest_with_kill(fast, dispatcher, kill_after_s)
-        generation = node.current()
-        wait_until_caught_up(fast, generation, timeout_s=180)
+        expected, in_flight = ingest_with_kill(settings, dispatcher, mid_range, interrupted)
+        generation = _recovered(settings, node, embeddings, in_flight)
         assert_index_matches(generation.index, expected)
     finally:
         node.stop()
         dispatcher.stop()
-
-
-@pytest.mark.parametrize("kill_after_s", [0.5, 2.0, 5.0])
-def test_a_killed_index_node_recovers_from_its_snapshot_and_the_log_exactly(
-    fast: Settings, ingest_topics: str, celery_worker: Celery, tmp_path: Path, kill_after_s: float
-) -> None:
-    node = Child(
-        [sys.executable, "-m", "tests.workers.ingest.node_process"],
-        fast.to_env(),
-        tmp_path / "node.log",
-    )
-    node.start()
-    stop = threading.Event()
-    dispatcher = Dispatcher(
-        IngestConfig.from_settings(fast), ingest_topics, celery_app=celery_worker
-    )
-    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        expected = _ingest_with_kill(fast, node, kill_after_s)
-        ends = items_end(fast)
-        store = SnapshotStore.from_settings(fast, ingest_topics)
-        config = IndexConfig.from_settings(fast, dim=8)
-
-        def caught_up() -> bool:
-            loaded = store.load_latest_state(config)
-            if loaded is None:
-                return False
-            marks = loaded.extra.get("watermarks", {})
-            return all(marks.get(str(p), {}).get("next", 0) >= end for p, end in ends.items())
-
-        wait_for(caught_up, timeout_s=180, interval_s=0.5, message="snapshot caught up")
-        node.stop()
-        loaded = store.load_latest_state(config)
-        assert loaded is not None
-        assert_index_matches(loaded.index, expected)
-    finally:
-        stop.set()
-        thread.join(30)
-        node.stop()
+        committed.close()

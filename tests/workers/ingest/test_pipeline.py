@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from producers.config import ProducerConfig
-from producers.producer import ItemProducer
 from simstream.settings import Settings
 from simstream.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
-from tests.workers.ingest.pipeline import (
+from tests.workers.pipeline import (
     Expected,
     assert_index_matches,
     publish,
@@ -63,9 +61,9 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     publish(settings, expected, upserts=[(f"ok-{i}", 0) for i in range(6, 10)])
     generation = pipeline.current()
     wait_until_caught_up(settings, generation)
-    assert {f"ok-{i}" for i in range(5)} | {f"ok-{i}" for i in range(6, 10)} <= {
-        i for i in expected.live if generation.index.get(i) is not None
-    }
+    assert set(expected.live) == {f"ok-{i}" for i in range(10) if i != 5}
+    assert_index_matches(generation.index, expected)
+    assert all(generation.index.get(key) is None for key in ("junk", "bad-dim", "big", "ok-5"))
     consumer = Consumer(settings.kafka_config(**{"group.id": "dlq-reader"}))
     consumer.assign([TopicPartition(settings.topic_dlq, p, 0) for p in range(settings.partitions)])
     letters = []
@@ -80,5 +78,11 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     assert all(letter.reason and letter.source_topic == settings.topic_items for letter in letters)
     reasons = {letter.reason for letter in letters}
     assert {"bad_payload", "payload_too_large", "unknown_op", "truncated"} <= reasons, reasons
-    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
-        producer.publish(ItemEvent.delete("ok-0"))
+    publish(settings, expected, deletes=["ok-0"])
+    wait_until_caught_up(settings, generation)
+    assert_index_matches(generation.index, expected)
+    live = {f"ok-{i}" for i in range(1, 10) if i != 5}
+    probe = generation.index.get("ok-1")
+    assert probe is not None
+    found = generation.index.search(probe.vector, k=50)
+    assert found.ids[0] == "ok-1" and set(found.ids) == live

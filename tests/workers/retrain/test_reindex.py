@@ -24,7 +24,7 @@ from simstream.settings import Settings
 from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.conftest import register_encoder
-from tests.workers.ingest.pipeline import (
+from tests.workers.pipeline import (
     Expected,
     assert_index_matches,
     items_end,
@@ -216,7 +216,7 @@ def test_a_node_killed_in_the_middle_of_a_reindex_finishes_it_after_restart_exac
     ensure_topics(fast, [fast.topic_items, fast.topic_dlq])
     v1 = register_encoder(fast, "vector", seed=0)
     node = Child(
-        [sys.executable, "-m", "tests.workers.ingest.node_process"],
+        [sys.executable, "-m", "tests.workers.node.node_process"],
         fast.to_env(),
         tmp_path / "node.log",
     )
