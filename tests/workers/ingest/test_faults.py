@@ -95,9 +95,12 @@ def test_an_embed_worker_killed_mid_range_loses_and_duplicates_nothing(
 
     app = configure(settings)
     app.control.purge()
+    # Batches of 0.4 s: a range's last batch outlasts how late the log is read here,
+    # even on a loaded machine, so the range seen in flight is still in flight at the kill.
+    slowed = with_fast_recovery(settings, fault_embed_batch_delay_s=0.4)
     worker = Child(
         simstream_argv("worker", "--queues", "embed"),
-        settings.to_env(metrics_port=0),
+        slowed.to_env(metrics_port=0),
         tmp_path / "worker.log",
     )
     worker.start()
