@@ -512,20 +512,20 @@ def auth_problems(compose_text: str, env_text: str, gitignore_text: str) -> list
         settings = settings_with(env)
         if settings.environment != "production" or is_loopback(settings.api_host):
             continue
-        mounted = {}
+        mounted: dict[str, str] = {}
         for secret in service.get("secrets") or []:
             source = secret if isinstance(secret, str) else str(secret.get("source", ""))
             target = source if isinstance(secret, str) else str(secret.get("target", source))
             mounted[target if target.startswith("/") else f"/run/secrets/{target}"] = source
         for setting in TOKEN_FILES:
             path = env.get(setting, "")
-            source = mounted.get(path)
-            if source is None:
+            if path not in mounted:
                 problems.append(
                     f"{where}: {setting}={path!r} is not a secret the service mounts "
                     f"({sorted(mounted)})"
                 )
                 continue
+            source = mounted[path]
             file = str((declared.get(source) or {}).get("file", ""))
             if not file:
                 problems.append(f"{COMPOSE}: secret {source} is not declared with a file")
@@ -871,8 +871,8 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
     (
         "index node without its token secrets",
         COMPOSE,
-        "    environment: *index-env\n    secrets: [api-read-tokens, api-admin-tokens]\n    ports:\n"
-        '      - "127.0.0.1:8000:8000"',
+        "    environment: *index-env\n    secrets: [api-read-tokens, api-admin-tokens]\n"
+        '    ports:\n      - "127.0.0.1:8000:8000"',
         '    ports:\n      - "127.0.0.1:8000:8000"',
         compose_problems,
         "service index: SIMSTREAM_API_READ_TOKENS_FILE='' is not a secret the service mounts",

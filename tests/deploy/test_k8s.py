@@ -628,7 +628,8 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
     (
         "token file from a volume that is no Secret",
         INDEX,
-        "        - name: api-tokens\n          secret:\n            secretName: simstream-api-tokens",
+        "        - name: api-tokens\n          secret:\n"
+        "            secretName: simstream-api-tokens",
         "        - name: api-tokens\n          emptyDir: {}",
         manifest_problems,
         "is not in a Secret volume",

@@ -135,9 +135,9 @@ def test_an_exposed_production_api_needs_a_token_and_loopback_or_development_do_
     empty = tmp_path / "empty"
     empty.write_text("")
 
-    with pytest.raises(ConfigError, match="Received: none$"):
+    with pytest.raises(ConfigError, match=r"Received: none$"):
         ensure_protected(auth_config())
-    with pytest.raises(ConfigError, match="the token files .* are empty"):
+    with pytest.raises(ConfigError, match=r"the token files .* are empty"):
         ensure_protected(auth_config(read_tokens_file=empty))
     with pytest.raises(ConfigError, match="Cannot read SIMSTREAM_API_ADMIN_TOKENS_FILE"):
         ensure_protected(auth_config(admin_tokens_file=tmp_path / "missing"))

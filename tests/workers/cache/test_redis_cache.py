@@ -143,9 +143,7 @@ def test_a_log_position_is_the_same_text_for_the_same_offsets_in_any_order() -> 
     assert log_position({}) == ""
 
 
-def test_a_value_is_stored_with_the_ttl_plus_jitter(
-    production: OwnValkey, tmp_path: Path
-) -> None:
+def test_a_value_is_stored_with_the_ttl_plus_jitter(production: OwnValkey, tmp_path: Path) -> None:
     config = cache_config(production.url, tmp_path, cache_ttl_s=10.0, cache_ttl_jitter=0.5)
     cache = RedisResultCache(config)
     keys = [CacheKey("v1", f"0:{i}", b"q", 1, 1) for i in range(20)]

@@ -18,7 +18,6 @@ from simstream.settings import Settings
 from simstream.stack.process import ChildService, free_port
 from simstream.stack.services import valkey_service
 
-
 REPO = Path(__file__).resolve().parents[3]
 CACHE_ACL = REPO / "deploy" / "redis" / "cache.acl"
 
