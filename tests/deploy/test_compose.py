@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.deploy.checks import (
+    INLINE_TOKENS,
     REPO,
     SETTING,
+    TOKEN_FILES,
     Check,
     assert_mutation_reported,
     cli_problems,
@@ -482,8 +484,6 @@ def redis_problems(compose_text: str, env_text: str, files: Mapping[str, str]) -
     return problems
 
 
-TOKEN_FILES = ("SIMSTREAM_API_READ_TOKENS_FILE", "SIMSTREAM_API_ADMIN_TOKENS_FILE")
-INLINE_TOKENS = ("SIMSTREAM_API_READ_TOKENS", "SIMSTREAM_API_ADMIN_TOKENS")
 SECRETS_DIR = "secrets"
 
 

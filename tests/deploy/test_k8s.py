@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from tests.deploy.checks import (
+    INLINE_TOKENS,
     REPO,
+    TOKEN_FILES,
     Check,
     assert_mutation_reported,
     cli_problems,
@@ -346,10 +348,6 @@ def autoscaler_problems(manifests: Manifests, adapter_text: str) -> list[str]:
             if name not in served:
                 problems.append(f"{where}: external metric {name} is served by no adapter rule")
     return problems
-
-
-TOKEN_FILES = ("SIMSTREAM_API_READ_TOKENS_FILE", "SIMSTREAM_API_ADMIN_TOKENS_FILE")
-INLINE_TOKENS = ("SIMSTREAM_API_READ_TOKENS", "SIMSTREAM_API_ADMIN_TOKENS")
 
 
 def _secret_key(volume: Mapping[str, Any], relative: str) -> str:
