@@ -112,6 +112,19 @@ class Settings(BaseSettings):
         "", description="comma-separated bearer tokens with read scope (empty: no auth)"
     )
     api_admin_tokens: str = Field("", description="comma-separated bearer tokens with admin scope")
+    api_read_tokens_file: Path | None = Field(
+        None,
+        description="file of bearer tokens with read scope, one per line (a mounted secret; "
+        "re-read while serving, so tokens rotate without a restart)",
+    )
+    api_admin_tokens_file: Path | None = Field(
+        None,
+        description="file of bearer tokens with admin scope, one per line (a mounted secret; "
+        "re-read while serving)",
+    )
+    api_tokens_check_s: float = Field(
+        2.0, gt=0, description="seconds between re-reads of the token files"
+    )
     api_max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="largest accepted request body in bytes"
     )
@@ -278,6 +291,13 @@ class Settings(BaseSettings):
             raise ValueError("expected a JSON object")
         return {str(k): str(v) for k, v in value.items()}
 
+    @field_validator("api_read_tokens_file", "api_admin_tokens_file", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("index_threads")
     @classmethod
     def _threads(cls, value: int) -> int:
@@ -350,8 +370,9 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        """Whether the API asks for bearer tokens."""
-        return bool(self.read_tokens)
+        """Whether the API asks for bearer tokens (a token or a token file is configured)."""
+        files = (self.api_read_tokens_file, self.api_admin_tokens_file)
+        return bool(self.read_tokens) or any(f is not None for f in files)
 
     @property
     def json_logs(self) -> bool:

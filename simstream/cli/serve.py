@@ -32,6 +32,11 @@ def serve(
     and serves the API, the search page (/), OpenAPI (/docs) and /metrics. On
     SIGTERM or Ctrl-C the server stops accepting and finishes in-flight requests
     (10 s at most), then the node takes a final snapshot and the process exits 0.
+
+    In production on an address other than loopback it refuses to start (exit 1)
+    without a bearer token: set SIMSTREAM_API_READ_TOKENS_FILE and
+    SIMSTREAM_API_ADMIN_TOKENS_FILE (or SIMSTREAM_API_READ_TOKENS and
+    SIMSTREAM_API_ADMIN_TOKENS).
     """
     settings = load_settings(api_host=host, api_port=port)
     from producers.config import ProducerConfig
@@ -39,6 +44,8 @@ def serve(
     from simstream.kafka import ensure_topics
     from simstream.log import get_logger
     from workers.api import create_app
+    from workers.api.auth import ensure_protected
+    from workers.api.config import AuthConfig
     from workers.api.server import ThreadedServer
     from workers.cache import CacheConfig, NullCache, RedisResultCache, ResultCache
     from workers.node.config import NodeConfig
@@ -47,6 +54,7 @@ def serve(
     log = get_logger("serve")
     stop = threading.Event()
     with exit_on_error():
+        ensure_protected(AuthConfig.from_settings(settings))
         # Create the topic up front: a first produce that auto-creates it can lose events.
         ensure_topics(settings, [settings.topic_items])
         node = IndexNode(NodeConfig.from_settings(settings))

@@ -85,11 +85,18 @@ def _broker_answers(bootstrap: str) -> bool:
     return True
 
 
-def valkey_service(settings: Settings) -> ChildService:
-    """Valkey without persistence, listening on the configured host and port."""
+def valkey_service(settings: Settings, aclfile: Path | None = None) -> ChildService:
+    """Valkey without persistence, listening on the configured host and port.
+
+    Args:
+        settings: the host, port and data directory.
+        aclfile: a Redis ACL file of users (e.g. ``deploy/redis/cache.acl``) to load
+            with ``--aclfile``; None keeps the open default user.
+    """
     host, port = settings.valkey_host, settings.valkey_port
     data = settings.data_dir / "valkey"
     data.mkdir(parents=True, exist_ok=True)
+    acl = ["--aclfile", str(aclfile.resolve())] if aclfile is not None else []
     return ChildService(
         name="valkey",
         argv=[
@@ -106,6 +113,7 @@ def valkey_service(settings: Settings) -> ChildService:
             str(data.resolve()),
             "--protected-mode",
             "no",
+            *acl,
         ],
         url=f"redis://{host}:{port}",
         healthy=lambda: _valkey_answers(host, port),
@@ -116,9 +124,19 @@ def valkey_service(settings: Settings) -> ChildService:
 
 def _valkey_answers(host: str, port: int) -> bool:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis(host=host, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
         return bool(client.ping())
+    except redis.AuthenticationError:
+        return True  # an ACL turned the default user off: it answers, just not to strangers
     finally:
         client.close()

@@ -33,6 +33,11 @@ PROMETHEUS_LABELS = frozenset({"instance", "job", "namespace", "pod", "__name__"
 
 # --- settings -----------------------------------------------------------------------------
 
+#: Where the API's bearer tokens come from: files that rotate (wired from secrets) ...
+TOKEN_FILES = ("SIMSTREAM_API_READ_TOKENS_FILE", "SIMSTREAM_API_ADMIN_TOKENS_FILE")
+#: ... and inline values, which neither rotate nor belong in deployment files.
+INLINE_TOKENS = ("SIMSTREAM_API_READ_TOKENS", "SIMSTREAM_API_ADMIN_TOKENS")
+
 
 def setting_names() -> frozenset[str]:
     """Every environment variable `Settings` reads."""

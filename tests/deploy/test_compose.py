@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.deploy.checks import (
+    INLINE_TOKENS,
     REPO,
     SETTING,
+    TOKEN_FILES,
     Check,
     assert_mutation_reported,
     cli_problems,
@@ -31,10 +33,12 @@ from tests.deploy.checks import (
     probe_routes,
     read,
     runbook_commands,
+    setting_names,
     settings_with,
     simstream_argv,
     unknown_settings,
 )
+from workers.api.auth import is_loopback
 
 COMPOSE = "docker-compose.yml"
 ENV_EXAMPLE = ".env.example"
@@ -43,6 +47,7 @@ ALERTS = "deploy/prometheus/alerts.yml"
 DASHBOARD = "deploy/grafana/dashboards/simstream.json"
 DATASOURCE = "deploy/grafana/provisioning/datasources/prometheus.yml"
 RUNBOOK = "docs/operations.md"
+GITIGNORE = ".gitignore"
 
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 URL = re.compile(r"https?://[^\s'\"]+")
@@ -157,7 +162,8 @@ def compose_setting_problems(compose_text: str) -> list[str]:
 
 
 def env_example_problems(env_text: str) -> list[str]:
-    """Every SIMSTREAM_* name of .env.example is a setting; compose-only names stay in part 2."""
+    """Every setting is named in part 1 of .env.example and every SIMSTREAM_* name there is a
+    setting; compose-only names stay in part 2."""
     part1, marker, part2 = env_text.partition(COMPOSE_ONLY_PART)
     problems = [] if marker else [f"{ENV_EXAMPLE}: no {COMPOSE_ONLY_PART!r} section"]
     problems += unknown_settings(SETTING.findall(env_text), ENV_EXAMPLE)
@@ -168,6 +174,11 @@ def env_example_problems(env_text: str) -> list[str]:
     for line in part2.splitlines():
         for name in SETTING.findall(line):
             problems.append(f"{ENV_EXAMPLE}: {name} (a setting) among compose-only variables")
+    named = set(SETTING.findall(part1))
+    problems += [
+        f"{ENV_EXAMPLE}: setting {name} is not documented"
+        for name in sorted(setting_names() - named)
+    ]
     return problems
 
 
@@ -473,6 +484,58 @@ def redis_problems(compose_text: str, env_text: str, files: Mapping[str, str]) -
     return problems
 
 
+SECRETS_DIR = "secrets"
+
+
+def auth_problems(compose_text: str, env_text: str, gitignore_text: str) -> list[str]:
+    """Every index node reachable from the network in production is wired to token files
+    that are compose secrets (files kept out of git, mounted under /run/secrets); no
+    token is given inline, where it could neither rotate nor stay secret."""
+    compose = compose_of(compose_text)
+    declared = dict(compose.get("secrets") or {})
+    active = env_file(env_text)
+    problems = [
+        f"{ENV_EXAMPLE}: {name} is set inline; tokens belong in the secret files"
+        for name in INLINE_TOKENS
+        if active.get(name)
+    ]
+    for name, service in services(compose).items():
+        if not runs(service, "serve"):
+            continue
+        where = f"{COMPOSE} service {name}"
+        env = {**active, **environment(service)}
+        problems += [
+            f"{where}: {n} is set inline; tokens belong in the secret files"
+            for n in INLINE_TOKENS
+            if environment(service).get(n)
+        ]
+        settings = settings_with(env)
+        if settings.environment != "production" or is_loopback(settings.api_host):
+            continue
+        mounted: dict[str, str] = {}
+        for secret in service.get("secrets") or []:
+            source = secret if isinstance(secret, str) else str(secret.get("source", ""))
+            target = source if isinstance(secret, str) else str(secret.get("target", source))
+            mounted[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+        for setting in TOKEN_FILES:
+            path = env.get(setting, "")
+            if path not in mounted:
+                problems.append(
+                    f"{where}: {setting}={path!r} is not a secret the service mounts "
+                    f"({sorted(mounted)})"
+                )
+                continue
+            source = mounted[path]
+            file = str((declared.get(source) or {}).get("file", ""))
+            if not file:
+                problems.append(f"{COMPOSE}: secret {source} is not declared with a file")
+            elif not is_within(file.removeprefix("./"), SECRETS_DIR):
+                problems.append(f"{COMPOSE}: secret {source} file {file} is not under ./secrets/")
+    if f"/{SECRETS_DIR}/" not in gitignore_text.splitlines():
+        problems.append(f".gitignore: /{SECRETS_DIR}/ (the token files) is not ignored")
+    return problems
+
+
 def process_problems(compose_text: str) -> list[str]:
     """Exactly one beat; GPU workers reserve a GPU and run one process (pool solo)."""
     compose = compose_of(compose_text)
@@ -516,6 +579,7 @@ def compose_problems(files: Mapping[str, str]) -> list[str]:
         *dependency_problems(compose_text),
         *kafka_problems(compose_text, env_text),
         *redis_problems(compose_text, env_text, files),
+        *auth_problems(compose_text, env_text, files[GITIGNORE]),
         *process_problems(compose_text),
     ]
 
@@ -579,7 +643,7 @@ def runbook_problems(runbook_text: str) -> list[str]:
 
 
 def _files() -> dict[str, str]:
-    names = (COMPOSE, ENV_EXAMPLE, PROMETHEUS, ALERTS, DASHBOARD, DATASOURCE, RUNBOOK)
+    names = (COMPOSE, ENV_EXAMPLE, PROMETHEUS, ALERTS, DASHBOARD, DATASOURCE, RUNBOOK, GITIGNORE)
     acls = (path.relative_to(REPO).as_posix() for path in (REPO / "deploy/redis").glob("*.acl"))
     return {name: read(name) for name in (*names, *acls)}
 
@@ -795,6 +859,55 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
         "other-password@redis-celery:6379/0",
         compose_problems,
         "does not match its ACL hash",
+    ),
+    (
+        "a setting left out of .env.example",
+        ENV_EXAMPLE,
+        "# SIMSTREAM_API_TOKENS_CHECK_S=",
+        "# SIMSTREAM_API_TOKENS_RECHECK=",
+        compose_problems,
+        "setting SIMSTREAM_API_TOKENS_CHECK_S is not documented",
+    ),
+    (
+        "index node without its token secrets",
+        COMPOSE,
+        "    environment: *index-env\n    secrets: [api-read-tokens, api-admin-tokens]\n"
+        '    ports:\n      - "127.0.0.1:8000:8000"',
+        '    ports:\n      - "127.0.0.1:8000:8000"',
+        compose_problems,
+        "service index: SIMSTREAM_API_READ_TOKENS_FILE='' is not a secret the service mounts",
+    ),
+    (
+        "token file that is no mounted secret",
+        COMPOSE,
+        "SIMSTREAM_API_ADMIN_TOKENS_FILE: /run/secrets/api-admin-tokens",
+        "SIMSTREAM_API_ADMIN_TOKENS_FILE: /var/lib/simstream/admin-tokens",
+        compose_problems,
+        "SIMSTREAM_API_ADMIN_TOKENS_FILE='/var/lib/simstream/admin-tokens' is not a secret",
+    ),
+    (
+        "token secret kept beside the code",
+        COMPOSE,
+        "file: ./secrets/api-read-tokens",
+        "file: ./deploy/api-read-tokens",
+        compose_problems,
+        "secret api-read-tokens file ./deploy/api-read-tokens is not under ./secrets/",
+    ),
+    (
+        "inline tokens in .env.example",
+        ENV_EXAMPLE,
+        "# SIMSTREAM_API_READ_TOKENS=",
+        "SIMSTREAM_API_READ_TOKENS=dev-token\n# was:",
+        compose_problems,
+        "SIMSTREAM_API_READ_TOKENS is set inline",
+    ),
+    (
+        "token files not ignored by git",
+        GITIGNORE,
+        "/secrets/\n",
+        "",
+        compose_problems,
+        "/secrets/ (the token files) is not ignored",
     ),
     (
         "two beats",

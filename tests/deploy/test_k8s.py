@@ -7,12 +7,15 @@ none) and, below, on mutated copies (expect the mutation to be reported).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
 
 from tests.deploy.checks import (
+    INLINE_TOKENS,
     REPO,
+    TOKEN_FILES,
     Check,
     assert_mutation_reported,
     cli_problems,
@@ -27,6 +30,7 @@ from tests.deploy.checks import (
     simstream_argv,
     unknown_settings,
 )
+from workers.api.auth import is_loopback
 
 K8S = "deploy/k8s"
 ADAPTER = "deploy/prometheus/adapter-values.yaml"
@@ -346,6 +350,73 @@ def autoscaler_problems(manifests: Manifests, adapter_text: str) -> list[str]:
     return problems
 
 
+def _secret_key(volume: Mapping[str, Any], relative: str) -> str:
+    """The Secret key a file of a secret volume holds (``items`` may rename keys)."""
+    for item in (volume.get("secret") or {}).get("items") or []:
+        if item.get("path") == relative:
+            return str(item.get("key"))
+    return relative
+
+
+def auth_problems(manifests: Manifests) -> list[str]:
+    """Index pods reachable from the network in production read their bearer tokens from
+    files of a mounted Secret, mounted whole (a subPath mount never sees the Secret
+    change, so tokens could not rotate); no token is set inline (env does not rotate)."""
+    secrets = {
+        name_of(d): {*(d.get("stringData") or {}), *(d.get("data") or {})}
+        for _, d in objects(manifests, "Secret")
+    }
+    problems = []
+    for path, doc in objects(manifests):
+        if doc.get("kind") in ("ConfigMap", "Secret"):
+            data = {*(doc.get("data") or {}), *(doc.get("stringData") or {})}
+            problems += [
+                f"{path} {doc['kind']}/{name_of(doc)}: {name} is set inline; "
+                "tokens belong in the mounted token files"
+                for name in INLINE_TOKENS
+                if name in data
+            ]
+    for where, doc, container in containers(manifests):
+        if not runs(container, "serve"):
+            continue
+        problems += [
+            f"{where}: {var['name']} is set inline; tokens belong in the mounted token files"
+            for var in container.get("env") or []
+            if var.get("name") in INLINE_TOKENS
+        ]
+        env = env_of(container, manifests)
+        settings = settings_with(env)
+        if settings.environment != "production" or is_loopback(settings.api_host):
+            continue
+        volumes = {v["name"]: v for v in pod_spec(doc).get("volumes") or []}
+        for setting in TOKEN_FILES:
+            file = env.get(setting, "")
+            mount = next(
+                (
+                    m
+                    for m in container.get("volumeMounts") or []
+                    if file and file != m["mountPath"] and is_within(file, m["mountPath"])
+                ),
+                None,
+            )
+            if mount is None:
+                problems.append(f"{where}: {setting}={file!r} is in no mounted volume")
+                continue
+            volume = volumes.get(mount["name"]) or {}
+            secret = (volume.get("secret") or {}).get("secretName")
+            key = _secret_key(volume, str(PurePosixPath(file).relative_to(mount["mountPath"])))
+            if "subPath" in mount:
+                problems.append(
+                    f"{where}: {setting} is mounted with subPath, which never sees the "
+                    "Secret change (tokens could not rotate)"
+                )
+            if secret is None:
+                problems.append(f"{where}: {setting}={file!r} is not in a Secret volume")
+            elif key not in secrets.get(secret, set()):
+                problems.append(f"{where}: {setting}: no key {key!r} in Secret {secret}")
+    return problems
+
+
 def manifest_problems(files: Mapping[str, str]) -> list[str]:
     """Every check of the manifests except the CLI one (which needs the other commands)."""
     k8s = {path: text for path, text in files.items() if path.startswith(K8S)}
@@ -360,6 +431,7 @@ def manifest_problems(files: Mapping[str, str]) -> list[str]:
         *workload_problems(manifests),
         *service_problems(manifests),
         *autoscaler_problems(manifests, files[ADAPTER]),
+        *auth_problems(manifests),
     ]
 
 
@@ -422,6 +494,7 @@ DISPATCHER = f"{K8S}/dispatcher-deployment.yaml"
 BEAT = f"{K8S}/beat-deployment.yaml"
 EMBED = f"{K8S}/worker-embed-deployment.yaml"
 HPA = f"{K8S}/worker-embed-hpa.yaml"
+SECRETS = f"{K8S}/secrets.example.yaml"
 
 
 def _commands(files: dict[str, str]) -> list[str]:
@@ -532,6 +605,48 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
         "name: simstream_items_backlog",
         manifest_problems,
         "simstream_items_backlog is not exported",
+    ),
+    (
+        "index pods without their token files",
+        INDEX,
+        "            - name: SIMSTREAM_API_READ_TOKENS_FILE\n"
+        "              value: /etc/simstream/api-tokens/read\n",
+        "",
+        manifest_problems,
+        "SIMSTREAM_API_READ_TOKENS_FILE='' is in no mounted volume",
+    ),
+    (
+        "token files mounted with subPath",
+        INDEX,
+        "              mountPath: /etc/simstream/api-tokens\n",
+        "              mountPath: /etc/simstream/api-tokens\n              subPath: read\n",
+        manifest_problems,
+        "mounted with subPath",
+    ),
+    (
+        "token file from a volume that is no Secret",
+        INDEX,
+        "        - name: api-tokens\n          secret:\n"
+        "            secretName: simstream-api-tokens",
+        "        - name: api-tokens\n          emptyDir: {}",
+        manifest_problems,
+        "is not in a Secret volume",
+    ),
+    (
+        "token file named after a key the Secret lacks",
+        SECRETS,
+        "  admin: |\n",
+        "  admins: |\n",
+        manifest_problems,
+        "no key 'admin' in Secret simstream-api-tokens",
+    ),
+    (
+        "inline tokens in a Secret read as env",
+        SECRETS,
+        "  SIMSTREAM_CELERY_RESULT_BACKEND:",
+        "  SIMSTREAM_API_READ_TOKENS: CHANGE-ME\n  SIMSTREAM_CELERY_RESULT_BACKEND:",
+        manifest_problems,
+        "SIMSTREAM_API_READ_TOKENS is set inline",
     ),
     (
         "manifest left out of the kustomization",

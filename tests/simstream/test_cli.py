@@ -157,3 +157,60 @@ def test_models_show_and_rollback_on_an_empty_registry_exit_1_with_one_line(
         assert result.exit_code == 1, (args, result.output)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
+
+
+def _exposed(tmp_path: Path, **env: str) -> dict[str, str]:
+    """A production node bound to every interface; Kafka on a closed port (never reached)."""
+    from simstream.stack.process import free_port
+
+    return {
+        "SIMSTREAM_DATA_DIR": str(tmp_path),
+        "SIMSTREAM_ENVIRONMENT": "production",
+        "SIMSTREAM_API_HOST": "0.0.0.0",
+        "SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        **env,
+    }
+
+
+def test_serve_in_production_on_all_interfaces_without_tokens_exits_1_naming_the_settings(
+    tmp_path: Path,
+) -> None:
+    result = invoke("serve", env=_exposed(tmp_path))
+
+    assert result.exit_code == 1, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("error: Refusing to serve the API on 0.0.0.0"), line
+    for setting in (
+        "SIMSTREAM_API_READ_TOKENS_FILE",
+        "SIMSTREAM_API_ADMIN_TOKENS_FILE",
+        "SIMSTREAM_API_READ_TOKENS",
+        "SIMSTREAM_API_ADMIN_TOKENS",
+    ):
+        assert setting in line
+    assert line.endswith("Received: none")
+
+
+def test_serve_in_production_with_an_empty_or_missing_token_file_exits_1_saying_so(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "read-tokens"
+    empty.write_text("# rotated out\n\n")
+    missing = tmp_path / "admin-tokens"
+
+    only_empty = invoke("serve", env=_exposed(tmp_path, SIMSTREAM_API_READ_TOKENS_FILE=str(empty)))
+    with_missing = invoke(
+        "serve",
+        env=_exposed(
+            tmp_path,
+            SIMSTREAM_API_READ_TOKENS_FILE=str(empty),
+            SIMSTREAM_API_ADMIN_TOKENS_FILE=str(missing),
+        ),
+    )
+
+    assert only_empty.exit_code == with_missing.exit_code == 1
+    assert only_empty.output.strip().endswith(
+        f"Received: no token (the token files {empty} are empty)"
+    )
+    [line] = with_missing.output.strip().splitlines()
+    assert line.startswith("error: Cannot read SIMSTREAM_API_ADMIN_TOKENS_FILE."), line
+    assert str(missing) in line and "FileNotFoundError" in line

@@ -17,8 +17,9 @@ from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.settings import Settings
 from workers.api import admin, handlers, health, items, lookup, page
+from workers.api.auth import TokenStore
 from workers.api.classifier import Classifier
-from workers.api.config import ClassifierConfig, ItemImageConfig, SearchConfig
+from workers.api.config import AuthConfig, ClassifierConfig, ItemImageConfig, SearchConfig
 from workers.api.decoding import QueryDecoder
 from workers.api.item_images import ItemImageReader
 from workers.api.item_service import ItemService
@@ -69,7 +70,11 @@ def create_app(
 
     Returns:
         The app; its lifespan closes what it made (a producer is flushed).
+
+    Raises:
+        ConfigError: a token file cannot be read.
     """
+    tokens = TokenStore(AuthConfig.from_settings(settings))
     result_cache = cache or NullCache()
     decoder = QueryDecoder(settings.wire_limits())
     searcher = Searcher(SearchConfig.from_settings(settings), node, decoder, result_cache)
@@ -86,6 +91,7 @@ def create_app(
             make_producer=lambda: ItemProducer(ProducerConfig.from_settings(settings)),
             producer=producer,
         ),
+        tokens=tokens,
     )
 
     @asynccontextmanager

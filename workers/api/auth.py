@@ -1,8 +1,22 @@
 """Bearer-token auth with two scopes: ``read`` and ``admin``.
 
-Tokens come from settings (``SIMSTREAM_API_READ_TOKENS``, ``SIMSTREAM_API_ADMIN_TOKENS``,
-comma-separated). An admin token also reads. With no token configured, auth is
-off and every route is open (the embedded development default).
+Tokens come from settings, inline (``SIMSTREAM_API_READ_TOKENS``,
+``SIMSTREAM_API_ADMIN_TOKENS``, comma-separated) or from files
+(``SIMSTREAM_API_READ_TOKENS_FILE``, ``SIMSTREAM_API_ADMIN_TOKENS_FILE``: one token
+per line, ``#`` comments and blank lines ignored), typically mounted secrets. An
+admin token also reads.
+
+Rotation without a restart: a scope accepts every token it lists, and its file is
+re-read every ``SIMSTREAM_API_TOKENS_CHECK_S`` seconds (a few hundred bytes, so the
+whole file is read rather than trusting its mtime, which can stay the same across
+two quick writes). Add the new token beside the old one, move the clients over,
+then remove the old one: within one check it is refused. A file that cannot be
+read keeps its last tokens (``api.tokens_unreadable`` is logged); one that cannot
+be read at start is a `ConfigError`.
+
+With no token and no token file configured, auth is off and every route is open
+(the embedded development default); `ensure_protected` refuses that in production
+on an address the network reaches.
 
 - ``read``: lookups, classification, reading items, stats and models.
 - ``admin``: writing items (``POST``/``DELETE /v1/items``) and ``/v1/admin/*``.
@@ -15,15 +29,28 @@ it with its API calls.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from simstream.errors import ConfigError
+from simstream.log import get_logger
+from workers.api.config import AuthConfig
+
+log = get_logger("api")
+
+READ_SETTINGS = "SIMSTREAM_API_READ_TOKENS or SIMSTREAM_API_READ_TOKENS_FILE"
+ADMIN_SETTINGS = "SIMSTREAM_API_ADMIN_TOKENS or SIMSTREAM_API_ADMIN_TOKENS_FILE"
+
 bearer = HTTPBearer(
     auto_error=False,
-    description="A token from SIMSTREAM_API_READ_TOKENS or SIMSTREAM_API_ADMIN_TOKENS.",
+    description=f"A token from {READ_SETTINGS} (read) or {ADMIN_SETTINGS} (admin).",
 )
 
 
@@ -32,6 +59,135 @@ class Scope(StrEnum):
 
     READ = "read"
     ADMIN = "admin"
+
+
+def parse_tokens(text: str) -> frozenset[str]:
+    """The tokens of a token file: one per line; blank lines and ``#`` comment lines ignored."""
+    lines = (line.strip() for line in text.splitlines())
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def read_token_file(path: Path, setting: str) -> frozenset[str]:
+    """The tokens of the file ``setting`` names.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    try:
+        return parse_tokens(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"Cannot read {setting}. Expected a readable UTF-8 file of bearer tokens, one per "
+            f"line. Received: {path} ({type(e).__name__}: {e})"
+        ) from None
+
+
+class TokenFile:
+    """The tokens of one file, re-read at most every ``check_s`` seconds.
+
+    Args:
+        path: the file.
+        setting: the variable that names it (for messages and logs).
+        check_s: seconds between re-reads.
+
+    Raises:
+        ConfigError: the file cannot be read now.
+    """
+
+    def __init__(self, path: Path, setting: str, check_s: float) -> None:
+        self.path = path
+        self.setting = setting
+        self.check_s = check_s
+        self._tokens = read_token_file(path, setting)
+        self._next_read = time.monotonic() + check_s
+        self._reading = threading.Lock()
+
+    def tokens(self) -> frozenset[str]:
+        """The tokens, re-read first when the last read is older than ``check_s``."""
+        # One request re-reads; the others use the tokens at hand meanwhile.
+        if time.monotonic() >= self._next_read and self._reading.acquire(blocking=False):
+            try:
+                self._reread()
+            finally:
+                self._reading.release()
+        return self._tokens
+
+    def _reread(self) -> None:
+        self._next_read = time.monotonic() + self.check_s
+        try:
+            tokens = read_token_file(self.path, self.setting)
+        except ConfigError as e:
+            log.warning("api.tokens_unreadable", setting=self.setting, error=str(e))
+            return
+        if tokens != self._tokens:
+            self._tokens = tokens
+            log.info("api.tokens_reloaded", setting=self.setting, tokens=len(tokens))
+
+
+class TokenStore:
+    """The valid tokens of each scope: the inline ones and those of the token files.
+
+    Args:
+        config: the inline tokens, the token files and how often they are re-read.
+
+    Raises:
+        ConfigError: a token file cannot be read.
+    """
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.enabled = config.enabled
+        self._inline = {
+            Scope.READ: config.read_tokens | config.admin_tokens,
+            Scope.ADMIN: config.admin_tokens,
+        }
+        files = {
+            Scope.READ: (config.read_tokens_file, "SIMSTREAM_API_READ_TOKENS_FILE"),
+            Scope.ADMIN: (config.admin_tokens_file, "SIMSTREAM_API_ADMIN_TOKENS_FILE"),
+        }
+        self._files = {
+            scope: TokenFile(path, setting, config.check_s)
+            for scope, (path, setting) in files.items()
+            if path is not None
+        }
+
+    def _of(self, scope: Scope) -> frozenset[str]:
+        file = self._files.get(scope)
+        return self._inline[scope] | (file.tokens() if file else frozenset())
+
+    def tokens(self, scope: Scope) -> frozenset[str]:
+        """Every token valid for ``scope`` now (admin tokens are valid for read)."""
+        admin = self._of(Scope.ADMIN)
+        return admin if scope is Scope.ADMIN else self._of(Scope.READ) | admin
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ensure_protected(config: AuthConfig) -> None:
+    """Refuse an API that anyone on the network could write to; check the token files.
+
+    Raises:
+        ConfigError: a token file cannot be read, or the API would run in production
+            on a non-loopback address without a single token.
+    """
+    store = TokenStore(config)
+    if not config.production or is_loopback(config.host) or store.tokens(Scope.READ):
+        return
+    files = [str(f) for f in (config.read_tokens_file, config.admin_tokens_file) if f]
+    received = f"no token (the token files {', '.join(files)} are empty)" if files else "none"
+    raise ConfigError(
+        f"Refusing to serve the API on {config.host} (not a loopback address) in production "
+        f"without auth. Expected bearer tokens in SIMSTREAM_API_READ_TOKENS_FILE and "
+        f"SIMSTREAM_API_ADMIN_TOKENS_FILE (files, e.g. mounted secrets) or "
+        f"SIMSTREAM_API_READ_TOKENS and SIMSTREAM_API_ADMIN_TOKENS. Received: {received}"
+    )
 
 
 def _known(token: str, tokens: frozenset[str]) -> bool:
@@ -53,8 +209,8 @@ def require(scope: Scope) -> Callable[..., None]:
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> None:
-        settings = request.app.state.api.settings
-        if not settings.auth_enabled:
+        store: TokenStore = request.app.state.api.tokens
+        if not store.enabled:
             return
         challenge = {"WWW-Authenticate": "Bearer"}
         if credentials is None:
@@ -64,14 +220,14 @@ def require(scope: Scope) -> Callable[..., None]:
                 "Received: none",
                 headers=challenge,
             )
-        if not _known(credentials.credentials, settings.read_tokens):
+        if not _known(credentials.credentials, store.tokens(Scope.READ)):
             raise HTTPException(
                 401,
-                "Invalid token. Expected a token from SIMSTREAM_API_READ_TOKENS or "
-                "SIMSTREAM_API_ADMIN_TOKENS. Received: an unknown token",
+                f"Invalid token. Expected a token from {READ_SETTINGS} or {ADMIN_SETTINGS}. "
+                "Received: an unknown token",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        if scope is Scope.ADMIN and not _known(credentials.credentials, settings.admin_tokens):
+        if scope is Scope.ADMIN and not _known(credentials.credentials, store.tokens(Scope.ADMIN)):
             raise HTTPException(
                 403,
                 "Forbidden. Expected a token with the admin scope. Received: a read token",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simstream.wire import WireLimits
@@ -94,3 +95,45 @@ class ItemImageConfig:
             **{"group.id": IMAGES_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
         )
         return cls(settings.topic_items, consumer, settings.wire_limits())
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Who may call the API, and where it is reachable from.
+
+    Attributes:
+        read_tokens: tokens with read scope given inline (the admin ones included).
+        admin_tokens: tokens with admin scope given inline.
+        read_tokens_file: a file of read tokens, re-read while serving (None: none).
+        admin_tokens_file: a file of admin tokens, re-read while serving (None: none).
+        check_s: seconds between re-reads of the token files.
+        host: the address the API binds to.
+        production: whether it runs with ``SIMSTREAM_ENVIRONMENT=production``.
+    """
+
+    read_tokens: frozenset[str] = field(repr=False)
+    admin_tokens: frozenset[str] = field(repr=False)
+    read_tokens_file: Path | None
+    admin_tokens_file: Path | None
+    check_s: float
+    host: str
+    production: bool
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests need a token (one is given inline or a token file is set)."""
+        files = (self.read_tokens_file, self.admin_tokens_file)
+        return bool(self.read_tokens or self.admin_tokens) or any(f is not None for f in files)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuthConfig:
+        """The config ``SIMSTREAM_API_*TOKENS*``, the bind address and the environment describe."""
+        return cls(
+            read_tokens=settings.read_tokens,
+            admin_tokens=settings.admin_tokens,
+            read_tokens_file=settings.api_read_tokens_file,
+            admin_tokens_file=settings.api_admin_tokens_file,
+            check_s=settings.api_tokens_check_s,
+            host=settings.api_host,
+            production=settings.environment == "production",
+        )

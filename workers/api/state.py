@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from simstream.settings import Settings
+from workers.api.auth import TokenStore
 from workers.api.classifier import Classifier
 from workers.api.item_service import ItemService
 from workers.api.searcher import Searcher
@@ -25,6 +26,7 @@ class ApiState:
         searcher: lookups and batches over the node.
         classifier: classification over the searcher.
         items: item writes and reads.
+        tokens: the bearer tokens of each scope (re-read from their files).
     """
 
     settings: Settings
@@ -33,6 +35,7 @@ class ApiState:
     searcher: Searcher
     classifier: Classifier
     items: ItemService
+    tokens: TokenStore
 
     def close(self) -> None:
         """Flush a producer the item service made and close its image reader."""

@@ -11,7 +11,13 @@ so entries written together do not expire together.
 Single-flight: on a miss, the first caller takes a short lock
 (``SET <key>:lock NX PX``) and computes; the others poll for the value for at
 most ``wait_s`` and then compute themselves, so a slow or dead lock holder
-only costs them a short wait.
+only costs them a short wait. The leader releases its lock with a
+compare-and-delete that needs no script (the production ACL denies the cache
+user ``@scripting``): ``WATCH`` the lock, ``GET`` it, and only if it still holds
+the leader's token ``MULTI``/``DEL``/``EXEC``; a lock that expired and was retaken
+in between changes the watched key, so ``EXEC`` aborts and the new holder's lock
+stays. The commands the cache runs are ``GET``, ``MGET``, ``SET``, ``WATCH``,
+``MULTI``, ``DEL``, ``EXEC`` and ``UNWATCH``.
 
 Failures: every command runs with ``socket_timeout_s`` as its socket
 timeout and no retries. Any Redis error is a miss (counted as ``error``) and
@@ -42,10 +48,6 @@ log = get_logger("cache")
 
 _ERRORS = (redis.RedisError, OSError)
 _POLL_S = (0.002, 0.004, 0.008, 0.016)
-_RELEASE = """
-if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end
-return 0
-"""
 
 
 class RedisResultCache(ResultCache):
@@ -89,7 +91,6 @@ class RedisResultCache(ResultCache):
         self._skip_until = 0.0
         self._state_lock = threading.Lock()
         self._failures = 0
-        self._release_script = self._redis.register_script(_RELEASE)
 
     # --- keys and expiry -------------------------------------------------------------
 
@@ -229,7 +230,14 @@ class RedisResultCache(ResultCache):
         if not self.available:
             return
         try:
-            self._release_script(keys=[lock], args=[token])
+            with self._redis.pipeline() as pipe:
+                pipe.watch(lock)
+                if pipe.get(lock) == token.encode():
+                    pipe.multi()
+                    pipe.delete(lock)
+                    pipe.execute()
+        except redis.WatchError:
+            return  # the lock changed after the compare: no longer ours to delete
         except _ERRORS as e:
             self._failed(e, 0)
 

@@ -1,4 +1,9 @@
-"""`RedisResultCache` against real Valkey servers: keys, TTL, single-flight, outages."""
+"""`RedisResultCache` against real Valkey servers: keys, TTL, single-flight, outages.
+
+Every server here loads the production ACL (``deploy/redis/cache.acl``) and the
+cache logs in as its cache user, so a command that ACL denies fails here as it
+would in production.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from pathlib import Path
 import pytest
 import redis
 from prometheus_client import REGISTRY
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from simstream.settings import Settings
-from simstream.stack.local import LocalStack
-from tests.workers.cache.valkey import BlackHole, OwnValkey
+from tests.workers.cache.valkey import CACHE_ACL, BlackHole, OwnValkey, cache_user
 from workers.cache import CacheConfig, CacheKey, NullCache, RedisResultCache, log_position
 
 pytestmark = pytest.mark.services
@@ -37,21 +43,76 @@ def cache_config(url: str, tmp_path: Path, **overrides: object) -> CacheConfig:
     return CacheConfig.from_settings(settings)
 
 
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnValkey]:
+    """A Valkey under the production cache ACL, shared by this module's tests."""
+    valkey = OwnValkey(tmp_path_factory.mktemp("valkey"), aclfile=CACHE_ACL)
+    valkey.start()
+    yield valkey
+    valkey.stop()
+
+
 @pytest.fixture
-def shared(stack: LocalStack, tmp_path: Path) -> Iterator[RedisResultCache]:
-    """A cache on the session's Valkey, in a namespace of its own."""
-    cache = RedisResultCache(cache_config(stack.settings.redis_cache_url, tmp_path))
+def shared(production: OwnValkey, tmp_path: Path) -> Iterator[RedisResultCache]:
+    """A cache on the module's Valkey, in a namespace of its own."""
+    cache = RedisResultCache(cache_config(production.url, tmp_path))
     yield cache
     cache.close()
 
 
 @pytest.fixture
 def own(tmp_path: Path) -> Iterator[OwnValkey]:
-    """A Valkey this test may stop."""
-    valkey = OwnValkey(tmp_path / "valkey")
+    """A Valkey under the production cache ACL that this test may stop."""
+    valkey = OwnValkey(tmp_path / "valkey", aclfile=CACHE_ACL)
     valkey.start()
     yield valkey
     valkey.stop()
+
+
+def test_the_servers_enforce_the_production_acl(production: OwnValkey) -> None:
+    anonymous = redis.Redis(port=production.port, retry=Retry(NoBackoff(), 0))
+    logged_in = redis.Redis.from_url(production.url)
+
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.get("x")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        logged_in.eval("return 1", 0)
+    assert logged_in.acl_whoami() == cache_user()[0]
+
+
+def test_under_the_production_acl_a_miss_fills_the_cache_and_the_next_lookup_hits(
+    shared: RedisResultCache, production: OwnValkey
+) -> None:
+    before = errors()
+    client = redis.Redis.from_url(production.url)
+
+    first = shared.get_or_compute(KEY, lambda: b"[7]")
+    lock_left = client.exists(shared.redis_key(KEY) + ":lock")
+    second = shared.get_or_compute(KEY, lambda: b"never")
+
+    assert first == (b"[7]", False)
+    assert second == (b"[7]", True)
+    assert lock_left == 0, "the leader released its single-flight lock"
+    assert shared.available
+    assert shared.stats()["failures"] == 0
+    assert errors() == before
+
+
+def test_a_leader_never_releases_a_lock_that_expired_and_was_retaken(
+    shared: RedisResultCache, production: OwnValkey
+) -> None:
+    client = redis.Redis.from_url(production.url)
+    lock_key = shared.redis_key(KEY) + ":lock"
+
+    def compute_while_the_lock_is_retaken() -> bytes:
+        client.set(lock_key, "next-leader", px=5000)
+        return b"[8]"
+
+    value = shared.get_or_compute(KEY, compute_while_the_lock_is_retaken)
+
+    assert value == (b"[8]", False)
+    assert client.get(lock_key) == b"next-leader"
+    assert shared.available
 
 
 def test_every_field_of_the_key_changes_the_digest_and_the_version_names_the_namespace(
@@ -82,10 +143,8 @@ def test_a_log_position_is_the_same_text_for_the_same_offsets_in_any_order() -> 
     assert log_position({}) == ""
 
 
-def test_a_value_is_stored_with_the_ttl_plus_jitter(stack: LocalStack, tmp_path: Path) -> None:
-    config = cache_config(
-        stack.settings.redis_cache_url, tmp_path, cache_ttl_s=10.0, cache_ttl_jitter=0.5
-    )
+def test_a_value_is_stored_with_the_ttl_plus_jitter(production: OwnValkey, tmp_path: Path) -> None:
+    config = cache_config(production.url, tmp_path, cache_ttl_s=10.0, cache_ttl_jitter=0.5)
     cache = RedisResultCache(config)
     keys = [CacheKey("v1", f"0:{i}", b"q", 1, 1) for i in range(20)]
 
@@ -98,10 +157,8 @@ def test_a_value_is_stored_with_the_ttl_plus_jitter(stack: LocalStack, tmp_path:
     assert cache.get_many(keys) == [b"[]"] * len(keys)
 
 
-def test_a_ttl_of_zero_turns_the_cache_off(stack: LocalStack, tmp_path: Path) -> None:
-    cache = RedisResultCache(
-        cache_config(stack.settings.redis_cache_url, tmp_path, cache_ttl_s=0.0)
-    )
+def test_a_ttl_of_zero_turns_the_cache_off(production: OwnValkey, tmp_path: Path) -> None:
+    cache = RedisResultCache(cache_config(production.url, tmp_path, cache_ttl_s=0.0))
 
     cache.set(KEY, b"[]")
 
@@ -130,10 +187,10 @@ def test_concurrent_misses_of_one_key_compute_it_once(shared: RedisResultCache) 
 
 
 def test_a_waiter_computes_itself_when_the_leader_never_stores(
-    shared: RedisResultCache, stack: LocalStack
+    shared: RedisResultCache, production: OwnValkey
 ) -> None:
     lock_key = shared.redis_key(KEY) + ":lock"
-    redis.Redis.from_url(stack.settings.redis_cache_url).set(lock_key, "someone-else", px=5000)
+    redis.Redis.from_url(production.url).set(lock_key, "someone-else", px=5000)
     started = time.monotonic()
 
     value, hit = shared.get_or_compute(KEY, lambda: b"[2]")
