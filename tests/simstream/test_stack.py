@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -256,7 +257,7 @@ def test_the_stack_restarts_an_exited_app_child_with_growing_delays(tmp_path: Pa
             child.process.kill()
             killed = time.monotonic()
             wait_for(
-                lambda n=restarts: _supervised(stack, child) == n,
+                functools.partial(_supervised, stack, child, restarts),
                 timeout_s=10,
                 message=f"restart {restarts}",
             )
@@ -267,7 +268,7 @@ def test_the_stack_restarts_an_exited_app_child_with_growing_delays(tmp_path: Pa
     assert delays[1] >= 0.4
 
 
-def _supervised(stack: LocalStack, child: ChildService) -> int:
-    """One supervision round of ``stack``; the restarts of ``child`` so far."""
+def _supervised(stack: LocalStack, child: ChildService, restarts: int) -> bool:
+    """One supervision round of ``stack``; whether ``child`` was restarted ``restarts`` times."""
     stack.check()
-    return child.restarts
+    return child.restarts == restarts
