@@ -54,6 +54,10 @@ class ServiceStartError(ServiceError):
     """A child service did not become healthy in time or exited early."""
 
 
+class BrokerLostError(ServiceError):
+    """The embedded broker exited: its in-memory log, every topic, is gone."""
+
+
 class KafkaError(ServiceError):
     """A Kafka operation failed (delivery, topic creation, consumption)."""
 

@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from simstream.cli import bench, demo, ingest, publish, serve, stack
+from simstream.cli import bench, demo, dlq, ingest, publish, serve, stack
 from simstream.cli import model as model_cli
 from simstream.cli import retrain as retrain_cli
 
@@ -33,6 +33,7 @@ ingest.register(app)
 demo.register(app)
 retrain_cli.register(app)
 serve.register(app)
+dlq.register(app)
 
 
 def main() -> None:

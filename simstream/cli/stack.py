@@ -33,11 +33,16 @@ def up(
 ) -> None:
     """Run the embedded stack (development default): broker, Valkey and simstream's services.
 
-    The Tansu broker keeps its log in memory: stopping it loses every topic. Each
-    child's log is written under <data dir>/logs. Ctrl-C or SIGTERM stops all.
+    The embedded broker (Tansu) is memory-only: when it stops, every topic is
+    lost. Durable deployments use Apache Kafka (docs/operations.md).
+
+    A child other than the broker that exits is restarted with backoff; each
+    restart is logged and counted in <data dir>/stack.json. If the broker
+    exits, the stack stops and says what was lost. Each child's log is written
+    under <data dir>/logs. Ctrl-C or SIGTERM stops all.
     """
     from simstream.stack.apps import app_services
-    from simstream.stack.local import LocalStack
+    from simstream.stack.local import MEMORY_ONLY_BROKER, LocalStack, status_path
 
     overrides: dict[str, object] = {
         "broker_port": broker_port,
@@ -56,6 +61,8 @@ def up(
             for service in stack.started:
                 typer.echo(f"  {service.name:<11} {service.url}")
             typer.echo(f"  logs        {settings.logs_dir.resolve()}")
+            typer.echo(f"  status      {status_path(settings).resolve()}")
+            typer.echo(MEMORY_ONLY_BROKER)
             typer.echo("Press Ctrl-C to stop.")
             while not stop.wait(0.5):
                 stack.check()

@@ -62,6 +62,9 @@ class ChildService:
         host: host whose port must be free before starting (None: no port).
         port: the port it will listen on (None: no port).
         env: extra environment variables.
+        restartable: whether the stack restarts it when it exits (not the broker,
+            whose log dies with it).
+        restarts: how often the stack restarted it.
     """
 
     name: str
@@ -71,19 +74,34 @@ class ChildService:
     host: str | None = None
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    restartable: bool = True
+    restarts: int = 0
+    started_at: float = 0.0
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _log_file: IO[bytes] | None = None
 
-    def start(self, log_dir: Path, timeout_s: float) -> None:
+    def start(self, log_dir: Path, timeout_s: float, check_port: bool = True) -> None:
         """Start the process, writing its output to ``log_dir/<name>.log``; wait until healthy.
+
+        Args:
+            log_dir: where its log goes (appended to).
+            timeout_s: how long it may take to become healthy.
+            check_port: refuse a taken port first (a restart skips this: the port
+                was its own, and may linger in TIME_WAIT).
 
         Raises:
             PortInUseError: the port is already taken.
             ServiceStartError: it exited early or was not healthy within ``timeout_s``.
         """
-        if self.port is not None and port_in_use(self.host or "127.0.0.1", self.port):
+        if (
+            check_port
+            and self.port is not None
+            and port_in_use(self.host or "127.0.0.1", self.port)
+        ):
             raise PortInUseError(self.name, self.host or "127.0.0.1", self.port)
+        if self._log_file is not None:
+            self._log_file.close()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{self.name}.log"
         self._log_file = self.log_path.open("ab")
@@ -96,6 +114,7 @@ class ChildService:
             # prctl must run in the child; it calls no Python locks, so it is fork-safe.
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )
+        self.started_at = time.monotonic()
         log.info("stack.service_starting", service=self.name, pid=self.process.pid, url=self.url)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -122,6 +141,10 @@ class ChildService:
     def alive(self) -> bool:
         """Whether the process is running."""
         return self.process is not None and self.process.poll() is None
+
+    def exit_status(self) -> int | None:
+        """Its exit status (negative: the signal that killed it); None while it runs."""
+        return self.process.poll() if self.process is not None else None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``; idempotent."""

@@ -74,6 +74,7 @@ def broker_service(settings: Settings) -> ChildService:
         healthy=lambda: tcp_open(host, port) and _broker_answers(f"{host}:{port}"),
         host=host,
         port=port,
+        restartable=False,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +20,8 @@ from confluent_kafka import Consumer, Producer
 from simstream.kafka import end_offsets, ensure_topics, partition_count
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack, local_stack_settings
+from simstream.stack.process import ChildService
+from simstream.stack.supervision import RestartPolicy
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.services
@@ -178,3 +183,92 @@ def _exists(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def _status(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "stack.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_up_restarts_a_killed_valkey_on_its_port_counts_the_restart_and_keeps_running(
+    tmp_path: Path,
+) -> None:
+    env = _stack_env(tmp_path)
+    port = int(env["SIMSTREAM_VALKEY_PORT"])
+    process = _simstream("up", "--services-only", env=env)
+    try:
+        first = wait_for(lambda: _status(tmp_path), timeout_s=15, message="stack status")
+        os.kill(first["valkey"]["pid"], signal.SIGKILL)
+        restarted = wait_for(
+            lambda: _status(tmp_path)["valkey"]["restarts"] == 1 and _status(tmp_path),
+            timeout_s=15,
+            message="valkey restarted",
+        )
+        assert restarted["valkey"]["pid"] != first["valkey"]["pid"]
+        assert wait_for(lambda: _answers(port), timeout_s=5, message="valkey answers")
+        assert process.poll() is None
+        assert restarted["broker"] == first["broker"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert b"stack.service_restarted" in output
+    assert b"in memory only" in output and b"Apache Kafka" in output
+
+
+def test_when_the_broker_dies_up_stops_the_stack_and_says_its_in_memory_log_is_lost(
+    tmp_path: Path,
+) -> None:
+    env = _stack_env(tmp_path)
+    process = _simstream("up", "--services-only", env=env)
+    try:
+        first = wait_for(lambda: _status(tmp_path), timeout_s=15, message="stack status")
+        os.kill(first["broker"]["pid"], signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    text = output.decode()
+    assert "The broker exited with status -9" in text
+    assert "in memory only, so every topic" in text
+    assert f"The index snapshots in {tmp_path / 'snapshots'}" in text
+    assert "Apache Kafka" in text
+    assert not _exists(first["valkey"]["pid"])
+
+
+def test_the_stack_restarts_an_exited_app_child_with_growing_delays(tmp_path: Path) -> None:
+    def sleeper(settings: Settings) -> ChildService:
+        return ChildService(
+            name="sleeper",
+            argv=[sys.executable, "-c", "import time; time.sleep(600)"],
+            url="none",
+            healthy=lambda: True,
+        )
+
+    policy = RestartPolicy(first_delay_s=0.2, max_delay_s=5.0, stable_after_s=60.0)
+    with LocalStack(
+        local_stack_settings(tmp_path), app_services=[sleeper], restart_policy=policy
+    ) as stack:
+        [child] = [s for s in stack.started if s.name == "sleeper"]
+        delays = []
+        for restarts in (1, 2):
+            assert child.process is not None
+            old = child.process.pid
+            child.process.kill()
+            killed = time.monotonic()
+            wait_for(
+                functools.partial(_supervised, stack, child, restarts),
+                timeout_s=10,
+                message=f"restart {restarts}",
+            )
+            delays.append(time.monotonic() - killed)
+            assert child.alive() and child.process.pid != old
+        assert _status(tmp_path)["sleeper"]["restarts"] == 2
+    assert 0.2 <= delays[0] < delays[1]
+    assert delays[1] >= 0.4
+
+
+def _supervised(stack: LocalStack, child: ChildService, restarts: int) -> bool:
+    """One supervision round of ``stack``; whether ``child`` was restarted ``restarts`` times."""
+    stack.check()
+    return child.restarts == restarts

@@ -1,5 +1,6 @@
 """Operational routes: ``GET /v1/stats``, ``GET /v1/models`` (read scope),
-``POST /v1/admin/retrain`` and ``GET /v1/admin/runs`` (admin scope)."""
+``POST /v1/admin/retrain``, ``GET /v1/admin/runs`` and ``GET /v1/admin/dead-letters``
+(admin scope)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from simstream.errors import RegistryError, RequestError
+from simstream.errors import KafkaError, RegistryError, RequestError
 from simstream.log import get_logger
 from workers.api.auth import admin_scope, read_scope
 from workers.api.lookup import ERRORS
-from workers.api.schemas import ModelsResponse, RetrainAccepted, RetrainRuns, StatsResponse
+from workers.api.schemas import (
+    DeadLetters,
+    ModelsResponse,
+    RetrainAccepted,
+    RetrainRuns,
+    StatsResponse,
+)
 from workers.api.state import ApiState, get_state
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -133,3 +140,38 @@ def runs(
     from workers.retrain import list_runs
 
     return {"runs": list_runs(state.settings.registry_dir, limit=limit)}
+
+
+@router.get(
+    "/admin/dead-letters",
+    response_model=DeadLetters,
+    responses={**ERRORS, 403: ERRORS[401] | {"description": "A read token on an admin route."}},
+    dependencies=[admin_scope],
+    summary="Dead letters, filtered and paged",
+)
+def dead_letters(
+    state: ApiState = Depends(get_state),  # noqa: B008
+    reason: str | None = Query(None, description="Only this reason code."),
+    partition: int | None = Query(None, ge=0, description="Only this source partition."),
+    from_offset: int | None = Query(None, ge=0, description="Covering source offsets >= this."),
+    to_offset: int | None = Query(None, ge=0, description="Covering source offsets <= this."),
+    limit: int = Query(50, ge=1, le=1000, description="Most letters to return."),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page."),
+) -> dict[str, Any]:
+    """The records of the dead-letter topic, as `simstream dlq list` prints them.
+
+    Replay them with `simstream dlq replay` (it re-embeds their source offsets).
+    """
+    from workers.ingest.config import IngestConfig
+    from workers.ingest.dlq import DeadLetterReader, DlqFilter
+
+    selected = DlqFilter(reason, partition, from_offset, to_offset)
+    try:
+        with DeadLetterReader(IngestConfig.from_settings(state.settings)) as reader:
+            page = reader.page(selected, cursor, limit)
+    except KafkaError as e:
+        raise RequestError(f"The dead-letter topic cannot be read: {e}", 503) from None
+    return {
+        "dead_letters": [entry.to_dict() for entry in page.entries],
+        "next_cursor": page.next_cursor,
+    }

@@ -343,6 +343,36 @@ class RetrainRuns(BaseModel):
     runs: list[dict[str, Any]]
 
 
+class DeadLetterInfo(BaseModel):
+    """One record of the dead-letter topic; later format fields are passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(
+        ..., description="Its position in the dead-letter topic, p<partition>.o<offset>."
+    )
+    source_topic: str
+    partition: int = Field(..., description="The source partition.")
+    offset: int = Field(..., description="The source offset (a range letter: its first).")
+    reason: str = Field(..., description="A reason code; range_failed names a whole range.")
+    detail: str
+    time_ms: int = Field(..., description="When it was dead-lettered, epoch ms.")
+    start: int = Field(..., description="First source offset it covers.")
+    end: int | None = Field(..., description="Source offset after the last it covers.")
+    model_version: str | None = Field(..., description="The version a failed range was for.")
+    raw_stored_bytes: int = Field(..., description="Bytes of the record kept in the letter.")
+    raw_prefix_hex: str = Field(..., description="Their first 32 bytes, hex.")
+
+
+class DeadLetters(BaseModel):
+    """A page of dead letters, oldest first per partition."""
+
+    dead_letters: list[DeadLetterInfo]
+    next_cursor: str | None = Field(
+        ..., description="Pass as `cursor` for the next page; null: no more."
+    )
+
+
 class Health(BaseModel):
     """Liveness."""
 
