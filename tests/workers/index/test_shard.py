@@ -17,7 +17,7 @@ from workers.index.shard import Shard
 
 
 def search_one(shard: Shard, query: np.ndarray, k: int, **kwargs: object) -> list[str]:
-    ids, _ = shard.search(query[None, :].astype(np.float32), k, **kwargs)  # type: ignore[arg-type]
+    ids, _, _ = shard.search(query[None, :].astype(np.float32), k, **kwargs)  # type: ignore[arg-type]
     return [i for i in ids[0].tolist() if i is not None]
 
 
@@ -163,14 +163,14 @@ def test_a_query_for_more_than_the_live_count_returns_what_exists(
     vectors = unit_vectors(rng, 5, 8)
     shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(5)])
     shard.apply([Mutation.delete("i0", 10), Mutation.delete("i1", 11)])
-    ids, dists = shard.search(vectors[:2], 50)
+    ids, dists, _ = shard.search(vectors[:2], 50)
     assert ids.shape == (2, 3)
     assert all(sorted(row) == ["i2", "i3", "i4"] for row in ids.tolist())
     assert np.all(np.diff(dists, axis=1) >= 0)
 
 
 def test_an_empty_shard_returns_no_results(small_config: IndexConfig) -> None:
-    ids, dists = Shard(small_config).search(np.ones((3, 8), dtype=np.float32), 10)
+    ids, dists, _ = Shard(small_config).search(np.ones((3, 8), dtype=np.float32), 10)
     assert ids.shape == (3, 0)
     assert dists.shape == (3, 0)
 
@@ -193,7 +193,7 @@ def test_hnswlib_falling_short_of_k_is_answered_exactly(
             raise RuntimeError("Cannot return the results in a contiguous 2D array.")
 
     monkeypatch.setattr(shard._graph, "index", Failing())
-    ids, dists = shard.search(vectors[:3], 4)
+    ids, dists, _ = shard.search(vectors[:3], 4)
     for row, query in enumerate(vectors[:3]):
         d = distances("cosine", query, vectors)
         expected = [f"i{j}" for j in np.argsort(d)[:4]]
@@ -243,15 +243,32 @@ def test_a_filter_that_nothing_matches_returns_nothing(rng: np.random.Generator)
     assert search_one(shard, vectors[0], 5, filter=Filter.of(color=1)) == []
 
 
-def test_a_query_with_another_ef_sets_it_and_keeps_working(
-    small_config: IndexConfig, rng: np.random.Generator
+def test_a_query_with_another_ef_searches_with_that_beam_and_changes_no_shared_state(
+    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shard = Shard(small_config)
-    vectors = unit_vectors(rng, 50, 8)
-    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(50)])
+    vectors = unit_vectors(rng, 300, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(300)])
+    index = shard._graph.index
+    asked: list[int] = []
+
+    class Spy:
+        """Records the k hnswlib is asked for (the real search runs)."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(index, name)
+
+        def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
+            asked.append(k)
+            return index.knn_query(data, k=k, num_threads=num_threads)
+
+    monkeypatch.setattr(shard._graph, "index", Spy())
     assert search_one(shard, vectors[7], 1, ef=200) == ["i7"]
-    assert shard._graph.index.ef == 200
     assert search_one(shard, vectors[8], 1) == ["i8"]
+    assert search_one(shard, vectors[9], 40, ef=5)[0] == "i9"
+    # hnswlib's beam is max(its ef, k): asking for max(k, ef) results is a search at ef.
+    assert asked == [200, small_config.ef_search, 40]
+    assert index.ef == 1
 
 
 # --- the model: any sequence of upserts and deletes -----------------------------------
@@ -302,7 +319,7 @@ def test_any_sequence_of_upserts_and_deletes_matches_the_brute_force_model(
     n = len(model.live)
     queries = np.random.default_rng(len(batches)).standard_normal((3, 6)).astype(np.float32)
     for k in {1, 3, max(n, 1)}:
-        ids, dists = shard.search(queries, k, ef=max(n, 1) + 10)
+        ids, dists, _ = shard.search(queries, k, ef=max(n, 1) + 10)
         for row, query in enumerate(queries):
             # Equal to exact search up to ties (hypothesis likes equal vectors).
             expected_ids, expected_d = model.exact(space, query, k)
@@ -332,7 +349,7 @@ def test_a_rebuild_starts_when_tombstones_pass_the_threshold_and_keeps_every_liv
     assert (stats.live, stats.tombstones, stats.rebuilds) == (140, 0, 1)
     for j in range(60, 200):
         assert search_one(shard, vectors[j], 1) == [f"i{j}"]
-    ids, dists = shard.search(vectors[:1], 200, ef=300)
+    ids, dists, _ = shard.search(vectors[:1], 200, ef=300)
     d = distances("cosine", vectors[0], vectors[60:])
     order = np.argsort(d)
     assert ids[0].tolist() == [f"i{60 + j}" for j in order]
