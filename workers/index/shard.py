@@ -25,6 +25,10 @@ slice lasts about ``write_slice_s`` (a few items, one thread), so a search waits
 at most one slice; otherwise slices are 1024 items with all threads, for bulk
 ingest. A separate apply mutex serialises batches, snapshots and rebuild swaps,
 so a snapshot never sees half a batch and always pairs state with its offset.
+Searches only ever hold the lock shared, whatever their ef (see
+`workers.index.search`). A batch that fails midway releases every lock and
+leaves the shard unhealthy (``healthy``): it refuses batches and snapshots
+until its owner replaces it with one rebuilt from a snapshot and the log.
 
 Rebuilds. When deleted slots pass ``tombstone_ratio`` of all slots, a background
 thread copies the live vectors (under short shared holds) into a new graph,
