@@ -21,6 +21,21 @@ def search_one(shard: Shard, query: np.ndarray, k: int, **kwargs: object) -> lis
     return [i for i in ids[0].tolist() if i is not None]
 
 
+class KnnSpy:
+    """The real hnswlib index, recording the k each ``knn_query`` asks for."""
+
+    def __init__(self, index: object) -> None:
+        self._index = index
+        self.asked: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._index, name)
+
+    def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
+        self.asked.append(k)
+        return self._index.knn_query(data, k=k, num_threads=num_threads)  # type: ignore[attr-defined]
+
+
 # --- upserts, deletes and source offsets ----------------------------------------------
 
 
@@ -250,24 +265,13 @@ def test_a_query_with_another_ef_searches_with_that_beam_and_changes_no_shared_s
     vectors = unit_vectors(rng, 300, 8)
     shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(300)])
     index = shard._graph.index
-    asked: list[int] = []
-
-    class Spy:
-        """Records the k hnswlib is asked for (the real search runs)."""
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(index, name)
-
-        def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
-            asked.append(k)
-            return index.knn_query(data, k=k, num_threads=num_threads)
-
-    monkeypatch.setattr(shard._graph, "index", Spy())
+    spy = KnnSpy(index)
+    monkeypatch.setattr(shard._graph, "index", spy)
     assert search_one(shard, vectors[7], 1, ef=200) == ["i7"]
     assert search_one(shard, vectors[8], 1) == ["i8"]
     assert search_one(shard, vectors[9], 40, ef=5)[0] == "i9"
     # hnswlib's beam is max(its ef, k): asking for max(k, ef) results is a search at ef.
-    assert asked == [200, small_config.ef_search, 40]
+    assert spy.asked == [200, small_config.ef_search, 40]
     assert index.ef == 1
 
 
@@ -447,21 +451,6 @@ def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
 # --- bounded filtered searches --------------------------------------------------------
 
 
-class KnnSpy:
-    """The real hnswlib index, recording the k each ``knn_query`` asks for."""
-
-    def __init__(self, index: object) -> None:
-        self._index = index
-        self.asked: list[int] = []
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._index, name)
-
-    def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
-        self.asked.append(k)
-        return self._index.knn_query(data, k=k, num_threads=num_threads)  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="module")
 def big_shard() -> tuple[Shard, np.ndarray]:
     """20,000 items: label a/red or b/blue, and 5 of them ``rare``."""
@@ -487,12 +476,21 @@ def big_shard() -> tuple[Shard, np.ndarray]:
     return shard, vectors
 
 
-def test_a_filter_that_no_item_passes_fetches_at_most_the_cap_and_says_it_is_not_exhaustive(
+@pytest.fixture
+def spied(
     big_shard: tuple[Shard, np.ndarray], monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Shard, np.ndarray, KnnSpy]:
+    """The big shard with its hnswlib index spied on."""
     shard, vectors = big_shard
     spy = KnnSpy(shard._graph.index)
     monkeypatch.setattr(shard._graph, "index", spy)
+    return shard, vectors, spy
+
+
+def test_a_filter_that_no_item_passes_fetches_at_most_the_cap_and_says_it_is_not_exhaustive(
+    spied: tuple[Shard, np.ndarray, KnnSpy],
+) -> None:
+    shard, vectors, spy = spied
     # Each constraint alone matches 10,000 items; together none.
     ids, dists, exhaustive = shard.search(
         vectors[:64], 20, filter=Filter.of(labels=["a"], color="blue")
@@ -504,11 +502,9 @@ def test_a_filter_that_no_item_passes_fetches_at_most_the_cap_and_says_it_is_not
 
 
 def test_a_filter_on_a_value_no_item_holds_returns_nothing_without_searching_the_graph(
-    big_shard: tuple[Shard, np.ndarray], monkeypatch: pytest.MonkeyPatch
+    spied: tuple[Shard, np.ndarray, KnnSpy],
 ) -> None:
-    shard, vectors = big_shard
-    spy = KnnSpy(shard._graph.index)
-    monkeypatch.setattr(shard._graph, "index", spy)
+    shard, vectors, spy = spied
     ids, _, exhaustive = shard.search(vectors[:256], 20, filter=Filter.of(nope=1))
     assert spy.asked == []
     assert ids.tolist() == [[None] * 20] * 256
@@ -516,11 +512,9 @@ def test_a_filter_on_a_value_no_item_holds_returns_nothing_without_searching_the
 
 
 def test_a_selective_filter_is_answered_exactly_from_its_posting_list(
-    big_shard: tuple[Shard, np.ndarray], monkeypatch: pytest.MonkeyPatch
+    spied: tuple[Shard, np.ndarray, KnnSpy],
 ) -> None:
-    shard, vectors = big_shard
-    spy = KnnSpy(shard._graph.index)
-    monkeypatch.setattr(shard._graph, "index", spy)
+    shard, vectors, spy = spied
     rare = [j * 3_999 for j in range(5)]
     queries = vectors[100:104]
     ids, dists, exhaustive = shard.search(queries, 10, filter=Filter.of(rare=1.0))
