@@ -203,6 +203,13 @@ class ItemUpsert(_Strict):
 # --- responses ---------------------------------------------------------------------
 
 
+_EXHAUSTIVE = (
+    "False when fewer than k neighbours came back although more items may pass the "
+    "filter: each shard fetches a bounded number of candidates per query. A narrower "
+    "filter (one that few items match) is answered exactly."
+)
+
+
 class Neighbor(BaseModel):
     """One result, nearest first."""
 
@@ -218,12 +225,14 @@ class LookupResponse(BaseModel):
     model_version: str = Field(..., description="Encoder version of the generation searched.")
     index_epoch: int = Field(..., description="Index epoch when the search started.")
     neighbors: list[Neighbor]
+    exhaustive: bool = Field(True, description=_EXHAUSTIVE)
 
 
 class NeighborList(BaseModel):
     """The neighbours of one query of a batch."""
 
     neighbors: list[Neighbor]
+    exhaustive: bool = Field(True, description=_EXHAUSTIVE)
 
 
 class BatchLookupResponse(BaseModel):

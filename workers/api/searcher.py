@@ -41,6 +41,8 @@ from workers.node.node import IndexNode
 
 CacheStatus = Literal["hit", "miss", "bypass"]
 _ROUND_DECIMALS = 6
+_PARTIAL = b"~"
+"""Prefixes a cached neighbour list that is not exhaustive (a JSON array starts with '[')."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +90,15 @@ class Answer:
         neighbours: one serialised neighbour list (a JSON array) per query.
         cache: the cache status of the request (a batch is a ``hit`` only when
             every query hit).
+        exhaustive: per query, False when fewer than k came back although more
+            items may pass the filter (the index capped its search).
     """
 
     version: str
     epoch: int
     neighbours: list[bytes]
     cache: CacheStatus
+    exhaustive: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +149,9 @@ class Searcher:
         """
         answer = self.search(request, [request])
         [neighbours] = answer.neighbours
-        return Reply(lookup_body(answer.version, answer.epoch, neighbours), answer.cache)
+        [exhaustive] = answer.exhaustive
+        body = lookup_body(answer.version, answer.epoch, neighbours, exhaustive)
+        return Reply(body, answer.cache)
 
     def lookup_batch(self, request: BatchLookupRequest) -> Reply:
         """The body of a `BatchLookupResponse`: each query answered in order.
@@ -156,7 +163,8 @@ class Searcher:
         """
         self.check_batch(len(request.queries))
         answer = self.search(request, request.queries)
-        return Reply(batch_body(answer.version, answer.epoch, answer.neighbours), answer.cache)
+        body = batch_body(answer.version, answer.epoch, answer.neighbours, answer.exhaustive)
+        return Reply(body, answer.cache)
 
     def search(self, options: LookupOptions, queries: Sequence[Query]) -> Answer:
         """Search ``queries`` in the serving generation, taken once, through the cache.
@@ -175,10 +183,10 @@ class Searcher:
             self.wait_for(generation, options.after)
         position, epoch = state_of(generation)
         resolved = self.resolve(generation, queries)
-        neighbours, status = self.cached_neighbours(
-            generation, position, resolved, plan, options.fresh
-        )
-        return Answer(generation.version, epoch, neighbours, status)
+        values, status = self.cached_neighbours(generation, position, resolved, plan, options.fresh)
+        exhaustive = [not v.startswith(_PARTIAL) for v in values]
+        neighbours = [v.removeprefix(_PARTIAL) for v in values]
+        return Answer(generation.version, epoch, neighbours, status, exhaustive)
 
     # --- validation ------------------------------------------------------------------
 
@@ -323,15 +331,19 @@ class Searcher:
 
     def neighbours(
         self, generation: IndexGeneration, queries: Sequence[Resolved], plan: Plan
-    ) -> list[list[dict[str, Any]]]:
-        """Search and describe the neighbours of each query (without cache)."""
+    ) -> list[tuple[list[dict[str, Any]], bool]]:
+        """Search and describe the neighbours of each query (without cache).
+
+        Returns:
+            Per query, its neighbours and whether the answer is exhaustive.
+        """
         extra = 1 if any(q.exclude is not None for q in queries) else 0
         # cosine and l2 distances are ≥ 0; float32 rounding can dip just below.
         floor = -math.inf if generation.index.space == "ip" else 0.0
         found = generation.index.search_batch(
             np.stack([q.vector for q in queries]), plan.k + extra, ef=plan.ef, filter=plan.filter
         )
-        out: list[list[dict[str, Any]]] = []
+        out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):
             rows: list[dict[str, Any]] = []
             for item_id, distance in zip(result.ids, result.distances, strict=True):
@@ -350,7 +362,7 @@ class Searcher:
                 )
                 if len(rows) == plan.k:
                     break
-            out.append(rows)
+            out.append((rows, result.exhaustive))
         return out
 
     def cached_neighbours(
@@ -364,12 +376,16 @@ class Searcher:
         """Serialised neighbour lists through the cache (single-flight for one query).
 
         Returns:
-            One JSON array per query, and the cache status of the request (a batch is
-            a ``hit`` only when every query hit).
+            One JSON array per query (prefixed with ``_PARTIAL`` when the answer is
+            not exhaustive), and the cache status of the request (a batch is a
+            ``hit`` only when every query hit).
         """
 
         def compute(subset: Sequence[Resolved]) -> list[bytes]:
-            return [_dumps(rows) for rows in self.neighbours(generation, subset, plan)]
+            return [
+                _dumps(rows) if exhaustive else _PARTIAL + _dumps(rows)
+                for rows, exhaustive in self.neighbours(generation, subset, plan)
+            ]
 
         if fresh:
             return compute(queries), "bypass"
@@ -415,18 +431,24 @@ def state_of(generation: IndexGeneration) -> tuple[str, int]:
     return log_position(index.next_offsets()), index.epoch
 
 
-def lookup_body(version: str, epoch: int, neighbours: bytes) -> bytes:
+def lookup_body(version: str, epoch: int, neighbours: bytes, exhaustive: bool = True) -> bytes:
     """The JSON of a `LookupResponse` around an already serialised neighbour list."""
-    return b'{"model_version":%s,"index_epoch":%d,"neighbors":%s}' % (
+    return b'{"model_version":%s,"index_epoch":%d,"neighbors":%s,"exhaustive":%s}' % (
         _dumps(version),
         epoch,
         neighbours,
+        _dumps(exhaustive),
     )
 
 
-def batch_body(version: str, epoch: int, results: Sequence[bytes]) -> bytes:
+def batch_body(
+    version: str, epoch: int, results: Sequence[bytes], exhaustive: Sequence[bool]
+) -> bytes:
     """The JSON of a `BatchLookupResponse` around serialised neighbour lists."""
-    inner = b",".join(b'{"neighbors":%s}' % r for r in results)
+    inner = b",".join(
+        b'{"neighbors":%s,"exhaustive":%s}' % (r, _dumps(full))
+        for r, full in zip(results, exhaustive, strict=True)
+    )
     return b'{"model_version":%s,"index_epoch":%d,"results":[%s]}' % (
         _dumps(version),
         epoch,

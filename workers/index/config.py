@@ -29,8 +29,13 @@ class IndexConfig:
         min_tombstones: fewest deleted slots worth a rebuild (tiny shards skip it).
         num_threads: hnswlib threads for bulk inserts and batched queries (-1: all cores).
         write_slice_s: longest a writer holds a shard while searches are running.
-        exact_filter_limit: a filtered search whose candidates (by label) number
-            at most this is answered exactly by brute force.
+        exact_filter_limit: a filtered search whose candidates (the filter's
+            shortest posting list: by label or by metadata value) number at most
+            this is answered exactly by brute force over them.
+        filter_fetch_limit: the most neighbours a filtered search fetches from a
+            shard's graph per query (at least k); a query still short of k then
+            gets fewer, marked not exhaustive. Bounds a filtered query's memory
+            and time per shard.
         fan_out_min_s: searches expected to take longer than this per shard fan
             out to threads; shorter ones run in the calling thread (a thread
             hand-off costs tens of microseconds).
@@ -47,6 +52,7 @@ class IndexConfig:
     num_threads: int = -1
     write_slice_s: float = 0.0002
     exact_filter_limit: int = 2048
+    filter_fetch_limit: int = 4096
     fan_out_min_s: float = 0.0002
 
     def __post_init__(self) -> None:
@@ -62,6 +68,7 @@ class IndexConfig:
             (self.num_threads == -1 or self.num_threads >= 1, "num_threads", "-1 or ≥ 1"),
             (self.write_slice_s > 0, "write_slice_s", "write_slice_s > 0"),
             (self.exact_filter_limit >= 0, "exact_filter_limit", "exact_filter_limit ≥ 0"),
+            (self.filter_fetch_limit >= 1, "filter_fetch_limit", "filter_fetch_limit ≥ 1"),
             (self.fan_out_min_s >= 0, "fan_out_min_s", "fan_out_min_s ≥ 0"),
         ]
         for ok, name, expected in checks:

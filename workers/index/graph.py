@@ -50,7 +50,9 @@ class Graph:
             index.init_index(
                 max_elements=max(capacity, 1), M=config.m, ef_construction=config.ef_construction
             )
-        index.set_ef(config.ef_search)
+        # Searches pass their ef as hnswlib's k (`workers.index.search.knn`): the
+        # graph's own ef stays 1, so no search ever changes shared state.
+        index.set_ef(1)
         self.index = index
         self.slot_of: dict[str, int] = dict(slot_of or {})
         self.next_slot = next_slot

@@ -2,60 +2,94 @@
 
 hnswlib answers the queries; where it cannot return k items (it raises when a
 query reaches fewer than k: many deletes, tiny or duplicate-heavy graphs) the
-query is answered by brute force over the live vectors. A filter with few
-label candidates is answered exactly by brute force over the candidates;
-otherwise the graph is over-fetched and post-filtered, the fetch growing for
-queries still short of k (see ``docs/index.md``, "Searches"). The caller holds
-the shard's lock shared throughout.
+query is answered by brute force over the live vectors.
+
+Per-query ef without touching the graph: hnswlib searches with a beam of
+``max(ef, k)`` and keeps the best k. Graphs are kept at hnswlib's ef = 1 and
+every search asks hnswlib for ``max(k, ef)`` results and keeps the first k:
+the same beam, the same answer, and no shared state changes (``set_ef`` would
+need the exclusive lock).
+
+A filter whose shortest posting list (`workers.index.postings`) is short is
+answered exactly by brute force over those candidates; otherwise the graph is
+over-fetched and post-filtered, the fetch growing for queries still short of k
+up to ``IndexConfig.filter_fetch_limit`` per query. A query still short of k
+then is answered with fewer and marked not exhaustive (see ``docs/index.md``,
+"Filters"). The caller holds the shard's lock shared throughout.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from workers.index.filter import Filter, LabelKey
+from workers.index.filter import Filter
 from workers.index.graph import Graph
 
 _EXACT_CHUNK = 16384
 
 
-def no_results(batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Empty ``(ids, distances)`` for ``batch`` queries."""
-    return np.empty((batch, 0), dtype=object), np.empty((batch, 0), dtype=np.float32)
+class Hits(NamedTuple):
+    """One shard's answer to a batch of queries.
+
+    Attributes:
+        ids: object array (batch, w ≤ k) of item ids, nearest first; None where a
+            row has fewer results.
+        distances: float32 array (batch, w); inf where a row has fewer results.
+        exhaustive: bool array (batch,): False where a row has fewer than k results
+            although more items may pass its filter (the fetch cap was reached).
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+    exhaustive: np.ndarray
 
 
-def nearest(
-    graph: Graph, queries: np.ndarray, k: int, num_threads: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The min(k, live) nearest live items of each query: ``(ids, distances)``."""
+def no_results(batch: int) -> Hits:
+    """Empty hits for ``batch`` queries."""
+    return Hits(
+        np.empty((batch, 0), dtype=object),
+        np.empty((batch, 0), dtype=np.float32),
+        np.ones(batch, dtype=bool),
+    )
+
+
+def nearest(graph: Graph, queries: np.ndarray, k: int, ef: int, num_threads: int) -> Hits:
+    """The min(k, live) nearest live items of each query."""
     kk = min(k, graph.live)
     if not kk:
         return no_results(len(queries))
-    slots, dists = knn(graph, queries, kk, num_threads)
-    return graph.ids[slots], dists
+    slots, dists = knn(graph, queries, kk, ef, num_threads)
+    return Hits(graph.ids[slots], dists, np.ones(len(queries), dtype=bool))
 
 
 def knn(
-    graph: Graph, queries: np.ndarray, k: int, num_threads: int
+    graph: Graph, queries: np.ndarray, k: int, ef: int, num_threads: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly k ≤ live results per query from hnswlib, exact where hnswlib falls short."""
+    """Exactly k ≤ live results per query, searched with a beam of max(ef, k).
+
+    hnswlib is asked for ``max(k, ef)`` results (its beam is ``max(graph ef, that)``
+    with the graph's ef kept at 1) and the first k are kept; queries hnswlib cannot
+    fill are answered by brute force.
+    """
+    fetch = min(max(k, ef), graph.live)
     try:
-        slots, dists = graph.index.knn_query(queries, k=k, num_threads=num_threads)
-        return slots.astype(np.int64), dists
+        slots, dists = graph.index.knn_query(queries, k=fetch, num_threads=num_threads)
+        return slots[:, :k].astype(np.int64), dists[:, :k]
     except RuntimeError:
-        # Fewer than k reachable (deletes, tiny or duplicate-heavy graphs): retry per
-        # query and answer the ones hnswlib cannot fill by brute force.
+        # Fewer than asked reachable (deletes, tiny or duplicate-heavy graphs): retry
+        # per query and answer the ones hnswlib cannot fill by brute force.
         slots = np.empty((len(queries), k), dtype=np.int64)
         dists = np.empty((len(queries), k), dtype=np.float32)
         for row, query in enumerate(queries):
             try:
-                s, d = graph.index.knn_query(query[None, :], k=k, num_threads=1)
+                s, d = graph.index.knn_query(query[None, :], k=fetch, num_threads=1)
             except RuntimeError:
                 s, d = exact(graph, query[None, :], k, list(graph.slot_of.values()))
-            slots[row], dists[row] = s[0], d[0]
+            slots[row], dists[row] = s[0, :k], d[0, :k]
         return slots, dists
 
 
@@ -91,50 +125,48 @@ def filtered(
     graph: Graph,
     queries: np.ndarray,
     k: int,
+    ef: int,
     flt: Filter,
     num_threads: int,
-    by_label: Mapping[LabelKey, Collection[str]],
+    candidates: tuple[int | None, list[str] | None],
     passes: Callable[[str, Filter], bool],
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Hits:
     """The k nearest live items of each query that pass ``flt``, padded with None and inf.
 
     Args:
         graph: the shard's graph.
         queries: float32 array of shape (batch, dim).
         k: results per query.
+        ef: hnswlib ef.
         flt: the filter (not empty).
         num_threads: hnswlib threads.
-        by_label: the live ids of each label key.
+        candidates: ``(count, ids)`` of the filter's shortest posting list (see
+            `Postings.candidates`): ids are given when they are few enough to scan.
         passes: whether a live id passes a filter.
     """
     ids = np.full((len(queries), k), None, dtype=object)
     dists = np.full((len(queries), k), np.inf, dtype=np.float32)
+    count, listed = candidates
+    if listed is not None:
+        passing = [i for i in listed if passes(i, flt)]
+        kk = min(k, len(passing))
+        if kk:
+            s, d = exact(graph, queries, kk, [graph.slot_of[i] for i in passing])
+            ids[:, :kk] = graph.ids[s]
+            dists[:, :kk] = d
+        return Hits(ids, dists, np.ones(len(queries), dtype=bool))
     live = graph.live
-    keys = flt.label_keys()
-    if keys is not None:
-        count = sum(len(by_label.get(key, ())) for key in keys)
-        if count <= max(graph.config.exact_filter_limit, k):
-            candidates = [i for key in keys for i in by_label.get(key, ())]
-            passing = [i for i in candidates if passes(i, flt)]
-            kk = min(k, len(passing))
-            if kk:
-                chosen = [graph.slot_of[i] for i in passing]
-                s, d = exact(graph, queries, kk, chosen)
-                ids[:, :kk] = graph.ids[s]
-                dists[:, :kk] = d
-            return ids, dists
-        share = count / max(live, 1)
-    else:
-        share = 1.0
+    share = 1.0 if count is None else count / max(live, 1)
     # Over-fetch, post-filter, and grow the fetch for queries still short of k
-    # until k pass or the shard is exhausted (fetch = live returns every item).
-    fetch = min(live, max(2 * k, math.ceil(2 * k / max(share, 1e-9))))
+    # until k pass, the shard is exhausted (fetch = live) or the fetch reaches the cap.
+    cap = min(live, max(graph.config.filter_fetch_limit, k))
+    fetch = min(cap, max(2 * k, math.ceil(2 * k / max(share, 1e-9))))
     pending = np.arange(len(queries))
     while len(pending) and fetch:
-        slots, found = knn(graph, queries[pending], fetch, num_threads)
+        slots, fetched = knn(graph, queries[pending], fetch, ef, num_threads)
         short: list[int] = []
         rows: list[int] = pending.tolist()
-        for row, slot_row, dist_row in zip(rows, slots.tolist(), found.tolist(), strict=True):
+        for row, slot_row, dist_row in zip(rows, slots.tolist(), fetched.tolist(), strict=True):
             n = 0
             for slot, dist in zip(slot_row, dist_row, strict=True):
                 item_id = graph.ids[slot]
@@ -143,8 +175,13 @@ def filtered(
                     n += 1
                     if n == k:
                         break
-            if n < k and fetch < live:
+            if n < k:
                 short.append(row)
         pending = np.asarray(short, dtype=np.int64)
-        fetch = min(live, fetch * 4)
-    return ids, dists
+        if fetch == cap:
+            break
+        fetch = min(cap, fetch * 4)
+    exhaustive = np.ones(len(queries), dtype=bool)
+    if cap < live:
+        exhaustive[pending] = False
+    return Hits(ids, dists, exhaustive)

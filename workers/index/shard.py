@@ -25,6 +25,10 @@ slice lasts about ``write_slice_s`` (a few items, one thread), so a search waits
 at most one slice; otherwise slices are 1024 items with all threads, for bulk
 ingest. A separate apply mutex serialises batches, snapshots and rebuild swaps,
 so a snapshot never sees half a batch and always pairs state with its offset.
+Searches only ever hold the lock shared, whatever their ef (see
+`workers.index.search`). A batch that fails midway releases every lock and
+leaves the shard unhealthy (``healthy``): it refuses batches and snapshots
+until its owner replaces it with one rebuilt from a snapshot and the log.
 
 Rebuilds. When deleted slots pass ``tombstone_ratio`` of all slots, a background
 thread copies the live vectors (under short shared holds) into a new graph,
@@ -55,13 +59,14 @@ from simstream.errors import IndexStoreError
 from simstream.log import get_logger
 from simstream.wire import Op
 from workers.index.config import IndexConfig
-from workers.index.filter import Filter, ItemLabel, LabelKey, label_key
+from workers.index.filter import Filter, ItemLabel
 from workers.index.frozen import FrozenShard
 from workers.index.graph import Graph, Insert, PendingInsert
+from workers.index.postings import Postings
 from workers.index.rebuild import Rebuilder
 from workers.index.record import IndexRecord
 from workers.index.rwlock import RWLock
-from workers.index.search import filtered, nearest
+from workers.index.search import Hits, filtered, nearest
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _READER_WINDOW_S = 0.05
@@ -111,6 +116,8 @@ class ShardStats:
         epoch: batches that changed this shard.
         rebuilding: whether a background rebuild is running.
         rebuilds: rebuilds completed since the shard was created or loaded.
+        healthy: False once a batch failed midway (its state may be partial):
+            rebuild the shard from its snapshot and the log.
     """
 
     partition: int
@@ -122,6 +129,7 @@ class ShardStats:
     epoch: int
     rebuilding: bool
     rebuilds: int
+    healthy: bool = True
 
 
 @dataclass(slots=True)
@@ -177,8 +185,9 @@ class Shard:
         self._apply_lock = threading.Lock()
         self._graph = Graph(config, config.initial_capacity)
         self._entries: dict[str, _Entry] = {}
-        self._by_label: dict[LabelKey, set[str]] = {}
+        self._postings = Postings()
         self._deleted_at: dict[str, int] = {}
+        self.failure: str | None = None
         self._next_offset: int | None = None
         self._epoch = 0
         self._rebuilder = Rebuilder(
@@ -212,22 +221,29 @@ class Shard:
 
         Returns:
             Counts of upserted, deleted, stale and rejected records.
+
+        Raises:
+            IndexStoreError: hnswlib failed (the shard is then unhealthy), or the
+                shard was already unhealthy.
         """
         threads = self.config.num_threads if num_threads is None else num_threads
         with self._apply_lock:
+            if self.failure is not None:
+                raise IndexStoreError(
+                    f"Shard {self.partition} is unhealthy after a failed batch "
+                    f"({self.failure}). Expected it to be rebuilt from its snapshot and "
+                    "the log before it takes more batches."
+                )
             result = ApplyResult()
-            pending: PendingInsert | None = None
             try:
-                # Plan the next chunk while hnswlib inserts the previous one.
-                for start in range(0, max(len(records), 1), _BULK_SLICE):
-                    plan = self._plan(records[start : start + _BULK_SLICE], result)
-                    if pending is not None:
-                        finishing, pending = pending, None
-                        finishing.finish()
-                    pending = self._write(plan, threads, result)
-            finally:
-                if pending is not None:
-                    pending.finish()
+                self._apply_chunks(records, threads, result)
+            except BaseException as e:
+                # Locks are released (every hold is a `with` or a PendingInsert's
+                # finish), but the batch may be half applied: searches go on with
+                # what is there, and the owner rebuilds the shard (see `healthy`).
+                self.failure = f"{type(e).__name__}: {e}"
+                self._log.error("index.apply_failed", error=self.failure)
+                raise
             if result.changed:
                 self._epoch += 1
             if next_offset is not None:
@@ -238,6 +254,27 @@ class Shard:
                 "index.records_rejected", count=len(result.rejected), first=result.rejected[0]
             )
         return result
+
+    def _apply_chunks(
+        self, records: Sequence[IndexRecord], threads: int, result: ApplyResult
+    ) -> None:
+        pending: PendingInsert | None = None
+        try:
+            # Plan the next chunk while hnswlib inserts the previous one.
+            for start in range(0, max(len(records), 1), _BULK_SLICE):
+                plan = self._plan(records[start : start + _BULK_SLICE], result)
+                if pending is not None:
+                    finishing, pending = pending, None
+                    finishing.finish()
+                pending = self._write(plan, threads, result)
+        finally:
+            if pending is not None:
+                pending.finish()
+
+    @property
+    def healthy(self) -> bool:
+        """False once a batch failed midway: the shard's state may be partial."""
+        return self.failure is None
 
     def _held_offset(self, item_id: str, plan: Mapping[str, _Planned]) -> int | None:
         planned = plan.get(item_id)
@@ -320,17 +357,9 @@ class Shard:
     def _delete(self, item_id: str, source_offset: int) -> None:
         entry = self._entries.pop(item_id, None)
         if entry is not None:
-            self._unindex_label(item_id, entry.label)
+            self._postings.remove(item_id, entry.label, entry.metadata)
         self._graph.remove(item_id)
         self._deleted_at[item_id] = source_offset
-
-    def _unindex_label(self, item_id: str, label: ItemLabel | None) -> None:
-        key = label_key(label)
-        ids = self._by_label.get(key)
-        if ids is not None:
-            ids.discard(item_id)
-            if not ids:
-                del self._by_label[key]
 
     def _write(
         self, plan: dict[str, _Planned], num_threads: int, result: ApplyResult
@@ -378,16 +407,35 @@ class Shard:
             else:
                 # hnswlib releases the GIL while it inserts: the bookkeeping (and the
                 # caller's planning of its next chunk) runs meanwhile.
-                self._lock.acquire_write()
-                graph = self._graph
-                slots = graph.allocate(len(chunk))
-                insert = Insert(graph.index, vectors, slots, threads)
-                insert.start()
-                pending = PendingInsert(graph, insert, self._lock.release_write)
-                undo = self._record(chunk)
-                pending.rollback = partial(self._undo, undo)
-                pending.previous = graph.bind(ids, slots)
+                pending = self._start_insert(chunk, ids, vectors, threads)
             pos += len(chunk)
+        return pending
+
+    def _start_insert(
+        self, chunk: list[tuple[str, _Planned]], ids: list[str], vectors: np.ndarray, threads: int
+    ) -> PendingInsert:
+        """Take the write lock and start a bulk insert; the lock passes to the result.
+
+        If anything fails before the `PendingInsert` exists, the lock is released
+        here; after, its ``finish`` releases it (and waits for the insert).
+        """
+        self._lock.acquire_write()
+        try:
+            graph = self._graph
+            slots = graph.allocate(len(chunk))
+            insert = Insert(graph.index, vectors, slots, threads)
+            insert.start()
+        except BaseException:
+            self._lock.release_write()
+            raise
+        pending = PendingInsert(graph, insert, self._lock.release_write)
+        try:
+            undo = self._record(chunk)
+            pending.rollback = partial(self._undo, undo)
+            pending.previous = graph.bind(ids, slots)
+        except BaseException:
+            pending.finish()
+            raise
         return pending
 
     def _record(
@@ -395,38 +443,43 @@ class Shard:
     ) -> list[tuple[str, _Entry | None, int | None]]:
         """Update the bookkeeping of upserted items; return what is needed to undo it."""
         undo = []
-        entries, by_label, deleted_at = self._entries, self._by_label, self._deleted_at
+        entries, postings, deleted_at = self._entries, self._postings, self._deleted_at
         for item_id, p in chunk:
             old = entries.get(item_id)
             if old is not None:
-                self._unindex_label(item_id, old.label)
+                postings.remove(item_id, old.label, old.metadata)
             entries[item_id] = _Entry(p.source_offset, p.label, p.metadata)
-            by_label.setdefault(label_key(p.label), set()).add(item_id)
+            postings.add(item_id, p.label, p.metadata)
             undo.append((item_id, old, deleted_at.pop(item_id, None)))
         return undo
 
     def _undo(self, undo: list[tuple[str, _Entry | None, int | None]]) -> None:
         for item_id, old, deleted in reversed(undo):
-            entry = self._entries.pop(item_id)
-            self._unindex_label(item_id, entry.label)
+            entry = self._entries.pop(item_id, None)
+            if entry is not None:
+                self._postings.remove(item_id, entry.label, entry.metadata)
             if old is not None:
                 self._entries[item_id] = old
-                self._by_label.setdefault(label_key(old.label), set()).add(item_id)
+                self._postings.add(item_id, old.label, old.metadata)
             if deleted is not None:
                 self._deleted_at[item_id] = deleted
 
-    # --- reads -----------------------------------------------------------------------
+    def prune_markers(self, below: int) -> int:
+        """Forget the delete markers whose source offset is below ``below``.
 
-    def _acquire_read(self, ef: int) -> Graph:
-        """Hold the lock shared with the graph's ef set to ``ef``; return the graph."""
-        while True:
-            self._lock.acquire_read()
-            graph = self._graph
-            if graph.index.ef == ef:
-                return graph
-            self._lock.release_read()
-            with self._lock.write():
-                self._graph.index.set_ef(ef)
+        Only safe when no event of this partition with a source offset below
+        ``below`` can be applied again (see ``docs/index.md``, "Delete markers").
+
+        Returns:
+            How many markers were forgotten.
+        """
+        with self._apply_lock:
+            old = [i for i, offset in self._deleted_at.items() if offset < below]
+            for item_id in old:
+                del self._deleted_at[item_id]
+        return len(old)
+
+    # --- reads -----------------------------------------------------------------------
 
     def search(
         self,
@@ -436,8 +489,8 @@ class Shard:
         ef: int | None = None,
         filter: Filter | None = None,
         num_threads: int = 1,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest live items of each query in this shard.
+    ) -> Hits:
+        """The k nearest live items of each query in this shard (under the shared lock).
 
         Args:
             queries: float32 array of shape (batch, dim), C-contiguous.
@@ -447,17 +500,19 @@ class Shard:
             num_threads: hnswlib threads for the batch.
 
         Returns:
-            ``(ids, distances)`` of shape (batch, w) with w ≤ k, nearest first: an
-            object array of item ids and float32 distances. Rows with fewer results
-            (filters) are padded with None and inf.
+            `Hits`: ``ids`` and ``distances`` of shape (batch, w) with w ≤ k, nearest
+            first (an object array of item ids and float32 distances; rows with
+            fewer results, under filters, are padded with None and inf), and per
+            query whether the answer is exhaustive.
         """
-        graph = self._acquire_read(self.config.ef_search if ef is None else ef)
-        try:
+        ef = self.config.ef_search if ef is None else ef
+        with self._lock.read():
+            graph = self._graph
             if filter is None or filter.empty:
-                return nearest(graph, queries, k, num_threads)
-            return filtered(graph, queries, k, filter, num_threads, self._by_label, self._passes)
-        finally:
-            self._lock.release_read()
+                return nearest(graph, queries, k, ef, num_threads)
+            limit = max(self.config.exact_filter_limit, k)
+            candidates = self._postings.candidates(filter, limit)
+            return filtered(graph, queries, k, ef, filter, num_threads, candidates, self._passes)
 
     def _passes(self, item_id: str, flt: Filter) -> bool:
         entry = self._entries.get(item_id)
@@ -512,6 +567,7 @@ class Shard:
             epoch=self._epoch,
             rebuilding=self._rebuilder.running,
             rebuilds=self._rebuilder.completed,
+            healthy=self.healthy,
         )
 
     # --- rebuild ---------------------------------------------------------------------
@@ -560,7 +616,7 @@ class Shard:
             items["ids"], items["offsets"], items["labels"], items["metadata"], strict=True
         ):
             shard._entries[item_id] = _Entry(offset, label, metadata or _EMPTY)
-            shard._by_label.setdefault(label_key(label), set()).add(item_id)
+            shard._postings.add(item_id, label, metadata or _EMPTY)
         deleted = state["deleted"]
         shard._deleted_at = dict(zip(deleted["ids"], deleted["offsets"], strict=True))
         shard._next_offset = state.get("next_offset")

@@ -32,6 +32,7 @@ from workers.index.config import IndexConfig
 from workers.index.filter import Filter
 from workers.index.partitioning import partition_for
 from workers.index.record import IndexRecord
+from workers.index.search import Hits
 from workers.index.shard import ApplyResult, Item, Shard, ShardStats
 
 
@@ -42,10 +43,13 @@ class Neighbors:
     Attributes:
         ids: item ids (at most k; fewer when fewer items qualify).
         distances: distances in the index's space, same order.
+        exhaustive: False when fewer than k came back although more items may
+            pass the filter (a shard's fetch cap was reached).
     """
 
     ids: list[str]
     distances: list[float]
+    exhaustive: bool = True
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,13 +64,21 @@ class NeighborsBatch(Sequence[Neighbors]):
     Attributes:
         ids: object array (batch, w) of item ids, w ≤ k.
         distances: float32 array (batch, w); inf where a row has fewer results.
+        exhaustive: bool array (batch,), see `Neighbors.exhaustive`.
     """
 
-    __slots__ = ("_counts", "distances", "ids")
+    __slots__ = ("_counts", "distances", "exhaustive", "ids")
 
-    def __init__(self, ids: np.ndarray, distances: np.ndarray, padded: bool) -> None:
+    def __init__(
+        self,
+        ids: np.ndarray,
+        distances: np.ndarray,
+        padded: bool,
+        exhaustive: np.ndarray | None = None,
+    ) -> None:
         self.ids = ids
         self.distances = distances
+        self.exhaustive = np.ones(len(ids), dtype=bool) if exhaustive is None else exhaustive
         self._counts: list[int] | None = (
             np.isfinite(distances).sum(axis=1).tolist() if padded else None
         )
@@ -84,7 +96,11 @@ class NeighborsBatch(Sequence[Neighbors]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         n = self.ids.shape[1] if self._counts is None else self._counts[index]
-        return Neighbors(self.ids[index, :n].tolist(), self.distances[index, :n].tolist())
+        return Neighbors(
+            self.ids[index, :n].tolist(),
+            self.distances[index, :n].tolist(),
+            bool(self.exhaustive[index]),
+        )
 
     def __iter__(self) -> Iterator[Neighbors]:
         return (self[i] for i in range(len(self)))
@@ -117,6 +133,11 @@ class IndexStats:
         """Allocated slots over all shards."""
         return sum(s.capacity for s in self.shards)
 
+    @property
+    def healthy(self) -> bool:
+        """Whether every shard is healthy (see `ShardStats.healthy`)."""
+        return all(s.healthy for s in self.shards)
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view (for the API and logs)."""
         return {
@@ -135,6 +156,7 @@ class IndexStats:
                     "epoch": s.epoch,
                     "rebuilding": s.rebuilding,
                     "rebuilds": s.rebuilds,
+                    "healthy": s.healthy,
                 }
                 for s in self.shards
             ],
@@ -353,14 +375,13 @@ class ShardedIndex:
         q = self._queries(vectors)
         shards = self._shards
         if len(shards) == 1:
-            ids, dists = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
+            hits = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
         else:
-            ids, dists = self._fan_out(q, k, ef, filter)
-        return NeighborsBatch(ids, dists, padded=filter is not None and not filter.empty)
+            hits = self._fan_out(q, k, ef, filter)
+        padded = filter is not None and not filter.empty
+        return NeighborsBatch(hits.ids, hits.distances, padded, hits.exhaustive)
 
-    def _fan_out(
-        self, q: np.ndarray, k: int, ef: int | None, filter: Filter | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _fan_out(self, q: np.ndarray, k: int, ef: int | None, filter: Filter | None) -> Hits:
         """Search every shard and merge by distance.
 
         Shards are searched in parallel threads when the expected time of one
@@ -388,13 +409,17 @@ class ShardedIndex:
                 s.search(q, k, ef=ef, filter=filter, num_threads=self._cpus) for s in shards[1:]
             ]
         self._per_query_s = 0.9 * self._per_query_s + 0.1 * elapsed / len(q)
-        all_d = np.concatenate([d for _, d in parts], axis=1)
-        all_ids = np.concatenate([i for i, _ in parts], axis=1)
+        all_d = np.concatenate([p.distances for p in parts], axis=1)
+        all_ids = np.concatenate([p.ids for p in parts], axis=1)
         if all_d.shape[1] <= k:
             order = np.argsort(all_d, axis=1, kind="stable")
         else:
             order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(all_ids, order, 1), np.take_along_axis(all_d, order, 1)
+        dists = np.take_along_axis(all_d, order, 1)
+        # A merged answer is complete when every shard's is, or when k came back.
+        full = np.isfinite(dists).sum(axis=1) >= k
+        exhaustive = np.logical_and.reduce([p.exhaustive for p in parts]) | full
+        return Hits(np.take_along_axis(all_ids, order, 1), dists, exhaustive)
 
     def get(self, item_id: str) -> Item | None:
         """The live item with this id (the partition Kafka would pick is asked first)."""
@@ -413,6 +438,22 @@ class ShardedIndex:
     def stats(self) -> IndexStats:
         """Live, tombstone and capacity counts per shard."""
         return IndexStats(self._epoch, tuple(s.stats() for s in self._shards))
+
+    def replace_shard(self, shard: Shard) -> None:
+        """Put ``shard`` in place of the shard of its partition (which is closed)."""
+        self._check_partition(shard.partition)
+        old, self._shards[shard.partition] = self._shards[shard.partition], shard
+        with self._epoch_lock:
+            self._epoch += 1
+        old.close()
+
+    def prune_markers(self, below: Mapping[int, int]) -> int:
+        """Forget each partition's delete markers below its source offset (`Shard.prune_markers`).
+
+        Returns:
+            How many markers were forgotten in all.
+        """
+        return sum(self.shard(p).prune_markers(offset) for p, offset in below.items())
 
     def next_offsets(self) -> dict[int, int]:
         """Next embeddings-log offset per partition (partitions never applied are absent)."""

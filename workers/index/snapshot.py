@@ -73,6 +73,7 @@ FORMAT = "simstream.index.snapshot/1"
 MANIFEST = "MANIFEST.json"
 _NAME = re.compile(r"^snap-(\d{10})$")
 _HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+_LINKS = struct.Struct("<I")
 _log = get_logger("index.snapshot")
 
 
@@ -146,8 +147,8 @@ def read_hnsw_header(path: Path) -> dict[str, int]:
             f"{path.name}: expected an hnswlib header of {_HEADER.size} bytes. "
             f"Received {len(raw)} bytes."
         )
-    (_, max_elements, count, size_per_element, label_offset, offset_data, _, _, _, max_m0, m, _,
-     ef_construction) = _HEADER.unpack(raw)  # fmt: skip
+    (_, max_elements, count, size_per_element, label_offset, offset_data, _, _, max_m, max_m0, m,
+     _, ef_construction) = _HEADER.unpack(raw)  # fmt: skip
     links0 = max_m0 * 4 + 4
     if offset_data != links0 or size_per_element != label_offset + 8 or label_offset < links0:
         raise SnapshotCorruptError(f"{path.name}: the hnswlib header is inconsistent.")
@@ -158,7 +159,50 @@ def read_hnsw_header(path: Path) -> dict[str, int]:
         "ef_construction": ef_construction,
         "dim": (label_offset - offset_data) // 4,
         "min_size": _HEADER.size + count * (size_per_element + 4),
+        "links_per_element": max_m * 4 + 4,
     }
+
+
+def check_hnsw_file(path: Path, elements: int) -> None:
+    """Check that hnswlib wrote the whole file: header, level-0 block and every link list.
+
+    hnswlib's ``save_index`` ignores write errors (a full disk leaves a short
+    file), so a saved file is walked before its snapshot can be published: the
+    header must name ``elements`` and the link lists must end exactly at the end
+    of the file.
+
+    Raises:
+        SnapshotError: naming what is missing.
+    """
+    header = read_hnsw_header(path)
+    size = path.stat().st_size
+    if header["elements"] != elements:
+        raise SnapshotError(
+            f"{path.name}: hnswlib wrote a header with {header['elements']} elements. "
+            f"Expected {elements}."
+        )
+    links = header["links_per_element"]
+    position = header["min_size"] - 4 * elements
+    with open(path, "rb") as f:
+        f.seek(position)
+        tail = f.read()
+    end = len(tail)
+    at = 0
+    for _ in range(elements):
+        if at + 4 > end:
+            at = end + 1
+            break
+        (length,) = _LINKS.unpack_from(tail, at)
+        if length % links:
+            at = end + 1
+            break
+        at += 4 + length
+    if at != end:
+        raise SnapshotError(
+            f"{path.name}: hnswlib wrote {size} bytes, which do not hold the {elements} "
+            "elements its header names (a write error such as a full disk?). Expected a "
+            "complete index file."
+        )
 
 
 def _check(condition: bool, message: str) -> None:
@@ -279,11 +323,17 @@ class SnapshotStore:
             p = shard.partition
             index_name, state_name = f"shard-{p:04d}.hnsw", f"shard-{p:04d}.json"
             with shard.frozen() as view:
+                if not view.stats.healthy:
+                    raise SnapshotError(
+                        f"Shard {p} is unhealthy after a failed batch. Expected a healthy "
+                        "shard: a snapshot of a partial state would be replayed as complete."
+                    )
                 view.save_index(str(tmp / index_name))
                 state = view.state()
                 stats = view.stats
                 elements = view.element_count
             fsync_path(tmp / index_name)
+            check_hnsw_file(tmp / index_name, elements)
             state_bytes = _canonical(state)
             write_bytes(tmp / state_name, state_bytes)
             files[index_name] = {
@@ -464,8 +514,31 @@ class SnapshotStore:
             SnapshotMismatchError: if it was made with another dim, space or encoder version.
         """
         path = Path(path)
-        expected_version = model_version or self.model_version
         manifest, states = self._verify(path)
+        loaded = self._expect(path, manifest, config, model_version)
+        shards = [
+            self._load_shard(path, loaded, entry, state)
+            for entry, state in zip(manifest["shards"], states, strict=True)
+        ]
+        index = ShardedIndex(
+            loaded,
+            manifest["partitions"],
+            model_version=manifest["model_version"],
+            shards=shards,
+            epoch=int(manifest["epoch"]),
+        )
+        offsets = {int(p): int(o) for p, o in manifest["next_offsets"].items()}
+        return index, offsets
+
+    def _expect(
+        self,
+        path: Path,
+        manifest: Mapping[str, Any],
+        config: IndexConfig,
+        model_version: str | None,
+    ) -> IndexConfig:
+        """Check a verified manifest against what is expected; return the config to load with."""
+        expected_version = model_version or self.model_version
         for field, want, got in (
             ("dim", config.dim, manifest["dim"]),
             ("space", config.space, manifest["space"]),
@@ -484,25 +557,51 @@ class SnapshotStore:
                 snapshot_m=manifest["M"],
                 snapshot_ef_construction=manifest["ef_construction"],
             )
-        loaded = config.with_(m=manifest["M"], ef_construction=manifest["ef_construction"])
-        shards: builtins.list[Shard] = []
-        for entry, state in zip(manifest["shards"], states, strict=True):
+        return config.with_(m=manifest["M"], ef_construction=manifest["ef_construction"])
+
+    @staticmethod
+    def _load_shard(
+        path: Path, config: IndexConfig, entry: Mapping[str, Any], state: Mapping[str, Any]
+    ) -> Shard:
+        try:
+            index = _load_hnsw(
+                path / entry["index_file"], config.space, config.dim, entry["capacity"]
+            )
+            return Shard.restore(config, entry["partition"], index, state)
+        except (RuntimeError, IndexStoreError) as e:
+            raise SnapshotCorruptError(f"{path.name}/{entry['index_file']}: {e}") from e
+
+    def load_latest_shard(
+        self, config: IndexConfig, partition: int, model_version: str | None = None
+    ) -> tuple[Shard, dict[str, Any]] | None:
+        """One shard of the newest snapshot that verifies, with the caller's ``extra`` state.
+
+        Rebuilds a shard that failed (the caller replays the log from its
+        ``next_offset``); snapshots that fail verification are skipped as in
+        `load_latest`. None when no snapshot verifies.
+
+        Raises:
+            SnapshotMismatchError: as `load_latest`.
+        """
+        for info in self.list():
             try:
-                index = _load_hnsw(
-                    path / entry["index_file"], loaded.space, loaded.dim, entry["capacity"]
+                manifest, states = self._verify(info.path)
+                loaded = self._expect(info.path, manifest, config, model_version)
+                shard = self._load_shard(
+                    info.path, loaded, manifest["shards"][partition], states[partition]
                 )
-                shards.append(Shard.restore(loaded, entry["partition"], index, state))
-            except (RuntimeError, IndexStoreError) as e:
-                raise SnapshotCorruptError(f"{path.name}/{entry['index_file']}: {e}") from e
-        index = ShardedIndex(
-            loaded,
-            manifest["partitions"],
-            model_version=manifest["model_version"],
-            shards=shards,
-            epoch=int(manifest["epoch"]),
-        )
-        offsets = {int(p): int(o) for p, o in manifest["next_offsets"].items()}
-        return index, offsets
+            except SnapshotCorruptError as e:
+                self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
+                continue
+            self._log.info(
+                "index.shard_loaded",
+                path=str(info.path),
+                partition=partition,
+                live=len(shard),
+                next_offset=shard.next_offset,
+            )
+            return shard, dict(manifest.get("extra", {}))
+        return None
 
     def load_latest_state(
         self, config: IndexConfig, model_version: str | None = None

@@ -7,6 +7,13 @@ the snapshot policy, and per-partition `SourceWatermark`s that tell which
 valid snapshot and resumes each partition at the snapshot's next offset, so a
 crash loses nothing and — the index being idempotent by source offset —
 duplicates nothing.
+
+A batch that fails inside a shard (hnswlib could not grow, say) leaves that
+shard unhealthy; the consumer then rebuilds it from the newest snapshot and
+seeks its partition back to the snapshot's offset, so the log is replayed
+into it (`_recover_shards`). After each snapshot, delete markers below the
+source watermark of the snapshot before it are forgotten (see
+``docs/index.md``, "Delete markers").
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from simstream.kafka import end_offsets, ensure_topics
 from simstream.log import get_logger
 from simstream.wire import EmbeddingRecord, Op
 from workers import metrics
+from workers.index.shard import Shard
 from workers.index.sharded import ShardedIndex
 from workers.index.snapshot import SnapshotStore
 from workers.node.config import NodeConfig
@@ -74,6 +82,8 @@ class IndexGeneration:
         self._thread: threading.Thread | None = None
         self._since_snapshot = 0
         self._snapshot_lock = threading.Lock()
+        self._failed: set[int] = set()
+        self._prune_below: dict[int, int] = {}
         self.error: str | None = None
         self.log = log.bind(generation=version)
 
@@ -90,6 +100,7 @@ class IndexGeneration:
         for p in range(self.config.partitions):
             if str(p) in marks:
                 self.watermarks[p] = SourceWatermark.from_dict(marks[str(p)])
+        self._prune_below = {p: w.next for p, w in self.watermarks.items()}
         self.last_snapshot_at = time.time()
         self.snapshot_path = str(loaded.path)
         self.log.info(
@@ -152,6 +163,8 @@ class IndexGeneration:
                 messages = consumer.consume(1000, 0.1)
                 if messages:
                     self._apply(m for m in messages if m.error() is None)
+                if self._failed:
+                    self._recover_shards(consumer)
                 self._maybe_snapshot()
         except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
@@ -188,9 +201,18 @@ class IndexGeneration:
             )
         now_ms = time.time() * 1000
         for partition, items in by_partition.items():
+            if partition in self._failed:
+                continue  # replayed once the shard is rebuilt
             records = [r for _, r in items if r.op is not Op.RANGE]
             next_offset = items[-1][0] + 1
-            self.index.apply(partition, records, next_offset=next_offset)
+            try:
+                self.index.apply(partition, records, next_offset=next_offset)
+            except Exception:
+                if self.index.shard(partition).healthy:
+                    raise
+                self._failed.add(partition)
+                self.log.exception("node.shard_failed", partition=partition)
+                continue
             watermark = self.watermarks[partition]
             for _, record in items:
                 if record.op is Op.RANGE:
@@ -206,6 +228,30 @@ class IndexGeneration:
             metrics.APPLIED_RECORDS.labels(self.version).inc(len(records))
         with self._changed:
             self._changed.notify_all()
+
+    def _recover_shards(self, consumer: Consumer) -> None:
+        """Rebuild each failed shard from the newest snapshot and replay its partition.
+
+        The shard (an empty one when no snapshot verifies) replaces the failed
+        one, its partition's watermark goes back to the snapshot's, and the
+        consumer seeks the partition back to the shard's next offset.
+        """
+        config = self.index.config
+        with self._snapshot_lock:
+            for partition in sorted(self._failed):
+                loaded = self.store.load_latest_shard(config, partition, self.version)
+                shard, extra = loaded if loaded is not None else (Shard(config, partition), {})
+                mark = extra.get("watermarks", {}).get(str(partition))
+                self.index.replace_shard(shard)
+                self.watermarks[partition] = (
+                    SourceWatermark.from_dict(mark) if mark else SourceWatermark()
+                )
+                offset = shard.next_offset or 0
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+                self.log.warning(
+                    "node.shard_rebuilt", partition=partition, live=len(shard), replay_from=offset
+                )
+            self._failed.clear()
 
     def _measure_lag(self, probe: Consumer) -> None:
         partitions = range(self.config.partitions)
@@ -240,11 +286,18 @@ class IndexGeneration:
             started = time.perf_counter()
             extra = {"watermarks": {str(p): w.to_dict() for p, w in self.watermarks.items()}}
             path = self.store.save(self.index, extra=extra)
+            pruned = self.index.prune_markers(self._prune_below)
+            self._prune_below = {int(p): mark["next"] for p, mark in extra["watermarks"].items()}
             self._since_snapshot = 0
             self.last_snapshot_at = time.time()
             self.snapshot_path = str(path)
             metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
-            self.log.info("node.snapshot_written", path=str(path), items=len(self.index))
+            self.log.info(
+                "node.snapshot_written",
+                path=str(path),
+                items=len(self.index),
+                markers_pruned=pruned,
+            )
             return str(path)
 
     # --- reads -----------------------------------------------------------------------

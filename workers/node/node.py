@@ -199,12 +199,15 @@ class IndexNode:
             return encoder
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness: a generation serves, its consumer is healthy and its lag is bounded."""
+        """Readiness: a generation serves, its consumer and shards are healthy, its lag bounded."""
         generation = self.serving
         if generation is None:
             return False, "no generation is serving"
         if generation.error:
             return False, f"generation {generation.version} failed: {generation.error}"
+        unhealthy = [s.partition for s in generation.index.shards if not s.healthy]
+        if unhealthy:
+            return False, f"generation {generation.version} is rebuilding shards {unhealthy}"
         if not generation.source_end:
             return False, f"generation {generation.version} has not measured its lag yet"
         lag = generation.source_lag()

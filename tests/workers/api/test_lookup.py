@@ -113,6 +113,32 @@ def test_a_filter_returns_only_items_with_the_label_and_metadata(client: TestCli
     assert all(n["metadata"]["parity"] == "even" for n in neighbours)
 
 
+def test_a_filter_past_the_fetch_cap_answers_fewer_and_says_it_is_not_exhaustive(
+    client: TestClient, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for shard in served.node.current().index.shards:
+        # The limits of a far larger index: every filter goes to the graph, capped at k.
+        small = shard.config.with_(exact_filter_limit=0, filter_fetch_limit=1)
+        monkeypatch.setattr(shard, "config", small)
+        monkeypatch.setattr(shard._graph, "config", small)
+    # Label 3 is odd: nothing passes, and no shard may fetch more than k to find out.
+    unmatched = {"labels": ["3"], "metadata": {"parity": "even"}}
+    request = {"id": "digit-0000", "k": 1, "filter": unmatched}
+
+    single = [client.post("/v1/lookup", json=request) for _ in range(2)]
+    batch = client.post(
+        "/v1/lookup/batch", json={"queries": [{"id": "digit-0000"}], "k": 1, "filter": unmatched}
+    )
+    everything = client.post("/v1/lookup", json={"id": "digit-0000", "k": 1, "fresh": True})
+
+    for response in single:  # a miss, then a cache hit
+        assert response.status_code == 200, response.text
+        assert (response.json()["neighbors"], response.json()["exhaustive"]) == ([], False)
+    assert [h for h in (r.headers["X-Cache"] for r in single)] == ["miss", "hit"]
+    assert batch.json()["results"] == [{"neighbors": [], "exhaustive": False}]
+    assert everything.json()["exhaustive"] is True
+
+
 def test_a_batch_answers_each_query_in_order_like_single_lookups(
     client: TestClient, served: Served
 ) -> None:

@@ -6,8 +6,9 @@ import pytest
 from tests.workers.index.helpers import distances, unit_vectors
 from workers.index import search
 from workers.index.config import IndexConfig
-from workers.index.filter import Filter, LabelKey, label_key
+from workers.index.filter import Filter
 from workers.index.graph import Graph
+from workers.index.postings import Postings
 
 
 def filled(rng: np.random.Generator, n: int, **config: object) -> tuple[Graph, np.ndarray]:
@@ -59,7 +60,7 @@ def test_knn_answers_by_brute_force_what_hnswlib_cannot(
 
     monkeypatch.setattr(graph, "index", _Failing(graph.index, short))
     queries = unit_vectors(rng, 3, 8)
-    slots, dists = search.knn(graph, queries, 4, 1)
+    slots, dists = search.knn(graph, queries, 4, 64, 1)
     for row, query in enumerate(queries):
         order = brute_force("cosine", query, vectors, 4)
         assert graph.ids[slots[row]].tolist() == [f"i{j}" for j in order]
@@ -80,14 +81,14 @@ class _Failing:
 
 
 def test_nearest_on_an_empty_graph_returns_empty_rows() -> None:
-    ids, dists = search.nearest(Graph(IndexConfig(dim=8), capacity=4), np.ones((2, 8)), 3, 1)
+    ids, dists, _ = search.nearest(Graph(IndexConfig(dim=8), capacity=4), np.ones((2, 8)), 3, 64, 1)
     assert (ids.shape, dists.shape) == ((2, 0), (2, 0))
 
 
 def test_nearest_asks_for_no_more_than_the_live_items(rng: np.random.Generator) -> None:
     graph, vectors = filled(rng, 6)
     graph.remove("i0")
-    ids, _ = search.nearest(graph, vectors[:1], 10, 1)
+    ids, _, _ = search.nearest(graph, vectors[:1], 10, 64, 1)
     assert sorted(ids[0].tolist()) == [f"i{j}" for j in range(1, 6)]
 
 
@@ -95,19 +96,22 @@ def test_nearest_asks_for_no_more_than_the_live_items(rng: np.random.Generator) 
 def test_a_label_filter_returns_the_nearest_passing_items_padded(
     rng: np.random.Generator, exact_filter_limit: int
 ) -> None:
-    graph, vectors = filled(rng, 200, ef_search=400, exact_filter_limit=exact_filter_limit)
+    graph, vectors = filled(rng, 200, exact_filter_limit=exact_filter_limit)
     labels = {f"i{j}": j % 10 for j in range(200)}
-    by_label: dict[LabelKey, set[str]] = {}
+    postings = Postings()
     for item_id, label in labels.items():
-        by_label.setdefault(label_key(label), set()).add(item_id)
+        postings.add(item_id, label, {})
     matching = [j for j in range(200) if j % 10 == 3]
 
     def passes(item_id: str, flt: Filter) -> bool:
         return flt.matches(labels[item_id], {})
 
     query = vectors[:1]
-    ids, dists = search.filtered(graph, query, 25, Filter.of(labels=[3]), 1, by_label, passes)
+    flt = Filter.of(labels=[3])
+    candidates = postings.candidates(flt, exact_filter_limit)
+    ids, dists, exhaustive = search.filtered(graph, query, 25, 400, flt, 1, candidates, passes)
     order = brute_force("cosine", query[0], vectors[matching], 20)
     assert ids[0, :20].tolist() == [f"i{matching[j]}" for j in order]
     assert ids[0, 20:].tolist() == [None] * 5
     assert np.all(np.isinf(dists[0, 20:]))
+    assert exhaustive.tolist() == [True]

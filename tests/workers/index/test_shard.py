@@ -17,8 +17,23 @@ from workers.index.shard import Shard
 
 
 def search_one(shard: Shard, query: np.ndarray, k: int, **kwargs: object) -> list[str]:
-    ids, _ = shard.search(query[None, :].astype(np.float32), k, **kwargs)  # type: ignore[arg-type]
+    ids, _, _ = shard.search(query[None, :].astype(np.float32), k, **kwargs)  # type: ignore[arg-type]
     return [i for i in ids[0].tolist() if i is not None]
+
+
+class KnnSpy:
+    """The real hnswlib index, recording the k each ``knn_query`` asks for."""
+
+    def __init__(self, index: object) -> None:
+        self._index = index
+        self.asked: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._index, name)
+
+    def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
+        self.asked.append(k)
+        return self._index.knn_query(data, k=k, num_threads=num_threads)  # type: ignore[attr-defined]
 
 
 # --- upserts, deletes and source offsets ----------------------------------------------
@@ -163,14 +178,14 @@ def test_a_query_for_more_than_the_live_count_returns_what_exists(
     vectors = unit_vectors(rng, 5, 8)
     shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(5)])
     shard.apply([Mutation.delete("i0", 10), Mutation.delete("i1", 11)])
-    ids, dists = shard.search(vectors[:2], 50)
+    ids, dists, _ = shard.search(vectors[:2], 50)
     assert ids.shape == (2, 3)
     assert all(sorted(row) == ["i2", "i3", "i4"] for row in ids.tolist())
     assert np.all(np.diff(dists, axis=1) >= 0)
 
 
 def test_an_empty_shard_returns_no_results(small_config: IndexConfig) -> None:
-    ids, dists = Shard(small_config).search(np.ones((3, 8), dtype=np.float32), 10)
+    ids, dists, _ = Shard(small_config).search(np.ones((3, 8), dtype=np.float32), 10)
     assert ids.shape == (3, 0)
     assert dists.shape == (3, 0)
 
@@ -193,7 +208,7 @@ def test_hnswlib_falling_short_of_k_is_answered_exactly(
             raise RuntimeError("Cannot return the results in a contiguous 2D array.")
 
     monkeypatch.setattr(shard._graph, "index", Failing())
-    ids, dists = shard.search(vectors[:3], 4)
+    ids, dists, _ = shard.search(vectors[:3], 4)
     for row, query in enumerate(vectors[:3]):
         d = distances("cosine", query, vectors)
         expected = [f"i{j}" for j in np.argsort(d)[:4]]
@@ -243,15 +258,21 @@ def test_a_filter_that_nothing_matches_returns_nothing(rng: np.random.Generator)
     assert search_one(shard, vectors[0], 5, filter=Filter.of(color=1)) == []
 
 
-def test_a_query_with_another_ef_sets_it_and_keeps_working(
-    small_config: IndexConfig, rng: np.random.Generator
+def test_a_query_with_another_ef_searches_with_that_beam_and_changes_no_shared_state(
+    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shard = Shard(small_config)
-    vectors = unit_vectors(rng, 50, 8)
-    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(50)])
+    vectors = unit_vectors(rng, 300, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(300)])
+    index = shard._graph.index
+    spy = KnnSpy(index)
+    monkeypatch.setattr(shard._graph, "index", spy)
     assert search_one(shard, vectors[7], 1, ef=200) == ["i7"]
-    assert shard._graph.index.ef == 200
     assert search_one(shard, vectors[8], 1) == ["i8"]
+    assert search_one(shard, vectors[9], 40, ef=5)[0] == "i9"
+    # hnswlib's beam is max(its ef, k): asking for max(k, ef) results is a search at ef.
+    assert spy.asked == [200, small_config.ef_search, 40]
+    assert index.ef == 1
 
 
 # --- the model: any sequence of upserts and deletes -----------------------------------
@@ -302,7 +323,7 @@ def test_any_sequence_of_upserts_and_deletes_matches_the_brute_force_model(
     n = len(model.live)
     queries = np.random.default_rng(len(batches)).standard_normal((3, 6)).astype(np.float32)
     for k in {1, 3, max(n, 1)}:
-        ids, dists = shard.search(queries, k, ef=max(n, 1) + 10)
+        ids, dists, _ = shard.search(queries, k, ef=max(n, 1) + 10)
         for row, query in enumerate(queries):
             # Equal to exact search up to ties (hypothesis likes equal vectors).
             expected_ids, expected_d = model.exact(space, query, k)
@@ -332,7 +353,7 @@ def test_a_rebuild_starts_when_tombstones_pass_the_threshold_and_keeps_every_liv
     assert (stats.live, stats.tombstones, stats.rebuilds) == (140, 0, 1)
     for j in range(60, 200):
         assert search_one(shard, vectors[j], 1) == [f"i{j}"]
-    ids, dists = shard.search(vectors[:1], 200, ef=300)
+    ids, dists, _ = shard.search(vectors[:1], 200, ef=300)
     d = distances("cosine", vectors[0], vectors[60:])
     order = np.argsort(d)
     assert ids[0].tolist() == [f"i{60 + j}" for j in order]
@@ -425,3 +446,177 @@ def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
     assert (item.source_offset, item.label, len(shard)) == (1, 1, 1)
     assert set(shard._graph.slot_of) == {"a"}
     assert search_one(shard, vectors[0], 5) == ["a"]
+
+
+# --- bounded filtered searches --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_shard() -> tuple[Shard, np.ndarray]:
+    """20,000 items: label a/red or b/blue, and 5 of them ``rare``."""
+    config = IndexConfig(dim=8, m=8, ef_construction=32, filter_fetch_limit=256)
+    shard = Shard(config)
+    vectors = unit_vectors(np.random.default_rng(7), 20_000, 8)
+    rare = {j * 3_999 for j in range(5)}
+    shard.apply(
+        [
+            Mutation.upsert(
+                f"i{j}",
+                vectors[j],
+                j,
+                label="a" if j % 2 else "b",
+                metadata={
+                    "color": "red" if j % 2 else "blue",
+                    **({"rare": 1} if j in rare else {}),
+                },
+            )
+            for j in range(20_000)
+        ]
+    )
+    return shard, vectors
+
+
+@pytest.fixture
+def spied(
+    big_shard: tuple[Shard, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Shard, np.ndarray, KnnSpy]:
+    """The big shard with its hnswlib index spied on."""
+    shard, vectors = big_shard
+    spy = KnnSpy(shard._graph.index)
+    monkeypatch.setattr(shard._graph, "index", spy)
+    return shard, vectors, spy
+
+
+def test_a_filter_that_no_item_passes_fetches_at_most_the_cap_and_says_it_is_not_exhaustive(
+    spied: tuple[Shard, np.ndarray, KnnSpy],
+) -> None:
+    shard, vectors, spy = spied
+    # Each constraint alone matches 10,000 items; together none.
+    ids, dists, exhaustive = shard.search(
+        vectors[:64], 20, filter=Filter.of(labels=["a"], color="blue")
+    )
+    assert spy.asked and max(spy.asked) <= shard.config.filter_fetch_limit
+    assert ids.tolist() == [[None] * 20] * 64
+    assert np.isinf(dists).all()
+    assert exhaustive.tolist() == [False] * 64
+
+
+def test_a_filter_on_a_value_no_item_holds_returns_nothing_without_searching_the_graph(
+    spied: tuple[Shard, np.ndarray, KnnSpy],
+) -> None:
+    shard, vectors, spy = spied
+    ids, _, exhaustive = shard.search(vectors[:256], 20, filter=Filter.of(nope=1))
+    assert spy.asked == []
+    assert ids.tolist() == [[None] * 20] * 256
+    assert exhaustive.all()
+
+
+def test_a_selective_filter_is_answered_exactly_from_its_posting_list(
+    spied: tuple[Shard, np.ndarray, KnnSpy],
+) -> None:
+    shard, vectors, spy = spied
+    rare = [j * 3_999 for j in range(5)]
+    queries = vectors[100:104]
+    ids, dists, exhaustive = shard.search(queries, 10, filter=Filter.of(rare=1.0))
+    assert spy.asked == []
+    for row, query in enumerate(queries):
+        d = distances("cosine", query, vectors[rare])
+        order = np.argsort(d, kind="stable")
+        assert ids[row, :5].tolist() == [f"i{rare[j]}" for j in order]
+        np.testing.assert_allclose(dists[row, :5], d[order], atol=1e-5)
+        assert ids[row, 5:].tolist() == [None] * 5
+    assert exhaustive.all()
+
+
+def test_posting_lists_follow_upserts_deletes_and_a_restore(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 3, 8)
+    shard.apply(
+        [
+            Mutation.upsert("a", v[0], 1, metadata={"c": "red", "tags": [1, {"x": True}]}),
+            Mutation.upsert("b", v[1], 2, metadata={"c": "red"}),
+            Mutation.upsert("c", v[2], 3, label=4, metadata={"c": 1}),
+        ]
+    )
+    shard.apply([Mutation.upsert("a", v[0], 4, metadata={"c": "blue"}), Mutation.delete("b", 5)])
+
+    def found(flt: Filter) -> list[str]:
+        return search_one(shard, v[0], 5, filter=flt)
+
+    assert found(Filter.of(c="red")) == []
+    assert found(Filter.of(c="blue")) == ["a"]
+    assert found(Filter.of(c=1.0)) == ["c"]
+    assert found(Filter.of(c=True)) == found(Filter.of(c="1")) == []
+    assert found(Filter.of(labels=[4], c=1)) == ["c"]
+    copy = Shard.restore(small_config, 0, shard._graph.index, shard._state())
+    assert copy._postings.candidates(Filter.of(c="blue"), 10) == (1, ["a"])
+    assert copy._postings.candidates(Filter.of(labels=[4]), 10) == (1, ["c"])
+
+
+# --- a failed batch -------------------------------------------------------------------
+
+
+def test_a_failed_resize_releases_the_write_lock_and_marks_the_shard_unhealthy(
+    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = Shard(small_config.with_(initial_capacity=4))
+    vectors = unit_vectors(rng, 40, 8)
+    shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(4)])
+    graph = shard._graph
+
+    def no_memory(n: int) -> np.ndarray:
+        """Fault injection: hnswlib cannot grow the index."""
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(graph, "allocate", no_memory)
+    with pytest.raises(MemoryError):
+        shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(4, 40)])
+    found: list[list[str]] = []
+    searcher = threading.Thread(target=lambda: found.append(search_one(shard, vectors[1], 1)))
+    searcher.start()
+    searcher.join(5)
+    assert not searcher.is_alive(), "a search hung on the lock the failed batch held"
+    assert found == [["i1"]]
+    assert not shard.stats().healthy
+    with pytest.raises(IndexStoreError, match="unhealthy"):
+        shard.apply([Mutation.upsert("late", vectors[0], 100)])
+
+
+def test_no_failure_while_an_insert_is_started_leaves_the_lock_held(
+    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = Shard(small_config)
+    vectors = unit_vectors(rng, 10, 8)
+
+    def refuse(self: Insert) -> None:
+        """Fault injection: the helper thread cannot start."""
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(Insert, "start", refuse)
+    with pytest.raises(RuntimeError):
+        shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(10)])
+    searcher = threading.Thread(target=lambda: search_one(shard, vectors[0], 1))
+    searcher.start()
+    searcher.join(5)
+    assert not searcher.is_alive()
+    assert not shard.healthy
+
+
+# --- delete markers -------------------------------------------------------------------
+
+
+def test_delete_markers_below_the_horizon_are_forgotten_and_newer_ones_kept(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 3, 8)
+    shard.apply([Mutation.upsert(i, v[n], n) for n, i in enumerate("abc")])
+    shard.apply([Mutation.delete("a", 10), Mutation.delete("b", 20), Mutation.delete("c", 30)])
+    assert shard.prune_markers(20) == 1
+    assert shard._deleted_at == {"b": 20, "c": 30}
+    assert shard.stats().delete_markers == 2
+    # The kept markers still refuse older upserts.
+    assert shard.apply([Mutation.upsert("b", v[1], 15)]).stale == 1
+    assert "b" not in shard

@@ -19,10 +19,11 @@ from simstream.settings import Settings
 from tests.workers.index.helpers import unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
+from workers.index.frozen import FrozenShard
 from workers.index.partitioning import partition_for
 from workers.index.record import Mutation
 from workers.index.sharded import ShardedIndex
-from workers.index.snapshot import MANIFEST, SnapshotStore, hnswlib_version
+from workers.index.snapshot import MANIFEST, SnapshotStore, check_hnsw_file, hnswlib_version
 
 CONFIG = IndexConfig(dim=8, ef_search=200, min_tombstones=1000)
 
@@ -216,6 +217,81 @@ def test_a_frozen_shard_lets_searches_through_and_holds_writers(
         time.sleep(0.1)
         assert not written.is_set()
     assert written.wait(5)
+
+
+def test_a_search_with_another_ef_is_not_held_behind_a_snapshot_save(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = build(rng, n=200, partitions=1)
+    store = SnapshotStore(tmp_path, "v1")
+    saving, release = threading.Event(), threading.Event()
+    save_index = FrozenShard.save_index
+
+    def slow_save(self: FrozenShard, path: str) -> None:
+        """Fault injection: a save that lasts until the test releases it."""
+        saving.set()
+        release.wait(30)
+        save_index(self, path)
+
+    monkeypatch.setattr(FrozenShard, "save_index", slow_save)
+    saver = threading.Thread(target=store.save, args=(index,))
+    saver.start()
+    try:
+        assert saving.wait(10)
+        found: list[list[str]] = []
+        query = unit_vectors(rng, 1, 8)[0]
+        searcher = threading.Thread(target=lambda: found.append(index.search(query, 5, ef=77).ids))
+        searcher.start()
+        searcher.join(5)
+        assert not searcher.is_alive(), "a search with ef=77 waited for the snapshot save"
+        assert len(found[0]) == 5
+    finally:
+        release.set()
+        saver.join(30)
+    assert store.list()
+
+
+def test_a_snapshot_whose_index_file_was_cut_short_is_not_published_and_nothing_is_pruned(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = build(rng)
+    store = SnapshotStore(tmp_path, "v1", keep=1)
+    good = store.save(index)
+    save_index = FrozenShard.save_index
+
+    def short_write(self: FrozenShard, path: str) -> None:
+        """Fault injection: hnswlib hits a full disk and says nothing (3 bytes lost)."""
+        save_index(self, path)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) - 3)
+
+    monkeypatch.setattr(FrozenShard, "save_index", short_write)
+    with pytest.raises(SnapshotError, match=r"do not hold the \d+ elements"):
+        store.save(index)
+    assert [s.path for s in store.list()] == [good]
+    assert not [p for p in tmp_path.glob("v1/.*")]
+    loaded = store.load_latest_state(CONFIG)
+    assert loaded is not None and loaded.path == good
+
+
+def test_a_complete_index_file_passes_the_check_and_a_wrong_element_count_does_not(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    index = build(rng, n=2000, partitions=1)
+    path = SnapshotStore(tmp_path, "v1").save(index) / "shard-0000.hnsw"
+    elements = int(index.shards[0]._graph.index.element_count)
+    check_hnsw_file(path, elements)
+    with pytest.raises(SnapshotError, match=f"Expected {elements + 1}"):
+        check_hnsw_file(path, elements + 1)
+
+
+def test_an_unhealthy_shard_is_not_snapshotted(tmp_path: Path, rng: np.random.Generator) -> None:
+    index = build(rng, n=50, partitions=1)
+    index.shards[0].failure = "RuntimeError: injected"
+    store = SnapshotStore(tmp_path, "v1")
+    with pytest.raises(SnapshotError, match="unhealthy"):
+        store.save(index)
+    assert store.list() == []
 
 
 # --- crashes and corruption, each in its own process ---------------------------------
