@@ -78,9 +78,9 @@ def test_a_posted_image_is_decoded_once_to_be_checked_and_published(
         parsed.append(self.data)
         post_init(self)
 
-    def spy_to_array(self: ImagePayload) -> np.ndarray:
+    def spy_to_array(self: ImagePayload, *args: Any, **kwargs: Any) -> np.ndarray:
         pixels.append(self.data)
-        return to_array(self)
+        return to_array(self, *args, **kwargs)
 
     monkeypatch.setattr(base64, "b64decode", spy_b64decode)
     monkeypatch.setattr(ImagePayload, "__post_init__", spy_post_init)
