@@ -2,7 +2,8 @@
 
 The work itself is done by functions tested without Celery
 (`workers.ingest.embedder.RangeEmbedder`, `workers.retrain`). Each worker
-process loads an encoder version once, warms it up and keeps it. ``simstream
+process loads an encoder version once, warms it up and keeps it (the two most
+recently used versions, `SIMSTREAM_WORKER_MAX_ENCODERS`). ``simstream
 worker`` preloads the active version: a solo worker before it takes tasks (no
 fork follows), each prefork child right after its fork (the parent never
 imports a framework). A prefork child dies with its parent, so killing a
@@ -110,6 +111,8 @@ def embedder_for(model_version: str) -> RangeEmbedder:
     At most ``SIMSTREAM_WORKER_MAX_ENCODERS`` (2: the active version and the one a
     re-index embeds) stay loaded: loading another first releases the least recently
     used one, so a worker that saw several promotions does not hold every version.
+    A process runs one task at a time (solo or prefork pool), so no task is still
+    using an embedder when it is released.
     """
     with _lock:
         settings = current_settings()
