@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model.inputs import InputSpec
-from simstream.settings import Settings
+from simstream.wire import WireLimits
 from tests.workers.api.conftest import Served
 from workers.api.decoding import QueryDecoder
 
@@ -75,7 +75,7 @@ def test_a_batch_over_the_image_cap_is_a_422_naming_the_limit(
 
 
 def test_a_large_jpeg_is_decoded_at_reduced_scale_toward_the_model_input() -> None:
-    decoder = QueryDecoder(Settings().wire_limits())
+    decoder = QueryDecoder(WireLimits())
     jpeg = encoded(Image.new("RGB", (1600, 1200), (200, 40, 90)), "JPEG")
 
     pixels = decoder.image(b64(jpeg), InputSpec.image(64, 64, 3), "v1")
@@ -84,7 +84,7 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_toward_the_model_input() -> No
 
 
 def test_a_png_is_decoded_at_its_size_within_the_limit() -> None:
-    decoder = QueryDecoder(Settings().wire_limits())
+    decoder = QueryDecoder(WireLimits())
     png = encoded(Image.new("L", (500, 400)), "PNG")
 
     pixels = decoder.image(b64(png), InputSpec.image(64, 64, 1), "v1")
