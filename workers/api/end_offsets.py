@@ -35,11 +35,13 @@ class PartitionEnds:
         self._known: dict[int, int] = {}
         self._refreshed_at = -1.0
         self._consumer: Consumer | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one refresh at a time
+        self._known_lock = threading.Lock()
 
     def observe(self, partition: int, end: int) -> None:
         """Record that ``partition`` has at least ``end`` events (a write was acknowledged)."""
-        self._known[partition] = max(self._known.get(partition, 0), end)
+        with self._known_lock:
+            self._known[partition] = max(self._known.get(partition, 0), end)
 
     def end(self, partition: int, offset: int) -> int | None:
         """The end offset of ``partition``, read again from the broker if ``offset`` is past
