@@ -134,10 +134,47 @@ class Settings(BaseSettings):
         9100, ge=0, le=65535, description="Prometheus port of non-API processes (0: off)"
     )
     api_ready_max_lag: int = Field(
-        1000, ge=0, description="events of lag above which /readyz answers 503"
+        1000,
+        ge=0,
+        description="events of lag within which a node first becomes ready; above it, "
+        "answers say degraded (a node that caught up once stays ready)",
     )
     api_write_wait_s: float = Field(
         10.0, gt=0, description="how long a lookup with `after` waits for the index"
+    )
+    api_max_concurrent_lookups: int = Field(
+        24, ge=1, description="lookups, classifications and reads in flight at once (else 429)"
+    )
+    api_max_concurrent_writes: int = Field(
+        8, ge=1, description="item writes in flight at once (else 429)"
+    )
+    api_max_concurrent_images: int = Field(
+        8, ge=1, description="item image reads in flight at once (else 429)"
+    )
+    api_max_concurrent_admin: int = Field(
+        2, ge=1, description="admin requests in flight at once (else 429)"
+    )
+    api_retry_after_s: int = Field(
+        1, ge=1, description="Retry-After of a 429 answered over a concurrency limit"
+    )
+    api_wait_threads: int = Field(
+        4, ge=1, description="threads for blocking waits (image reads, end offsets)"
+    )
+    api_image_read_timeout_s: float = Field(
+        2.0, gt=0, description="longest read of one item event for GET /v1/items/{id}/image"
+    )
+    api_image_pixels_factor: int = Field(
+        64,
+        ge=1,
+        description="largest decoded query image, in multiples of the model input's pixels",
+    )
+    api_max_image_pixels: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="cap of the decoded query image pixels, whatever the model input size",
+    )
+    api_max_batch_images: int = Field(
+        32, ge=1, description="most `image` queries in one batch request"
     )
     classify_threshold: float = Field(
         0.5,
@@ -190,6 +227,12 @@ class Settings(BaseSettings):
     )
     encoder_threads: int = Field(
         0, ge=0, description="CPU threads per encoder process (0: cores / worker processes)"
+    )
+    worker_max_encoders: int = Field(
+        2,
+        ge=1,
+        description="encoder versions an embed worker process keeps loaded (least recently "
+        "used released first): the active one and the one being re-indexed",
     )
     task_max_retries: int = Field(5, ge=0, description="attempts before a task is dead-lettered")
     task_visibility_timeout_s: int = Field(

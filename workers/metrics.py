@@ -46,6 +46,11 @@ INDEX_LAG = Gauge(
     "Records of the embeddings topic not yet applied",
     ["generation", "partition"],
 )
+SOURCE_LAG = Gauge(
+    "simstream_index_source_lag_events",
+    "Events of the items topic a generation has not accounted for yet",
+    ["generation"],
+)
 INDEX_ITEMS = Gauge("simstream_index_items", "Items per shard", ["generation", "shard", "state"])
 FRESHNESS = Histogram(
     "simstream_freshness_seconds",
@@ -69,6 +74,14 @@ REQUEST_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 CACHE_REQUESTS = Counter("simstream_cache_requests_total", "Result cache look-ups", ["result"])
+API_INFLIGHT = Gauge(
+    "simstream_api_inflight_requests", "API requests in flight per route class", ["route_class"]
+)
+API_REJECTED = Counter(
+    "simstream_api_rejected_requests_total",
+    "API requests answered 429 over their route class's concurrency limit",
+    ["route_class"],
+)
 
 # --- retraining ------------------------------------------------------------------------
 RETRAIN_RUNS = Counter("simstream_retrain_runs_total", "Retrain runs", ["decision"])

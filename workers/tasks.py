@@ -2,7 +2,8 @@
 
 The work itself is done by functions tested without Celery
 (`workers.ingest.embedder.RangeEmbedder`, `workers.retrain`). Each worker
-process loads an encoder version once, warms it up and keeps it. ``simstream
+process loads an encoder version once, warms it up and keeps it (the two most
+recently used versions, `SIMSTREAM_WORKER_MAX_ENCODERS`). ``simstream
 worker`` preloads the active version: a solo worker before it takes tasks (no
 fork follows), each prefork child right after its fork (the parent never
 imports a framework). A prefork child dies with its parent, so killing a
@@ -16,10 +17,12 @@ move on, and the events stay in ``items`` for a replay.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from celery import Celery, Task
@@ -37,7 +40,7 @@ log = get_logger("tasks")
 
 _lock = threading.Lock()
 _app: Celery | None = None
-_embedders: dict[str, RangeEmbedder] = {}
+_embedders: OrderedDict[str, RangeEmbedder] = OrderedDict()
 
 
 def configure(settings: Settings) -> Celery:
@@ -103,11 +106,21 @@ def _init_process(**_: Any) -> None:
 
 
 def embedder_for(model_version: str) -> RangeEmbedder:
-    """The process-wide embedder of ``model_version``, loading and warming the encoder once."""
+    """The process-wide embedder of ``model_version``, loading and warming the encoder once.
+
+    At most ``SIMSTREAM_WORKER_MAX_ENCODERS`` (2: the active version and the one a
+    re-index embeds) stay loaded: loading another first releases the least recently
+    used one, so a worker that saw several promotions does not hold every version.
+    A process runs one task at a time (solo or prefork pool), so no task is still
+    using an embedder when it is released.
+    """
     with _lock:
         settings = current_settings()
         embedder = _embedders.get(model_version)
-        if embedder is None:
+        if embedder is not None:
+            _embedders.move_to_end(model_version)
+        else:
+            _release_beyond(settings.worker_max_encoders - 1)
             from model.registry import Registry
             from workers.ingest.device import configure_threads, select_device
 
@@ -120,6 +133,24 @@ def embedder_for(model_version: str) -> RangeEmbedder:
             _embedders[model_version] = embedder
             log.info("tasks.encoder_loaded", model_version=model_version, pid=os.getpid())
         return embedder
+
+
+def loaded_versions() -> list[str]:
+    """The encoder versions this process holds, least recently used first."""
+    with _lock:
+        return list(_embedders)
+
+
+def _release_beyond(keep: int) -> None:
+    """Close the least recently used embedders until at most ``keep`` remain."""
+    released = False
+    while len(_embedders) > keep:
+        version, embedder = _embedders.popitem(last=False)
+        embedder.close()
+        released = True
+        log.info("tasks.encoder_released", model_version=version, pid=os.getpid())
+    if released:
+        gc.collect()  # the encoder's tensors (GPU memory) go with its last reference
 
 
 def embed_range(

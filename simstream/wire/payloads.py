@@ -85,17 +85,38 @@ class ImagePayload:
         """(width, height), read from the header at construction."""
         return self._size
 
-    def to_array(self) -> np.ndarray:
+    def draft_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) `to_array` decodes to when drafted toward ``size`` (width,
+        height): a JPEG is decoded at 1/2, 1/4 or 1/8 scale while that stays at least
+        ``size``; a PNG at its own size.
+
+        Raises:
+            PayloadError: the header cannot be read.
+        """
+        try:
+            with Image.open(BytesIO(self.data)) as image:
+                image.draft(image.mode, size)
+                return image.size
+        except Exception as e:
+            raise PayloadError(f"Cannot decode image payload: {e}") from e
+
+    def to_array(self, draft: tuple[int, int] | None = None) -> np.ndarray:
         """Decode to uint8: HxW for grayscale, HxWxC (C = 2, 3 or 4) otherwise.
 
         Palette images become RGB (RGBA with transparency); 1-bit, 16-bit and
         float images become 8-bit grayscale; other modes become RGB.
+
+        Args:
+            draft: decode a JPEG at reduced scale, no smaller than this (width,
+                height); see `draft_size`.
 
         Raises:
             PayloadError: the pixels cannot be decoded.
         """
         try:
             with Image.open(BytesIO(self.data)) as image:
+                if draft is not None:
+                    image.draft(image.mode, draft)
                 image.load()
                 converted = _to_8bit(image)
                 return np.asarray(converted, dtype=np.uint8)

@@ -11,6 +11,7 @@ import pytest
 from simstream.settings import Settings
 from tests.processes import Child
 from tests.waiting import wait_for
+from tests.workers.conftest import register_encoder
 from workers.ingest.device import cpu_cores
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -73,3 +74,23 @@ def test_a_prefork_worker_preloads_each_child_and_they_die_with_it(
         )
     finally:
         worker.stop()
+
+
+def test_a_worker_keeps_two_encoder_versions_and_releases_the_least_recently_used(
+    settings: Settings,
+) -> None:
+    from workers import tasks
+
+    versions = [register_encoder(settings, "vector", seed=i) for i in range(3)]
+    tasks.configure(settings)
+    try:
+        first = tasks.embedder_for(versions[0])
+        tasks.embedder_for(versions[1])
+        assert tasks.embedder_for(versions[0]) is first  # used again: now the most recent
+        tasks.embedder_for(versions[2])
+
+        assert tasks.loaded_versions() == [versions[0], versions[2]]
+        assert tasks.embedder_for(versions[1]).encoder.version == versions[1]  # loaded again
+        assert tasks.loaded_versions() == [versions[2], versions[1]]
+    finally:
+        tasks.configure(settings)

@@ -49,6 +49,7 @@ def stats(state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
         "index_epoch": current.get("epoch"),
         "lag_records": current.get("lag_records"),
         "source_lag_events": current.get("source_lag_events"),
+        "degraded": node_stats["degraded"],
         "freshness": current.get("freshness"),
         "snapshot_age_s": current.get("snapshot_age_s"),
         "generations": node_stats["generations"],

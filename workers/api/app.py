@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 
 import simstream
@@ -19,13 +20,24 @@ from simstream.settings import Settings
 from workers.api import admin, handlers, health, items, lookup, page
 from workers.api.auth import TokenStore
 from workers.api.classifier import Classifier
-from workers.api.config import AuthConfig, ClassifierConfig, ItemImageConfig, SearchConfig
+from workers.api.config import (
+    AuthConfig,
+    ClassifierConfig,
+    ConcurrencyConfig,
+    EndOffsetsConfig,
+    ImageLimits,
+    ItemImageConfig,
+    SearchConfig,
+)
 from workers.api.decoding import QueryDecoder
+from workers.api.end_offsets import PartitionEnds
 from workers.api.item_images import ItemImageReader
 from workers.api.item_service import ItemService
+from workers.api.limits import ConcurrencyLimitMiddleware
 from workers.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from workers.api.searcher import Searcher
 from workers.api.state import ApiState
+from workers.api.waits import WriteWaiter
 from workers.cache.cache import NullCache, ResultCache
 from workers.node.node import IndexNode
 
@@ -76,8 +88,12 @@ def create_app(
     """
     tokens = TokenStore(AuthConfig.from_settings(settings))
     result_cache = cache or NullCache()
-    decoder = QueryDecoder(settings.wire_limits())
-    searcher = Searcher(SearchConfig.from_settings(settings), node, decoder, result_cache)
+    decoder = QueryDecoder(settings.wire_limits(), ImageLimits.from_settings(settings))
+    search_config = SearchConfig.from_settings(settings)
+    searcher = Searcher(search_config, node, decoder, result_cache)
+    concurrency = ConcurrencyConfig.from_settings(settings)
+    wait_pool = CapacityLimiter(concurrency.wait_threads)
+    ends = PartitionEnds(EndOffsetsConfig.from_settings(settings))
     state = ApiState(
         settings=settings,
         node=node,
@@ -90,8 +106,12 @@ def create_app(
             ItemImageReader(ItemImageConfig.from_settings(settings)),
             make_producer=lambda: ItemProducer(ProducerConfig.from_settings(settings)),
             producer=producer,
+            ends=ends,
         ),
         tokens=tokens,
+        waiter=WriteWaiter(search_config, node, ends, wait_pool),
+        ends=ends,
+        wait_pool=wait_pool,
     )
 
     @asynccontextmanager
@@ -113,5 +133,10 @@ def create_app(
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        limits=concurrency.limits,
+        retry_after_s=concurrency.retry_after_s,
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -17,6 +17,7 @@ from simstream.errors import RegistryError
 from workers.api.config import ClassifierConfig
 from workers.api.schemas import ClassifyRequest
 from workers.api.searcher import Searcher
+from workers.node.generation import IndexGeneration
 
 UNKNOWN_LABEL = "unknown"
 _THRESHOLD_KEYS = ("threshold", "calibration_threshold", "distance_threshold")
@@ -39,15 +40,14 @@ class Classifier:
         self.registry = registry
         self._thresholds: dict[str, tuple[float, Literal["model", "settings"]]] = {}
 
-    def classify(self, request: ClassifyRequest) -> dict[str, Any]:
-        """Classify one query (waiting for ``request.after`` first when given).
+    def classify(self, request: ClassifyRequest, generation: IndexGeneration) -> dict[str, Any]:
+        """Classify one query in ``generation`` (the request's, pinned by `WriteWaiter`).
 
         Raises:
-            RequestError: invalid options, query or write token (400/422).
+            RequestError: invalid options or query (400/422).
             NotFoundError: a query by an unknown id (404).
-            NotReadyError: no generation serves, or the write is not visible in time (503).
         """
-        answer = self.searcher.search(request, [request])
+        answer = self.searcher.search(request, [request], generation)
         [raw] = answer.neighbours
         threshold, source = self.threshold(answer.version, request.threshold)
         label, votes, evidence = self.vote(json.loads(raw), threshold)
@@ -60,6 +60,7 @@ class Classifier:
             "neighbors": evidence,
             "model_version": answer.version,
             "index_epoch": answer.epoch,
+            "degraded": answer.degraded,
         }
 
     def threshold(self, version: str, requested: float | None) -> tuple[float, ThresholdSource]:

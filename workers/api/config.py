@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from simstream.wire import WireLimits
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from simstream.settings import Settings
 
 IMAGES_GROUP = "simstream-api-payloads"
+ENDS_GROUP = "simstream-api-ends"
+
+RouteClass = Literal["lookups", "writes", "images", "admin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,8 @@ class SearchConfig:
         partitions: partitions of that topic (a token's partition is below this).
         write_wait_s: longest wait for a write token to become visible.
         embed_batch_size: encoder batch size for raw-payload queries.
+        max_batch_images: most ``image`` queries in one batch.
+        degraded_lag: source events of lag above which answers say ``degraded``.
     """
 
     max_k: int
@@ -38,6 +43,8 @@ class SearchConfig:
     partitions: int
     write_wait_s: float
     embed_batch_size: int
+    max_batch_images: int = 32
+    degraded_lag: int = 1000
 
     @property
     def max_ef(self) -> int:
@@ -54,6 +61,8 @@ class SearchConfig:
             partitions=settings.partitions,
             write_wait_s=settings.api_write_wait_s,
             embed_batch_size=settings.embed_batch_size,
+            max_batch_images=settings.api_max_batch_images,
+            degraded_lag=settings.api_ready_max_lag,
         )
 
 
@@ -82,11 +91,13 @@ class ItemImageConfig:
         topic: the items topic.
         consumer: librdkafka properties of the reading consumer (no commits).
         limits: the wire limits events are decoded with.
+        timeout_s: longest read of one event.
     """
 
     topic: str
     consumer: Mapping[str, Any] = field(repr=False)
     limits: WireLimits
+    timeout_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ItemImageConfig:
@@ -94,7 +105,89 @@ class ItemImageConfig:
         consumer = settings.kafka_config(
             **{"group.id": IMAGES_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
         )
-        return cls(settings.topic_items, consumer, settings.wire_limits())
+        return cls(
+            settings.topic_items,
+            consumer,
+            settings.wire_limits(),
+            timeout_s=settings.api_image_read_timeout_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """How large a query image may decode: a multiple of the model input, capped.
+
+    Attributes:
+        pixels_factor: largest decoded image in multiples of the model input's pixels.
+        max_pixels: the cap, whatever the model input size.
+    """
+
+    pixels_factor: int = 64
+    max_pixels: int = 4 * 1024 * 1024
+
+    def pixels_for(self, height: int, width: int) -> int:
+        """The largest decoded image (width × height) for a model input of this size."""
+        return min(self.max_pixels, self.pixels_factor * height * width)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        """The limits ``SIMSTREAM_API_IMAGE_PIXELS_FACTOR`` and ``…_MAX_IMAGE_PIXELS`` set."""
+        return cls(settings.api_image_pixels_factor, settings.api_max_image_pixels)
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyConfig:
+    """Requests in flight at once per route class, and the pool blocking waits run in.
+
+    Attributes:
+        limits: most requests in flight per route class (more are answered 429).
+        retry_after_s: the ``Retry-After`` of such a 429.
+        wait_threads: threads for blocking waits (image reads, end offsets), apart
+            from the pool that runs request handlers.
+    """
+
+    limits: Mapping[RouteClass, int]
+    retry_after_s: int = 1
+    wait_threads: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConcurrencyConfig:
+        """The config ``SIMSTREAM_API_MAX_CONCURRENT_*`` and the wait pool describe."""
+        return cls(
+            limits={
+                "lookups": settings.api_max_concurrent_lookups,
+                "writes": settings.api_max_concurrent_writes,
+                "images": settings.api_max_concurrent_images,
+                "admin": settings.api_max_concurrent_admin,
+            },
+            retry_after_s=settings.api_retry_after_s,
+            wait_threads=settings.api_wait_threads,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EndOffsetsConfig:
+    """Where the end offsets of the items topic are read (to check write tokens).
+
+    Attributes:
+        topic: the items topic.
+        partitions: its partitions.
+        consumer: librdkafka properties of the probing consumer (no group joined).
+        timeout_s: longest broker round trip.
+    """
+
+    topic: str
+    partitions: int
+    consumer: Mapping[str, Any] = field(repr=False)
+    timeout_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EndOffsetsConfig:
+        """The config the Kafka settings and the items topic describe."""
+        consumer = settings.kafka_config(
+            **{"group.id": ENDS_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+        )
+        return cls(settings.topic_items, settings.partitions, consumer)
 
 
 @dataclass(frozen=True, slots=True)

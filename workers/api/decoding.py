@@ -4,6 +4,12 @@ Shared by lookups (a query becomes a model input) and item writes (a payload
 becomes a wire payload, checked against the serving model's input spec before
 it is published), so both refuse the same input with the same message, and a
 posted image is decoded once.
+
+Decoding is the costly part of a request that a small body can make large (a
+100 kB PNG may hold 33 Mpx), so an image may decode to at most a multiple of
+the model input's pixels (`ImageLimits`), checked from its header before any
+pixel is decoded, and a JPEG is decoded at the smallest DCT scale (1/2, 1/4,
+1/8) that still covers the model input (Pillow's draft mode).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 from model.inputs import InputSpec
 from simstream.errors import InvalidEventError, PayloadError, RequestError
 from simstream.wire import ArrayPayload, ImagePayload, Payload, WireLimits
+from workers.api.config import ImageLimits
 from workers.api.schemas import ItemUpsert, Query
 
 
@@ -25,11 +32,13 @@ class QueryDecoder:
     """Turns base64 images and nested lists into arrays and model inputs (no I/O).
 
     Args:
-        limits: the wire limits (the largest image, in pixels).
+        limits: the wire limits.
+        images: how large an image may decode, for a model input size.
     """
 
-    def __init__(self, limits: WireLimits) -> None:
+    def __init__(self, limits: WireLimits, images: ImageLimits | None = None) -> None:
         self.limits = limits
+        self.images = images or ImageLimits()
 
     def model_input(self, query: Query, spec: InputSpec, version: str) -> tuple[np.ndarray, bytes]:
         """The model input of a raw-payload query and a digest of it for cache keys.
@@ -64,7 +73,7 @@ class QueryDecoder:
             if model is not None:
                 spec, version = model
                 require_image_model(spec, version)
-                _embeddable(spec, self.pixels(payload), version)
+                _embeddable(spec, self.pixels(payload, spec), version)
             return payload
         assert body.array is not None
         array = self.array(body.array, model[0].kind if model is not None else "vector")
@@ -81,23 +90,35 @@ class QueryDecoder:
                 vectors, or the image is too large.
         """
         require_image_model(spec, version)
-        return self.pixels(image_payload(text))
+        return self.pixels(image_payload(text), spec)
 
-    def pixels(self, payload: ImagePayload) -> np.ndarray:
-        """The uint8 pixels of an image payload within the pixel limit.
+    def pixels(self, payload: ImagePayload, spec: InputSpec) -> np.ndarray:
+        """The uint8 pixels of an image payload for a model of input ``spec`` (an image
+        spec): a JPEG drafted toward the input size, and within the pixel limit.
 
         Raises:
-            RequestError: (422) too many pixels; (400) the pixels cannot be decoded.
+            RequestError: (422) too many pixels (a decompression bomb guard: refused
+                from the header, before decoding); (400) the pixels cannot be decoded.
         """
-        width, height = payload.size
-        if width * height > self.limits.max_image_pixels:
+        height, width = spec.shape[0], spec.shape[1]
+        most = self.images.pixels_for(height, width)
+        try:
+            drafted = payload.draft_size((width, height))
+        except PayloadError as e:
+            raise RequestError(f"Invalid value for `image`. {e}", 400) from None
+        if drafted[0] * drafted[1] > most:
+            full = payload.size
             raise RequestError(
-                f"Invalid value for `image`. Expected at most {self.limits.max_image_pixels} "
-                f"pixels. Received: {width}x{height}",
+                f"Invalid value for `image`. Expected an image decoding to at most {most} "
+                f"pixels ({self.images.pixels_factor} × the model's {width}x{height} input, "
+                f"at most {self.images.max_pixels}: SIMSTREAM_API_IMAGE_PIXELS_FACTOR, "
+                f"SIMSTREAM_API_MAX_IMAGE_PIXELS). Received: {full[0]}x{full[1]} pixels "
+                f"(decoding to {drafted[0]}x{drafted[1]}; refused before decoding as a "
+                "possible decompression bomb)",
                 422,
             )
         try:
-            return payload.to_array()
+            return payload.to_array(draft=(width, height))
         except PayloadError as e:
             raise RequestError(f"Invalid value for `image`. {e}", 400) from None
 

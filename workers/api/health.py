@@ -1,4 +1,9 @@
-"""Probes and metrics: ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (no auth)."""
+"""Probes and metrics: ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (no auth).
+
+The probes are coroutines that make no blocking call and take no lock a request
+may hold: they answer on the event loop even when every thread of the pool is
+busy, so a liveness probe never restarts a node for being loaded.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process answers (nothing else is checked)."""
     return {"status": "ok"}
 
@@ -24,9 +29,11 @@ def healthz() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "Not ready, with the reason."}},
     summary="Readiness",
 )
-def readyz(state: ApiState = Depends(get_state)) -> JSONResponse:  # noqa: B008
-    """Ready when a generation serves, its consumer is healthy and its lag is at most
-    `SIMSTREAM_API_READY_MAX_LAG` events; 503 with the reason otherwise."""
+async def readyz(state: ApiState = Depends(get_state)) -> JSONResponse:  # noqa: B008
+    """Ready when the node can answer queries correctly: a generation serves, its
+    consumer is healthy, and it has caught up (lag ≤ `SIMSTREAM_API_READY_MAX_LAG`
+    events) once; a later burst of lag makes answers say `degraded` but does not
+    take the node out of rotation. 503 with the reason otherwise."""
     ready, reason = state.node.ready()
     return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
 
@@ -37,6 +44,6 @@ def readyz(state: ApiState = Depends(get_state)) -> JSONResponse:  # noqa: B008
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
     summary="Prometheus metrics",
 )
-def prometheus() -> Response:
+async def prometheus() -> Response:
     """Every metric of this process (API latency per route, cache, index, freshness…)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -32,24 +32,26 @@ MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
 class ItemImageReader:
-    """Fetches and renders item images from ``items`` (thread-safe, one consumer).
+    """Fetches and renders item images from ``items`` (thread-safe).
+
+    Each read takes an idle consumer (or makes one) and gives it back, so reads
+    do not queue behind each other; the caller bounds how many run at once (the
+    API runs them in its wait pool). The cache lock is never held while reading.
 
     Args:
-        config: the items topic, the consumer's properties and the wire limits.
+        config: the items topic, the consumer's properties, the wire limits and
+            the longest read of one event.
         cache_size: rendered images kept in memory.
-        timeout_s: longest wait for one event.
     """
 
-    def __init__(
-        self, config: ItemImageConfig, cache_size: int = 512, timeout_s: float = 3.0
-    ) -> None:
+    def __init__(self, config: ItemImageConfig, cache_size: int = 512) -> None:
         self.config = config
         self.topic = config.topic
-        self.timeout_s = timeout_s
+        self.timeout_s = config.timeout_s
         self.limits = config.limits
         self._cache: OrderedDict[tuple[int, int], tuple[bytes, str] | None] = OrderedDict()
         self._cache_size = cache_size
-        self._consumer: Consumer | None = None
+        self._idle: list[Consumer] = []
         self._lock = threading.Lock()
 
     def image(self, partition: int, offset: int) -> tuple[bytes, str] | None:
@@ -59,18 +61,27 @@ class ItemImageReader:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            event = self._read(partition, offset)
-            rendered = None if event is None else render(event)
-            if event is not None:  # a missing event may still arrive; do not remember it
+        event = self._read(partition, offset)
+        rendered = None if event is None else render(event)
+        if event is not None:  # a missing event may still arrive; do not remember it
+            with self._lock:
                 self._cache[key] = rendered
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-            return rendered
+        return rendered
 
     def _read(self, partition: int, offset: int) -> ItemEvent | None:
-        if self._consumer is None:
-            self._consumer = Consumer(dict(self.config.consumer))
-        consumer = self._consumer
+        with self._lock:
+            consumer = self._idle.pop() if self._idle else None
+        if consumer is None:
+            consumer = Consumer(dict(self.config.consumer))
+        try:
+            return self._read_with(consumer, partition, offset)
+        finally:
+            with self._lock:
+                self._idle.append(consumer)
+
+    def _read_with(self, consumer: Consumer, partition: int, offset: int) -> ItemEvent | None:
         consumer.assign([TopicPartition(self.topic, partition, offset)])
         deadline = time.monotonic() + self.timeout_s
         try:
@@ -89,11 +100,11 @@ class ItemImageReader:
             consumer.unassign()
 
     def close(self) -> None:
-        """Close the consumer."""
+        """Close the idle consumers."""
         with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+            idle, self._idle = self._idle, []
+        for consumer in idle:
+            consumer.close()
 
 
 def render(event: ItemEvent) -> tuple[bytes, str] | None:

@@ -19,6 +19,7 @@ from producers.producer import ItemProducer
 from simstream.errors import DeliveryError, InvalidEventError, RequestError
 from simstream.wire import ItemEvent, WriteToken
 from workers.api.decoding import QueryDecoder
+from workers.api.end_offsets import PartitionEnds
 from workers.api.item_images import ItemImageReader
 from workers.api.schemas import ItemUpsert
 from workers.api.searcher import indexed_item
@@ -50,6 +51,7 @@ class ItemService:
         images: reads item images back from the items topic.
         make_producer: makes the items producer on the first write, when none is given.
         producer: a ready items producer (not flushed on `close`).
+        ends: told of each acknowledged write, so its token is known below the end.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class ItemService:
         images: ItemImageReader,
         make_producer: Callable[[], ItemProducer],
         producer: ItemProducer | None = None,
+        ends: PartitionEnds | None = None,
     ) -> None:
         self.node = node
+        self.ends = ends
         self.decoder = decoder
         self.images = images
         self._make_producer = make_producer
@@ -105,11 +109,14 @@ class ItemService:
 
     def _publish(self, event: ItemEvent) -> WriteToken:
         try:
-            return self.item_producer().publish_sync(event)
+            token = self.item_producer().publish_sync(event)
         except InvalidEventError as e:
             raise RequestError(f"Invalid item. {e}", 422) from None
         except DeliveryError as e:
             raise RequestError(f"The items topic did not acknowledge the event: {e}", 503) from None
+        if self.ends is not None:
+            self.ends.observe(token.partition, token.offset + 1)
+        return token
 
     # --- reads -----------------------------------------------------------------------
 

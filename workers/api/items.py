@@ -7,14 +7,20 @@ the token as ``after`` to a lookup to wait for that moment (read-your-writes).
 Payloads are checked against the serving model's input spec before publishing,
 so an event the workers could not embed is refused here (422) rather than
 dead-lettered later.
+
+Ids may hold slashes. ``GET /v1/items/{id}/image`` is an item's image only when
+that last slash is a literal ``/`` in the request's raw path: an id ending in
+``/image`` is fetched with its slash percent-encoded (``/v1/items/a%2Fimage``),
+as ``encodeURIComponent`` writes it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
-from fastapi.responses import Response
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
 
 from workers.api.auth import admin_scope, read_scope
 from workers.api.lookup import ERRORS
@@ -86,17 +92,25 @@ def sample_items(
     dependencies=[read_scope],
     summary="An item's image, read back from the items topic",
 )
-def item_image(
+async def item_image(
+    request: Request,
     item_id: str = ItemId,
     if_none_match: str | None = Header(None),
+    vector: bool = Query(False, include_in_schema=False),
     state: ApiState = Depends(get_state),  # noqa: B008
 ) -> Response:
     """The image payload the item was published with (uint8 arrays rendered as PNG).
 
     404 when the item is unknown, its payload is not an image, or its event has
-    left the items topic.
+    left the items topic. The event is read in the API's wait pool, never in the
+    pool of request handlers, for at most SIMSTREAM_API_IMAGE_READ_TIMEOUT_S.
     """
-    image = state.items.image(item_id, if_none_match)
+    if not _literal_suffix(request, "/image"):  # an id ending in an encoded "/image"
+        item = await to_thread.run_sync(state.items.get, item_id + "/image", vector)
+        return JSONResponse(item)
+    image = await to_thread.run_sync(
+        state.items.image, item_id, if_none_match, limiter=state.wait_pool
+    )
     if image.data is None:
         return Response(status_code=304, headers={"ETag": image.etag})
     headers = {"ETag": image.etag, "Cache-Control": "no-cache"}
@@ -115,5 +129,16 @@ def get_item(
     vector: bool = Query(False, description="Include the stored embedding."),
     state: ApiState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
-    """The item as the serving generation holds it: label, metadata, model version."""
+    """The item as the serving generation holds it: label, metadata, model version.
+
+    An id ending in ``/image`` needs that slash percent-encoded (``%2F``).
+    """
     return state.items.get(item_id, vector)
+
+
+def _literal_suffix(request: Request, suffix: str) -> bool:
+    """Whether the raw (undecoded) request path ends with ``suffix`` as written."""
+    raw = request.scope.get("raw_path")
+    if not raw:
+        return True
+    return bytes(raw).split(b"?", 1)[0].endswith(suffix.encode())

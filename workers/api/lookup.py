@@ -1,8 +1,9 @@
 """Routes of lookups: ``POST /v1/lookup``, ``POST /v1/lookup/batch``, ``POST /v1/classify``.
 
-Handlers are plain functions: FastAPI runs them in its thread pool, where the
-blocking parts (waiting for a write token, Redis, the encoder, hnswlib, which
-releases the GIL) do not stall the event loop.
+Handlers are coroutines that first pin the request's generation, waiting for
+its write token on the event loop (`WriteWaiter`: no thread is held while
+waiting), then run the search in the thread pool, where the blocking parts
+(Redis, the encoder, hnswlib, which releases the GIL) do not stall the loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from workers.api.auth import read_scope
 from workers.api.schemas import (
@@ -29,11 +31,18 @@ router = APIRouter(prefix="/v1", tags=["lookup"], dependencies=[read_scope])
 
 JSON = "application/json"
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed input (base64, image, token)."},
+    400: {
+        "model": ErrorResponse,
+        "description": "Malformed input (base64, image, token), or a token past the end offset.",
+    },
     401: {"model": ErrorResponse, "description": "Missing or invalid bearer token."},
     404: {"model": ErrorResponse, "description": "Unknown item id."},
     413: {"model": ErrorResponse, "description": "Body larger than SIMSTREAM_API_MAX_BODY_BYTES."},
     422: {"model": ErrorResponse, "description": "Invalid field or value out of bounds."},
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many requests of this route class in flight (Retry-After).",
+    },
     503: {
         "model": ErrorResponse,
         "description": "Not serving yet, or a write token not visible in time (Retry-After).",
@@ -47,14 +56,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     responses=ERRORS,
     summary="Nearest neighbours of one query",
 )
-def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Response:  # noqa: B008
+async def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Response:  # noqa: B008
     """Find the `k` nearest items of a vector, a raw payload or an indexed item.
 
     Results are cached under (model version, index log position, query, k, ef, filter);
     the `X-Cache` response header says `hit`, `miss` or `bypass` (`fresh: true`).
     With `after`, the lookup first waits until that write is searchable.
     """
-    return _response(state.searcher.lookup(request))
+    generation = await state.waiter.generation(request.after)
+    return _response(await run_in_threadpool(state.searcher.lookup, request, generation))
 
 
 @router.post(
@@ -63,7 +73,7 @@ def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -> Resp
     responses=ERRORS,
     summary="Nearest neighbours of many queries",
 )
-def lookup_batch(
+async def lookup_batch(
     request: BatchLookupRequest,
     state: ApiState = Depends(get_state),  # noqa: B008
 ) -> Response:
@@ -72,7 +82,8 @@ def lookup_batch(
     Raw payloads are embedded in one batch and vectors searched in one call;
     each query has its own cache entry (shared with single lookups).
     """
-    return _response(state.searcher.lookup_batch(request))
+    generation = await state.waiter.generation(request.after)
+    return _response(await run_in_threadpool(state.searcher.lookup_batch, request, generation))
 
 
 @router.post(
@@ -81,7 +92,7 @@ def lookup_batch(
     responses=ERRORS,
     summary="k-NN label of one query, or unknown",
 )
-def classify(
+async def classify(
     request: ClassifyRequest,
     state: ApiState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
@@ -92,7 +103,8 @@ def classify(
     `SIMSTREAM_CLASSIFY_THRESHOLD`. No neighbour within it: `"unknown"`. The
     answer lists every neighbour consulted and the votes per label.
     """
-    return state.classifier.classify(request)
+    generation = await state.waiter.generation(request.after)
+    return await run_in_threadpool(state.classifier.classify, request, generation)
 
 
 def _response(reply: Reply) -> Response:

@@ -112,11 +112,11 @@ class BodyLimitMiddleware:
         declared = _header(scope, "content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _reply(scope, receive, send, 400, f"Invalid Content-Length {declared!r}")
+                await reply(scope, receive, send, 400, f"Invalid Content-Length {declared!r}")
                 return
             if int(declared) > self.max_bytes:
                 error = self._error(f"Content-Length {declared}")
-                await _reply(scope, receive, send, 413, str(error.detail))
+                await reply(scope, receive, send, 413, str(error.detail))
                 return
         counted = 0
         started = False
@@ -141,12 +141,20 @@ class BodyLimitMiddleware:
         except BodyTooLargeError as e:
             if started:
                 raise
-            await _reply(scope, receive, send, 413, str(e.detail))
+            await reply(scope, receive, send, 413, str(e.detail))
 
 
-async def _reply(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+async def reply(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer an error body (``detail`` and the request id) from a middleware."""
     body: dict[str, Any] = {"detail": detail, "request_id": request_id(scope)}
-    await JSONResponse(body, status_code=status)(scope, receive, send)
+    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
 
 
 def _header(scope: Scope, name: str) -> str | None:

@@ -161,6 +161,7 @@ class ClassifyRequest(Query, LookupOptions):
     threshold: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="Neighbours farther than this do not vote. Default: the serving model's "
         "calibrated threshold, else SIMSTREAM_CLASSIFY_THRESHOLD.",
     )
@@ -219,11 +220,20 @@ class Neighbor(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+def _degraded() -> Any:
+    return Field(
+        False,
+        description="True when the generation searched lagged more than "
+        "SIMSTREAM_API_READY_MAX_LAG events of the items topic: recent writes may be missing.",
+    )
+
+
 class LookupResponse(BaseModel):
     """The neighbours of one query and what produced them."""
 
     model_version: str = Field(..., description="Encoder version of the generation searched.")
     index_epoch: int = Field(..., description="Index epoch when the search started.")
+    degraded: bool = _degraded()
     neighbors: list[Neighbor]
     exhaustive: bool = Field(True, description=_EXHAUSTIVE)
 
@@ -240,6 +250,7 @@ class BatchLookupResponse(BaseModel):
 
     model_version: str
     index_epoch: int
+    degraded: bool = _degraded()
     results: list[NeighborList]
 
 
@@ -268,6 +279,7 @@ class ClassifyResponse(BaseModel):
     neighbors: list[Evidence]
     model_version: str
     index_epoch: int
+    degraded: bool = _degraded()
 
 
 class WriteAccepted(BaseModel):
@@ -328,6 +340,11 @@ class StatsResponse(BaseModel):
     index_epoch: int | None
     lag_records: int | None
     source_lag_events: int | None
+    degraded: bool = Field(
+        False,
+        description="The serving generation lags more than SIMSTREAM_API_READY_MAX_LAG "
+        "events (answers say so too; the node stays ready once it caught up).",
+    )
     freshness: dict[str, Any] | None
     snapshot_age_s: float | None
     generations: dict[str, Any]

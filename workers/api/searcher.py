@@ -1,14 +1,14 @@
 """`Searcher`: lookups of the serving generation, through the result cache.
 
-It knows nothing of HTTP: it validates options against its config, waits for a
-write token (read-your-writes), resolves each query to an embedding (a given
-vector, an indexed item's vector, or a raw payload decoded by `QueryDecoder`
-and embedded with the generation's own encoder — never another version's),
-goes through the result cache, searches, and serialises the neighbours and
-the response bodies.
+It knows nothing of HTTP: it validates options against its config, resolves
+each query to an embedding (a given vector, an indexed item's vector, or a raw
+payload decoded by `QueryDecoder` and embedded with the generation's own
+encoder — never another version's), goes through the result cache, searches,
+and serialises the neighbours and the response bodies.
 
-A request takes the serving generation once, at its start, so its answer comes
-from exactly one model version even while the alias flips.
+A request takes the serving generation once, at its start (`WriteWaiter`
+pins it, waiting for a write token first when one is given), so its answer
+comes from exactly one model version even while the alias flips.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from simstream.errors import DecodeError, NotFoundError, NotReadyError, RequestError
-from simstream.wire import WriteToken
+from simstream.errors import NotFoundError, RequestError
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
 from workers.api.schemas import (
@@ -92,6 +91,7 @@ class Answer:
             every query hit).
         exhaustive: per query, False when fewer than k came back although more
             items may pass the filter (the index capped its search).
+        degraded: the generation lagged more than the configured events of ``items``.
     """
 
     version: str
@@ -99,6 +99,7 @@ class Answer:
     neighbours: list[bytes]
     cache: CacheStatus
     exhaustive: list[bool]
+    degraded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,54 +140,54 @@ class Searcher:
 
     # --- requests --------------------------------------------------------------------
 
-    def lookup(self, request: LookupRequest) -> Reply:
-        """The body of a `LookupResponse` for one query.
+    def lookup(self, request: LookupRequest, generation: IndexGeneration) -> Reply:
+        """The body of a `LookupResponse` for one query, searched in ``generation``.
 
         Raises:
-            RequestError: invalid options, query or write token (400/422).
+            RequestError: invalid options or query (400/422).
             NotFoundError: a query by an unknown id (404).
-            NotReadyError: no generation serves, or the write is not visible in time (503).
         """
-        answer = self.search(request, [request])
+        answer = self.search(request, [request], generation)
         [neighbours] = answer.neighbours
         [exhaustive] = answer.exhaustive
-        body = lookup_body(answer.version, answer.epoch, neighbours, exhaustive)
+        body = lookup_body(answer.version, answer.epoch, neighbours, answer.degraded, exhaustive)
         return Reply(body, answer.cache)
 
-    def lookup_batch(self, request: BatchLookupRequest) -> Reply:
+    def lookup_batch(self, request: BatchLookupRequest, generation: IndexGeneration) -> Reply:
         """The body of a `BatchLookupResponse`: each query answered in order.
 
         Raises:
-            RequestError: as `lookup`, and (422) too many or no queries.
+            RequestError: as `lookup`, and (422) too many or no queries, or too many images.
             NotFoundError: as `lookup`.
-            NotReadyError: as `lookup`.
         """
-        self.check_batch(len(request.queries))
-        answer = self.search(request, request.queries)
-        body = batch_body(answer.version, answer.epoch, answer.neighbours, answer.exhaustive)
+        self.check_batch(request.queries)
+        answer = self.search(request, request.queries, generation)
+        body = batch_body(
+            answer.version, answer.epoch, answer.neighbours, answer.degraded, answer.exhaustive
+        )
         return Reply(body, answer.cache)
 
-    def search(self, options: LookupOptions, queries: Sequence[Query]) -> Answer:
-        """Search ``queries`` in the serving generation, taken once, through the cache.
+    def search(
+        self, options: LookupOptions, queries: Sequence[Query], generation: IndexGeneration
+    ) -> Answer:
+        """Search ``queries`` in ``generation`` (the request's, pinned), through the cache.
 
-        Validates ``options``, waits for ``options.after`` when given, then reads the
-        index's log position and epoch before resolving and searching.
+        Validates ``options``, then reads the index's log position and epoch before
+        resolving and searching. A write token (``options.after``) must have been
+        waited for already (`WriteWaiter`).
 
         Raises:
             RequestError: as `lookup`.
             NotFoundError: as `lookup`.
-            NotReadyError: as `lookup`.
         """
-        generation = self.node.current()
         plan = self.plan(generation, options)
-        if options.after is not None:
-            self.wait_for(generation, options.after)
         position, epoch = state_of(generation)
+        degraded = generation.source_lag() > self.config.degraded_lag
         resolved = self.resolve(generation, queries)
         values, status = self.cached_neighbours(generation, position, resolved, plan, options.fresh)
         exhaustive = [not v.startswith(_PARTIAL) for v in values]
         neighbours = [v.removeprefix(_PARTIAL) for v in values]
-        return Answer(generation.version, epoch, neighbours, status, exhaustive)
+        return Answer(generation.version, epoch, neighbours, status, exhaustive, degraded)
 
     # --- validation ------------------------------------------------------------------
 
@@ -209,53 +210,27 @@ class Searcher:
         ef = options.ef if options.ef is not None else generation.index.config.ef_search
         return Plan(options.k, ef, _filter(options.filter))
 
-    def check_batch(self, size: int) -> None:
-        """Check the number of queries of a batch.
+    def check_batch(self, queries: Sequence[Query]) -> None:
+        """Check the number of queries of a batch, and of images among them.
 
         Raises:
-            RequestError: (422) outside ``1 ≤ size ≤ max_batch``.
+            RequestError: (422) outside ``1 ≤ len(queries) ≤ max_batch``, or more than
+                ``max_batch_images`` images.
         """
-        most = self.config.max_batch
+        most, size = self.config.max_batch, len(queries)
         if not 1 <= size <= most:
             raise RequestError(
                 f"Invalid value for `queries`. Expected 1 ≤ len(queries) ≤ {most}. "
                 f"Received: {size} queries",
                 422,
             )
-
-    # --- read-your-writes ------------------------------------------------------------
-
-    def wait_for(self, generation: IndexGeneration, after: str) -> None:
-        """Block until the write named by token ``after`` is visible in ``generation``.
-
-        Raises:
-            RequestError: (400) the token is malformed, of another topic or partition.
-            NotReadyError: (503) not visible within ``write_wait_s``.
-        """
-        try:
-            token = WriteToken.decode(after)
-        except DecodeError as e:
-            raise RequestError(f"Invalid value for `after`. {e.detail or e.reason}", 400) from None
-        topic, partitions = self.config.items_topic, self.config.partitions
-        if token.topic != topic:
+        images = sum(q.image is not None for q in queries)
+        most_images = self.config.max_batch_images
+        if images > most_images:
             raise RequestError(
-                f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
-                f"Received: a token of topic {token.topic!r}",
-                400,
-            )
-        if token.partition >= partitions:
-            raise RequestError(
-                f"Invalid value for `after`. Expected a partition below "
-                f"{partitions}. Received: partition {token.partition}",
-                400,
-            )
-        wait_s = self.config.write_wait_s
-        if not generation.wait_visible(token.partition, token.offset, wait_s):
-            raise NotReadyError(
-                f"The index (model {generation.version}) has not applied write {after} "
-                f"within {wait_s:g} s. Expected it to be embedded and indexed; it may still "
-                "be on its way — retry later.",
-                retry_after_s=max(1.0, wait_s / 2),
+                f"Invalid value for `queries`. Expected at most {most_images} `image` queries "
+                f"in one batch (SIMSTREAM_API_MAX_BATCH_IMAGES). Received: {images} images",
+                422,
             )
 
     # --- queries ---------------------------------------------------------------------
@@ -431,27 +406,35 @@ def state_of(generation: IndexGeneration) -> tuple[str, int]:
     return log_position(index.next_offsets()), index.epoch
 
 
-def lookup_body(version: str, epoch: int, neighbours: bytes, exhaustive: bool = True) -> bytes:
+def lookup_body(
+    version: str, epoch: int, neighbours: bytes, degraded: bool, exhaustive: bool = True
+) -> bytes:
     """The JSON of a `LookupResponse` around an already serialised neighbour list."""
-    return b'{"model_version":%s,"index_epoch":%d,"neighbors":%s,"exhaustive":%s}' % (
+    return b'{"model_version":%s,"index_epoch":%d,"degraded":%s,"neighbors":%s,"exhaustive":%s}' % (
         _dumps(version),
         epoch,
+        _dumps(degraded),
         neighbours,
         _dumps(exhaustive),
     )
 
 
 def batch_body(
-    version: str, epoch: int, results: Sequence[bytes], exhaustive: Sequence[bool]
+    version: str,
+    epoch: int,
+    results: Sequence[bytes],
+    degraded: bool,
+    exhaustive: Sequence[bool],
 ) -> bytes:
     """The JSON of a `BatchLookupResponse` around serialised neighbour lists."""
     inner = b",".join(
         b'{"neighbors":%s,"exhaustive":%s}' % (r, _dumps(full))
         for r, full in zip(results, exhaustive, strict=True)
     )
-    return b'{"model_version":%s,"index_epoch":%d,"results":[%s]}' % (
+    return b'{"model_version":%s,"index_epoch":%d,"degraded":%s,"results":[%s]}' % (
         _dumps(version),
         epoch,
+        _dumps(degraded),
         inner,
     )
 

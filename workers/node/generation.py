@@ -85,6 +85,8 @@ class IndexGeneration:
         self._failed: set[int] = set()
         self._prune_below: dict[int, int] = {}
         self.error: str | None = None
+        #: Whether the lag was ever within ``ready_max_lag`` (readiness holds after that).
+        self.caught_up = False
         self.log = log.bind(generation=version)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -259,6 +261,10 @@ class IndexGeneration:
         applied = self.index.next_offsets()
         self.lag = {p: max(0, ends.get(p, 0) - applied.get(p, 0)) for p in partitions}
         self.source_end = end_offsets(probe, self.config.topic_items, partitions)
+        source_lag = self.source_lag()
+        metrics.SOURCE_LAG.labels(self.version).set(source_lag)
+        if source_lag <= self.config.ready_max_lag:
+            self.caught_up = True
         for p, value in self.lag.items():
             metrics.INDEX_LAG.labels(self.version, str(p)).set(value)
         for shard in self.index.stats().shards:

@@ -52,6 +52,7 @@ class IndexNode:
         self._retired: dict[str, float] = {}
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
+        self._encoder_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._alias_path = config.data_dir / "alias.json"
@@ -189,8 +190,15 @@ class IndexNode:
         return generation
 
     def encoder(self, version: str) -> Encoder:
-        """The encoder of ``version`` for embedding queries (loaded once, warmed up)."""
-        with self._lock:
+        """The encoder of ``version`` for embedding queries (loaded once, warmed up).
+
+        A loaded encoder is returned without taking any lock, so queries never wait
+        for the node lock (held while a generation restores a snapshot).
+        """
+        encoder = self._encoders.get(version)
+        if encoder is not None:
+            return encoder
+        with self._encoder_lock:
             encoder = self._encoders.get(version)
             if encoder is None:
                 encoder = self.registry.load(version)
@@ -199,7 +207,13 @@ class IndexNode:
             return encoder
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness: a generation serves, its consumer and shards are healthy, its lag bounded."""
+        """Readiness: the node can answer queries correctly.
+
+        A generation serves, its consumer and shards are healthy, and it has caught up (lag ≤
+        ``ready_max_lag`` events) at least once. Lag after that (a burst of writes)
+        is reported (answers say ``degraded``) but keeps the node ready: otherwise
+        a burst would take every replica out of rotation at once. Takes no lock.
+        """
         generation = self.serving
         if generation is None:
             return False, "no generation is serving"
@@ -211,8 +225,13 @@ class IndexNode:
         if not generation.source_end:
             return False, f"generation {generation.version} has not measured its lag yet"
         lag = generation.source_lag()
+        if not generation.caught_up:
+            return False, (
+                f"generation {generation.version} lags {lag} events and has not caught up "
+                f"within {self.config.ready_max_lag} yet"
+            )
         if lag > self.config.ready_max_lag:
-            return False, f"generation {generation.version} lags {lag} events"
+            return True, f"ok, degraded: generation {generation.version} lags {lag} events"
         return True, "ok"
 
     def reindex_progress(self) -> dict[str, Any] | None:
@@ -221,38 +240,42 @@ class IndexNode:
         ``done`` is the share of ``items`` events the new generation has accounted
         for (None before its first lag measurement); ``source_lag`` the events left.
         """
-        with self._lock:
-            serving = self.serving.version if self.serving else None
-            building = [
-                g for v, g in self.generations.items() if v != serving and v not in self._retired
-            ]
-            if not building:
-                return None
-            generation = building[-1]
-            total = sum(generation.source_end.values())
-            lag = generation.source_lag()
-            done = None
-            if generation.source_end:
-                done = 1.0 if total == 0 else round(max(0.0, 1.0 - lag / total), 4)
-            return {
-                "building": generation.version,
-                "serving": serving,
-                "source_lag": lag,
-                "source_events": total,
-                "done": done,
-            }
+        # Copies, not the lock: readers never wait for a restore (dict copies are atomic).
+        serving = self.serving.version if self.serving else None
+        retired = dict(self._retired)
+        generations = dict(self.generations)
+        building = [g for v, g in generations.items() if v != serving and v not in retired]
+        if not building:
+            return None
+        generation = building[-1]
+        total = sum(generation.source_end.values())
+        lag = generation.source_lag()
+        done = None
+        if generation.source_end:
+            done = 1.0 if total == 0 else round(max(0.0, 1.0 - lag / total), 4)
+        return {
+            "building": generation.version,
+            "serving": serving,
+            "source_lag": lag,
+            "source_events": total,
+            "done": done,
+        }
 
     def stats(self) -> dict[str, Any]:
-        """What ``/v1/stats`` shows about generations (``reindex``: see `reindex_progress`)."""
-        with self._lock:
-            return {
-                "serving": self.serving.version if self.serving else None,
-                "wanted": self.registry.active(),
-                "flipped_at": self.flipped_at,
-                "generations": {v: g.stats() for v, g in self.generations.items()},
-                "retained": dict(self._retired),
-                "reindex": self.reindex_progress(),
-            }
+        """What ``/v1/stats`` shows about generations (``reindex``: see `reindex_progress`).
+
+        Reads copies without the node lock, so it answers while a generation restores.
+        """
+        serving = self.serving
+        return {
+            "serving": serving.version if serving else None,
+            "wanted": self.registry.active(),
+            "flipped_at": self.flipped_at,
+            "generations": {v: g.stats() for v, g in dict(self.generations).items()},
+            "retained": dict(self._retired),
+            "reindex": self.reindex_progress(),
+            "degraded": serving is not None and serving.source_lag() > self.config.ready_max_lag,
+        }
 
 
 def _numeric(version: str) -> int:

@@ -193,3 +193,22 @@ def test_an_unexpected_error_is_a_500_whose_body_and_header_carry_the_request_id
     assert response.headers["X-Request-ID"] == "trace-42"
     assert response.json()["request_id"] == "trace-42"
     assert "injected" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("threshold", "received"),
+    [("Infinity", "'inf'"), ("-Infinity", "'-inf'"), ("NaN", "'nan'"), ("-0.5", "-0.5")],
+)
+def test_a_classify_threshold_that_is_not_a_positive_finite_number_is_a_422(
+    client: TestClient, threshold: str, received: str
+) -> None:
+    body = '{"id": "digit-0001", "threshold": ' + threshold + "}"
+
+    response = client.post(
+        "/v1/classify", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("Invalid value for `threshold`.")
+    assert detail.endswith(f"Received: {received}")

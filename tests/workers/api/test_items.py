@@ -78,9 +78,9 @@ def test_a_posted_image_is_decoded_once_to_be_checked_and_published(
         parsed.append(self.data)
         post_init(self)
 
-    def spy_to_array(self: ImagePayload) -> np.ndarray:
+    def spy_to_array(self: ImagePayload, *args: Any, **kwargs: Any) -> np.ndarray:
         pixels.append(self.data)
-        return to_array(self)
+        return to_array(self, *args, **kwargs)
 
     monkeypatch.setattr(base64, "b64decode", spy_b64decode)
     monkeypatch.setattr(ImagePayload, "__post_init__", spy_post_init)
@@ -199,6 +199,23 @@ def test_an_array_payload_is_published_and_its_image_rendered_as_png(
 
     assert image.status_code == 200
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(image.content))), pixels)
+
+
+def test_an_id_ending_in_image_is_fetched_with_its_slash_encoded_and_its_image_too(
+    client: TestClient, served: Served
+) -> None:
+    data = png(new_image(7))
+    token = client.post("/v1/items", json={"id": "cat/image", "image": b64(data)}).json()["token"]
+    embed_pending(served.settings, served.encoder, served.node)
+    assert client.post("/v1/lookup", json={"id": "cat/image", "k": 1, "after": token}).is_success
+
+    item = client.get("/v1/items/cat%2Fimage")
+    image = client.get("/v1/items/cat%2Fimage/image")
+
+    assert item.status_code == 200, item.text
+    assert (item.json()["id"], item.headers["content-type"]) == ("cat/image", "application/json")
+    assert image.status_code == 200, image.text
+    assert image.content == data
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,92 @@
+"""Image decoding is bounded by the model input: pixel limits, JPEG draft, images per batch."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from model.inputs import InputSpec
+from simstream.wire import WireLimits
+from tests.workers.api.conftest import Served
+from workers.api.decoding import QueryDecoder
+
+BOMB_SIDE = 5000  # 25 Mpx: under the old fixed 2**25, tens of kB as a PNG
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def encoded(image: Image.Image, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bomb() -> str:
+    """A small PNG that decodes to 5000×5000 grey pixels."""
+    data = encoded(Image.new("L", (BOMB_SIDE, BOMB_SIDE)), "PNG")
+    assert len(data) < 100_000
+    return b64(data)
+
+
+@pytest.mark.services
+def test_a_small_png_that_decodes_to_a_huge_image_is_refused_fast_with_the_reason(
+    client: TestClient, bomb: str
+) -> None:
+    started = time.monotonic()
+    lookup = client.post("/v1/lookup", json={"image": bomb, "k": 1})
+    write = client.post("/v1/items", json={"id": "bomb", "image": bomb})
+    elapsed = time.monotonic() - started
+
+    assert (lookup.status_code, write.status_code) == (422, 422), lookup.text
+    detail = lookup.json()["detail"]
+    assert detail.startswith(
+        "Invalid value for `image`. Expected an image decoding to at most 4096 pixels "
+        "(64 × the model's 8x8 input, at most 4194304: SIMSTREAM_API_IMAGE_PIXELS_FACTOR, "
+        f"SIMSTREAM_API_MAX_IMAGE_PIXELS). Received: {BOMB_SIDE}x{BOMB_SIDE} pixels"
+    )
+    assert "decompression bomb" in detail
+    assert "decompression bomb" in write.json()["detail"]
+    assert elapsed < 1.0
+
+
+@pytest.mark.services
+def test_a_batch_over_the_image_cap_is_a_422_naming_the_limit(
+    client: TestClient, served: Served
+) -> None:
+    queries = [{"image": b64(served.digits.pngs[0])}] * 33
+
+    response = client.post("/v1/lookup/batch", json={"queries": queries, "k": 1})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == (
+        "Invalid value for `queries`. Expected at most 32 `image` queries in one batch "
+        "(SIMSTREAM_API_MAX_BATCH_IMAGES). Received: 33 images"
+    )
+    allowed = client.post("/v1/lookup/batch", json={"queries": queries[:32], "k": 1})
+    assert allowed.status_code == 200, allowed.text
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_toward_the_model_input() -> None:
+    decoder = QueryDecoder(WireLimits())
+    jpeg = encoded(Image.new("RGB", (1600, 1200), (200, 40, 90)), "JPEG")
+
+    pixels = decoder.image(b64(jpeg), InputSpec.image(64, 64, 3), "v1")
+
+    assert pixels.shape == (150, 200, 3)  # 1/8 scale: still at least 64×64
+
+
+def test_a_png_is_decoded_at_its_size_within_the_limit() -> None:
+    decoder = QueryDecoder(WireLimits())
+    png = encoded(Image.new("L", (500, 400)), "PNG")
+
+    pixels = decoder.image(b64(png), InputSpec.image(64, 64, 1), "v1")
+
+    assert pixels.shape == (400, 500)

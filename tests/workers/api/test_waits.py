@@ -1,0 +1,141 @@
+"""Waits never starve the API: tokens past the end are refused, waiting holds no thread,
+the probes answer on the event loop, and nothing waits for the node lock."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from confluent_kafka import Consumer
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from simstream.kafka import end_offsets
+from simstream.stack.process import free_port
+from tests.workers.api.conftest import Served
+from workers.api import create_app
+from workers.api.server import ThreadedServer
+
+pytestmark = pytest.mark.services
+
+WAITERS = 48
+FAR_FUTURE = 8
+
+
+def _end_of(served: Served, partition: int) -> int:
+    settings = served.settings
+    probe = Consumer(settings.kafka_config(**{"group.id": "test-ends"}))
+    try:
+        return end_offsets(probe, settings.topic_items, [partition])[partition]
+    finally:
+        probe.close()
+
+
+def _pending_token(client: TestClient | httpx.Client) -> str:
+    """A real write token that stays invisible (nothing embeds it in these tests)."""
+    response = client.delete("/v1/items/never-written-id")
+    assert response.status_code == 202, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+def test_a_write_token_past_the_partitions_end_is_a_400_naming_the_end_offset(
+    client: TestClient, served: Served
+) -> None:
+    end = _end_of(served, 0)
+    token = f"{served.settings.topic_items}.p0.o9999999999"
+
+    started = time.monotonic()
+    response = client.post("/v1/lookup", json={"id": "digit-0001", "after": token})
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == (
+        f"Invalid value for `after`. Expected an offset below {end}, the end offset of "
+        f"{served.settings.topic_items} partition 0. Received: offset 9999999999 "
+        "(no event was written there)"
+    )
+    assert elapsed < served.settings.api_write_wait_s
+
+
+@pytest.fixture
+def server(served: Served) -> Iterator[str]:
+    """The API over the shared node on a real uvicorn, with long waits and room for them."""
+    settings = served.settings.model_copy(
+        update={"api_write_wait_s": 4.0, "api_max_concurrent_lookups": WAITERS + FAR_FUTURE}
+    )
+    port = free_port()
+    with ThreadedServer(create_app(settings, served.node), "127.0.0.1", port) as threaded:
+        yield threaded.url
+
+
+def _inflight_lookups() -> float:
+    value = REGISTRY.get_sample_value("simstream_api_inflight_requests", {"route_class": "lookups"})
+    return value or 0.0
+
+
+def test_the_probes_answer_fast_while_dozens_of_lookups_wait_for_writes(
+    server: str, served: Served
+) -> None:
+    with httpx.Client(base_url=server, timeout=30) as http:
+        token = _pending_token(http)
+    topic = served.settings.topic_items
+    far = f"{topic}.p0.o9999999999"
+
+    def lookup(after: str) -> int:
+        with httpx.Client(base_url=server, timeout=30) as http:
+            return http.post("/v1/lookup", json={"id": "digit-0001", "after": after}).status_code
+
+    probe_seconds: list[float] = []
+    most_waiting = 0.0
+    with ThreadPoolExecutor(WAITERS + FAR_FUTURE) as pool:
+        waiting = [pool.submit(lookup, token) for _ in range(WAITERS)]
+        refused = [pool.submit(lookup, far) for _ in range(FAR_FUTURE)]
+        with httpx.Client(base_url=server, timeout=30) as http:
+            while not all(f.done() for f in waiting):
+                for path in ("/healthz", "/readyz"):
+                    started = time.monotonic()
+                    status = http.get(path).status_code
+                    probe_seconds.append(time.monotonic() - started)
+                    assert status == 200, path
+                most_waiting = max(most_waiting, _inflight_lookups())
+
+    assert max(probe_seconds) < 1.0, sorted(probe_seconds)[-5:]
+    assert most_waiting >= WAITERS * 3 // 4  # the probes ran while the waits were in flight
+    assert [f.result() for f in waiting] == [503] * WAITERS
+    assert [f.result() for f in refused] == [400] * FAR_FUTURE
+
+
+def test_stats_and_lookups_by_image_answer_while_the_node_lock_is_held(
+    client: TestClient, served: Served
+) -> None:
+    held, release = threading.Event(), threading.Event()
+
+    def restoring() -> None:  # fault: the node lock held as by a snapshot restore
+        with served.node._lock:
+            held.set()
+            release.wait(30)
+
+    image = base64.b64encode(served.digits.pngs[3]).decode()
+    holder = threading.Thread(target=restoring)
+    holder.start()
+    pool = ThreadPoolExecutor(2)
+    try:
+        assert held.wait(10)
+        stats = pool.submit(client.get, "/v1/stats")
+        lookup = pool.submit(client.post, "/v1/lookup", json={"image": image, "k": 1})
+        stats_status = stats.result(timeout=5).status_code
+        lookup_response = lookup.result(timeout=5)
+    finally:
+        release.set()
+        holder.join()
+        pool.shutdown()
+
+    assert stats_status == 200
+    assert lookup_response.status_code == 200, lookup_response.text
+    assert lookup_response.json()["neighbors"][0]["id"] == served.digits.ids[3]

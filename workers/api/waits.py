@@ -1,0 +1,114 @@
+"""`WriteWaiter`: read-your-writes without holding a thread while waiting.
+
+A lookup with ``after`` pins the serving generation, checks the token (its
+topic, partition, and that its offset is below the partition's end), then
+waits on the event loop until that generation has accounted for the offset,
+at most ``write_wait_s``. Blocking broker calls run in the small wait pool
+(`anyio.CapacityLimiter`), never in the pool that runs request handlers, so
+waiting requests cannot starve other routes or the probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from anyio import CapacityLimiter, to_thread
+
+from simstream.errors import DecodeError, NotReadyError, RequestError
+from simstream.wire import WriteToken
+from workers.api.config import SearchConfig
+from workers.api.end_offsets import PartitionEnds
+from workers.node.generation import IndexGeneration
+from workers.node.node import IndexNode
+
+_FIRST_POLL_S = 0.005
+_LONGEST_POLL_S = 0.05
+
+
+class WriteWaiter:
+    """Pins the serving generation of a request and waits for its write token.
+
+    Args:
+        config: the items topic, its partitions and the wait bound.
+        node: the index node.
+        ends: the items topic's end offsets.
+        pool: the limiter of the wait pool (blocking broker calls run there).
+    """
+
+    def __init__(
+        self, config: SearchConfig, node: IndexNode, ends: PartitionEnds, pool: CapacityLimiter
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.ends = ends
+        self.pool = pool
+
+    async def generation(self, after: str | None) -> IndexGeneration:
+        """The serving generation, once it has applied the write ``after`` names (if any).
+
+        Raises:
+            RequestError: (400) a malformed token, one of another topic or partition,
+                or one at or past its partition's end offset.
+            NotReadyError: (503) no generation serves, or the write is not visible
+                within ``write_wait_s``.
+        """
+        generation = self.node.current()
+        if after is None:
+            return generation
+        token = self.token(after)
+        if generation.visible(token.partition, token.offset):
+            return generation
+        end = await to_thread.run_sync(
+            self.ends.end, token.partition, token.offset, limiter=self.pool
+        )
+        if end is not None and token.offset >= end:
+            raise RequestError(
+                f"Invalid value for `after`. Expected an offset below {end}, the end offset "
+                f"of {token.topic} partition {token.partition}. Received: offset {token.offset} "
+                "(no event was written there)",
+                400,
+            )
+        await self._wait(generation, token, after)
+        return generation
+
+    def token(self, after: str) -> WriteToken:
+        """Parse and check a write token against the items topic and its partitions.
+
+        Raises:
+            RequestError: (400) malformed, of another topic or of a missing partition.
+        """
+        try:
+            token = WriteToken.decode(after)
+        except DecodeError as e:
+            raise RequestError(f"Invalid value for `after`. {e.detail or e.reason}", 400) from None
+        topic, partitions = self.config.items_topic, self.config.partitions
+        if token.topic != topic:
+            raise RequestError(
+                f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
+                f"Received: a token of topic {token.topic!r}",
+                400,
+            )
+        if token.partition >= partitions:
+            raise RequestError(
+                f"Invalid value for `after`. Expected a partition below "
+                f"{partitions}. Received: partition {token.partition}",
+                400,
+            )
+        return token
+
+    async def _wait(self, generation: IndexGeneration, token: WriteToken, after: str) -> None:
+        wait_s = self.config.write_wait_s
+        deadline = time.monotonic() + wait_s
+        poll = _FIRST_POLL_S
+        while not generation.visible(token.partition, token.offset):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotReadyError(
+                    f"The index (model {generation.version}) has not applied write {after} "
+                    f"within {wait_s:g} s. Expected it to be embedded and indexed; it may "
+                    "still be on its way — retry later.",
+                    retry_after_s=max(1.0, wait_s / 2),
+                )
+            await asyncio.sleep(min(poll, remaining))
+            poll = min(poll * 2, _LONGEST_POLL_S)
