@@ -23,6 +23,8 @@ from simstream.wire.reason import Reason
 MAX_RAW_BYTES: Final = 64 * 1024
 #: The longest detail a dead letter carries, in characters.
 MAX_DETAIL_CHARS: Final = 4096
+# Room left for the note that ends a cut detail, so a cut detail is not cut again.
+_CUT_NOTE_CHARS: Final = 40
 # A dead letter's header holds its detail (at most 4 UTF-8 bytes a character, JSON-escaped).
 _MAX_HEADER_BYTES: Final = 1 << 20
 
@@ -33,7 +35,7 @@ class DeadLetter:
 
     Built from the whole record, it keeps the first `MAX_RAW_BYTES` of it in
     ``raw`` and the length and SHA-256 of all of it; a detail longer than
-    `MAX_DETAIL_CHARS` is cut with a note of how much was left out.
+    `MAX_DETAIL_CHARS` is cut to that length, ending with a note of how much was left out.
 
     Attributes:
         source_topic: topic the record came from.
@@ -64,8 +66,8 @@ class DeadLetter:
         if len(self.raw) > MAX_RAW_BYTES:
             object.__setattr__(self, "raw", self.raw[:MAX_RAW_BYTES])
         if len(self.detail) > MAX_DETAIL_CHARS:
-            left_out = len(self.detail) - MAX_DETAIL_CHARS
-            cut = f"{self.detail[:MAX_DETAIL_CHARS]}… ({left_out} more characters)"
+            kept = MAX_DETAIL_CHARS - _CUT_NOTE_CHARS
+            cut = f"{self.detail[:kept]}… ({len(self.detail) - kept} more characters)"
             object.__setattr__(self, "detail", cut)
 
     @property
