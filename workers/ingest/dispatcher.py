@@ -288,12 +288,17 @@ class Dispatcher:
         offset_range.retry_at = None
         self.dispatched += 1
         metrics.DISPATCHED_RANGES.labels(self.model_version).inc()
-        self.log.debug(
-            "dispatcher.range_dispatched",
+        self._log_range(
+            "debug", "dispatcher.range_dispatched", offset_range, attempt=offset_range.attempts
+        )
+
+    def _log_range(self, level: str, event: str, offset_range: OffsetRange, **fields: Any) -> None:
+        getattr(self.log, level)(
+            event,
             partition=offset_range.partition,
             start=offset_range.start,
             end=offset_range.end,
-            attempt=offset_range.attempts,
+            **fields,
         )
 
     def _send_task(self, offset_range: OffsetRange) -> AsyncResult:
@@ -384,11 +389,10 @@ class Dispatcher:
             return
         backoff = min(_MAX_BACKOFF_S, 2.0 ** (offset_range.failures - 1))
         offset_range.retry_at = now + backoff
-        self.log.warning(
+        self._log_range(
+            "warning",
             "dispatcher.range_failed",
-            partition=offset_range.partition,
-            start=offset_range.start,
-            end=offset_range.end,
+            offset_range,
             failures=offset_range.failures,
             retry_in_s=backoff,
             error=offset_range.error[:500],
@@ -423,23 +427,19 @@ class Dispatcher:
         offset_range.copies.clear()
         self.completed += 1
         metrics.DISPATCHER_FAILED_RANGES.labels(self.model_version).inc()
-        self.log.error(
-            "dispatcher.range_dead_lettered",
-            partition=offset_range.partition,
-            start=offset_range.start,
-            end=offset_range.end,
-            failures=offset_range.failures,
-            error=offset_range.error[:500],
+        error = offset_range.error[:500]
+        failures = offset_range.failures
+        self._log_range(
+            "error", "dispatcher.range_dead_lettered", offset_range, error=error, failures=failures
         )
 
     def _send_again(self, offset_range: OffsetRange, reason: str) -> None:
         if reason == "failed":
             offset_range.copies.clear()
-        self.log.warning(
+        self._log_range(
+            "warning",
             "dispatcher.range_sent_again",
-            partition=offset_range.partition,
-            start=offset_range.start,
-            end=offset_range.end,
+            offset_range,
             reason=reason,
             attempt=offset_range.attempts + 1,
         )

@@ -107,6 +107,14 @@ def node(settings: Settings, encoder_version: str) -> Iterator[IndexNode]:
     index_node.stop()
 
 
+def _settled(dispatcher: Dispatcher, embeddings: EmbeddingsLog, last: int) -> dict[str, object]:
+    """Wait until a range marker covers offset ``last`` of partition 0 and nothing is in
+    flight; return the dispatcher's counters."""
+    wait_for(lambda: embeddings.poll().covered(0, last), timeout_s=60, message="range closed")
+    wait_for(lambda: dispatcher.inflight == 0, message="no range in flight")
+    return dispatcher.stats()
+
+
 def _metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -180,13 +188,7 @@ def test_a_range_whose_tasks_keep_failing_is_backed_off_and_dead_lettered_after_
     given_up = _metric("simstream_dispatcher_failed_ranges_total", model_version=encoder_version)
     try:
         with dispatching(settings, encoder_version, celery_worker, record_send) as dispatcher:
-            wait_for(
-                lambda: embeddings.poll().covered(0, offsets[-1]),
-                timeout_s=60,
-                message="the range closed by a dead-lettered marker",
-            )
-            wait_for(lambda: dispatcher.inflight == 0, message="the range settled")
-            stats = dispatcher.stats()
+            stats = _settled(dispatcher, embeddings, offsets[-1])
     finally:
         embeddings.close()
     assert (stats["dispatched"], stats["completed"]) == (3, 1), stats
@@ -278,13 +280,7 @@ def test_a_range_running_longer_than_the_redispatch_time_is_not_sent_again(
     overdue = _metric("simstream_dispatcher_retried_ranges_total", **labels)
     try:
         with dispatching(settings, encoder_version, celery_worker) as dispatcher:
-            wait_for(
-                lambda: embeddings.poll().covered(0, offsets[-1]),
-                timeout_s=60,
-                message="the slow range embedded",
-            )
-            wait_for(lambda: dispatcher.inflight == 0, message="the range completed")
-            stats = dispatcher.stats()
+            stats = _settled(dispatcher, embeddings, offsets[-1])
         assert stats["dispatched"] == 1, stats
         assert embeddings.poll().ranges[0] == [(0, 80)]
         assert _metric("simstream_dispatcher_retried_ranges_total", **labels) == overdue
