@@ -10,7 +10,9 @@ re-derives it: consumers learn an item's partition from the record they read.
 Delivery: ``enable.idempotence`` with ``acks=all`` (no duplicates or reordering
 from retries within a producer session), lz4 compression, a short linger so
 events travel in batches. Every produced event ends as exactly one delivery
-report, counted as delivered or failed; `flush` returns the counts.
+report, counted as delivered or failed; `flush` returns the counts. An event
+whose encoding is over the client's ``message.max.bytes`` is refused before it
+is produced, with a `DeliveryError` that names both sizes, and counted failed.
 """
 
 from __future__ import annotations
@@ -126,9 +128,11 @@ class ItemProducer:
         self.limits = config.limits
         self.flush_timeout_s = flush_timeout_s
         self._log = log.bind(topic=self.topic)
+        properties = producer_config(config)
+        self.max_message_bytes = int(properties["message.max.bytes"])
         self._producer = producer or Producer(
             {
-                **producer_config(config),
+                **properties,
                 "error_cb": self._on_client_error,
                 "logger": logging.getLogger("kafka.producer"),
             }
@@ -160,8 +164,8 @@ class ItemProducer:
 
         Raises:
             InvalidEventError: the event breaks a size limit (nothing is sent).
-            DeliveryError: the client refused the event or its queue stayed full
-                (counted as failed).
+            DeliveryError: the event is over ``message.max.bytes``, the client
+                refused it or its queue stayed full (counted as failed).
         """
         event.check(self.limits)
         self._produce(event, self._on_delivery)
@@ -206,6 +210,15 @@ class ItemProducer:
         self, event: ItemEvent, on_delivery: Callable[[RdKafkaError | None, Message], None]
     ) -> None:
         value = event.encode()
+        # librdkafka counts the key and record overhead too; refuse clearly before it does.
+        size = len(value) + len(event.key or b"")
+        if size > self.max_message_bytes:
+            self._count_failure(event.id, f"{size} bytes over message.max.bytes")
+            raise DeliveryError(
+                f"Item {event.id!r} is {size} bytes encoded. Expected at most "
+                f"{self.max_message_bytes} bytes (the producer's message.max.bytes). "
+                "Nothing was sent"
+            )
         deadline = time.monotonic() + _QUEUE_FULL_WAIT_S
         while True:
             try:

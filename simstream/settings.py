@@ -234,12 +234,22 @@ class Settings(BaseSettings):
         description="encoder versions an embed worker process keeps loaded (least recently "
         "used released first): the active one and the one being re-indexed",
     )
-    task_max_retries: int = Field(5, ge=0, description="attempts before a task is dead-lettered")
+    task_max_retries: int = Field(
+        5, ge=0, description="retries of an unexpected task error before its range is dead-lettered"
+    )
+    task_retry_window_s: float = Field(
+        300.0,
+        ge=0,
+        description="seconds a task retries transient errors (broker, Redis, model not there yet)",
+    )
     task_visibility_timeout_s: int = Field(
         300, ge=1, description="seconds before an unacknowledged task is redelivered"
     )
     dispatch_redispatch_s: float = Field(
         120.0, gt=0, description="seconds after which an unfinished range is sent again"
+    )
+    dispatch_max_attempts: int = Field(
+        5, ge=1, description="sends of a failed range before the dispatcher dead-letters it"
     )
     fault_embed_batch_delay_s: float = Field(
         0.0,
@@ -304,6 +314,10 @@ class Settings(BaseSettings):
     )
     reindex_grace_s: float = Field(
         300.0, ge=0, description="seconds the old generation is kept after a flip"
+    )
+    reindex_allow_dead_letters: bool = Field(
+        False,
+        description="flip to a new generation even with dead-lettered ranges (an operator choice)",
     )
 
     @field_validator("kafka_bootstrap_servers")

@@ -49,7 +49,9 @@ def make_celery(settings: Settings) -> Celery:
         # Our structured logs go to stderr; a prefork child's must not be swallowed.
         worker_redirect_stdouts=False,
         worker_send_task_events=False,
-        task_track_started=False,
+        # A running embed task reports STARTED (and refreshes it): the dispatcher
+        # does not send a running range again.
+        task_track_started=True,
         timezone="UTC",
     )
     app.conf.simstream_settings = settings

@@ -36,7 +36,6 @@ EMBED_SECONDS = Histogram(
 DLQ_EVENTS = Counter(
     "simstream_dlq_events_total", "Events sent to the dead-letter topic", ["reason"]
 )
-
 # --- index node ------------------------------------------------------------------------
 APPLIED_RECORDS = Counter(
     "simstream_index_applied_records_total", "Embedding records applied", ["generation"]
@@ -94,3 +93,19 @@ def serve_metrics(port: int) -> None:
     """Expose the default registry on ``port`` (0 disables)."""
     if port:
         start_http_server(port)
+
+
+# --- dispatcher: ranges retried and given up ----------------------------------------
+DISPATCHER_RETRIED_RANGES = Counter(
+    "simstream_dispatcher_retried_ranges_total",
+    "Embed ranges sent again: failed (after backoff), overdue (queued or its heartbeat stopped)",
+    ["model_version", "reason"],
+)
+DISPATCHER_FAILED_RANGES = Counter(
+    "simstream_dispatcher_failed_ranges_total",
+    "Embed ranges the dispatcher dead-lettered after dispatch_max_attempts failures",
+    ["model_version"],
+)
+DISPATCHER_BACKING_OFF = Gauge(
+    "simstream_dispatcher_backing_off_ranges", "Failed embed ranges waiting to be sent again"
+)

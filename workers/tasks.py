@@ -9,10 +9,14 @@ fork follows), each prefork child right after its fork (the parent never
 imports a framework). A prefork child dies with its parent, so killing a
 worker kills all of it, and its unacknowledged tasks are delivered again.
 
-Failure path of ``embed_range``: retries with exponential backoff and jitter;
-after ``task_max_retries`` attempts the range is dead-lettered (one entry in
-the dead-letter topic naming the range and the reason) so the dispatcher can
-move on, and the events stay in ``items`` for a replay.
+Failure path of ``embed_range`` (`failure_kind`): a model that fails
+verification is permanent and its range is dead-lettered at once; transient
+errors (a version not registered yet, broker or Redis down) are retried with
+exponential backoff and jitter for ``task_retry_window_s``; anything else is
+retried ``task_max_retries`` times. Then the range is dead-lettered (one entry in
+the dead-letter topic naming the range and the reason, and a range marker
+flagged ``dead_lettered``) so the dispatcher can move on, and the events stay in
+``items`` for a replay.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import os
 import random
 import signal
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from simstream.errors import ConfigError, RegistryError, SimstreamError
+from simstream.errors import ConfigError, ModelIntegrityError, SimstreamError
 from simstream.log import configure_logging, get_logger
 from simstream.settings import Settings
 from simstream.stack.process import die_with_parent
@@ -54,7 +61,7 @@ def configure(settings: Settings) -> Celery:
     with _lock:
         if _app is None:
             _app = make_celery(settings)
-            _app.task(name=EMBED_TASK, bind=True, acks_late=True)(embed_range)
+            _app.task(name=EMBED_TASK, bind=True, acks_late=True, max_retries=None)(embed_range)
             _app.task(name=RETRAIN_TASK, bind=True, acks_late=True)(retrain)
         else:
             _app.conf.update(
@@ -154,11 +161,20 @@ def _release_beyond(keep: int) -> None:
 
 
 def embed_range(
-    self: Task, topic: str, partition: int, start: int, end: int, model_version: str
+    self: Task,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    model_version: str,
+    first_failure_at: float | None = None,
 ) -> dict[str, Any]:
     """Embed source offsets ``[start, end)`` of ``topic``/``partition`` with ``model_version``.
 
-    Task ``simstream.embed_range``, registered by `configure`.
+    Task ``simstream.embed_range``, registered by `configure`. While it runs it
+    refreshes its ``STARTED`` state (`heartbeat`), which tells the dispatcher not to
+    send the range again. A failure is retried or the range dead-lettered as
+    `failure_kind` decides; ``first_failure_at`` (epoch s) is carried by retries.
     """
     bound = log.bind(
         task_id=self.request.id,
@@ -167,32 +183,91 @@ def embed_range(
         end=end,
         model_version=model_version,
     )
-    settings = current_settings()
+    config = IngestConfig.from_settings(current_settings())
     try:
-        return (
-            embedder_for(model_version).run(topic, partition, start, end, model_version).to_dict()
-        )
-    except SimstreamError as e:
-        permanent = isinstance(e, RegistryError)
-        if not permanent and self.request.retries < settings.task_max_retries:
-            countdown = min(30.0, 2.0**self.request.retries) * (0.5 + random.random())
-            bound.warning("tasks.embed_retrying", error=str(e), countdown=round(countdown, 2))
+        with heartbeat(self, config.dispatch_redispatch_s):
+            result = embedder_for(model_version).run(topic, partition, start, end, model_version)
+            return result.to_dict()
+    except Exception as e:
+        kind = failure_kind(e)
+        first = first_failure_at or time.time()
+        countdown = min(30.0, 2.0**self.request.retries) * (0.5 + random.random())
+        if kind == "transient":
+            retry = time.time() + countdown - first <= config.task_retry_window_s
+        else:
+            retry = kind == "unexpected" and self.request.retries < config.task_max_retries
+        error = f"{type(e).__name__}: {e}"
+        if retry:
+            bound.warning(
+                "tasks.embed_retrying", error=error, kind=kind, countdown=round(countdown, 2)
+            )
             raise self.retry(
-                exc=e, countdown=countdown, max_retries=settings.task_max_retries
+                args=self.request.args,
+                kwargs={**(self.request.kwargs or {}), "first_failure_at": first},
+                exc=e,
+                countdown=countdown,
             ) from e
-        bound.error("tasks.embed_dead_lettered", error=str(e))
+        bound.error(
+            "tasks.embed_dead_lettered", error=error, kind=kind, exc_info=kind != "permanent"
+        )
         from workers.ingest.deadletter import dead_letter_range
 
-        dead_letter_range(
-            IngestConfig.from_settings(settings),
-            topic,
-            partition,
-            start,
-            end,
-            model_version,
-            str(e),
-        )
+        dead_letter_range(config, topic, partition, start, end, model_version, f"{kind}: {error}")
         return {"partition": partition, "start": start, "end": end, "dead_lettered": True}
+
+
+def failure_kind(error: BaseException) -> str:
+    """How an embed task treats ``error``.
+
+    ``permanent``: a model that failed verification (`ModelIntegrityError`) will
+    fail the same way every time; the range is dead-lettered at once.
+    ``transient``: any other simstream error (a version not registered yet, an
+    unreadable registry file, a broker that did not answer) and connection errors
+    of Redis and Kafka; retried with backoff for ``task_retry_window_s``.
+    ``unexpected``: anything else (a bug, a record the broker refuses); retried
+    ``task_max_retries`` times.
+    """
+    import redis.exceptions
+    from confluent_kafka import KafkaException
+
+    if isinstance(error, ModelIntegrityError):
+        return "permanent"
+    if isinstance(error, SimstreamError | redis.exceptions.ConnectionError | TimeoutError):
+        return "transient"
+    if isinstance(error, KafkaException) and error.args and error.args[0].retriable():
+        return "transient"
+    return "unexpected"
+
+
+@contextmanager
+def heartbeat(task: Task, redispatch_s: float) -> Iterator[None]:
+    """Refresh the running task's ``STARTED`` state with the time (``meta["beat"]``) until
+    the block ends, a few times per ``redispatch_s``: the dispatcher re-sends a started
+    range only when its heartbeat stopped (a dead worker)."""
+    task_id = task.request.id
+    if not task_id or task.request.called_directly:
+        yield
+        return
+    meta = {"pid": os.getpid(), "hostname": task.request.hostname}
+    interval = min(15.0, max(0.5, redispatch_s / 4))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                task.backend.store_result(task_id, {**meta, "beat": time.time()}, "STARTED")
+            except Exception as e:  # the next beat tries again; the dispatcher tolerates gaps
+                log.warning("tasks.heartbeat_failed", task_id=task_id, error=str(e))
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="task-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def retrain(self: Task, triggered_by: str = "schedule") -> dict[str, Any]:

@@ -10,7 +10,8 @@ watermark even across dead-lettered events.
 An unsized envelope (see `simstream.wire.envelope`) with magic ``SSR``. Header
 (v1): ``op``, ``id``, ``so`` (source offset), ``mv`` (model version), ``t``
 (event time, epoch ms); optional ``d`` (vector length), ``l`` (label), ``m``
-(metadata), ``rs`` and ``re`` (range markers). The body is the vector, ``d``
+(metadata), ``rs`` and ``re`` (range markers), ``dl`` (a range marker of a range
+that was dead-lettered whole instead of embedded). The body is the vector, ``d``
 little-endian float32 values, or empty.
 """
 
@@ -44,6 +45,8 @@ class EmbeddingRecord:
         event_time_ms: producer time of the source event (epoch ms).
         range_start: first source offset of the range (range markers only).
         range_end: offset after the range (range markers only).
+        dead_lettered: the range was dead-lettered whole, not embedded (range
+            markers only): its events are accounted for but not in the index.
     """
 
     op: Op
@@ -56,10 +59,14 @@ class EmbeddingRecord:
     event_time_ms: int = 0
     range_start: int = 0
     range_end: int = 0
+    dead_lettered: bool = False
 
     @classmethod
-    def range_marker(cls, start: int, end: int, model_version: str) -> EmbeddingRecord:
-        """The marker that closes the source range ``[start, end)``."""
+    def range_marker(
+        cls, start: int, end: int, model_version: str, dead_lettered: bool = False
+    ) -> EmbeddingRecord:
+        """The marker that closes the source range ``[start, end)`` (``dead_lettered``:
+        the whole range went to the dead-letter topic instead)."""
         return cls(
             op=Op.RANGE,
             item_id="",
@@ -67,6 +74,7 @@ class EmbeddingRecord:
             model_version=model_version,
             range_start=start,
             range_end=end,
+            dead_lettered=dead_lettered,
         )
 
     def encode(self) -> bytes:
@@ -88,6 +96,8 @@ class EmbeddingRecord:
             header["m"] = self.metadata
         if self.op is Op.RANGE:
             header["rs"], header["re"] = self.range_start, self.range_end
+            if self.dead_lettered:
+                header["dl"] = True
         return pack(EMBEDDING_MAGIC, header, body, sized=False)
 
     @classmethod
@@ -111,6 +121,9 @@ class EmbeddingRecord:
                 event_time_ms=header_field(header, "t", int, Reason.BAD_TIME, optional=True) or 0,
                 range_start=header_field(header, "rs", int, Reason.BAD_HEADER, optional=True) or 0,
                 range_end=header_field(header, "re", int, Reason.BAD_HEADER, optional=True) or 0,
+                dead_lettered=bool(
+                    header_field(header, "dl", bool, Reason.BAD_HEADER, optional=True)
+                ),
             )
         return record
 

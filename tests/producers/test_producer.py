@@ -192,6 +192,42 @@ def test_an_event_over_a_size_limit_is_refused_before_it_is_sent(items_topic: Se
         assert producer.summary.delivered + producer.summary.failed == 0
 
 
+def _small_messages(settings: Settings) -> Settings:
+    """``settings`` with the producer's message.max.bytes at 1 MB (Apache Kafka's default)."""
+    client = {**settings.kafka_client_config, "message.max.bytes": "1000000"}
+    return settings.model_copy(update={"kafka_client_config": client})
+
+
+def test_an_event_over_the_message_size_is_refused_before_it_is_produced(
+    items_topic: Settings,
+) -> None:
+    settings = _small_messages(items_topic)
+    big = ArrayPayload.from_array(np.zeros(375_000, np.float32))  # 1.5 MB
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
+        refused = r"'big' is \d+ bytes encoded\. Expected at most 1000000 bytes"
+        with pytest.raises(DeliveryError, match=refused):
+            producer.upsert("big", big)
+        producer.delete("small")
+        summary = producer.flush(10)
+    assert (summary.delivered, summary.failed) == (1, 1)
+    assert "big: " in summary.errors[0]
+    assert [ItemEvent.decode(m.value() or b"").id for m in read_back(settings, 1)] == ["small"]
+
+
+def test_publish_reports_an_event_over_the_message_size_as_failed(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, items_topic: Settings, tmp_path: Path
+) -> None:
+    point_cli_at(monkeypatch, _small_messages(items_topic))
+    rows = tmp_path / "rows.npz"
+    np.savez(rows, x=np.zeros((2, 375_000), np.float32))
+
+    result = cli.invoke(app, ["publish", "--npz", str(rows)])
+
+    assert result.exit_code == 1, result.output
+    assert "delivered=0 failed=2 skipped=0" in result.output
+    assert "over message.max.bytes" in result.output
+
+
 def test_delivery_to_an_unreachable_broker_is_counted_as_failed(tmp_path: Path) -> None:
     with ItemProducer(ProducerConfig.from_settings(unreachable(tmp_path))) as producer:
         for i in range(3):

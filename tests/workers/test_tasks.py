@@ -1,4 +1,5 @@
-"""`simstream worker` as deployed: a prefork worker preloads every child, which die with it."""
+"""Celery tasks: `simstream worker` as deployed (a prefork worker preloads every child,
+which die with it), and how ``embed_range`` treats each kind of failure."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
 from simstream.settings import Settings
 from tests.processes import Child
@@ -14,7 +16,11 @@ from tests.waiting import wait_for
 from tests.workers.conftest import register_encoder
 from workers.ingest.device import cpu_cores
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings with the overrides it is parametrized with (``indirect``)."""
+    return Settings.load(**{**settings.model_dump(), **getattr(request, "param", {})})
 
 
 def _children(pid: int) -> set[int]:
@@ -38,6 +44,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.services
+@pytest.mark.slow
 def test_a_prefork_worker_preloads_each_child_and_they_die_with_it(
     settings: Settings, encoder_version: str, tmp_path: Path
 ) -> None:
@@ -94,3 +102,90 @@ def test_a_worker_keeps_two_encoder_versions_and_releases_the_least_recently_use
         assert tasks.loaded_versions() == [versions[2], versions[1]]
     finally:
         tasks.configure(settings)
+
+
+# --- failure paths of embed_range -----------------------------------------------------
+
+
+def test_only_a_failed_integrity_check_is_permanent() -> None:
+    from confluent_kafka import KafkaError as RdKafkaError
+    from confluent_kafka import KafkaException
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from simstream.errors import DeliveryError, ModelIntegrityError, RegistryError
+    from workers.tasks import failure_kind
+
+    assert failure_kind(ModelIntegrityError("sha256 differs")) == "permanent"
+    assert failure_kind(RegistryError("Model version v2 not found")) == "transient"
+    assert failure_kind(DeliveryError("not acknowledged")) == "transient"
+    assert failure_kind(RedisConnectionError("refused")) == "transient"
+    retriable = RdKafkaError(RdKafkaError._TRANSPORT, "down", retriable=True)
+    assert failure_kind(KafkaException(retriable)) == "transient"
+    too_large = RdKafkaError(RdKafkaError.MSG_SIZE_TOO_LARGE, "too large")
+    assert failure_kind(KafkaException(too_large)) == "unexpected"
+    assert failure_kind(RuntimeError("a bug")) == "unexpected"
+
+
+def _publish_to_partition_0(settings: Settings, count: int) -> None:
+    import numpy as np
+    from confluent_kafka import Producer
+
+    from simstream.kafka import ensure_topics
+    from simstream.wire import ItemEvent, VectorPayload
+
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
+    ensure_topics(settings, [settings.embeddings_topic("v1")])
+    producer = Producer(settings.kafka_config())
+    for i in range(count):
+        event = ItemEvent.upsert(f"t-{i}", VectorPayload.from_values(np.ones(16) * (i + 1)))
+        producer.produce(settings.topic_items, event.encode(), partition=0)
+    assert producer.flush(10) == 0
+
+
+@pytest.mark.services
+def test_a_model_version_registered_late_is_waited_for_instead_of_dead_lettered(
+    settings: Settings, celery_worker: Celery
+) -> None:
+    from tests.workers.conftest import register_encoder
+    from tests.workers.ingest.dead_letters import read_dead_letters
+    from workers.celery_app import EMBED_TASK
+
+    _publish_to_partition_0(settings, 5)
+    result = celery_worker.send_task(EMBED_TASK, args=[settings.topic_items, 0, 0, 5, "v1"])
+    wait_for(lambda: result.state == "RETRY", message="the task retrying without the model")
+
+    register_encoder(settings)  # the shared registry volume catches up
+
+    outcome = result.get(timeout=120)
+    assert outcome["upserts"] == 5 and "dead_lettered" not in outcome
+    assert read_dead_letters(settings) == []
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("settings", [{"task_max_retries": 2}], indirect=True, ids=["2-retries"])
+def test_an_unexpected_error_is_retried_a_bounded_number_of_times_then_dead_lettered(
+    settings: Settings, celery_worker: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.workers.faults import EmbeddingsLog
+    from tests.workers.ingest.dead_letters import read_dead_letters
+    from workers.celery_app import EMBED_TASK
+
+    _publish_to_partition_0(settings, 3)
+    calls: list[int] = []
+
+    def crash(version: str) -> None:
+        calls.append(1)
+        raise RuntimeError("fault: a bug in the encoder")
+
+    monkeypatch.setattr("workers.tasks.embedder_for", crash)
+    embeddings = EmbeddingsLog(settings, "v1")
+    try:
+        sent = celery_worker.send_task(EMBED_TASK, args=[settings.topic_items, 0, 0, 3, "v1"])
+        outcome = sent.get(60)
+        assert outcome["dead_lettered"] is True and len(calls) == 3
+        wait_for(lambda: embeddings.poll().covered(0, 2), message="the range closed")
+    finally:
+        embeddings.close()
+    letters = read_dead_letters(settings)
+    assert [(x.reason, x.offset) for x in letters] == [("range_failed", 0)]
+    assert "unexpected: RuntimeError: fault: a bug in the encoder" in letters[0].detail

@@ -27,7 +27,11 @@ class IngestConfig(KafkaClientConfig):
         dispatch_max_items: most events in one offset range.
         dispatch_max_wait_s: longest an open range waits before it is sent.
         dispatch_max_inflight: unfinished ranges at which the dispatcher pauses.
-        dispatch_redispatch_s: a range unfinished this long is sent again.
+        dispatch_redispatch_s: a range queued this long, or running without a heartbeat
+            this long, is sent again.
+        dispatch_max_attempts: sends of a failed range before the dispatcher dead-letters it.
+        task_max_retries: retries of an unexpected task error before the range is dead-lettered.
+        task_retry_window_s: seconds a task retries transient errors before it dead-letters.
         embed_batch_size: inputs per encoder call.
         device: where the encoder runs: ``auto``, ``cpu`` or ``gpu``.
         worker_processes: encoder processes of an embed worker (0: decided by `worker_layout`).
@@ -46,6 +50,9 @@ class IngestConfig(KafkaClientConfig):
     dispatch_max_wait_s: float
     dispatch_max_inflight: int
     dispatch_redispatch_s: float
+    dispatch_max_attempts: int
+    task_max_retries: int
+    task_retry_window_s: float
     embed_batch_size: int
     device: Literal["auto", "cpu", "gpu"]
     worker_processes: int
@@ -68,6 +75,9 @@ class IngestConfig(KafkaClientConfig):
             dispatch_max_wait_s=settings.dispatch_max_wait_s,
             dispatch_max_inflight=settings.dispatch_max_inflight,
             dispatch_redispatch_s=settings.dispatch_redispatch_s,
+            dispatch_max_attempts=settings.dispatch_max_attempts,
+            task_max_retries=settings.task_max_retries,
+            task_retry_window_s=settings.task_retry_window_s,
             embed_batch_size=settings.embed_batch_size,
             device=settings.device,
             worker_processes=settings.worker_processes,

@@ -10,10 +10,22 @@ rebalance the group resumes at that offset; ranges completed past it are sent
 again, and since the index applies records idempotently (last writer wins by
 source offset) a repeated range changes nothing.
 
+A partition's first range starts at the group's committed offset (0 when it has
+none), not at the first offset delivered, and a range cut when the partition is
+idle ends at the consumer's position: offsets that hold no record (transaction
+markers, a log start above 0, compacted records) are covered too, so the index's
+watermarks stay contiguous.
+
 Backpressure: with ``dispatch_max_inflight`` ranges unfinished the dispatcher
 pauses its partitions (it keeps polling so it stays in the group) and resumes
-below half of that. A range unfinished after ``dispatch_redispatch_s`` (a lost
-task) is sent again.
+below half of that.
+
+Every send of a range is a copy; the first copy that succeeds completes the
+range and the others are revoked. A range is sent again when no copy is alive:
+queued longer than ``dispatch_redispatch_s`` (a lost message), started with a
+heartbeat older than that (a dead worker), or failed. Failed ranges wait with
+exponential backoff; after ``dispatch_max_attempts`` failures the dispatcher
+dead-letters the range itself and moves on.
 """
 
 from __future__ import annotations
@@ -27,32 +39,62 @@ from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from simstream.errors import ConfigError
+from simstream.errors import ConfigError, DeliveryError
 from simstream.kafka import end_offsets, partition_count
 from simstream.log import get_logger
 from workers import metrics
 from workers.celery_app import EMBED_QUEUE, EMBED_TASK
 from workers.ingest.config import IngestConfig
+from workers.ingest.deadletter import dead_letter_range
 
 log = get_logger("dispatcher")
 
-#: How often the results of ranges in flight are looked up (one Redis GET each).
+#: How often the results of ranges in flight are looked up (one Redis GET per copy).
 _RESULT_POLL_S = 0.05
+#: Longest wait before a failed range is sent again.
+_MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Copy:
+    """One send of a range: its task's result and when it was sent."""
+
+    result: AsyncResult
+    sent_at: float
 
 
 @dataclass
 class OffsetRange:
-    """A half-open range of source offsets sent to one embed task."""
+    """A half-open range of source offsets, sent to embed tasks until one succeeds.
+
+    Attributes:
+        partition: the items partition.
+        start: first offset.
+        end: offset after the range.
+        copies: every send still unresolved, oldest first.
+        attempts: sends so far.
+        failures: sends that failed.
+        retry_at: a failed range is sent again at this monotonic time.
+        error: the last failure, for the dead letter.
+        done: a copy succeeded (or the dispatcher dead-lettered the range).
+    """
 
     partition: int
     start: int
     end: int
-    sent_at: float = 0.0
-    result: AsyncResult | None = None
+    copies: list[Copy] = field(default_factory=list)
     attempts: int = 0
+    failures: int = 0
+    retry_at: float | None = None
+    error: str = ""
     done: bool = False
+
+    @property
+    def sent_at(self) -> float:
+        """When the newest copy was sent (0 before the first)."""
+        return self.copies[-1].sent_at if self.copies else 0.0
 
 
 @dataclass
@@ -126,6 +168,7 @@ class Dispatcher:
         self._partitions: dict[int, PartitionState] = {}
         self._paused = False
         self._polled_at = 0.0
+        self._dead_letter_producer: Producer | None = None
         self.dispatched = 0
         self.completed = 0
         self.log = log.bind(model_version=model_version)
@@ -174,6 +217,8 @@ class Dispatcher:
         self._poll_results()
         self._commit()
         self._consumer.close()
+        if self._dead_letter_producer is not None:
+            self._dead_letter_producer.flush(5)
 
     def step(self, poll_timeout_s: float = 0.05) -> None:
         """One iteration: poll, cut and send ranges, collect results, commit, backpressure."""
@@ -192,7 +237,7 @@ class Dispatcher:
         partition, offset = message.partition() or 0, message.offset() or 0
         state = self._partitions.setdefault(partition, PartitionState())
         if state.next_start is None:
-            state.next_start = offset
+            state.next_start = self._committed([partition])[partition]
         if state.open is None:
             state.open = _Open(start=state.next_start, end=offset + 1, opened_at=now)
         else:
@@ -200,10 +245,33 @@ class Dispatcher:
         if state.open.end - state.open.start >= self.config.dispatch_max_items:
             self._close_open(partition, state)
 
+    def _committed(self, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offset of each partition; 0 where it has none (offsets
+        below the log start are gone, and a first range accounts for them)."""
+        found = self._consumer.committed([TopicPartition(self.topic, p) for p in partitions], 10)
+        return {tp.partition: max(tp.offset, 0) for tp in found}
+
     def _cut(self, now: float) -> None:
+        """Send open ranges older than ``dispatch_max_wait_s``, each ending at the
+        consumer's position; open a range over offsets the consumer passed without a
+        record (a trailing transaction marker)."""
+        positions = self._positions()
         for partition, state in self._partitions.items():
+            position = positions.get(partition, -1)
+            passed = state.next_start is not None and position > state.next_start
+            if state.open is None and passed:
+                assert state.next_start is not None
+                state.open = _Open(start=state.next_start, end=position, opened_at=now)
             if state.open and now - state.open.opened_at >= self.config.dispatch_max_wait_s:
+                state.open.end = max(state.open.end, position)
                 self._close_open(partition, state)
+
+    def _positions(self) -> dict[int, int]:
+        """The consumer's position per assigned partition (a local call; < 0 unknown)."""
+        if not self._partitions:
+            return {}
+        wanted = [TopicPartition(self.topic, p) for p in self._partitions]
+        return {tp.partition: tp.offset for tp in self._consumer.position(wanted)}
 
     def _close_open(self, partition: int, state: PartitionState) -> None:
         assert state.open is not None
@@ -214,17 +282,23 @@ class Dispatcher:
         self._dispatch(offset_range)
 
     def _dispatch(self, offset_range: OffsetRange) -> None:
-        offset_range.result = self._send(offset_range)
-        offset_range.sent_at = time.monotonic()
+        now = time.monotonic()
+        offset_range.copies.append(Copy(self._send(offset_range), now))
         offset_range.attempts += 1
+        offset_range.retry_at = None
         self.dispatched += 1
         metrics.DISPATCHED_RANGES.labels(self.model_version).inc()
-        self.log.debug(
-            "dispatcher.range_dispatched",
+        self._log_range(
+            "debug", "dispatcher.range_dispatched", offset_range, attempt=offset_range.attempts
+        )
+
+    def _log_range(self, level: str, event: str, offset_range: OffsetRange, **fields: Any) -> None:
+        getattr(self.log, level)(
+            event,
             partition=offset_range.partition,
             start=offset_range.start,
             end=offset_range.end,
-            attempt=offset_range.attempts,
+            **fields,
         )
 
     def _send_task(self, offset_range: OffsetRange) -> AsyncResult:
@@ -242,32 +316,135 @@ class Dispatcher:
         )
 
     def _poll_results(self) -> bool:
-        """Mark finished ranges; send failed or overdue ones again. True if any finished."""
+        """Settle every unfinished range (see the module docstring). True if any completed."""
         finished = False
         now = self._polled_at = time.monotonic()
         for state in self._partitions.values():
             for offset_range in state.ranges:
-                if offset_range.done or offset_range.result is None:
+                if offset_range.done or not offset_range.copies:
                     continue
-                status = offset_range.result.state
-                if status == "SUCCESS":
-                    offset_range.done = True
-                    offset_range.result.forget()
-                    self.completed += 1
-                    finished = True
-                elif status in ("FAILURE", "REVOKED") or (
-                    now - offset_range.sent_at > self.config.dispatch_redispatch_s
-                ):
-                    self.log.warning(
-                        "dispatcher.range_sent_again",
-                        partition=offset_range.partition,
-                        start=offset_range.start,
-                        end=offset_range.end,
-                        state=status,
-                    )
-                    self._dispatch(offset_range)
+                if offset_range.retry_at is not None:
+                    if now >= offset_range.retry_at:
+                        self._send_again(offset_range, "failed")
+                    continue
+                finished |= self._settle(offset_range, now)
         metrics.DISPATCHER_INFLIGHT.set(self.inflight)
+        metrics.DISPATCHER_BACKING_OFF.set(self.backing_off)
         return finished
+
+    def _settle(self, offset_range: OffsetRange, now: float) -> bool:
+        """Look at every copy of a range: complete it, back off, or send it again."""
+        alive = failed = False
+        for copy in offset_range.copies:
+            meta = copy.result.backend.get_task_meta(copy.result.id)
+            status = meta.get("status", "PENDING")
+            if status == "SUCCESS":
+                self._complete(offset_range, copy)
+                return True
+            if status in ("FAILURE", "REVOKED"):
+                offset_range.error = f"{status}: {meta.get('result')}"
+                failed = True
+            else:
+                alive |= self._alive(status, meta.get("result"), copy, now)
+        if alive:
+            return False
+        if failed:
+            self._failed(offset_range, now)
+        else:
+            self._send_again(offset_range, "overdue")
+        return False
+
+    def _alive(self, status: str, info: Any, copy: Copy, now: float) -> bool:
+        """Whether an unfinished copy may still complete: queued (or retrying) for less
+        than ``dispatch_redispatch_s``, or started with a recent heartbeat."""
+        limit = self.config.dispatch_redispatch_s
+        if status == "STARTED":
+            beat = info.get("beat") if isinstance(info, dict) else None
+            if isinstance(beat, int | float):
+                return time.time() - beat <= limit
+        if status == "RETRY":
+            limit += self.config.task_retry_window_s
+        return now - copy.sent_at <= limit
+
+    def _complete(self, offset_range: OffsetRange, winner: Copy) -> None:
+        offset_range.done = True
+        self.completed += 1
+        others = [c.result.id for c in offset_range.copies if c is not winner]
+        if others and self._celery is not None:
+            try:
+                self._celery.control.revoke(others)
+            except Exception as e:  # a duplicate that runs anyway changes nothing
+                self.log.warning("dispatcher.revoke_failed", error=str(e))
+        for copy in offset_range.copies:
+            copy.result.forget()
+        offset_range.copies.clear()
+
+    def _failed(self, offset_range: OffsetRange, now: float) -> None:
+        """Every copy failed: back off, or dead-letter the range after the last attempt."""
+        offset_range.failures += 1
+        for copy in offset_range.copies:
+            copy.result.forget()
+        if offset_range.failures >= self.config.dispatch_max_attempts:
+            self._dead_letter(offset_range, now)
+            return
+        backoff = min(_MAX_BACKOFF_S, 2.0 ** (offset_range.failures - 1))
+        offset_range.retry_at = now + backoff
+        self._log_range(
+            "warning",
+            "dispatcher.range_failed",
+            offset_range,
+            failures=offset_range.failures,
+            retry_in_s=backoff,
+            error=offset_range.error[:500],
+        )
+
+    def _dead_letter(self, offset_range: OffsetRange, now: float) -> None:
+        if self._dead_letter_producer is None:
+            self._dead_letter_producer = Producer(
+                self.config.kafka_config(**{"enable.idempotence": True, "acks": "all"})
+            )
+        reason = (
+            f"the dispatcher gave up after {offset_range.failures} failed attempts: "
+            f"{offset_range.error[:1000]}"
+        )
+        try:
+            dead_letter_range(
+                self.config,
+                self.topic,
+                offset_range.partition,
+                offset_range.start,
+                offset_range.end,
+                self.model_version,
+                reason,
+                producer=self._dead_letter_producer,
+            )
+        except DeliveryError as e:
+            offset_range.retry_at = now + _MAX_BACKOFF_S
+            offset_range.failures -= 1
+            self.log.error("dispatcher.dead_letter_failed", error=str(e))
+            return
+        offset_range.done = True
+        offset_range.copies.clear()
+        self.completed += 1
+        metrics.DISPATCHER_FAILED_RANGES.labels(self.model_version).inc()
+        error = offset_range.error[:500]
+        failures = offset_range.failures
+        self._log_range(
+            "error", "dispatcher.range_dead_lettered", offset_range, error=error, failures=failures
+        )
+
+    def _send_again(self, offset_range: OffsetRange, reason: str) -> None:
+        if reason == "failed":
+            offset_range.copies.clear()
+        self._log_range(
+            "warning",
+            "dispatcher.range_sent_again",
+            offset_range,
+            reason=reason,
+            attempt=offset_range.attempts + 1,
+        )
+        metrics.DISPATCHER_RETRIED_RANGES.labels(self.model_version, reason).inc()
+        self._dispatch(offset_range)
 
     def _commit(self) -> None:
         offsets = []
@@ -288,6 +465,11 @@ class Dispatcher:
         """Ranges sent and not yet completed."""
         return sum(1 for s in self._partitions.values() for r in s.ranges if not r.done)
 
+    @property
+    def backing_off(self) -> int:
+        """Failed ranges waiting to be sent again."""
+        return sum(1 for s in self._partitions.values() for r in s.ranges if r.retry_at is not None)
+
     def _backpressure(self) -> None:
         limit = self.config.dispatch_max_inflight
         if not self._paused and self.inflight >= limit:
@@ -306,6 +488,11 @@ class Dispatcher:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._partitions[tp.partition] = PartitionState()
+        try:
+            for partition, start in self._committed([tp.partition for tp in partitions]).items():
+                self._partitions[partition].next_start = start
+        except Exception as e:  # looked up again at the partition's first record
+            self.log.warning("dispatcher.committed_not_read", error=str(e))
         if self._paused:
             consumer.pause(partitions)
         self.log.info(
@@ -327,5 +514,6 @@ class Dispatcher:
             "dispatched": self.dispatched,
             "completed": self.completed,
             "inflight": self.inflight,
+            "backing_off": self.backing_off,
             "paused": self._paused,
         }

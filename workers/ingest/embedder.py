@@ -199,13 +199,20 @@ class RangeEmbedder:
         return result
 
     def _read(self, topic: str, partition: int, start: int, end: int) -> list[Message]:
-        """Every record of ``[start, end)``; offsets missing from the log are skipped."""
-        self._consumer.assign([TopicPartition(topic, partition, start)])
+        """Every record of ``[start, end)``; offsets missing from the log are skipped.
+
+        Reading starts at the log start when that is above ``start`` (deleted or
+        compacted records) and ends once the consumer's position reaches ``end``,
+        also when the last offsets hold no record (a transaction marker).
+        """
+        tp = TopicPartition(topic, partition)
+        low, _ = self._consumer.get_watermark_offsets(tp, timeout=self.read_timeout_s)
+        self._consumer.assign([TopicPartition(topic, partition, max(start, low))])
         messages: list[Message] = []
         deadline = time.monotonic() + self.read_timeout_s
-        last = start - 1
+        last = max(start, low) - 1
         try:
-            while last < end - 1:
+            while last < end - 1 and self._consumer.position([tp])[0].offset < end:
                 if time.monotonic() > deadline:
                     raise KafkaError(
                         f"Timed out reading {topic}[{partition}] offsets {start}..{end - 1}; "

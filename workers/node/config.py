@@ -32,6 +32,8 @@ class NodeConfig(KafkaClientConfig):
         coordination_url: the coordination Redis (the Celery broker's) for `ServingStatus`.
         reindex_max_lag: source events a new generation may lag when the alias flips.
         reindex_grace_s: how long the previous generation is kept for a rollback.
+        reindex_allow_dead_letters: flip even when ranges of the new generation were
+            dead-lettered (an operator's decision).
         ready_max_lag: source events the serving generation may lag and be ready.
     """
 
@@ -50,6 +52,7 @@ class NodeConfig(KafkaClientConfig):
     coordination_url: str
     reindex_max_lag: int
     reindex_grace_s: float
+    reindex_allow_dead_letters: bool
     ready_max_lag: int
 
     @classmethod
@@ -72,6 +75,7 @@ class NodeConfig(KafkaClientConfig):
             coordination_url=settings.celery_broker_url,
             reindex_max_lag=settings.reindex_max_lag,
             reindex_grace_s=settings.reindex_grace_s,
+            reindex_allow_dead_letters=settings.reindex_allow_dead_letters,
             ready_max_lag=settings.api_ready_max_lag,
         )
 

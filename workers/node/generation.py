@@ -218,7 +218,7 @@ class IndexGeneration:
             watermark = self.watermarks[partition]
             for _, record in items:
                 if record.op is Op.RANGE:
-                    watermark.mark(record.range_start, record.range_end)
+                    watermark.mark(record.range_start, record.range_end, record.dead_lettered)
             freshness = metrics.FRESHNESS.labels(self.version)
             for record in records:
                 if record.event_time_ms:
@@ -323,6 +323,10 @@ class IndexGeneration:
                     return False
                 self._changed.wait(min(remaining, 0.1))
         return True
+
+    def dead_lettered_ranges(self) -> dict[int, list[tuple[int, int]]]:
+        """Per partition, source ranges dead-lettered whole (none: an empty dict)."""
+        return {p: w.failed for p, w in self.watermarks.items() if w.failed}
 
     def source_lag(self) -> int:
         """Events of ``items`` not yet accounted for in this generation (all partitions)."""

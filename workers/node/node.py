@@ -4,7 +4,9 @@ The model registry's active version is the *wanted* generation. When it differs
 from the *serving* one, the node builds the wanted generation beside it (the
 dispatcher embeds ``items`` from offset 0 into ``embeddings.<wanted>``), and
 flips the alias once that generation has accounted for all but
-``reindex_max_lag`` events of ``items``. Queries take the serving generation
+``reindex_max_lag`` events of ``items`` and none of its ranges was dead-lettered
+whole (unless ``reindex_allow_dead_letters``: an operator accepts the hole).
+Queries take the serving generation
 once, at their start, so every answer comes from exactly one model version.
 The previous generation is kept ``reindex_grace_s`` for a rollback, then closed.
 The alias is persisted (``<data dir>/alias.json``) so a restart serves the
@@ -50,6 +52,7 @@ class IndexNode:
         self.serving: IndexGeneration | None = None
         self.flipped_at: float | None = None
         self._retired: dict[str, float] = {}
+        self._held: set[str] = set()
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self._encoder_lock = threading.Lock()
@@ -112,10 +115,25 @@ class IndexNode:
             self._publish()
 
     def caught_up(self, generation: IndexGeneration) -> bool:
-        """Whether ``generation`` has accounted for all but ``reindex_max_lag`` events."""
+        """Whether ``generation`` may serve: it has accounted for all but
+        ``reindex_max_lag`` events, and none of its ranges was dead-lettered whole
+        unless ``reindex_allow_dead_letters``."""
         if not generation.source_end or generation.error:
             return False
-        return generation.source_lag() <= self.config.reindex_max_lag
+        if generation.source_lag() > self.config.reindex_max_lag:
+            return False
+        holes = generation.dead_lettered_ranges()
+        if holes and not self.config.reindex_allow_dead_letters:
+            if generation.version not in self._held:
+                self._held.add(generation.version)
+                log.error(
+                    "node.flip_held",
+                    generation=generation.version,
+                    dead_lettered_ranges={p: r[:5] for p, r in holes.items()},
+                    hint="replay the ranges, or set SIMSTREAM_REINDEX_ALLOW_DEAD_LETTERS=true",
+                )
+            return False
+        return True
 
     def _open(self, version: str) -> IndexGeneration:
         dim = int(self.registry.get(version).config["embedding_dim"])
@@ -259,6 +277,7 @@ class IndexNode:
             "source_lag": lag,
             "source_events": total,
             "done": done,
+            "dead_lettered_ranges": sum(len(r) for r in generation.dead_lettered_ranges().values()),
         }
 
     def stats(self) -> dict[str, Any]:

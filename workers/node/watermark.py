@@ -4,6 +4,10 @@ Embed tasks complete offset ranges in any order and may repeat one (a retried
 task, a rebalance). The watermark merges the completed ranges and exposes
 ``next``: every source offset below it has reached the index (or the dead-letter
 topic). A write token ``(partition, offset)`` is visible once ``offset < next``.
+
+A range dead-lettered whole counts as accounted for (waiters move past it) but
+is remembered in ``failed`` until a later completion of the same offsets (a
+replay) covers it: a re-index does not flip while any is left.
 """
 
 from __future__ import annotations
@@ -15,12 +19,26 @@ from typing import Any
 class SourceWatermark:
     """Contiguous prefix of completed source ranges, plus the ranges above it."""
 
-    def __init__(self, next_offset: int = 0, pending: list[tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        next_offset: int = 0,
+        pending: list[tuple[int, int]] | None = None,
+        failed: list[tuple[int, int]] | None = None,
+    ) -> None:
         self.next = next_offset
         self._pending: list[tuple[int, int]] = sorted(pending or [])
+        self._failed: list[tuple[int, int]] = sorted(failed or [])
 
-    def mark(self, start: int, end: int) -> None:
-        """Record that ``[start, end)`` is complete; idempotent, order-free."""
+    def mark(self, start: int, end: int, dead_lettered: bool = False) -> None:
+        """Record that ``[start, end)`` is complete; idempotent, order-free.
+
+        ``dead_lettered``: its events went to the dead-letter topic, not the index.
+        """
+        if dead_lettered:
+            if (start, end) not in self._failed:
+                bisect.insort(self._failed, (start, end))
+        else:
+            self._failed = [(s, e) for s, e in self._failed if not (start <= s and e <= end)]
         if end <= self.next:
             return
         start = max(start, self.next)
@@ -45,11 +63,23 @@ class SourceWatermark:
         """Completed ranges above the contiguous prefix."""
         return list(self._pending)
 
+    @property
+    def failed(self) -> list[tuple[int, int]]:
+        """Ranges dead-lettered whole and not completed since."""
+        return list(self._failed)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state, for snapshots."""
-        return {"next": self.next, "pending": [list(r) for r in self._pending]}
+        state: dict[str, Any] = {"next": self.next, "pending": [list(r) for r in self._pending]}
+        if self._failed:
+            state["failed"] = [list(r) for r in self._failed]
+        return state
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SourceWatermark:
         """Inverse of `to_dict`."""
-        return cls(int(data["next"]), [(int(s), int(e)) for s, e in data.get("pending", [])])
+        return cls(
+            int(data["next"]),
+            [(int(s), int(e)) for s, e in data.get("pending", [])],
+            [(int(s), int(e)) for s, e in data.get("failed", [])],
+        )

@@ -109,3 +109,11 @@ def test_a_record_header_is_checked_against_the_limits_passed_in() -> None:
         EmbeddingRecord.decode(record.encode(), limits)
     assert info.value.reason == Reason.HEADER_TOO_LARGE
     assert EmbeddingRecord.decode(record.encode()).item_id == "x" * 5000
+
+
+def test_a_dead_lettered_range_marker_keeps_its_flag_and_a_plain_one_has_none() -> None:
+    flagged = EmbeddingRecord.range_marker(40, 43, "v3", dead_lettered=True)
+    plain = EmbeddingRecord.range_marker(40, 43, "v3")
+    assert EmbeddingRecord.decode(flagged.encode()).dead_lettered
+    assert not EmbeddingRecord.decode(plain.encode()).dead_lettered
+    assert b'"dl"' not in plain.encode()

@@ -36,3 +36,17 @@ def test_any_order_of_a_tiling_ends_at_its_total_length(sizes: list[int], rnd) -
         mark.mark(s, e)
     restored = SourceWatermark.from_dict(mark.to_dict())
     assert restored.next == start and restored.pending == []
+
+
+def test_a_dead_lettered_range_counts_as_accounted_for_and_is_remembered_until_replayed() -> None:
+    mark = SourceWatermark()
+    mark.mark(0, 10)
+    mark.mark(10, 20, dead_lettered=True)
+    mark.mark(10, 20, dead_lettered=True)
+    assert mark.next == 20 and mark.failed == [(10, 20)]
+    restored = SourceWatermark.from_dict(mark.to_dict())
+    assert restored.failed == [(10, 20)] and restored.next == 20
+    restored.mark(0, 15)
+    assert restored.failed == [(10, 20)]
+    restored.mark(5, 25)
+    assert restored.failed == [] and restored.next == 25
