@@ -82,8 +82,13 @@ def api_settings(base: Settings, data_dir: Path, **overrides: object) -> Setting
     return unique_settings(base, data_dir, **values)
 
 
-def register_cnn(settings: Settings) -> str:
-    """Register and promote a small untrained CNN over 8×8 grey images (16-d output)."""
+def register_cnn(
+    settings: Settings,
+    distance: str = "cosine",
+    calibration: dict[str, float] | None = None,
+) -> str:
+    """Register and promote a small untrained CNN over 8×8 grey images (16-d output),
+    with its distance and calibration (default: cosine, `CALIBRATED_THRESHOLD`)."""
     import keras
 
     from model import encoders
@@ -96,8 +101,8 @@ def register_cnn(settings: Settings) -> str:
     record = Registry(settings.registry_dir).register(
         model,
         spec,
-        config={"distance": "cosine", "embedding_dim": EMBEDDING_DIM},
-        metrics={"calibration": {"threshold": CALIBRATED_THRESHOLD, "f1": 1.0}},
+        config={"distance": distance, "embedding_dim": EMBEDDING_DIM},
+        metrics={"calibration": calibration or {"threshold": CALIBRATED_THRESHOLD, "f1": 1.0}},
         promote=True,
     )
     return record.version
