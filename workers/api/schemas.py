@@ -214,7 +214,9 @@ class Neighbor(BaseModel):
     """One result, nearest first."""
 
     id: str
-    distance: float = Field(..., description="In the model's units: 1 − cos (cosine), Euclidean (l2), 1 − dot (ip).")
+    distance: float = Field(
+        ..., description="In the model's units: 1 − cos (cosine), Euclidean (l2), 1 − dot (ip)."
+    )
     label: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
