@@ -24,7 +24,7 @@ from model.inputs import InputSpec
 from model.registry import Encoder
 from model.ssl import losses as ssl_losses
 from model.ssl.augment import augmenter
-from model.training import TrainConfig, TrainResult
+from model.training import TrainConfig, TrainResult, split_dataset
 from simstream.errors import ModelError
 from simstream.log import get_logger
 
@@ -72,9 +72,9 @@ def build_contrastive_model(
 
 def train_ssl(
     dataset: Dataset,
-    method: str,
     config: TrainConfig | None = None,
     *,
+    method: str = "simclr",
     initial: Encoder | None = None,
     batch_size: int = 256,
     projection_dim: int = 64,
@@ -84,17 +84,29 @@ def train_ssl(
     Args:
         dataset: raw examples (their labels, if any, are ignored).
         method: ``simclr``, ``barlowtwins``, ``vicreg`` or ``simsiam``.
-        config: encoder, embedding size, distance, epochs, seed and learning
-            rate (warm-up and cosine decay); the sampler and loss fields are unused.
+        config: encoder, embedding size, distance, epochs, seed, learning rate
+            (cosine decay) and the validation split (held out of training,
+            recorded for a labelled evaluation as `train` does); the sampler
+            and loss fields are unused.
         initial: continue from a copy of this encoder instead of a new one.
         batch_size: examples per batch (SimCLR's negatives are the batch's other views).
         projection_dim: size of the projector.
 
     Returns:
-        The trained encoder as a `TrainResult` (no validation; ``history["loss"]``).
+        The trained encoder as a `TrainResult` (``history["loss"]``; no early stopping).
     """
     config = config or TrainConfig()
     method = ssl_losses.canonical(method)
+    validation = None
+    if config.validation_split > 0:
+        dataset, held = split_dataset(
+            dataset, config.validation_split, config.validation_by, config.seed
+        )
+        validation = {
+            "examples": len(held),
+            "classes": sorted(int(c) for c in np.unique(held.y)),
+            "by": config.validation_by,
+        }
     if len(dataset) < 2:
         raise ModelError(f"Expected at least 2 examples for {method}. Received: {len(dataset)}")
     keras.utils.set_random_seed(config.seed)
@@ -138,7 +150,7 @@ def train_ssl(
         best_epoch=None,
         train_seconds=seconds,
         dataset={**dataset.summary(), "self_supervised": method},
-        validation=None,
+        validation=validation,
     )
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -63,7 +64,7 @@ def ref_simsiam(p1: np.ndarray, p2: np.ndarray, z1: np.ndarray, z2: np.ndarray) 
     return -(cos(p1, z2) + cos(p2, z1)) / 2
 
 
-REFERENCES = {
+REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "simclr": ref_nt_xent,
     "barlowtwins": ref_barlow_twins,
     "vicreg": ref_vicreg,
