@@ -159,6 +159,20 @@ def embed_pending(settings: Settings, encoder: Encoder, node: IndexNode) -> None
         assert generation.wait_visible(partition, end - 1, 30), f"partition {partition}"
 
 
+def start_serving(settings: Settings, encoder: Encoder, digits: Digits) -> IndexNode:
+    """A started index node serving every published digit (the caller stops it)."""
+    node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
+    node.start()
+    try:
+        wait_for(lambda: node.serving is not None, 30, message="a serving generation")
+        embed_pending(settings, encoder, node)
+        wait_for(lambda: len(node.current().index) == len(digits.ids), 30, message="indexed")
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
 @pytest.fixture(scope="package")
 def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A started index node serving every published digit."""
@@ -168,12 +182,8 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     version = register_cnn(settings)
     encoder = Registry(settings.registry_dir).load(version)
     digits = publish_digits(settings)
-    node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
-    node.start()
+    node = start_serving(settings, encoder, digits)
     try:
-        wait_for(lambda: node.serving is not None, 30, message="a serving generation")
-        embed_pending(settings, encoder, node)
-        wait_for(lambda: len(node.current().index) == len(digits.ids), 30, message="indexed")
         yield Served(settings, node, version, encoder, digits)
     finally:
         node.stop()

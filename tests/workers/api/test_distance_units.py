@@ -10,17 +10,14 @@ from fastapi.testclient import TestClient
 
 from model.registry import Registry
 from simstream.stack.local import LocalStack
-from tests.waiting import wait_for
 from tests.workers.api.conftest import (
     EMBEDDING_DIM,
     api_settings,
-    embed_pending,
     publish_digits,
     register_cnn,
+    start_serving,
 )
 from workers.api import create_app
-from workers.node.config import NodeConfig
-from workers.node.node import IndexNode
 
 pytestmark = pytest.mark.services
 
@@ -36,13 +33,8 @@ def l2_client(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> It
         settings, distance="euclidean", calibration={"threshold": THRESHOLD, "f1": 1.0}
     )
     encoder = Registry(settings.registry_dir).load(version)
-    digits = publish_digits(settings)
-    node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
-    node.start()
+    node = start_serving(settings, encoder, publish_digits(settings))
     try:
-        wait_for(lambda: node.serving is not None, 30, message="a serving generation")
-        embed_pending(settings, encoder, node)
-        wait_for(lambda: len(node.current().index) == len(digits.ids), 30, message="indexed")
         with TestClient(create_app(settings, node)) as client:
             yield client
     finally:
