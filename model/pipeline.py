@@ -49,7 +49,7 @@ def train_evaluate_register(
     config_extra: Mapping[str, Any] | None = None,
     extra_files: Callable[[TrainResult], Mapping[str, bytes]] | None = None,
     promote: bool = False,
-    fit: Fit = train,
+    fit: Fit | None = None,
 ) -> Trained:
     """Train on ``data``, evaluate the result, and register it in ``registry``.
 
@@ -70,7 +70,7 @@ def train_evaluate_register(
         ModelError: on an invalid training config or data.
         RegistryError: the version could not be written.
     """
-    result = fit(data, config, initial=initial)
+    result = (fit or train)(data, config, initial=initial)
     metrics = evaluate(result) if evaluate is not None else None
     if evaluate is not None and metrics is None:
         return Trained(result, None, None)

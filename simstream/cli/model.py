@@ -120,7 +120,7 @@ def train(
         from model import datasets
         from model.pipeline import train_evaluate_register
         from model.registry import Registry
-        from model.training import TrainConfig, TrainResult, train
+        from model.training import TrainConfig, TrainResult
 
         config = TrainConfig(
             encoder=_json_or_name(encoder or settings.model_encoder, "--encoder"),
@@ -155,7 +155,7 @@ def train(
             files["training.png"] = _png_bytes(result)
             return files
 
-        fit = train
+        fit = None
         if ssl is not None:
             from model.ssl import train_ssl
             from model.ssl.losses import canonical
