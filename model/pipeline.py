@@ -15,6 +15,10 @@ from model.datasets import Dataset
 from model.registry import Encoder, ModelVersion, Registry
 from model.training import TrainConfig, TrainResult, train
 
+#: Trains: ``fit(data, config, initial=...)`` (`model.training.train`, or a
+#: self-supervised `model.ssl.train_ssl` bound to its method).
+Fit = Callable[..., TrainResult]
+
 #: Judges a trained result: the metrics to register, or None to register nothing.
 Evaluate = Callable[[TrainResult], Mapping[str, Any] | None]
 
@@ -45,6 +49,7 @@ def train_evaluate_register(
     config_extra: Mapping[str, Any] | None = None,
     extra_files: Callable[[TrainResult], Mapping[str, bytes]] | None = None,
     promote: bool = False,
+    fit: Fit | None = None,
 ) -> Trained:
     """Train on ``data``, evaluate the result, and register it in ``registry``.
 
@@ -59,12 +64,13 @@ def train_evaluate_register(
         config_extra: more of ``config.json``, after the result's model config.
         extra_files: more files stored with the version (e.g. a training plot).
         promote: make the new version the active one.
+        fit: the training function (default: supervised `model.training.train`).
 
     Raises:
         ModelError: on an invalid training config or data.
         RegistryError: the version could not be written.
     """
-    result = train(data, config, initial=initial)
+    result = (fit or train)(data, config, initial=initial)
     metrics = evaluate(result) if evaluate is not None else None
     if evaluate is not None and metrics is None:
         return Trained(result, None, None)

@@ -14,6 +14,7 @@ import keras
 
 from model.losses import mining
 from model.losses.circle import CircleLoss, circle_from_pairs, circle_loss
+from model.losses.lifted import LiftedStructLoss, lifted_struct_from_pairs, lifted_struct_loss
 from model.losses.multisimilarity import (
     MultiSimilarityLoss,
     multisimilarity_from_pairs,
@@ -22,6 +23,11 @@ from model.losses.multisimilarity import (
 from model.losses.pair_based import PairBasedLoss
 from model.losses.pn import PNLoss, pn_from_pairs, pn_loss
 from model.losses.proxy_anchor import Proxies, ProxyAnchorLoss, proxy_anchor_loss
+from model.losses.ranking import (
+    MultipleNegativesRankingLoss,
+    multiple_negatives_ranking_from_pairs,
+    multiple_negatives_ranking_loss,
+)
 from model.losses.soft_nearest_neighbor import (
     SoftNearestNeighborLoss,
     soft_nearest_neighbor_from_pairs,
@@ -34,7 +40,9 @@ from simstream.errors import ModelError
 
 __all__ = [
     "CircleLoss",
+    "LiftedStructLoss",
     "MultiSimilarityLoss",
+    "MultipleNegativesRankingLoss",
     "PNLoss",
     "PairBasedLoss",
     "Proxies",
@@ -46,7 +54,11 @@ __all__ = [
     "circle_from_pairs",
     "circle_loss",
     "get",
+    "lifted_struct_from_pairs",
+    "lifted_struct_loss",
     "mining",
+    "multiple_negatives_ranking_from_pairs",
+    "multiple_negatives_ranking_loss",
     "multisimilarity_from_pairs",
     "multisimilarity_loss",
     "names",
@@ -70,6 +82,8 @@ _CANONICAL: dict[str, type[keras.losses.Loss]] = {
     "supcon": SupConLoss,
     "proxyanchor": ProxyAnchorLoss,
     "xbm": XBMLoss,
+    "liftedstruct": LiftedStructLoss,
+    "mnr": MultipleNegativesRankingLoss,
 }
 _BY_NAME: dict[str, type[keras.losses.Loss]] = {
     **_CANONICAL,
@@ -77,6 +91,10 @@ _BY_NAME: dict[str, type[keras.losses.Loss]] = {
     "softnearestneighbor": SoftNearestNeighborLoss,
     "supervisedcontrastive": SupConLoss,
     "crossbatchmemory": XBMLoss,
+    "lifted": LiftedStructLoss,
+    "liftedstructure": LiftedStructLoss,
+    "multiplenegativesranking": MultipleNegativesRankingLoss,
+    "multiplenegativesrank": MultipleNegativesRankingLoss,
 }
 
 
@@ -106,7 +124,8 @@ def get(identifier: str | dict[str, Any] | keras.losses.Loss, **kwargs: Any) -> 
 
     Args:
         identifier: a name (`"multisimilarity"`, `"triplet"`, `"pn"`, `"circle"`,
-            `"snn"`, `"supcon"`, `"proxyanchor"`, `"xbm"`; case, `_`, `-` and a
+            `"snn"`, `"supcon"`, `"proxyanchor"`, `"xbm"`, `"liftedstruct"`,
+            `"mnr"` (multiple-negatives ranking); case, `_`, `-` and a
             trailing `loss` are ignored); a dict from a loss's `get_config()`
             (resolved by its `name`, so it must be the default name) or from
             `keras.saving.serialize_keras_object` (`{"class_name": ...}`); or a

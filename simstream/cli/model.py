@@ -5,6 +5,7 @@ TensorFlow is imported inside each command, so ``simstream --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -98,6 +99,13 @@ def train(
     ] = "class",
     patience: Annotated[int, typer.Option(min=0, help="Early-stopping patience in epochs.")] = 5,
     augment_shift: Annotated[int, typer.Option(min=0, help="Random image shift in pixels.")] = 0,
+    ssl: Annotated[
+        str | None,
+        typer.Option(
+            help="Self-supervised training instead (labels unused in training, only to "
+            "evaluate): simclr, barlowtwins, vicreg or simsiam."
+        ),
+    ] = None,
     registry: RegistryOption = None,
     out: Annotated[
         Path | None, typer.Option(help="Also write the run summary and plot into this directory.")
@@ -147,6 +155,12 @@ def train(
             files["training.png"] = _png_bytes(result)
             return files
 
+        fit = None
+        if ssl is not None:
+            from model.ssl import train_ssl
+            from model.ssl.losses import canonical
+
+            fit = functools.partial(train_ssl, method=canonical(ssl))
         trained = train_evaluate_register(
             data,
             config,
@@ -154,6 +168,7 @@ def train(
             evaluate=evaluate_on_validation,
             extra_files=training_files,
             promote=promote,
+            fit=fit,
         )
         result, metrics, record = trained.result, trained.metrics, trained.version
         assert metrics is not None and record is not None

@@ -79,3 +79,27 @@ def test_errors_exit_with_status_one_and_a_one_line_message(tmp_path: Path) -> N
     assert bad.exit_code == 1 and "Expected a JSON object" in bad.output
     empty = runner.invoke(app, ["models", "list", "--registry", str(tmp_path)])
     assert empty.exit_code == 0 and "no model registered" in empty.output
+
+
+def test_train_ssl_trains_without_labels_and_evaluates_on_the_held_out_classes(
+    tmp_path: Path,
+) -> None:
+    registry = tmp_path / "models"
+    train = runner.invoke(
+        app,
+        [
+            "train", "--dataset", "digits", "--encoder", TINY_ENCODER, "--embedding-dim", "8",
+            "--epochs", "1", "--ssl", "vicreg", "--registry", str(registry), "--quiet",
+        ],
+    )  # fmt: skip
+    assert train.exit_code == 0, train.output
+    assert "registered v1" in train.output and "validation classes" in train.output
+    summary = json.loads((registry / "v1" / "training.json").read_text())
+    assert summary["dataset"]["self_supervised"] == "vicreg"
+    assert summary["validation"]["by"] == "class"
+
+
+def test_train_ssl_refuses_an_unknown_method(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--ssl", "byol", "--registry", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Expected one of ['simclr', 'barlowtwins', 'vicreg', 'simsiam']" in result.output

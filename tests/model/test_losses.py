@@ -218,6 +218,45 @@ def ref_proxy_anchor(
     return sum(positive_terms) / max(len(positive_terms), 1) + sum(negative_terms) / len(proxies)
 
 
+def ref_lifted_struct(pairs_: Pairs, margin: float = 1.0) -> np.ndarray:
+    matrix, positives, negatives = pairs_
+    losses = []
+    for i, (pos, neg) in enumerate(zip(positives, negatives, strict=True)):
+        if not pos or not neg:
+            losses.append(0.0)
+            continue
+        pair_losses = []
+        for j in pos:
+            terms = [margin - matrix[i, k] for k in neg] + [
+                margin - matrix[j, k] for k in negatives[j]
+            ]
+            value = matrix[i, j] + _logsumexp(terms)
+            pair_losses.append(max(value, 0.0) ** 2 / 2)
+        losses.append(float(np.mean(pair_losses)))
+    return np.array(losses)
+
+
+def ref_multiple_negatives_ranking(pairs_: Pairs, temperature: float = 0.05) -> np.ndarray:
+    matrix, positives, negatives = pairs_
+    logits = (1.0 - matrix) / temperature
+    losses = []
+    for i, (pos, neg) in enumerate(zip(positives, negatives, strict=True)):
+        if not pos:
+            losses.append(0.0)
+            continue
+        losses.append(
+            float(
+                np.mean(
+                    [
+                        _logsumexp([logits[i, p]] + [logits[i, n] for n in neg]) - logits[i, p]
+                        for p in pos
+                    ]
+                )
+            )
+        )
+    return np.array(losses)
+
+
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "multisimilarity": ref_multisimilarity,
     "triplet": ref_triplet,
@@ -225,6 +264,8 @@ REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "circle": ref_circle,
     "snn": ref_soft_nearest_neighbor,
     "supcon": ref_supcon,
+    "liftedstruct": ref_lifted_struct,
+    "mnr": ref_multiple_negatives_ranking,
 }
 
 
@@ -237,8 +278,13 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "circle": losses.circle_loss,
     "snn": losses.soft_nearest_neighbor_loss,
     "supcon": losses.supcon_loss,
+    "liftedstruct": losses.lifted_struct_loss,
+    "mnr": losses.multiple_negatives_ranking_loss,
 }
-DEFAULT_DISTANCE = {name: "cosine" for name in FUNCTIONS} | {"snn": "squared_euclidean"}
+DEFAULT_DISTANCE = {name: "cosine" for name in FUNCTIONS} | {
+    "snn": "squared_euclidean",
+    "liftedstruct": "euclidean",
+}
 
 # Four unit vectors at right angles; classes {0, 1} and {2, 3} are neighbours on
 # the circle. Cosine similarities from e0: s01 = 0, s02 = -1, s03 = 0 (and alike
@@ -479,6 +525,10 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("snn", {"temperature": 0.5, "distance": "cosine"}),
     ("supcon", {}),
     ("supcon", {"temperature": 0.5, "distance": "euclidean"}),
+    ("liftedstruct", {}),
+    ("liftedstruct", {"margin": 0.5, "distance": "cosine"}),
+    ("mnr", {}),
+    ("mnr", {"temperature": 0.5, "distance": "euclidean"}),
 ]
 _ALIASES = {"l2": "euclidean", "sql2": "squared_euclidean", "l1": "manhattan"}
 
@@ -594,6 +644,22 @@ def test_xbm_refuses_a_distance_next_to_a_built_loss() -> None:
         losses.XBMLoss(losses.TripletLoss(), embedding_dim=4, distance="cosine")
 
 
+def test_lifted_struct_of_square_batch_matches_hand_derivation() -> None:
+    """Euclidean, α=1: d(pos)=√2, negatives of each end at √2 and 2, so
+    J = √2 + log(2·(e^(1-√2) + e^(1-2))) for every anchor."""
+    j = math.sqrt(2) + math.log(2 * (math.exp(1 - math.sqrt(2)) + math.exp(-1)))
+    result = losses.lifted_struct_loss(SQUARE_LABELS, SQUARE)
+    np.testing.assert_allclose(_numpy(result), [j**2 / 2] * 4, rtol=1e-5)
+
+
+def test_multiple_negatives_ranking_of_a_batch_of_pairs_is_the_in_batch_softmax() -> None:
+    """Pairs (e0, e1) and (e2, e3), τ=1: each anchor's positive at s=0 among
+    negatives at s=-1 and s=0: -log(e^0 / (e^0 + e^-1 + e^0))."""
+    result = losses.multiple_negatives_ranking_loss(SQUARE_LABELS, SQUARE, temperature=1.0)
+    expected = -math.log(1 / (2 + math.exp(-1)))
+    np.testing.assert_allclose(_numpy(result), [expected] * 4, rtol=1e-6)
+
+
 def test_xbm_refuses_a_loss_that_needs_key_to_key_distances() -> None:
     with pytest.raises(ModelError, match=r"Expected a pair-based loss .* Received: loss='pn_loss'"):
         losses.XBMLoss("pn", embedding_dim=4)
@@ -655,6 +721,11 @@ def test_loss_and_gradients_are_finite_on_degenerate_batches(name: str, batch: s
         ),
         (lambda: losses.MultiSimilarityLoss(alpha=0), "Expected alpha > 0. Received: alpha=0"),
         (lambda: losses.CircleLoss(gamma=-2), "Expected gamma > 0. Received: gamma=-2"),
+        (lambda: losses.LiftedStructLoss(margin=-1), "Expected margin ≥ 0. Received: margin=-1"),
+        (
+            lambda: losses.MultipleNegativesRankingLoss(temperature=0),
+            "Expected temperature > 0. Received: temperature=0",
+        ),
         (
             lambda: losses.SupConLoss(temperature=0),
             "Expected temperature > 0. Received: temperature=0",
@@ -696,6 +767,8 @@ def test_labels_of_rank_three_are_refused() -> None:
         ("snn", losses.SoftNearestNeighborLoss),
         ("soft_nearest_neighbor", losses.SoftNearestNeighborLoss),
         ("supcon", losses.SupConLoss),
+        ("Lifted_Structure_Loss", losses.LiftedStructLoss),
+        ("multiple-negatives-ranking", losses.MultipleNegativesRankingLoss),
         ("SupervisedContrastive", losses.SupConLoss),
     ],
 )

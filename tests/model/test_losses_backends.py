@@ -26,7 +26,8 @@ labels = rng.integers(0, 3, size=8)
 embeddings = rng.normal(size=(8, 4)).astype("float32")
 proxies = rng.normal(size=(3, 4)).astype("float32")
 values = {name: np.asarray(losses.get(name).call(labels, embeddings)).tolist()
-          for name in ["multisimilarity", "triplet", "pn", "circle", "snn", "supcon"]}
+          for name in ["multisimilarity", "triplet", "pn", "circle", "snn", "supcon",
+                       "liftedstruct", "mnr"]}
 values["proxyanchor"] = np.asarray(losses.proxy_anchor_loss(labels, embeddings, proxies)).tolist()
 print(json.dumps(values))
 """

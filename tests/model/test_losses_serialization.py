@@ -21,6 +21,8 @@ STRATEGIES: list[Any] = [
     losses.CircleLoss(gamma=64.0, margin=0.3, reduction="sum"),
     losses.SoftNearestNeighborLoss(temperature=0.5),
     losses.SupConLoss("inner_product", temperature=0.2),
+    losses.LiftedStructLoss("cosine", margin=0.5),
+    losses.MultipleNegativesRankingLoss("euclidean", temperature=0.1),
     losses.ProxyAnchorLoss(num_classes=5, embedding_dim=3, alpha=16.0, delta=0.2),
     losses.XBMLoss(
         losses.CircleLoss(gamma=32.0), embedding_dim=3, memory_size=64, weight=0.5, warmup_steps=10

@@ -215,7 +215,9 @@ class Neighbor(BaseModel):
     """One result, nearest first."""
 
     id: str
-    distance: float = Field(..., description="In the index's space (cosine: 1 − cos).")
+    distance: float = Field(
+        ..., description="In the model's units: 1 − cos (cosine), Euclidean (l2), 1 − dot (ip)."
+    )
     label: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -14,7 +14,6 @@ comes from exactly one model version even while the alias flips.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from workers.api.schemas import (
     Query,
 )
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
+from workers.index.config import reported_distance
 from workers.index.filter import Filter, ItemLabel
 from workers.index.shard import Item
 from workers.node.generation import IndexGeneration
@@ -313,8 +313,7 @@ class Searcher:
             Per query, its neighbours and whether the answer is exhaustive.
         """
         extra = 1 if any(q.exclude is not None for q in queries) else 0
-        # cosine and l2 distances are ≥ 0; float32 rounding can dip just below.
-        floor = -math.inf if generation.index.space == "ip" else 0.0
+        space = generation.index.space
         found = generation.index.search_batch(
             np.stack([q.vector for q in queries]), plan.k + extra, ef=plan.ef, filter=plan.filter
         )
@@ -330,7 +329,7 @@ class Searcher:
                 rows.append(
                     {
                         "id": item_id,
-                        "distance": max(floor, float(distance)),
+                        "distance": reported_distance(space, float(distance)),
                         "label": None if item.label is None else str(item.label),
                         "metadata": dict(item.metadata),
                     }

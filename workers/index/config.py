@@ -3,6 +3,7 @@ and tunable at run time (ef, capacity growth, tombstone threshold, threads)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -13,6 +14,24 @@ Space = Literal["cosine", "l2", "ip"]
 SPACES: tuple[Space, ...] = ("cosine", "l2", "ip")
 
 
+def reported_distance(space: str, distance: float) -> float:
+    """A distance from hnswlib in ``space``, in the units of the model's distance.
+
+    The one conversion between the index and everything that compares its
+    distances with a model's (calibrated thresholds, lookups): hnswlib's ``l2``
+    is the *squared* Euclidean distance, while a model's ``l2`` (``euclidean``
+    in `model.distances`) is not squared, so ``l2`` distances are reported as
+    their square root. ``cosine`` (``1 - cos``) and ``ip`` (``1 - dot``)
+    already agree. Tiny negative values (float32 rounding) become 0 except in
+    ``ip``, which may be negative.
+    """
+    if space == "ip":
+        return float(distance)
+    if space == "l2":
+        return math.sqrt(max(0.0, float(distance)))
+    return max(0.0, float(distance))
+
+
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
     """What every shard of one index shares.
@@ -20,7 +39,8 @@ class IndexConfig:
     Attributes:
         dim: vector size.
         space: hnswlib space. Distances are ``1 - cos`` (cosine), squared
-            Euclidean (l2) and ``1 - dot`` (ip); smaller is nearer.
+            Euclidean (l2) and ``1 - dot`` (ip); smaller is nearer. The API
+            reports them with `reported_distance` (Euclidean for l2).
         m: hnswlib M (graph degree).
         ef_construction: hnswlib ef at insertion.
         ef_search: default ef at query time (hnswlib uses ``max(ef, k)``).

@@ -7,6 +7,11 @@ exact search scores them (`model.evaluation.retrieve`): recall@1, recall@5 and
 MAP@R, micro-averaged over answerable queries, with macro averages beside.
 Every class counts, including classes the active model never saw in training;
 ``seen`` / ``unseen`` break the numbers down by that.
+
+The same search calibrates the model's distance threshold (`model.evaluation.calibrate`,
+best F1 of "the nearest neighbour is the query's class"): ``calibration.threshold``
+in the metrics, which a promoted version carries in its ``metrics.json`` and
+``/v1/classify`` applies, in the units of the model's distance.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from model.datasets import Dataset
-from model.evaluation import retrieve
+from model.evaluation import calibrate, retrieve
 from model.registry import Encoder
 
 KS = (1, 5)
@@ -43,7 +48,9 @@ def evaluate(
 
     Returns:
         ``recall@1``, ``recall@5``, ``map@r``, ``macro`` (the same, per class
-        first), ``queries``, ``skipped`` and optionally ``seen`` / ``unseen``.
+        first), ``queries``, ``skipped``, ``calibration`` (the threshold of best
+        F1 on these queries, with its precision, recall and F1; None without
+        queries) and optionally ``seen`` / ``unseen``.
     """
     index_vectors = encoder.embed_payloads(index.x, batch_size)
     query_vectors = encoder.embed_payloads(queries.x, batch_size)
@@ -51,6 +58,12 @@ def evaluate(
         query_vectors, queries.y, index_vectors, index.y, ks=KS, distance=encoder.distance
     )
     metrics = _summary(results.report().to_dict())
+    answered = np.isfinite(results.nearest_distance)
+    metrics["calibration"] = (
+        calibrate(results.nearest_distance[answered], results.matches[answered]).to_dict()
+        if answered.any()
+        else None
+    )
     if seen_classes is not None:
         names = np.asarray(queries.class_names, dtype=object)[queries.y]
         seen = np.isin(names, list(seen_classes))

@@ -82,8 +82,13 @@ def api_settings(base: Settings, data_dir: Path, **overrides: object) -> Setting
     return unique_settings(base, data_dir, **values)
 
 
-def register_cnn(settings: Settings) -> str:
-    """Register and promote a small untrained CNN over 8×8 grey images (16-d output)."""
+def register_cnn(
+    settings: Settings,
+    distance: str = "cosine",
+    calibration: dict[str, float] | None = None,
+) -> str:
+    """Register and promote a small untrained CNN over 8×8 grey images (16-d output),
+    with its distance and calibration (default: cosine, `CALIBRATED_THRESHOLD`)."""
     import keras
 
     from model import encoders
@@ -96,8 +101,8 @@ def register_cnn(settings: Settings) -> str:
     record = Registry(settings.registry_dir).register(
         model,
         spec,
-        config={"distance": "cosine", "embedding_dim": EMBEDDING_DIM},
-        metrics={"calibration": {"threshold": CALIBRATED_THRESHOLD, "f1": 1.0}},
+        config={"distance": distance, "embedding_dim": EMBEDDING_DIM},
+        metrics={"calibration": calibration or {"threshold": CALIBRATED_THRESHOLD, "f1": 1.0}},
         promote=True,
     )
     return record.version
@@ -154,6 +159,20 @@ def embed_pending(settings: Settings, encoder: Encoder, node: IndexNode) -> None
         assert generation.wait_visible(partition, end - 1, 30), f"partition {partition}"
 
 
+def start_serving(settings: Settings, encoder: Encoder, digits: Digits) -> IndexNode:
+    """A started index node serving every published digit (the caller stops it)."""
+    node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
+    node.start()
+    try:
+        wait_for(lambda: node.serving is not None, 30, message="a serving generation")
+        embed_pending(settings, encoder, node)
+        wait_for(lambda: len(node.current().index) == len(digits.ids), 30, message="indexed")
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
 @pytest.fixture(scope="package")
 def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A started index node serving every published digit."""
@@ -163,12 +182,8 @@ def served(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     version = register_cnn(settings)
     encoder = Registry(settings.registry_dir).load(version)
     digits = publish_digits(settings)
-    node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
-    node.start()
+    node = start_serving(settings, encoder, digits)
     try:
-        wait_for(lambda: node.serving is not None, 30, message="a serving generation")
-        embed_pending(settings, encoder, node)
-        wait_for(lambda: len(node.current().index) == len(digits.ids), 30, message="indexed")
         yield Served(settings, node, version, encoder, digits)
     finally:
         node.stop()
