@@ -122,21 +122,32 @@ def ensure_topics(
 def check_partitions(
     settings: TopicSettings,
     topics: Iterable[str],
+    prefixes: Iterable[str] = (),
     admin: AdminClient | None = None,
     timeout_s: float = 10.0,
 ) -> None:
     """Refuse to go on when an existing topic's partition count is not ``settings.partitions``.
 
-    Every process calls it at start: shards, watermarks and embeddings partitions
-    map 1:1 to the partitions of ``items``. A topic that does not exist yet is
-    fine (it is created with the configured count).
+    Every process calls it at start: shards, watermarks, dead letters and
+    embeddings partitions map 1:1 to the partitions of ``items``. A topic that
+    does not exist yet is fine (it is created with the configured count).
+
+    Args:
+        settings: client properties and the configured partition count.
+        topics: topics to check.
+        prefixes: every existing topic whose name starts with one of them is
+            checked too (e.g. ``"embeddings."`` for every model version's log).
+        admin: an AdminClient to use.
+        timeout_s: the metadata request's timeout.
 
     Raises:
         PartitionCountError: naming the topic and both counts.
     """
     admin = admin or admin_client(settings)
     metadata = admin.list_topics(timeout=timeout_s)
-    for topic in dict.fromkeys(topics):
+    starts = tuple(prefixes)
+    matching = [t for t in sorted(metadata.topics) if starts and t.startswith(starts)]
+    for topic in dict.fromkeys([*topics, *matching]):
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             continue
