@@ -27,6 +27,13 @@ def two(settings: Settings) -> Settings:
     return settings.model_copy(update={"partitions": 2})
 
 
+@pytest.fixture
+def two_dlq(settings: Settings) -> Settings:
+    """The test's settings saying 2 partitions, with the dead-letter topic created with 3."""
+    ensure_topics(settings, [settings.topic_dlq], partitions=3)
+    return settings.model_copy(update={"partitions": 2})
+
+
 def _env(settings: Settings) -> dict[str, str]:
     return {
         "SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -66,12 +73,14 @@ def test_topics_not_created_yet_pass_and_embeddings_topics_are_found_by_prefix(
 
 
 @pytest.mark.parametrize("command", ["worker", "dispatcher", "serve"])
-def test_each_process_exits_1_with_one_line_naming_both_counts(two: Settings, command: str) -> None:
-    result = CliRunner().invoke(app, [command], env=_env(two))
+def test_each_process_exits_1_with_one_line_naming_both_counts(
+    two_dlq: Settings, command: str
+) -> None:
+    result = CliRunner().invoke(app, [command], env=_env(two_dlq))
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.output
-    assert two.topic_items in lines[0] and "Expected 2. Received: 3" in lines[0]
+    assert two_dlq.topic_dlq in lines[0] and "Expected 2. Received: 3" in lines[0]
 
 
 def test_the_index_node_refuses_to_start(two: Settings) -> None:
