@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from simstream.kafka import EXPLICIT_OFFSETS
 from simstream.wire import WireLimits
 
 if TYPE_CHECKING:
@@ -91,6 +92,11 @@ class ItemImageConfig:
     def from_settings(cls, settings: Settings) -> ItemImageConfig:
         """The config the Kafka settings and the items topic describe."""
         consumer = settings.kafka_config(
-            **{"group.id": IMAGES_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+            **{
+                **EXPLICIT_OFFSETS,
+                "group.id": IMAGES_GROUP,
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
         )
         return cls(settings.topic_items, consumer, settings.wire_limits())
