@@ -17,7 +17,7 @@ from simstream.wire import EmbeddingRecord, ItemEvent, Op, Reason, VectorPayload
 from tests.workers.pipeline import read_dead_letters
 from workers import metrics
 from workers.ingest.config import IngestConfig
-from workers.ingest.embedder import RangeEmbedder
+from workers.ingest.embedder import RangeEmbedder, RangeResult
 
 pytestmark = pytest.mark.services
 
@@ -60,6 +60,15 @@ def _embeddings(settings: Settings, version: str, count: int) -> list[EmbeddingR
     return records
 
 
+def _embed_range(settings: Settings, encoder: Any, end: int) -> RangeResult:
+    """Embed offsets ``[0, end)`` of partition 0 with ``encoder``, closing the embedder."""
+    embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
+    try:
+        return embedder.run(settings.topic_items, 0, 0, end, encoder.version)
+    finally:
+        embedder.close()
+
+
 def _events() -> list[bytes]:
     """150 upserts, a delete, 100 upserts, junk, 20 upserts, a delete: 273 offsets."""
     return [
@@ -78,11 +87,7 @@ def test_records_leave_in_source_order_across_batches_deletes_and_dead_letters(
     settings = small_batches
     _publish_to_partition_0(settings, _events())
     encoder = Registry(settings.registry_dir).load(encoder_version)
-    embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
-    try:
-        result = embedder.run(settings.topic_items, 0, 0, 273, encoder_version)
-    finally:
-        embedder.close()
+    result = _embed_range(settings, encoder, 273)
     assert (result.upserts, result.deletes, result.dead_letters) == (270, 2, 1)
     records = _embeddings(settings, encoder_version, 274)
     assert len(records) == 274
@@ -186,14 +191,8 @@ def test_nan_and_zero_embeddings_are_dead_lettered_and_delete_the_previous_versi
             _upsert_starting_with("item-2", 1.0),
         ],
     )
-    embedder = RangeEmbedder(
-        IngestConfig.from_settings(settings),
-        _BadOutputs(Registry(settings.registry_dir).load(encoder_version)),
-    )
-    try:
-        result = embedder.run(settings.topic_items, 0, 0, 5, encoder_version)
-    finally:
-        embedder.close()
+    encoder = _BadOutputs(Registry(settings.registry_dir).load(encoder_version))
+    result = _embed_range(settings, encoder, 5)
     assert (result.upserts, result.deletes, result.dead_letters) == (3, 0, 2)
     records = _embeddings(settings, encoder_version, 6)
     assert [(r.op, r.item_id, r.source_offset) for r in records[:-1]] == [
