@@ -19,6 +19,28 @@ class ConfigError(SimstreamError):
     """A setting is missing or invalid."""
 
 
+class PartitionCountError(ConfigError):
+    """A topic's partition count differs from ``SIMSTREAM_PARTITIONS``.
+
+    Shards, watermarks and embeddings partitions map 1:1 to the partitions of
+    ``items``, so a process refuses to start rather than misroute items.
+
+    Attributes:
+        topic: the topic.
+        expected: the configured partition count.
+        actual: the topic's partition count.
+    """
+
+    def __init__(self, topic: str, expected: int, actual: int) -> None:
+        self.topic, self.expected, self.actual = topic, expected, actual
+        super().__init__(
+            f"Topic {topic!r} has the wrong number of partitions for "
+            f"SIMSTREAM_PARTITIONS={expected}. Expected {expected}. Received: {actual}. "
+            "Shards map 1:1 to partitions: set SIMSTREAM_PARTITIONS to the topic's count, "
+            "or grow onto a new layout (docs/operations.md, Growing partitions)."
+        )
+
+
 class SettingsError(ConfigError):
     """One or more environment variables failed validation.
 
@@ -60,6 +82,14 @@ class BrokerLostError(ServiceError):
 
 class KafkaError(ServiceError):
     """A Kafka operation failed (delivery, topic creation, consumption)."""
+
+
+class OffsetOutOfRangeError(KafkaError):
+    """A read at an explicit offset that the log does not (or no longer) hold.
+
+    Consumers that ``assign()`` offsets run with ``auto.offset.reset=error``, so
+    such a read fails here instead of silently jumping to an end of the log.
+    """
 
 
 class DeliveryError(KafkaError):

@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by producers and workers: topics and true end offsets.
+"""Kafka plumbing shared by producers and workers: topics, true end offsets, log identity.
 
 Tansu quirk (the embedded broker): ListOffsets(latest) answers the base offset
 of the last record batch plus one, not the offset after the last record. So
@@ -9,13 +9,14 @@ the real end; on Apache Kafka that read returns at most one record.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from simstream.errors import KafkaError
+from simstream.errors import KafkaError, PartitionCountError
 from simstream.log import get_logger
 
 log = get_logger("kafka")
@@ -26,6 +27,18 @@ _TOPIC_ALREADY_EXISTS = 36
 #: any index is rebuilt from, ``embeddings.<v>`` is the index's write-ahead log and
 #: the dead-letter topic holds what still needs a human. None may expire.
 LOG_OF_RECORD = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
+#: Properties of every consumer that ``assign()``s explicit offsets (embedder, index
+#: node, item images, retrain replay): an offset the log does not hold is an error
+#: to handle, never a silent jump to an end of the log.
+EXPLICIT_OFFSETS: Final = {"auto.offset.reset": "error"}
+
+_OUT_OF_RANGE: Final = (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE)
+
+
+def out_of_range(error: RdKafkaError | None) -> bool:
+    """Whether a consumer error says the assigned offset is not in the log."""
+    return error is not None and error.code() in _OUT_OF_RANGE
 
 
 class KafkaClientSettings(Protocol):
@@ -103,10 +116,43 @@ def ensure_topics(
         found = metadata.topics.get(topic)
         actual = len(found.partitions) if found is not None else 0
         if actual != count:
-            raise KafkaError(
-                f"Topic {topic!r} has the wrong number of partitions. "
-                f"Expected {count}. Received: {actual}"
-            )
+            raise PartitionCountError(topic, count, actual)
+
+
+def check_partitions(
+    settings: TopicSettings,
+    topics: Iterable[str],
+    prefixes: Iterable[str] = (),
+    admin: AdminClient | None = None,
+    timeout_s: float = 10.0,
+) -> None:
+    """Refuse to go on when an existing topic's partition count is not ``settings.partitions``.
+
+    Every process calls it at start: shards, watermarks, dead letters and
+    embeddings partitions map 1:1 to the partitions of ``items``. A topic that
+    does not exist yet is fine (it is created with the configured count).
+
+    Args:
+        settings: client properties and the configured partition count.
+        topics: topics to check.
+        prefixes: every existing topic whose name starts with one of them is
+            checked too (e.g. ``"embeddings."`` for every model version's log).
+        admin: an AdminClient to use.
+        timeout_s: the metadata request's timeout.
+
+    Raises:
+        PartitionCountError: naming the topic and both counts.
+    """
+    admin = admin or admin_client(settings)
+    metadata = admin.list_topics(timeout=timeout_s)
+    starts = tuple(prefixes)
+    matching = [t for t in sorted(metadata.topics) if starts and t.startswith(starts)]
+    for topic in dict.fromkeys([*topics, *matching]):
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            continue
+        if len(found.partitions) != settings.partitions:
+            raise PartitionCountError(topic, settings.partitions, len(found.partitions))
 
 
 def partition_count(
@@ -145,3 +191,106 @@ def end_offsets(
                 result[partition] = max(result[partition], offset + 1)
         consumer.unassign()
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class LogIdentity:
+    """What identifies the log a state was built from (recorded in index snapshots).
+
+    Attributes:
+        topic: the topic name.
+        topic_id: the broker's topic id (a new one when a topic is recreated), or
+            "" where the broker gives none.
+        cluster_id: the broker's cluster id, or "" where it gives none.
+        log_start: per partition, the first offset the log holds.
+        log_end: per partition, the offset after its last record.
+    """
+
+    topic: str
+    topic_id: str = ""
+    cluster_id: str = ""
+    log_start: dict[int, int] = field(default_factory=dict)
+    log_end: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (partition keys as strings)."""
+        return {
+            "topic": self.topic,
+            "topic_id": self.topic_id,
+            "cluster_id": self.cluster_id,
+            "log_start": {str(p): o for p, o in self.log_start.items()},
+            "log_end": {str(p): o for p, o in self.log_end.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LogIdentity:
+        """The inverse of `to_dict`."""
+        return cls(
+            topic=str(data.get("topic", "")),
+            topic_id=str(data.get("topic_id", "")),
+            cluster_id=str(data.get("cluster_id", "")),
+            log_start={int(p): int(o) for p, o in dict(data.get("log_start", {})).items()},
+            log_end={int(p): int(o) for p, o in dict(data.get("log_end", {})).items()},
+        )
+
+    def mismatch(self, recorded: LogIdentity | None, next_offsets: Mapping[int, int]) -> str | None:
+        """Why a state built from ``recorded`` up to ``next_offsets`` cannot resume on this log.
+
+        ``self`` is the log as it is now. None when it can: same topic id and
+        cluster (where both are known), and every next offset within
+        ``[log start, log end]``.
+        """
+        if recorded is not None:
+            if recorded.topic_id and self.topic_id and recorded.topic_id != self.topic_id:
+                return (
+                    f"topic {self.topic!r} has id {self.topic_id}, the state was built from "
+                    f"id {recorded.topic_id} (the topic was recreated)"
+                )
+            if recorded.cluster_id and self.cluster_id and recorded.cluster_id != self.cluster_id:
+                return (
+                    f"cluster {self.cluster_id!r} is not {recorded.cluster_id!r}, "
+                    "the cluster the state was built from"
+                )
+        for p, offset in sorted(next_offsets.items()):
+            end, start = self.log_end.get(p, 0), self.log_start.get(p, 0)
+            if end < offset:
+                return (
+                    f"{self.topic}[{p}] ends at offset {end}, below the state's next offset "
+                    f"{offset} (a fresh broker or a recreated topic)"
+                )
+            if start > offset:
+                return (
+                    f"{self.topic}[{p}] starts at offset {start}, past the state's next offset "
+                    f"{offset} (records it never applied are gone)"
+                )
+        return None
+
+
+def log_identity(
+    settings: KafkaClientSettings,
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    admin: AdminClient | None = None,
+    timeout_s: float = 10.0,
+) -> LogIdentity:
+    """The identity of ``topic`` now: topic id, cluster id, log start and true end offsets.
+
+    ``consumer`` must not be subscribed to a group; its assignment is replaced.
+    """
+    admin = admin or admin_client(settings)
+    wanted = list(partitions)
+    topic_id = ""
+    try:
+        described = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_s)
+        found = described[topic].result()
+        topic_id = str(found.topic_id) if found.topic_id is not None else ""
+    except KafkaException as e:
+        log.warning("kafka.topic_id_unavailable", topic=topic, error=str(e))
+    cluster_id = admin.list_topics(topic=topic, timeout=timeout_s).cluster_id or ""
+    starts = {}
+    for p in wanted:
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        starts[p] = max(low, 0)
+    ends = end_offsets(consumer, topic, wanted, timeout_s)
+    return LogIdentity(topic, topic_id, cluster_id, starts, ends)

@@ -36,6 +36,12 @@ EMBED_SECONDS = Histogram(
 DLQ_EVENTS = Counter(
     "simstream_dlq_events_total", "Events sent to the dead-letter topic", ["reason"]
 )
+OFFSET_OUT_OF_RANGE = Counter(
+    "simstream_offset_out_of_range_total",
+    "Reads at an assigned offset that the log does not hold (auto.offset.reset=error)",
+    ["consumer"],
+)
+
 # --- index node ------------------------------------------------------------------------
 APPLIED_RECORDS = Counter(
     "simstream_index_applied_records_total", "Embedding records applied", ["generation"]
@@ -62,6 +68,12 @@ SNAPSHOT_AGE = Gauge(
 )
 SNAPSHOT_SECONDS = Histogram(
     "simstream_snapshot_seconds", "Time to write a snapshot", buckets=FRESHNESS_BUCKETS
+)
+LOG_MISMATCH = Counter(
+    "simstream_index_log_mismatch_total",
+    "Times a generation found its embeddings log is not the one its state was built "
+    "from (a snapshot discarded at restore, or the state rebuilt while running)",
+    ["generation", "where"],
 )
 ACTIVE_MODEL = Gauge("simstream_active_model_version", "Numeric id of the serving model")
 

@@ -30,6 +30,18 @@ def load_settings(**overrides: object) -> Settings:
     return settings
 
 
+def check_topic_layout(settings: Settings) -> None:
+    """Refuse to start when ``items``, the dead-letter topic or an embeddings topic has
+    another partition count than ``SIMSTREAM_PARTITIONS`` (`PartitionCountError`)."""
+    from simstream.kafka import check_partitions
+
+    check_partitions(
+        settings,
+        [settings.topic_items, settings.topic_dlq],
+        prefixes=[f"{settings.topic_embeddings_prefix}."],
+    )
+
+
 @contextmanager
 def exit_on_error() -> Iterator[None]:
     """Turn a `SimstreamError` into a one-line message and exit status 1."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.common import check_topic_layout, exit_on_error, load_settings
 from simstream.signals import stop_on_signals
 
 
@@ -49,6 +49,8 @@ def worker(
             f"Expected auto, solo or prefork. Received: {pool!r}", param_hint="--pool"
         )
     settings = load_settings()
+    with exit_on_error():
+        check_topic_layout(settings)
     from workers.ingest.config import IngestConfig
     from workers.ingest.device import worker_layout
     from workers.metrics import serve_metrics
@@ -109,6 +111,8 @@ def dispatcher(
     from workers.ingest.supervisor import DispatcherSupervisor
     from workers.metrics import serve_metrics
 
+    with exit_on_error():
+        check_topic_layout(settings)
     stop = stop_on_signals()
     serve_metrics(settings.metrics_port)
     with exit_on_error():

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.common import check_topic_layout, exit_on_error, load_settings
 from simstream.signals import stop_on_signals
 
 
@@ -55,6 +55,7 @@ def serve(
     stop = threading.Event()
     with exit_on_error():
         ensure_protected(AuthConfig.from_settings(settings))
+        check_topic_layout(settings)
         # Create the topic up front: a first produce that auto-creates it can lose events.
         ensure_topics(settings, [settings.topic_items])
         node = IndexNode(NodeConfig.from_settings(settings))

@@ -6,7 +6,7 @@ byte format is specified in ``docs/wire.md``.
 Modules:
     envelope: the one envelope codec (magic, version, header length, JSON header, body).
     op: `Op`, what a message does to an item.
-    reason: `Reason`, the code of every decode failure.
+    reason: `Reason`, the code of every decode failure and unembeddable event.
     limits: `WireLimits`, the size limits.
     payloads: `ImagePayload`, `ArrayPayload`, `VectorPayload`.
     event: `ItemEvent` (topic ``items``) and `decode_result`.

@@ -1,4 +1,4 @@
-"""`Reason`: the code of every decode failure and broken wire rule."""
+"""`Reason`: the code of every decode failure, broken wire rule and unembeddable event."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from simstream.errors import InvalidEventError
 
 
 class Reason(StrEnum):
-    """Why bytes could not be decoded (`DecodeError.reason`) or a message is invalid."""
+    """Why bytes could not be decoded (`DecodeError.reason`), a message is invalid, or
+    a valid event cannot be embedded (`EMBEDDING_REASONS`, found by the embedder)."""
 
     BAD_MAGIC = "bad_magic"
     UNKNOWN_VERSION = "unknown_version"
@@ -30,9 +31,19 @@ class Reason(StrEnum):
     BAD_SHAPE = "bad_shape"
     SIZE_MISMATCH = "size_mismatch"
     NON_FINITE = "non_finite"
+    NON_FINITE_INPUT = "non_finite_input"
+    NON_FINITE_EMBEDDING = "non_finite_embedding"
+    ZERO_EMBEDDING = "zero_embedding"
     BAD_IMAGE = "bad_image"
     IMAGE_TOO_LARGE = "image_too_large"
     BAD_TOKEN = "bad_token"
+
+
+#: Codes of events that decode but cannot be embedded: the embedder finds them
+#: after converting the payload or running the encoder, never a decoder.
+EMBEDDING_REASONS = frozenset(
+    {Reason.NON_FINITE_INPUT, Reason.NON_FINITE_EMBEDDING, Reason.ZERO_EMBEDDING}
+)
 
 
 def invalid(reason: Reason, detail: str) -> InvalidEventError:

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.kafka import end_offsets
 from simstream.settings import Settings
-from simstream.wire import ItemEvent, VectorPayload
+from simstream.wire import DeadLetter, ItemEvent, VectorPayload
 from workers.index.sharded import ShardedIndex
 from workers.node.generation import IndexGeneration
 
@@ -77,6 +77,24 @@ def items_end(settings: Settings) -> dict[int, int]:
         return end_offsets(consumer, settings.topic_items, range(settings.partitions))
     finally:
         consumer.close()
+
+
+def read_dead_letters(settings: Settings, count: int, timeout_s: float = 10.0) -> list[DeadLetter]:
+    """The dead-letter topic's records, read until ``count`` arrived (or the time is up)."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": "dlq-reader"}))
+    consumer.assign([TopicPartition(settings.topic_dlq, p, 0) for p in range(settings.partitions)])
+    letters: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(letters) < count and time.monotonic() < deadline:
+            letters += [
+                DeadLetter.decode(m.value() or b"")
+                for m in consumer.consume(100, 0.2)
+                if not m.error()
+            ]
+    finally:
+        consumer.close()
+    return letters
 
 
 def assert_index_matches(index: ShardedIndex, expected: Expected, embed: object = None) -> None:

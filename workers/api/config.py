@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from simstream.kafka import EXPLICIT_OFFSETS
 from simstream.wire import WireLimits
 
 if TYPE_CHECKING:
@@ -103,7 +104,12 @@ class ItemImageConfig:
     def from_settings(cls, settings: Settings) -> ItemImageConfig:
         """The config the Kafka settings and the items topic describe."""
         consumer = settings.kafka_config(
-            **{"group.id": IMAGES_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+            **{
+                **EXPLICIT_OFFSETS,
+                "group.id": IMAGES_GROUP,
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
         )
         return cls(
             settings.topic_items,

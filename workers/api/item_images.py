@@ -8,8 +8,9 @@ published (PNG or JPEG); uint8 array payloads of image shape are rendered as
 PNG; vectors have no image. Nothing is stored besides a small in-memory LRU of
 rendered images (an offset's event never changes, so the LRU is never stale).
 
-If the topic's retention dropped the event, there is no image (404): the
-product expects ``items`` to keep every event (infinite retention or
+If the topic's retention dropped the event, there is no image (404; the read
+fails fast with ``auto.offset.reset=error``, logged and counted): the product
+expects ``items`` to keep every event (infinite retention or
 compaction), as the re-index needs it too.
 """
 
@@ -25,8 +26,13 @@ from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
 from simstream.errors import DecodeError
+from simstream.kafka import out_of_range
+from simstream.log import get_logger
 from simstream.wire import ArrayPayload, ImagePayload, ItemEvent
+from workers import metrics
 from workers.api.config import ItemImageConfig
+
+log = get_logger("api")
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
@@ -87,6 +93,15 @@ class ItemImageReader:
         try:
             while time.monotonic() < deadline:
                 for message in consumer.consume(1, 0.1):
+                    if out_of_range(message.error()):
+                        metrics.OFFSET_OUT_OF_RANGE.labels("item_images").inc()
+                        log.warning(
+                            "api.item_image_gone",
+                            partition=partition,
+                            offset=offset,
+                            error=str(message.error()),
+                        )
+                        return None  # the log does not hold the offset (any more)
                     if message.error() is not None:
                         continue
                     if message.offset() != offset:

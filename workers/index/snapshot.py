@@ -11,7 +11,11 @@ SHA-256 and size of every file, a checksum of the manifest itself, and
 ``next_offsets``: per partition, the offset of the **next** record to read
 from the embeddings topic (a partition never applied is absent: read it from
 the beginning). Offsets live inside the snapshot, so state and position can
-never disagree (Kafka's "storing offsets outside Kafka" pattern).
+never disagree (Kafka's "storing offsets outside Kafka" pattern). ``source``
+records which log those offsets belong to (the caller's `LogIdentity`: topic
+id, cluster id, log start and end offsets); at restore the caller's ``accept``
+check discards a snapshot made from another log (a recreated topic, a fresh
+in-memory broker) before anything is loaded.
 
 How it is written. Everything goes into a temporary directory beside the
 snapshots; each file is fsynced, the manifest last, then the directory; the
@@ -46,7 +50,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -101,12 +105,19 @@ class LoadedSnapshot:
         index: the restored index.
         next_offsets: next embeddings-log offset per partition.
         extra: the caller's state saved with it (see `SnapshotStore.save`).
+        source: the identity of the log it was built from (empty if not recorded).
     """
 
     path: Path
     index: ShardedIndex
     next_offsets: dict[int, int]
     extra: dict[str, Any]
+    source: dict[str, Any]
+
+
+#: Given a snapshot's recorded ``source`` and its next offsets, why it cannot
+#: resume on the log as it is now (None: it can).
+SourceCheck = Callable[[Mapping[str, Any], Mapping[int, int]], str | None]
 
 
 def hnswlib_version() -> str:
@@ -263,6 +274,7 @@ class SnapshotStore:
         index: ShardedIndex,
         next_offsets: Mapping[int, int] | None = None,
         extra: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write a snapshot of ``index`` atomically and prune old ones.
 
@@ -273,6 +285,8 @@ class SnapshotStore:
                 is applied during the save, or state and offsets may disagree.
             extra: JSON-ready state of the caller kept in the manifest (covered by
                 its checksum), e.g. the index node's source watermarks.
+            source: JSON-ready identity of the log the index was built from
+                (`simstream.kafka.LogIdentity.to_dict`), checked at restore.
 
         Returns:
             The new snapshot's directory.
@@ -291,7 +305,7 @@ class SnapshotStore:
             tmp = self.dir / f".tmp-{name}-{os.getpid()}"
             tmp.mkdir()
             try:
-                manifest = self._write(index, tmp, sequence, next_offsets, extra)
+                manifest = self._write(index, tmp, sequence, next_offsets, extra, source)
                 final = self.dir / name
                 publish_dir(tmp, final)
             except BaseException:
@@ -315,6 +329,7 @@ class SnapshotStore:
         sequence: int,
         next_offsets: Mapping[int, int] | None,
         extra: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         files: dict[str, dict[str, Any]] = {}
         shards = []
@@ -381,6 +396,7 @@ class SnapshotStore:
             "shards": shards,
             "files": files,
             "extra": dict(extra or {}),
+            "source": dict(source or {}),
         }
         manifest["manifest_sha256"] = _manifest_checksum(manifest)
         write_bytes(tmp / MANIFEST, _canonical(manifest))
@@ -604,10 +620,25 @@ class SnapshotStore:
         return None
 
     def load_latest_state(
-        self, config: IndexConfig, model_version: str | None = None
+        self,
+        config: IndexConfig,
+        model_version: str | None = None,
+        accept: SourceCheck | None = None,
     ) -> LoadedSnapshot | None:
-        """Like `load_latest`, with the snapshot's path and the caller's ``extra`` state."""
+        """Like `load_latest`, with the snapshot's path, ``extra`` state and ``source``.
+
+        Args:
+            config: as for `load_latest`.
+            model_version: as for `load_latest`.
+            accept: checks each snapshot's recorded source against the log as it
+                is now, before anything is loaded; a snapshot it finds a reason
+                against is discarded (logged, left on disk, never loaded).
+        """
         for info in self.list():
+            reason = self._source_mismatch(info, accept)
+            if reason is not None:
+                self._log.warning("index.snapshot_discarded", path=str(info.path), reason=reason)
+                continue
             started = time.perf_counter()
             try:
                 index, offsets = self.load(info.path, config, model_version)
@@ -622,8 +653,25 @@ class SnapshotStore:
                 next_offsets=offsets,
                 seconds=round(time.perf_counter() - started, 3),
             )
-            return LoadedSnapshot(info.path, index, offsets, dict(manifest.get("extra", {})))
+            return LoadedSnapshot(
+                info.path,
+                index,
+                offsets,
+                dict(manifest.get("extra", {})),
+                dict(manifest.get("source") or {}),
+            )
         return None
+
+    @staticmethod
+    def _source_mismatch(info: SnapshotInfo, accept: SourceCheck | None) -> str | None:
+        if accept is None or info.manifest is None:
+            return None
+        try:
+            source = dict(info.manifest.get("source") or {})
+            offsets = {int(p): int(o) for p, o in info.manifest["next_offsets"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # malformed: verification rejects it with the details
+        return accept(source, offsets)
 
     def load_latest(
         self, config: IndexConfig, model_version: str | None = None

@@ -37,6 +37,8 @@ class IngestConfig(KafkaClientConfig):
         worker_processes: encoder processes of an embed worker (0: decided by `worker_layout`).
         encoder_threads: CPU threads of each encoder (0: decided by `worker_layout`).
         fault_embed_batch_delay_s: fault injection only: a sleep before each encoder call.
+        index_space: the index's space; in ``cosine`` and ``ip`` a zero embedding is
+            dead-lettered (it has no direction).
     """
 
     topic_items: str
@@ -58,6 +60,7 @@ class IngestConfig(KafkaClientConfig):
     worker_processes: int
     encoder_threads: int
     fault_embed_batch_delay_s: float = 0.0
+    index_space: Literal["cosine", "l2", "ip"] = "cosine"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -83,6 +86,7 @@ class IngestConfig(KafkaClientConfig):
             worker_processes=settings.worker_processes,
             encoder_threads=settings.encoder_threads,
             fault_embed_batch_delay_s=settings.fault_embed_batch_delay_s,
+            index_space=settings.index_space,
         )
 
     def embeddings_topic(self, model_version: str) -> str:

@@ -5,10 +5,16 @@ The unit of work of an embed task. It reads ``[start, end)`` of one partition
 one goes to the dead-letter topic with its reason and source offset), turns
 payloads into model inputs with the encoder's input spec, embeds in batches,
 and produces `EmbeddingRecord`s to the same partition of
-``embeddings.<version>``, closed by a range marker. It returns only after the
-broker acknowledged every record (``flush``), so a task that reports success
-never loses output. Running it twice on a range writes the same records twice;
-the index applies them idempotently.
+``embeddings.<version>``, closed by a range marker. Model inputs and encoder
+outputs are checked: an input with NaN or Inf (``non_finite_input``), an output
+with NaN or Inf (``non_finite_embedding``) or a zero output in the ``cosine`` or
+``ip`` space (``zero_embedding``) is dead-lettered like an undecodable event.
+A dead-lettered event also writes a delete of the item it names (its id, else
+its Kafka key) at its source offset: the index never keeps serving a previous
+version of an item whose newest event failed (docs/architecture.md, contract 6).
+It returns only after the broker acknowledged every record (``flush``), so a
+task that reports success never loses output. Running it twice on a range
+writes the same records twice; the index applies them idempotently.
 
 The encoder runs on its own thread (the only thread that touches it), so while
 it embeds one batch the task thread decodes the next and produces the records
@@ -26,9 +32,16 @@ from typing import Any, Protocol
 import numpy as np
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from simstream.errors import DecodeError, EncoderVersionError, KafkaError, PayloadError
+from simstream.errors import (
+    DecodeError,
+    EncoderVersionError,
+    KafkaError,
+    OffsetOutOfRangeError,
+    PayloadError,
+)
+from simstream.kafka import EXPLICIT_OFFSETS, out_of_range
 from simstream.log import get_logger
-from simstream.wire import DeadLetter, EmbeddingRecord, ItemEvent, Op
+from simstream.wire import DeadLetter, EmbeddingRecord, ItemEvent, Op, Reason
 from workers import metrics
 from workers.ingest.config import IngestConfig
 
@@ -80,10 +93,14 @@ class RangeResult:
 
 @dataclass
 class _Batch:
-    """Upserts whose vectors the encoder thread is computing."""
+    """Upserts (event, source offset, raw bytes) whose vectors the encoder thread computes."""
 
-    items: list[tuple[ItemEvent, int]]
+    items: list[tuple[ItemEvent, int, bytes]]
     vectors: Future[np.ndarray]
+
+
+#: Spaces in which a zero vector has no meaning (no direction, every score 0).
+_DIRECTIONAL_SPACES = ("cosine", "ip")
 
 
 #: What leaves for the embeddings log, in source-offset order.
@@ -108,6 +125,7 @@ class RangeEmbedder:
         self._consumer = consumer or Consumer(
             config.kafka_config(
                 **{
+                    **EXPLICIT_OFFSETS,
                     "group.id": "simstream-embedder",
                     "enable.auto.commit": False,
                     "enable.partition.eof": False,
@@ -136,6 +154,8 @@ class RangeEmbedder:
 
         Raises:
             EncoderVersionError: ``model_version`` is not the encoder's version.
+            OffsetOutOfRangeError: the log does not hold the range's offsets
+                (records removed, or the topic recreated).
             KafkaError: the range could not be read in time or a record was not
                 acknowledged (the task retries).
         """
@@ -147,7 +167,7 @@ class RangeEmbedder:
         result = RangeResult(partition, start, end)
         out_topic = self.config.embeddings_topic(model_version)
         bound = log.bind(partition=partition, start=start, end=end, model_version=model_version)
-        pending: list[tuple[ItemEvent, int, np.ndarray]] = []
+        pending: list[tuple[ItemEvent, int, bytes, np.ndarray]] = []
         outgoing: deque[_Outgoing] = deque()
         started = time.perf_counter()
         messages = self._read(topic, partition, start, end)
@@ -174,20 +194,34 @@ class RangeEmbedder:
                 model_input = self.encoder.input_spec.to_model_input(event.payload.to_array())
             except DecodeError as e:
                 letter = DeadLetter.from_error(e, topic, partition, offset)
-                self._dead_letter(letter, result)
-                bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
+                self._submit(pending, outgoing)
+                self._reject(letter, self._key_id(message), 0, model_version, result, outgoing)
                 continue
             except PayloadError as e:
                 letter = DeadLetter(topic, partition, offset, "bad_payload", raw, str(e))
-                self._dead_letter(letter, result)
-                bound.info("embedder.event_dead_lettered", offset=offset, reason=letter.reason)
+                self._submit(pending, outgoing)
+                self._reject(letter, event.id, event.event_time_ms, model_version, result, outgoing)
                 continue
-            pending.append((event, offset, model_input))
+            if not np.isfinite(model_input).all():
+                letter = DeadLetter(
+                    topic,
+                    partition,
+                    offset,
+                    Reason.NON_FINITE_INPUT,
+                    raw,
+                    f"Expected a model input of finite values. Received: NaN or Inf after "
+                    f"converting the {event.payload.kind} payload to "
+                    f"{np.asarray(model_input).dtype}",
+                )
+                self._submit(pending, outgoing)
+                self._reject(letter, event.id, event.event_time_ms, model_version, result, outgoing)
+                continue
+            pending.append((event, offset, raw, model_input))
             if len(pending) >= self.config.embed_batch_size:
                 self._submit(pending, outgoing)
-                self._send(outgoing, out_topic, partition, model_version, result, wait=False)
+                self._send(outgoing, topic, out_topic, partition, model_version, result, False)
         self._submit(pending, outgoing)
-        self._send(outgoing, out_topic, partition, model_version, result, wait=True)
+        self._send(outgoing, topic, out_topic, partition, model_version, result, True)
         self._produce(out_topic, partition, EmbeddingRecord.range_marker(start, end, model_version))
         self._await_delivery()
         bound.info(
@@ -219,6 +253,21 @@ class RangeEmbedder:
                         f"reached {last}"
                     )
                 for message in self._consumer.consume(min(1000, end - 1 - last), 0.2):
+                    if out_of_range(message.error()):
+                        metrics.OFFSET_OUT_OF_RANGE.labels("embedder").inc()
+                        log.error(
+                            "embedder.offset_out_of_range",
+                            topic=topic,
+                            partition=partition,
+                            start=start,
+                            end=end,
+                            error=str(message.error()),
+                        )
+                        raise OffsetOutOfRangeError(
+                            f"Cannot read {topic}[{partition}] offsets {start}..{end - 1}. "
+                            f"Expected the log to hold them. Received: {message.error()} "
+                            "(records removed, or the topic recreated)"
+                        )
                     if message.error() is not None:
                         continue
                     offset = message.offset() or 0
@@ -233,14 +282,14 @@ class RangeEmbedder:
         return messages
 
     def _submit(
-        self, pending: list[tuple[ItemEvent, int, np.ndarray]], outgoing: deque[_Outgoing]
+        self, pending: list[tuple[ItemEvent, int, bytes, np.ndarray]], outgoing: deque[_Outgoing]
     ) -> None:
         """Hand the pending upserts to the encoder thread; their records follow in order."""
         if not pending:
             return
-        inputs = np.stack([x for _, _, x in pending])
+        inputs = np.stack([x for *_, x in pending])
         vectors = self._encoder_thread.submit(self._embed, inputs)
-        outgoing.append(_Batch([(event, offset) for event, offset, _ in pending], vectors))
+        outgoing.append(_Batch([(e, offset, raw) for e, offset, raw, _ in pending], vectors))
         pending.clear()
 
     def _embed(self, inputs: np.ndarray) -> np.ndarray:
@@ -254,6 +303,7 @@ class RangeEmbedder:
     def _send(
         self,
         outgoing: deque[_Outgoing],
+        topic: str,
         out_topic: str,
         partition: int,
         model_version: str,
@@ -271,8 +321,22 @@ class RangeEmbedder:
             if isinstance(head, EmbeddingRecord):
                 self._produce(out_topic, partition, head)
             elif wait or head.vectors.done():
-                vectors = head.vectors.result()
-                for (event, offset), vector in zip(head.items, vectors, strict=True):
+                vectors = np.asarray(head.vectors.result(), dtype=np.float32)
+                problems = self._check_outputs(vectors)
+                embedded = 0
+                for (event, offset, raw), vector, problem in zip(
+                    head.items, vectors, problems, strict=True
+                ):
+                    if problem is not None:
+                        reason, detail = problem
+                        letter = DeadLetter(topic, partition, offset, reason, raw, detail)
+                        delete = self._reject(
+                            letter, event.id, event.event_time_ms, model_version, result
+                        )
+                        if delete is not None:
+                            self._produce(out_topic, partition, delete)
+                        continue
+                    embedded += 1
                     self._produce(
                         out_topic,
                         partition,
@@ -281,17 +345,90 @@ class RangeEmbedder:
                             item_id=event.id,
                             source_offset=offset,
                             model_version=model_version,
-                            vector=np.asarray(vector, dtype=np.float32),
+                            vector=vector,
                             label=event.label,
                             metadata=dict(event.metadata),
                             event_time_ms=event.event_time_ms,
                         ),
                     )
-                metrics.EMBEDDED_ITEMS.labels(model_version, "upsert").inc(len(head.items))
-                result.upserts += len(head.items)
+                metrics.EMBEDDED_ITEMS.labels(model_version, "upsert").inc(embedded)
+                result.upserts += embedded
             else:
                 return
             outgoing.popleft()
+
+    def _check_outputs(self, vectors: np.ndarray) -> list[tuple[Reason, str] | None]:
+        """Per encoder output: why it cannot be indexed, or None."""
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0.0), axis=1)
+        directional = self.config.index_space in _DIRECTIONAL_SPACES
+        problems: list[tuple[Reason, str] | None] = []
+        for ok, norm in zip(finite, norms, strict=True):
+            if not ok:
+                problems.append(
+                    (
+                        Reason.NON_FINITE_EMBEDDING,
+                        "Expected an embedding of finite values. Received: NaN or Inf "
+                        f"from encoder {self.encoder.version}",
+                    )
+                )
+            elif directional and norm == 0.0:
+                problems.append(
+                    (
+                        Reason.ZERO_EMBEDDING,
+                        f"Expected an embedding with a direction ({self.config.index_space} "
+                        f"space). Received: the zero vector from encoder {self.encoder.version}",
+                    )
+                )
+            else:
+                problems.append(None)
+        return problems
+
+    def _reject(
+        self,
+        letter: DeadLetter,
+        item_id: str | None,
+        event_time_ms: int,
+        model_version: str,
+        result: RangeResult,
+        outgoing: deque[_Outgoing] | None = None,
+    ) -> EmbeddingRecord | None:
+        """Dead-letter an event; the delete of the item it names supersedes a stale version.
+
+        The delete (at the event's source offset) is queued on ``outgoing`` when
+        given, and returned; None when the event names no item.
+        """
+        self._dead_letter(letter, result)
+        log.info(
+            "embedder.event_dead_lettered",
+            partition=letter.partition,
+            offset=letter.offset,
+            reason=letter.reason,
+            item_id=item_id,
+        )
+        if not item_id:
+            return None
+        delete = EmbeddingRecord(
+            op=Op.DELETE,
+            item_id=item_id,
+            source_offset=letter.offset,
+            model_version=model_version,
+            event_time_ms=event_time_ms,
+        )
+        if outgoing is not None:
+            outgoing.append(delete)
+        return delete
+
+    def _key_id(self, message: Message) -> str | None:
+        """The item id an undecodable event names: its Kafka key, when that can be an id."""
+        key = message.key()
+        if not key:
+            return None
+        try:
+            text = key.decode()
+        except UnicodeDecodeError:
+            return None
+        return text if len(text) <= self.limits.max_id_chars else None
 
     def _produce(self, topic: str, partition: int, record: EmbeddingRecord) -> None:
         self._produce_raw(topic, partition, record.item_id.encode() or None, record.encode())

@@ -14,21 +14,38 @@ seeks its partition back to the snapshot's offset, so the log is replayed
 into it (`_recover_shards`). After each snapshot, delete markers below the
 source watermark of the snapshot before it are forgotten (see
 ``docs/index.md``, "Delete markers").
+
+A snapshot records the identity of the log it was built from
+(`simstream.kafka.LogIdentity`). A snapshot made from another log (the topic
+recreated: a new topic id; a fresh in-memory broker: a log that ends below the
+snapshot's next offset) is discarded at restore, and the generation rebuilds
+from the start of the log. While running, a read at an offset the log does not
+hold (``auto.offset.reset=error``) or a log that now ends below what was
+applied does the same. Both are logged (``node.log_changed``) and counted
+(``simstream_index_log_mismatch_total``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from simstream.errors import DecodeError
-from simstream.kafka import end_offsets, ensure_topics
+from simstream.kafka import (
+    EXPLICIT_OFFSETS,
+    LogIdentity,
+    end_offsets,
+    ensure_topics,
+    log_identity,
+    out_of_range,
+)
 from simstream.log import get_logger
 from simstream.wire import EmbeddingRecord, Op
 from workers import metrics
@@ -88,12 +105,40 @@ class IndexGeneration:
         #: Whether the lag was ever within ``ready_max_lag`` (readiness holds after that).
         self.caught_up = False
         self.log = log.bind(generation=version)
+        self.source = LogIdentity(self.topic)
+        self._log_end: dict[int, int] = {}
+        self._rebuild_reason: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
     def restore(self) -> bool:
-        """Load the newest valid snapshot; return whether one was loaded."""
-        loaded = self.store.load_latest_state(self.index.config, self.version)
+        """Load the newest valid snapshot made from the log as it is now.
+
+        Returns:
+            Whether one was loaded. Snapshots made from another log are
+            discarded (logged and counted): the generation rebuilds from the log.
+        """
+        ensure_topics(self.config, [self.topic])
+        self._identify()
+        discarded: list[str] = []
+
+        def accept(recorded: Mapping[str, Any], next_offsets: Mapping[int, int]) -> str | None:
+            identity = LogIdentity.from_dict(recorded) if recorded else None
+            reason = self.source.mismatch(identity, next_offsets)
+            if reason is not None:
+                discarded.append(reason)
+            return reason
+
+        loaded = self.store.load_latest_state(self.index.config, self.version, accept=accept)
+        if discarded:
+            metrics.LOG_MISMATCH.labels(self.version, "restore").inc()
+            self.log.warning(
+                "node.log_changed",
+                reason=discarded[0],
+                discarded_snapshots=len(discarded),
+                action="snapshots discarded"
+                + ("" if loaded is None else f"; restoring the older {loaded.path.name}"),
+            )
         if loaded is None:
             return False
         self.index.close()
@@ -112,6 +157,16 @@ class IndexGeneration:
             next_offsets=self.index.next_offsets(),
         )
         return True
+
+    def _identify(self) -> None:
+        """Read the identity of the embeddings log as it is now (`source`)."""
+        probe = Consumer(self.config.kafka_config(**{"group.id": "simstream-probe"}))
+        try:
+            partitions = range(self.config.partitions)
+            self.source = log_identity(self.config, probe, self.topic, partitions)
+        finally:
+            probe.close()
+        self._log_end = dict(self.source.log_end)
 
     def start(self) -> None:
         """Create the embeddings topic if needed and start consuming it."""
@@ -140,6 +195,7 @@ class IndexGeneration:
         return self._consumer or Consumer(
             self.config.kafka_config(
                 **{
+                    **EXPLICIT_OFFSETS,
                     "group.id": f"simstream-node.{self.version}",
                     "enable.auto.commit": False,
                     "fetch.wait.max.ms": 20,
@@ -150,9 +206,10 @@ class IndexGeneration:
     def _run(self) -> None:
         consumer = self._make_consumer()
         offsets = self.index.next_offsets()
+        # A partition never applied starts at the log start, which may be above 0.
         consumer.assign(
             [
-                TopicPartition(self.topic, p, offsets.get(p, 0))
+                TopicPartition(self.topic, p, offsets.get(p, OFFSET_BEGINNING))
                 for p in range(self.config.partitions)
             ]
         )
@@ -163,8 +220,17 @@ class IndexGeneration:
         try:
             while not self._stop.is_set():
                 messages = consumer.consume(1000, 0.1)
-                if messages:
+                gone = next((m for m in messages if out_of_range(m.error())), None)
+                if gone is not None:
+                    metrics.OFFSET_OUT_OF_RANGE.labels("node").inc()
+                    self._rebuild_reason = (
+                        f"{self.topic}[{gone.partition()}] does not hold the next offset "
+                        f"to read: {gone.error()}"
+                    )
+                elif messages:
                     self._apply(m for m in messages if m.error() is None)
+                if self._rebuild_reason is not None:
+                    self._rebuild(consumer, self._rebuild_reason)
                 if self._failed:
                     self._recover_shards(consumer)
                 self._maybe_snapshot()
@@ -255,10 +321,44 @@ class IndexGeneration:
                 )
             self._failed.clear()
 
+    def _rebuild(self, consumer: Consumer, reason: str) -> None:
+        """Drop the state built from a log that is gone and replay the log from its start."""
+        self._rebuild_reason = None
+        self._failed.clear()  # the new index has no failed shard
+        self._prune_below = {}  # markers of the old log say nothing of the new one
+        metrics.LOG_MISMATCH.labels(self.version, "consume").inc()
+        self.log.warning(
+            "node.log_changed",
+            reason=reason,
+            action="rebuilding from the start of the embeddings log",
+        )
+        previous = self.index
+        self.index = ShardedIndex(
+            self.config.index.with_(dim=self.dim),
+            self.config.partitions,
+            model_version=self.version,
+        )
+        self.watermarks = {p: SourceWatermark() for p in range(self.config.partitions)}
+        previous.close()
+        consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.config.partitions)]
+        )
+        self._identify()
+        self._since_snapshot += 1  # the next snapshot replaces those of the old log
+
     def _measure_lag(self, probe: Consumer) -> None:
         partitions = range(self.config.partitions)
-        ends = end_offsets(probe, self.topic, partitions)
+        # Applied first: what was applied before the ends were read lies below them.
         applied = self.index.next_offsets()
+        ends = end_offsets(probe, self.topic, partitions)
+        self._log_end = ends
+        shorter = [p for p in partitions if ends.get(p, 0) < applied.get(p, 0)]
+        if shorter and self._rebuild_reason is None:
+            p = shorter[0]
+            self._rebuild_reason = (
+                f"{self.topic}[{p}] ends at offset {ends.get(p, 0)}, below the applied next "
+                f"offset {applied[p]} (the topic was recreated)"
+            )
         self.lag = {p: max(0, ends.get(p, 0) - applied.get(p, 0)) for p in partitions}
         self.source_end = end_offsets(probe, self.config.topic_items, partitions)
         source_lag = self.source_lag()
@@ -291,7 +391,8 @@ class IndexGeneration:
         with self._snapshot_lock:
             started = time.perf_counter()
             extra = {"watermarks": {str(p): w.to_dict() for p, w in self.watermarks.items()}}
-            path = self.store.save(self.index, extra=extra)
+            source = dataclasses.replace(self.source, log_end=dict(self._log_end))
+            path = self.store.save(self.index, extra=extra, source=source.to_dict())
             pruned = self.index.prune_markers(self._prune_below)
             self._prune_below = {int(p): mark["next"] for p, mark in extra["watermarks"].items()}
             self._since_snapshot = 0

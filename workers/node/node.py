@@ -23,6 +23,7 @@ from typing import Any
 from model.registry import Encoder, Registry
 from simstream.durable import atomic_write_bytes
 from simstream.errors import NotReadyError
+from simstream.kafka import check_partitions
 from simstream.log import get_logger
 from workers import metrics
 from workers.node.config import NodeConfig
@@ -63,7 +64,17 @@ class IndexNode:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Restore the serving generation (and the wanted one) and start the control loop."""
+        """Restore the serving generation (and the wanted one) and start the control loop.
+
+        Raises:
+            PartitionCountError: ``items`` or an embeddings topic has another
+                partition count than the config's.
+        """
+        check_partitions(
+            self.config,
+            [self.config.topic_items],
+            prefixes=[f"{self.config.topic_embeddings_prefix}."],
+        )
         alias = self._read_alias()
         if alias:
             self.serving = self._open(alias)

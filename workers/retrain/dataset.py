@@ -27,8 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from model.datasets import Dataset
 from model.inputs import InputSpec
-from simstream.errors import DecodeError, KafkaError, PayloadError
-from simstream.kafka import end_offsets
+from simstream.errors import DecodeError, KafkaError, OffsetOutOfRangeError, PayloadError
+from simstream.kafka import EXPLICIT_OFFSETS, end_offsets, out_of_range
 from simstream.log import get_logger
 from simstream.wire import ItemEvent, Op, WireLimits
 from workers.retrain.config import RetrainConfig
@@ -208,9 +208,9 @@ def make_consumer(config: RetrainConfig) -> Consumer:
     return Consumer(
         config.kafka_config(
             **{
+                **EXPLICIT_OFFSETS,
                 "group.id": CONSUMER_GROUP,
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
             }
         )
     )
@@ -254,6 +254,12 @@ def read_range(
                 continue
             last_progress = time.monotonic()
             for message in messages:
+                if out_of_range(message.error()):
+                    raise OffsetOutOfRangeError(
+                        f"Cannot replay {topic}[{message.partition()}]. Expected the log to hold "
+                        f"offsets from {starts.get(message.partition() or 0, 'its start')}. "
+                        f"Received: {message.error()} (records removed, or the topic recreated)"
+                    )
                 if message.error() is not None:
                     raise KafkaError(f"Cannot read {topic!r}: {message.error()}")
                 partition, offset = message.partition() or 0, message.offset() or 0

@@ -42,6 +42,7 @@ def test_serve_answers_lookups_and_stops_on_sigterm_with_a_final_snapshot(
         "SIMSTREAM_REDIS_CACHE_URL": s.redis_cache_url,
         "SIMSTREAM_CELERY_BROKER_URL": s.celery_broker_url,
         "SIMSTREAM_TOPIC_ITEMS": s.topic_items,
+        "SIMSTREAM_TOPIC_DLQ": s.topic_dlq,
         "SIMSTREAM_TOPIC_EMBEDDINGS_PREFIX": s.topic_embeddings_prefix,
         "SIMSTREAM_PARTITIONS": str(s.partitions),
         "SIMSTREAM_API_PORT": str(port),

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from simstream.settings import Settings
-from simstream.wire import ArrayPayload, DeadLetter, ItemEvent, VectorPayload
+from simstream.wire import ArrayPayload, ItemEvent, Reason, VectorPayload
 from tests.workers.pipeline import (
     Expected,
     assert_index_matches,
     publish,
+    read_dead_letters,
     wait_until_caught_up,
 )
 from workers.node.node import IndexNode
@@ -41,7 +42,7 @@ def test_thousands_of_upserts_updates_and_deletes_end_exactly_as_published(
 def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are_indexed(
     settings: Settings, pipeline: IndexNode
 ) -> None:
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Producer
 
     expected = Expected()
     publish(settings, expected, upserts=[(f"ok-{i}", 0) for i in range(5)])
@@ -64,16 +65,7 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     assert set(expected.live) == {f"ok-{i}" for i in range(10) if i != 5}
     assert_index_matches(generation.index, expected)
     assert all(generation.index.get(key) is None for key in ("junk", "bad-dim", "big", "ok-5"))
-    consumer = Consumer(settings.kafka_config(**{"group.id": "dlq-reader"}))
-    consumer.assign([TopicPartition(settings.topic_dlq, p, 0) for p in range(settings.partitions)])
-    letters = []
-    for _ in range(50):
-        letters += [
-            DeadLetter.decode(m.value() or b"") for m in consumer.consume(100, 0.2) if not m.error()
-        ]
-        if len(letters) >= 5:
-            break
-    consumer.close()
+    letters = read_dead_letters(settings, 5)
     assert len(letters) == 5
     assert all(letter.reason and letter.source_topic == settings.topic_items for letter in letters)
     reasons = {letter.reason for letter in letters}
@@ -86,3 +78,28 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_their_neighbours_are
     assert probe is not None
     found = generation.index.search(probe.vector, k=50)
     assert found.ids[0] == "ok-1" and set(found.ids) == live
+
+
+def test_an_update_that_is_infinite_once_cast_is_dead_lettered_and_removes_the_stale_version(
+    settings: Settings, pipeline: IndexNode
+) -> None:
+    from producers.config import ProducerConfig
+    from producers.producer import ItemProducer
+
+    expected = Expected()
+    publish(settings, expected, upserts=[("kept-0", 0), ("updated-1", 0)])
+    generation = pipeline.current()
+    wait_until_caught_up(settings, generation)
+    assert generation.index.get("updated-1") is not None
+    # float64 1e300 decodes as an array payload and becomes inf as the model's float32.
+    huge = ArrayPayload.from_array(np.full(16, 1e300, dtype=np.float64))
+    with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
+        token = producer.publish_sync(ItemEvent.upsert("updated-1", huge, metadata={"rev": 1}))
+    expected.delete("updated-1")
+    publish(settings, expected, upserts=[("kept-2", 0)])
+    wait_until_caught_up(settings, generation)
+    assert_index_matches(generation.index, expected)
+    letters = read_dead_letters(settings, 1)
+    assert [(x.reason, x.partition, x.offset) for x in letters] == [
+        (Reason.NON_FINITE_INPUT, token.partition, token.offset)
+    ]
