@@ -100,7 +100,8 @@ def read_dead_letters(settings: Settings, count: int, timeout_s: float = 10.0) -
 def assert_index_matches(index: ShardedIndex, expected: Expected, embed: object = None) -> None:
     """Every live id exactly once with its newest revision; deleted ids absent."""
     stats = index.stats()
-    assert stats.live == len(expected.live), (stats.live, len(expected.live))
+    missing = sorted(i for i in expected.live if index.get(i) is None)
+    assert stats.live == len(expected.live), (stats.live, len(expected.live), missing[:10])
     wrong_rev = []
     for item_id, rev in expected.live.items():
         item = index.get(item_id)

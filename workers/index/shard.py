@@ -276,14 +276,31 @@ class Shard:
         """False once a batch failed midway: the shard's state may be partial."""
         return self.failure is None
 
-    def _held_offset(self, item_id: str, plan: Mapping[str, _Planned]) -> int | None:
+    def _held(self, item_id: str, plan: Mapping[str, _Planned]) -> tuple[int, bool] | None:
+        """The source offset of what decides ``item_id`` now, and whether it is a delete."""
         planned = plan.get(item_id)
         if planned is not None:
-            return planned.source_offset
+            return planned.source_offset, planned.op == Op.DELETE
         entry = self._entries.get(item_id)
         if entry is not None:
-            return entry.source_offset
-        return self._deleted_at.get(item_id)
+            return entry.source_offset, False
+        deleted_at = self._deleted_at.get(item_id)
+        return None if deleted_at is None else (deleted_at, True)
+
+    @staticmethod
+    def _is_stale(op: str, source_offset: int, held: tuple[int, bool] | None) -> bool:
+        """Last writer wins by source offset; at the same offset an upsert beats a delete.
+
+        One source offset is one event, so an upsert and a delete share an offset
+        only when the event was dead-lettered (the embedder wrote a delete for the
+        item it names) and later embedded after all (a replay): the upsert stands.
+        """
+        if held is None:
+            return False
+        offset, deleted = held
+        if source_offset != offset:
+            return source_offset < offset
+        return not (op == Op.UPSERT and deleted)
 
     def _plan(self, records: Sequence[IndexRecord], result: ApplyResult) -> dict[str, _Planned]:
         ops = [r.op for r in records]
@@ -299,8 +316,7 @@ class Shard:
             if op == Op.UPSERT:
                 vector, problem = vectors[upsert], problems[upsert]
                 upsert += 1
-            held = self._held_offset(item_id, plan)
-            if held is not None and record.source_offset <= held:
+            if self._is_stale(op, record.source_offset, self._held(item_id, plan)):
                 result.stale += 1
             elif op == Op.DELETE:
                 plan[item_id] = _Planned(Op.DELETE, record.source_offset)

@@ -31,17 +31,23 @@ def distances(space: str, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Model:
-    """What the index should hold: last writer by source offset wins, deletes remembered."""
+    """What the index should hold: last writer by source offset wins (at one offset an
+    upsert beats a delete), deletes remembered."""
 
     live: dict[str, tuple[int, np.ndarray, Any, dict[str, Any]]] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
 
     def apply(self, record: Mutation) -> None:
-        held = self.live[record.item_id][0] if record.item_id in self.live else None
-        if held is None:
-            held = self.deleted.get(record.item_id)
-        if held is not None and record.source_offset <= held:
-            return
+        if record.item_id in self.live:
+            if record.source_offset <= self.live[record.item_id][0]:
+                return
+        elif record.item_id in self.deleted:
+            deleted_at = self.deleted[record.item_id]
+            # At the offset of a delete only an upsert (a replayed dead letter) still wins.
+            if record.source_offset < deleted_at or (
+                record.source_offset == deleted_at and record.op == Op.DELETE
+            ):
+                return
         if record.op == Op.DELETE:
             self.live.pop(record.item_id, None)
             self.deleted[record.item_id] = record.source_offset

@@ -93,6 +93,27 @@ def test_a_delete_is_remembered_so_an_older_upsert_arriving_later_does_not_resur
     assert shard.stats().delete_markers == 1
 
 
+def test_at_one_source_offset_an_upsert_beats_a_delete_in_either_order(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    """A dead-lettered event leaves a delete at its offset; embedding it later (a replay)
+    writes an upsert at the same offset, which must stand, and a late copy of the
+    delete must not undo it."""
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 1, 8)[0]
+    shard.apply([Mutation.upsert("a", v, 1)])
+    shard.apply([Mutation.delete("a", 7)])
+    assert shard.get("a") is None
+
+    assert shard.apply([Mutation.upsert("a", v, 7)]).upserted == 1
+    item = shard.get("a")
+    assert item is not None and item.source_offset == 7
+
+    assert shard.apply([Mutation.delete("a", 7)]).stale == 1
+    assert shard.get("a") is not None
+    assert shard.apply([Mutation.upsert("a", v, 7)]).stale == 1  # the same upsert again
+
+
 def test_a_delete_of_an_unknown_id_still_blocks_older_upserts(
     small_config: IndexConfig, rng: np.random.Generator
 ) -> None:
