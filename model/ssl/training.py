@@ -22,6 +22,7 @@ from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
 from model.registry import Encoder
+from model.schedules import warmup_cosine
 from model.ssl import losses as ssl_losses
 from model.ssl.augment import augmenter
 from model.training import TrainConfig, TrainResult, split_dataset
@@ -85,7 +86,7 @@ def train_ssl(
         dataset: raw examples (their labels, if any, are ignored).
         method: ``simclr``, ``barlowtwins``, ``vicreg`` or ``simsiam``.
         config: encoder, embedding size, distance, epochs, seed, learning rate
-            (cosine decay) and the validation split (held out of training,
+            (warm-up and cosine decay) and the validation split (held out of training,
             recorded for a labelled evaluation as `train` does); the sampler
             and loss fields are unused.
         initial: continue from a copy of this encoder instead of a new one.
@@ -120,13 +121,13 @@ def train_ssl(
     x = spec.to_model_batch(dataset.x)
     batch = min(batch_size, len(x))
     trainer = build_contrastive_model(model, spec, method, projection_dim, seed=config.seed)
-    steps = max(1, config.epochs * (len(x) // batch))
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
-        ),
-        loss=ssl_losses.get(method),
+    steps_per_epoch = len(x) // batch
+    schedule = warmup_cosine(
+        config.learning_rate,
+        config.epochs * steps_per_epoch,
+        round(config.warmup_epochs * steps_per_epoch),
     )
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=ssl_losses.get(method))
     log.info("ssl.start", method=method, examples=len(x), epochs=config.epochs, batch=batch)
     started = time.perf_counter()
     history: dict[str, list[float]] = {}
