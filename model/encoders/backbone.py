@@ -179,7 +179,7 @@ def set_trainable(backbone: keras.Model, policy: str) -> None:
 
 
 def find_weights_file(path: Path | str, architecture: str) -> Path:
-    """The weights file at ``path``: the file itself, or the one in a directory for ``architecture``.
+    """The weights file at ``path``: that file, or the one for ``architecture`` in a directory.
 
     A directory must hold exactly one file ending in one of `WEIGHT_SUFFIXES`,
     or exactly one whose name, letters and digits only, contains the
