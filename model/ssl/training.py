@@ -12,11 +12,13 @@ read: it trains with ``model.fit`` on unlabelled inputs.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from model import encoders
+from model.callbacks import RetrievalLogger
 from model.datasets import Dataset
 from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
@@ -79,6 +81,7 @@ def train_ssl(
     initial: Encoder | None = None,
     batch_size: int = 256,
     projection_dim: int = 64,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Self-supervised training of an encoder on the inputs of ``dataset`` (labels unused).
 
@@ -92,6 +95,8 @@ def train_ssl(
         initial: continue from a copy of this encoder instead of a new one.
         batch_size: examples per batch (SimCLR's negatives are the batch's other views).
         projection_dim: size of the projector.
+        callbacks: more Keras callbacks; a `RetrievalLogger` without an encoder
+            is given this one (not the two-view training model).
 
     Returns:
         The trained encoder as a `TrainResult` (``history["loss"]``; no early stopping).
@@ -128,6 +133,9 @@ def train_ssl(
         round(config.warmup_epochs * steps_per_epoch),
     )
     trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=ssl_losses.get(method))
+    for callback in callbacks:
+        if isinstance(callback, RetrievalLogger) and callback.encoder is None:
+            callback.encoder = model
     log.info("ssl.start", method=method, examples=len(x), epochs=config.epochs, batch=batch)
     started = time.perf_counter()
     history: dict[str, list[float]] = {}
@@ -138,6 +146,7 @@ def train_ssl(
             batch_size=batch,
             epochs=config.epochs,
             shuffle=True,
+            callbacks=list(callbacks),
             verbose=config.verbose,
         )
         history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
