@@ -1,4 +1,4 @@
-"""``simstream train --weights/--trainable/--warmup-epochs/--tensorboard`` and ``evaluate --plots``."""
+"""`simstream train` with transfer options, warm-up and TensorBoard; `evaluate --plots`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def test_the_confusion_matrix_plot_writes_a_png_of_all_queries(tmp_path: Path) -
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_the_projection_plot_draws_every_point_and_separates_distinct_classes(
-    tmp_path: Path, method: str
+    tmp_path: Path, method: Literal["pca", "tsne"]
 ) -> None:
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(3, 16)) * 10
