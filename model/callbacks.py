@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from model.evaluation.retrieval import retrieve
+from model.training import RetrievalCallback
 from simstream.log import get_logger
 
 log = get_logger("model.callbacks")
@@ -32,7 +33,7 @@ TAG_PREFIX = "retrieval/"
 """Prefix of the TensorBoard tags."""
 
 
-class RetrievalLogger(keras.callbacks.Callback):  # type: ignore[misc]
+class RetrievalLogger(RetrievalCallback):
     """Log held-out retrieval metrics each epoch (see the module docstring).
 
     Args:
@@ -57,13 +58,9 @@ class RetrievalLogger(keras.callbacks.Callback):  # type: ignore[misc]
         encoder: keras.Model | None = None,
         batch_size: int = 512,
     ) -> None:
-        super().__init__()
-        self.x, self.y = x, np.asarray(y)
-        self.ks = tuple(ks)
-        self.distance = distance
+        super().__init__(x, y, ks, distance, batch_size)
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.encoder = encoder
-        self.batch_size = batch_size
         self._writer: Any = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
