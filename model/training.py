@@ -34,6 +34,7 @@ from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
 from model.registry import Encoder, code_version
 from model.samplers import Augment, ClassBalancedSampler
+from model.schedules import warmup_cosine
 from simstream.errors import ModelError
 from simstream.log import get_logger
 
@@ -57,7 +58,9 @@ class TrainConfig:
         classes_per_batch: classes in each batch.
         examples_per_class: examples of each class in a batch.
         steps_per_epoch: batches per epoch; ``None``: about one pass over the data.
-        learning_rate: Adam's learning rate (decayed by a cosine schedule).
+        learning_rate: Adam's peak learning rate (`model.schedules.WarmupCosineDecay`).
+        warmup_epochs: epochs of linear learning-rate warm-up before the cosine
+            decay (0: none; fractions allowed).
         validation_split: share held out for validation (0 disables validation
             and early stopping).
         validation_by: ``"class"`` (held-out classes are unseen in training) or
@@ -81,6 +84,7 @@ class TrainConfig:
     examples_per_class: int = 8
     steps_per_epoch: int | None = None
     learning_rate: float = 1e-3
+    warmup_epochs: float = 0.0
     validation_split: float = 0.2
     validation_by: Literal["class", "example"] = "class"
     patience: int = 5
@@ -95,6 +99,7 @@ class TrainConfig:
             ("embedding_dim", self.embedding_dim >= 1, "≥ 1"),
             ("epochs", self.epochs >= 0, "≥ 0"),
             ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("warmup_epochs", self.warmup_epochs >= 0, "≥ 0"),
             ("validation_split", 0 <= self.validation_split < 1, "0 ≤ split < 1"),
             ("validation_by", self.validation_by in ("class", "example"), "class or example"),
             ("patience", self.patience >= 0, "≥ 0"),
@@ -301,8 +306,8 @@ def train(
     if hasattr(loss, "proxies_layer"):
         fit_model = keras.Model(model.input, loss.proxies_layer()(model.output))
     total_steps = max(1, config.epochs * len(sampler))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=total_steps, alpha=0.05
+    schedule = warmup_cosine(
+        config.learning_rate, total_steps, round(config.warmup_epochs * len(sampler))
     )
     fit_model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     all_callbacks: list[keras.callbacks.Callback] = []

@@ -297,6 +297,11 @@ class Settings(BaseSettings):
         0.0, description="recall@1 gain a candidate needs over the active model"
     )
     retrain_from_scratch: bool = Field(False, description="train anew instead of fine-tuning")
+    retrain_ssl: str = Field(
+        "",
+        description="self-supervised pre-training on unlabelled items before a retrain's "
+        "supervised step: simclr, barlowtwins, vicreg or simsiam (empty: off)",
+    )
     retrain_max_per_class: int = Field(
         1000, ge=2, description="newest labelled items per class a retrain uses (≥ 2)"
     )

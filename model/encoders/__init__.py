@@ -2,8 +2,10 @@
 
 - ``cnn``: `CNNEncoder`, small images (digits, MNIST);
 - ``mlp``: `MLPEncoder`, feature vectors;
-- ``backbone``: `BackboneEncoder`, EfficientNetB0 / ResNet50 from
-  `keras.applications` with GeM pooling, never downloading weights.
+- ``backbone``: `BackboneEncoder`, ResNet50, EfficientNetB0–B3, MobileNetV3
+  or ConvNeXt-Tiny from `keras.applications` with GeM pooling, trained from
+  scratch or from a weights file the user supplies (never downloaded), frozen,
+  partly or fully trainable.
 
 Every encoder ends in a ``Dense`` embedding layer and `L2Normalization`.
 Importing this package registers the custom layers, which loading a saved

@@ -12,16 +12,19 @@ read: it trains with ``model.fit`` on unlabelled inputs.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from model import encoders
+from model.callbacks import RetrievalLogger
 from model.datasets import Dataset
 from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
 from model.registry import Encoder
+from model.schedules import warmup_cosine
 from model.ssl import losses as ssl_losses
 from model.ssl.augment import augmenter
 from model.training import TrainConfig, TrainResult, split_dataset
@@ -78,6 +81,7 @@ def train_ssl(
     initial: Encoder | None = None,
     batch_size: int = 256,
     projection_dim: int = 64,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Self-supervised training of an encoder on the inputs of ``dataset`` (labels unused).
 
@@ -85,12 +89,14 @@ def train_ssl(
         dataset: raw examples (their labels, if any, are ignored).
         method: ``simclr``, ``barlowtwins``, ``vicreg`` or ``simsiam``.
         config: encoder, embedding size, distance, epochs, seed, learning rate
-            (cosine decay) and the validation split (held out of training,
+            (warm-up and cosine decay) and the validation split (held out of training,
             recorded for a labelled evaluation as `train` does); the sampler
             and loss fields are unused.
         initial: continue from a copy of this encoder instead of a new one.
         batch_size: examples per batch (SimCLR's negatives are the batch's other views).
         projection_dim: size of the projector.
+        callbacks: more Keras callbacks; a `RetrievalLogger` without an encoder
+            is given this one (not the two-view training model).
 
     Returns:
         The trained encoder as a `TrainResult` (``history["loss"]``; no early stopping).
@@ -120,13 +126,16 @@ def train_ssl(
     x = spec.to_model_batch(dataset.x)
     batch = min(batch_size, len(x))
     trainer = build_contrastive_model(model, spec, method, projection_dim, seed=config.seed)
-    steps = max(1, config.epochs * (len(x) // batch))
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
-        ),
-        loss=ssl_losses.get(method),
+    steps_per_epoch = len(x) // batch
+    schedule = warmup_cosine(
+        config.learning_rate,
+        config.epochs * steps_per_epoch,
+        round(config.warmup_epochs * steps_per_epoch),
     )
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule), loss=ssl_losses.get(method))
+    for callback in callbacks:
+        if isinstance(callback, RetrievalLogger) and callback.encoder is None:
+            callback.encoder = model
     log.info("ssl.start", method=method, examples=len(x), epochs=config.epochs, batch=batch)
     started = time.perf_counter()
     history: dict[str, list[float]] = {}
@@ -137,6 +146,7 @@ def train_ssl(
             batch_size=batch,
             epochs=config.epochs,
             shuffle=True,
+            callbacks=list(callbacks),
             verbose=config.verbose,
         )
         history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}

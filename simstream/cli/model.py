@@ -99,6 +99,31 @@ def train(
     ] = "class",
     patience: Annotated[int, typer.Option(min=0, help="Early-stopping patience in epochs.")] = 5,
     augment_shift: Annotated[int, typer.Option(min=0, help="Random image shift in pixels.")] = 0,
+    warmup_epochs: Annotated[
+        float, typer.Option(min=0.0, help="Epochs of learning-rate warm-up before the decay.")
+    ] = 0.0,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Transfer learning: a weights file of the backbone without its top "
+            "(.weights.h5 or .h5), or a directory holding one; nothing is downloaded. "
+            "Needs a backbone --encoder."
+        ),
+    ] = None,
+    trainable: Annotated[
+        str | None,
+        typer.Option(
+            help="Backbone layers that train: full, partial (the last 20 %, batch norms "
+            "frozen) or frozen (only the pooling and embedding head)."
+        ),
+    ] = None,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write TensorBoard logs here: recall@1, recall@5 and MAP@R of the "
+            "validation set and the learning rate, per epoch."
+        ),
+    ] = None,
     ssl: Annotated[
         str | None,
         typer.Option(
@@ -118,12 +143,14 @@ def train(
     settings = load_settings()
     with exit_on_error():
         from model import datasets
-        from model.pipeline import train_evaluate_register
+        from model.pipeline import Fit, train_evaluate_register
         from model.registry import Registry
         from model.training import TrainConfig, TrainResult
 
         config = TrainConfig(
-            encoder=_json_or_name(encoder or settings.model_encoder, "--encoder"),
+            encoder=_transfer(
+                _json_or_name(encoder or settings.model_encoder, "--encoder"), weights, trainable
+            ),
             embedding_dim=embedding_dim or settings.model_embedding_dim,
             loss=loss or settings.model_loss,
             loss_config=_json_object(loss_config, "--loss-config"),
@@ -138,6 +165,7 @@ def train(
             validation_by=validation_by,  # type: ignore[arg-type]
             patience=patience,
             augment_shift=augment_shift,
+            warmup_epochs=warmup_epochs,
             verbose=0 if quiet else 1,
         )
         data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)
@@ -155,12 +183,17 @@ def train(
             files["training.png"] = _png_bytes(result)
             return files
 
-        fit = None
+        fit: Fit | None = None
         if ssl is not None:
             from model.ssl import train_ssl
             from model.ssl.losses import canonical
 
             fit = functools.partial(train_ssl, method=canonical(ssl))
+        if tensorboard is not None:
+            from model.training import train as supervised
+
+            logger = _tensorboard_logger(data, config, tensorboard)
+            fit = functools.partial(fit or supervised, callbacks=[logger])
         trained = train_evaluate_register(
             data,
             config,
@@ -186,6 +219,48 @@ def train(
         )
 
 
+def _transfer(
+    encoder: str | dict[str, Any], weights: Path | None, trainable: str | None
+) -> str | dict[str, Any]:
+    """The encoder config with ``--weights`` and ``--trainable`` applied (backbones only)."""
+    if weights is None and trainable is None:
+        return encoder
+    config = {"name": encoder} if isinstance(encoder, str) else dict(encoder)
+    if str(config.get("name", "")).strip().lower() != "backbone":
+        raise ModelError(
+            "--weights and --trainable apply to a backbone. Expected --encoder backbone or "
+            f'{{"name": "backbone", "architecture": ...}}. Received: --encoder {encoder!r}'
+        )
+    if weights is not None:
+        config["weights"] = str(weights.expanduser().resolve())
+    if trainable is not None:
+        config["trainable"] = trainable
+    return config
+
+
+def _tensorboard_logger(data: Dataset, config: Any, log_dir: Path) -> Any:
+    """A `RetrievalLogger` on the validation set `train` will split off (the same split)."""
+    from model import encoders
+    from model.callbacks import RetrievalLogger
+    from model.evaluation.search import canonical_distance
+    from model.training import split_dataset
+
+    if config.validation_split <= 0:
+        raise ModelError(
+            "--tensorboard logs retrieval on the validation set. Expected --validation-split "
+            f"> 0. Received: {config.validation_split}"
+        )
+    _, held = split_dataset(data, config.validation_split, config.validation_by, config.seed)
+    spec = encoders.get(config.encoder).input_spec(data.input_spec)
+    return RetrievalLogger(
+        spec.to_model_batch(held.x),
+        held.y,
+        ks=(1, 5),
+        distance=canonical_distance(config.distance),
+        log_dir=log_dir,
+    )
+
+
 # --- evaluate ----------------------------------------------------------------------
 
 
@@ -207,6 +282,13 @@ def evaluate(
     ] = None,
     ks: Annotated[str, typer.Option(help="Comma-separated cut-offs of recall@k.")] = "1,5,10",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write confusion_matrix.png (nearest neighbour at the calibrated threshold) "
+            "and projection.png (PCA of the embeddings, coloured by class) here."
+        ),
+    ] = None,
     registry: RegistryOption = None,
     mnist_dir: MnistDirOption = None,
 ) -> None:
@@ -220,7 +302,7 @@ def evaluate(
         encoder = Registry(registry or settings.registry_dir).load(version)
         data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)
         seen = _int_list(seen_classes, "--seen-classes") if seen_classes else None
-        results = _evaluate(encoder, data, cutoffs, seen)
+        results = _evaluate(encoder, data, cutoffs, seen, plots)
         results.update(version=encoder.version, dataset=data.name)
         rows = [
             metrics_row(name, results[name])
@@ -236,6 +318,8 @@ def evaluate(
         )
         accuracy = results["classification"]["accuracy"]
         typer.echo(f"nearest-neighbour accuracy at that threshold: {accuracy:.4f}")
+        for name, path in results.get("plots", {}).items():
+            typer.echo(f"wrote {name}: {path}")
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(results, indent=2) + "\n")
@@ -323,6 +407,7 @@ def _evaluate(
     data: Dataset,
     ks: tuple[int, ...] = (1, 5, 10),
     seen: tuple[int, ...] | None = None,
+    plots: Path | None = None,
 ) -> dict[str, Any]:
     from model.evaluation import UNKNOWN, calibrate, classification_report, retrieve, split_by_class
 
@@ -342,6 +427,16 @@ def _evaluate(
         results.nearest_distance <= calibration.threshold, results.nearest_label, UNKNOWN
     )
     report["classification"] = classification_report(data.y, predictions).to_dict()
+    if plots is not None:
+        from model.evaluation.plots import plot_confusion_matrix, plot_embedding_projection
+
+        names = list(data.class_names)
+        report["plots"] = {
+            "confusion matrix": str(plots / "confusion_matrix.png"),
+            "projection": str(plots / "projection.png"),
+        }
+        plot_confusion_matrix(data.y, predictions, plots / "confusion_matrix.png", names)
+        plot_embedding_projection(embeddings, data.y, plots / "projection.png", class_names=names)
     return report
 
 

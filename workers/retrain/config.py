@@ -31,6 +31,9 @@ class RetrainConfig(KafkaClientConfig):
         retrain_holdout: share of every class held out to judge the candidate.
         retrain_max_per_class: most items per class used.
         retrain_from_scratch: train anew instead of fine-tuning the active model.
+        retrain_ssl: self-supervised method run on the unlabelled items before the
+            supervised step (``simclr``, ``barlowtwins``, ``vicreg``, ``simsiam``;
+            empty: off, unlabelled items are ignored).
         retrain_promote_margin: recall@1 gain over the active model needed to promote.
         retrain_schedule: beat's schedule (empty, seconds or five crontab fields).
         retrain_min_new_items: labelled items since the last run that trigger one (0: off).
@@ -53,6 +56,7 @@ class RetrainConfig(KafkaClientConfig):
     retrain_holdout: float
     retrain_max_per_class: int
     retrain_from_scratch: bool
+    retrain_ssl: str
     retrain_promote_margin: float
     retrain_schedule: str
     retrain_min_new_items: int
@@ -79,6 +83,7 @@ class RetrainConfig(KafkaClientConfig):
             retrain_holdout=settings.retrain_holdout,
             retrain_max_per_class=settings.retrain_max_per_class,
             retrain_from_scratch=settings.retrain_from_scratch,
+            retrain_ssl=settings.retrain_ssl,
             retrain_promote_margin=settings.retrain_promote_margin,
             retrain_schedule=settings.retrain_schedule,
             retrain_min_new_items=settings.retrain_min_new_items,

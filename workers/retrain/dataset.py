@@ -4,7 +4,10 @@
 taken when the run starts (`simstream.kafka.end_offsets`), with ``assign`` (no
 consumer group, nothing committed), and `fold_events` keeps the newest state of
 each id: an id lives in one partition, so log order is event order; a delete
-removes the item and an upsert without a label makes it unlabelled (left out).
+removes the item and an upsert without a label makes it unlabelled (left out
+of the labelled items; kept apart, with its payload, when the run asks for
+them: `unlabelled_dataset` turns the newest of them into the data of a
+self-supervised pre-training).
 `bound_per_class` keeps the newest ``retrain_max_per_class`` items of each
 class, `to_dataset` turns them into a `model.datasets.Dataset` of raw payloads
 for an input spec (payloads the spec rejects are skipped) and
@@ -32,6 +35,9 @@ from simstream.kafka import EXPLICIT_OFFSETS, end_offsets, out_of_range
 from simstream.log import get_logger
 from simstream.wire import ItemEvent, Op, WireLimits
 from workers.retrain.config import RetrainConfig
+
+UNLABELLED = ""
+"""The label of an unlabelled item kept for self-supervised training."""
 
 log = get_logger("retrain.dataset")
 
@@ -92,17 +98,22 @@ class Replay:
         items: id → newest labelled state.
         end_offsets: the offset after the last record read, per partition.
         stats: what was read.
+        unlabelled: id → newest state of items whose newest event is an upsert
+            without a label but with a payload (label `UNLABELLED`); filled only
+            when asked for.
     """
 
     items: dict[str, LabelledItem]
     end_offsets: dict[int, int]
     stats: ReplayStats = field(default_factory=ReplayStats)
+    unlabelled: dict[str, LabelledItem] = field(default_factory=dict)
 
 
 def fold_events(
     records: Iterable[tuple[int, int, bytes | None]],
     stats: ReplayStats | None = None,
     limits: WireLimits | None = None,
+    unlabelled: dict[str, LabelledItem] | None = None,
 ) -> dict[str, LabelledItem]:
     """Fold ``(partition, offset, value)`` records, in log order, into the labelled items.
 
@@ -110,12 +121,15 @@ def fold_events(
         records: the items log, each partition in offset order.
         stats: counts to update.
         limits: the wire limits events are checked against.
+        unlabelled: when given, filled with the items whose newest event is an
+            upsert with a payload and no label (label `UNLABELLED`).
 
     Returns:
         id → newest labelled state, for ids whose newest event is a labelled upsert.
     """
     stats = stats if stats is not None else ReplayStats()
     latest: dict[str, LabelledItem] = {}
+    others: dict[str, LabelledItem] = unlabelled if unlabelled is not None else {}
     for partition, offset, value in records:
         stats.events += 1
         try:
@@ -123,6 +137,7 @@ def fold_events(
         except DecodeError:
             stats.undecodable += 1
             continue
+        others.pop(event.id, None)
         if event.op is Op.DELETE:
             stats.deletes += 1
             latest.pop(event.id, None)
@@ -131,6 +146,15 @@ def fold_events(
         if event.label is None or event.payload is None:
             stats.unlabelled += 1
             latest.pop(event.id, None)
+            if unlabelled is not None and event.payload is not None:
+                try:
+                    raw = event.payload.to_array()
+                except PayloadError:
+                    stats.bad_payloads += 1
+                    continue
+                unlabelled[event.id] = LabelledItem(
+                    event.id, UNLABELLED, raw, event.event_time_ms, partition, offset
+                )
             continue
         try:
             raw = event.payload.to_array()
@@ -145,9 +169,15 @@ def fold_events(
 
 
 def read_labelled(
-    config: RetrainConfig, consumer: Consumer | None = None, idle_timeout_s: float = 60.0
+    config: RetrainConfig,
+    consumer: Consumer | None = None,
+    idle_timeout_s: float = 60.0,
+    unlabelled: bool = False,
 ) -> Replay:
     """Replay ``items`` from the beginning to its current end into the labelled items.
+
+    With ``unlabelled``, the unlabelled items with a payload are kept too
+    (`Replay.unlabelled`).
 
     Raises:
         KafkaError: when the topic cannot be read (or stalls ``idle_timeout_s``).
@@ -158,7 +188,8 @@ def read_labelled(
         ends = end_offsets(consumer, config.topic_items, range(config.partitions))
         stats = ReplayStats()
         records = read_range(consumer, config.topic_items, {}, ends, idle_timeout_s)
-        items = fold_events(records, stats, config.limits)
+        others: dict[str, LabelledItem] | None = {} if unlabelled else None
+        items = fold_events(records, stats, config.limits, others)
     finally:
         if own:
             consumer.close()
@@ -169,7 +200,7 @@ def read_labelled(
         end_offsets=ends,
         **stats.to_dict(),
     )
-    return Replay(items, ends, stats)
+    return Replay(items, ends, stats, others or {})
 
 
 def count_new_labelled(
@@ -284,6 +315,18 @@ def bound_per_class(items: Iterable[LabelledItem], max_per_class: int) -> list[L
         members.sort(key=lambda i: (i.event_time_ms, i.partition, i.offset), reverse=True)
         kept += members[:max_per_class]
     return sorted(kept, key=lambda i: i.id)
+
+
+def unlabelled_dataset(
+    items: Iterable[LabelledItem], spec: InputSpec, limit: int, name: str = "unlabelled"
+) -> Dataset:
+    """The newest ``limit`` unlabelled items (by event time) as a `Dataset` ``spec`` accepts.
+
+    Every example has label 0 (class `UNLABELLED`): a self-supervised method
+    never reads it.
+    """
+    newest = sorted(items, key=lambda i: (i.event_time_ms, i.partition, i.offset), reverse=True)
+    return to_dataset(sorted(newest[:limit], key=lambda i: i.id), spec, name=name)[0]
 
 
 def infer_spec(items: Sequence[LabelledItem]) -> InputSpec:

@@ -11,7 +11,9 @@ Steps; nothing that is served changes before the last one:
    active model's input spec;
 4. hold out ``retrain_holdout`` of every class;
 5. fine-tune the active encoder, or train from scratch (``retrain_from_scratch``,
-   or no active model yet);
+   or no active model yet); with ``retrain_ssl`` set, a self-supervised
+   pre-training on the unlabelled items of the replay comes first, and the
+   supervised step fine-tunes its result;
 6. save the candidate to a scratch registry and load it back with
    `Registry.load` (verified, safe mode), then evaluate it and the active model
    on the same hold-out: a candidate that cannot be loaded or embed is rejected;
@@ -66,6 +68,7 @@ from workers.retrain.dataset import (
     read_labelled,
     stratified_split,
     to_dataset,
+    unlabelled_dataset,
 )
 from workers.retrain.decision import Decision, decide
 from workers.retrain.evaluation import evaluate, trained_classes
@@ -159,7 +162,7 @@ def _retrain(
     active_encoder = registry.load(active) if active else None
     record["active_version"] = active
 
-    dataset = _labelled_data(config, active_encoder, record)
+    dataset, unlabelled = _replayed_data(config, active_encoder, record)
     if dataset is None:
         return _finish(
             config,
@@ -187,6 +190,9 @@ def _retrain(
             _judge, config, record, judged, active_encoder, seen, train_part, holdout, log
         ),
         config_extra={"retrain": {k: record[k] for k in ("run_id", "mode")}},
+        fit=None
+        if unlabelled is None
+        else functools.partial(_pretrain_then_train, config.retrain_ssl, unlabelled, record, log),
     )
     if trained.version is None:
         reason = f"the candidate failed to load or embed: {judged['broken']}"
@@ -254,11 +260,46 @@ def _judge(
     }
 
 
-def _labelled_data(
+def _pretrain_then_train(
+    method: str,
+    unlabelled: Dataset,
+    record: dict[str, Any],
+    log: structlog.stdlib.BoundLogger,
+    data: Dataset,
+    config: TrainConfig,
+    initial: Encoder | None = None,
+) -> TrainResult:
+    """Self-supervised pre-training on ``unlabelled``, then the supervised step on ``data``.
+
+    The fit hook of a run with ``retrain_ssl``: the pre-trained encoder is what
+    the supervised step fine-tunes. What the pre-training did goes to ``record["ssl"]``.
+    """
+    from model.ssl import train_ssl
+    from model.training import train
+
+    log.info("retrain.ssl_pretraining", method=method, examples=len(unlabelled))
+    pretrained = train_ssl(unlabelled, config, method=method, initial=initial)
+    record["ssl"] = {
+        "method": pretrained.dataset["self_supervised"],
+        "examples": len(unlabelled),
+        "epochs": pretrained.epochs_run,
+        "seconds": round(pretrained.train_seconds, 3),
+        "final_loss": pretrained.history.get("loss", [None])[-1],
+    }
+    return train(data, config, initial=pretrained.encoder())
+
+
+def _replayed_data(
     config: RetrainConfig, active: Encoder | None, record: dict[str, Any]
-) -> Dataset | None:
-    """The replayed, bounded, converted items (None when too few to split and compare)."""
-    replay = read_labelled(config)
+) -> tuple[Dataset | None, Dataset | None]:
+    """The replayed, bounded, converted items, and the unlabelled ones for ``retrain_ssl``.
+
+    Returns:
+        The labelled data (None when too few to split and compare) and, when
+        ``retrain_ssl`` is set and at least 2 unlabelled items fit the input
+        spec, the newest ``retrain_max_per_class`` × classes of them (else None).
+    """
+    replay = read_labelled(config, unlabelled=bool(config.retrain_ssl))
     items = bound_per_class(replay.items.values(), config.retrain_max_per_class)
     record["source_offsets"] = {str(p): o for p, o in sorted(replay.end_offsets.items())}
     record["data"] = {"labelled": len(replay.items), "replay": replay.stats.to_dict()}
@@ -274,9 +315,18 @@ def _labelled_data(
         class_counts=class_counts,
         rejected_by_input_spec=rejected,
     )
+    unlabelled = None
+    if dataset is not None and replay.unlabelled:
+        limit = config.retrain_max_per_class * max(1, len(class_counts))
+        unlabelled = unlabelled_dataset(
+            replay.unlabelled.values(), dataset.input_spec, limit, f"unlabelled:{dataset.name}"
+        )
+    record["data"]["unlabelled"] = (
+        0 if unlabelled is None or len(unlabelled) < 2 else len(unlabelled)
+    )
     if sum(1 for count in class_counts.values() if count >= 2) < 2:
-        return None
-    return dataset
+        return None, None
+    return dataset, unlabelled if record["data"]["unlabelled"] else None
 
 
 def _evaluate_loaded(

@@ -22,6 +22,7 @@ from workers.retrain.dataset import (
     read_labelled,
     stratified_split,
     to_dataset,
+    unlabelled_dataset,
 )
 
 
@@ -63,6 +64,28 @@ def test_folding_keeps_the_newest_labelled_upsert_of_each_id() -> None:
         "unlabelled": 1,
         "bad_payloads": 0,
     }
+
+
+def test_asked_for_unlabelled_items_the_fold_keeps_the_newest_ones_apart() -> None:
+    unlabelled: dict[str, LabelledItem] = {}
+    items = fold_events(
+        [
+            (0, 0, _event("u", None, 1.0, ts=5)),
+            (0, 1, _event("v", None, 2.0, ts=6)),
+            (0, 2, _event("w", None, 3.0, ts=7)),
+            (0, 3, _event("v", "a", 4.0)),  # labelled now: no longer unlabelled
+            (0, 4, ItemEvent.delete("w").encode()),
+            (1, 0, _event("x", "b")),
+            (1, 1, _event("y", None, 5.0, ts=9)),
+        ],
+        unlabelled=unlabelled,
+    )
+    assert sorted(items) == ["v", "x"]
+    assert sorted(unlabelled) == ["u", "y"]
+    assert unlabelled["y"].payload[0] == pytest.approx(5.0)
+
+    newest = unlabelled_dataset(unlabelled.values(), InputSpec.vector(3), limit=1)
+    assert len(newest) == 1 and newest.x[0][0] == pytest.approx(5.0)
 
 
 def test_an_item_deleted_then_upserted_again_is_back() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,45 @@ def test_a_first_run_without_an_active_model_trains_from_scratch_and_promotes(
     ]
     assert runs[0]["duration_s"] > 0
     assert _runs_counted("promoted") == promoted_before + 1
+
+
+def _labelled_and_unlabelled_digits() -> tuple[list[Any], list[Any]]:
+    """300 labelled digits and 200 others published without their labels."""
+    items = digits(range(10))
+    unlabelled = [
+        dataclasses.replace(item, id=f"unlabelled/{item.id}", label=None) for item in items[300:500]
+    ]
+    return items[:300], unlabelled
+
+
+def test_a_run_with_retrain_ssl_pretrains_on_the_unlabelled_items_first(
+    fast: Settings,
+) -> None:
+    labelled, unlabelled = _labelled_and_unlabelled_digits()
+    publish_items(fast, labelled + unlabelled)
+    with_ssl = with_overrides(fast, retrain_ssl="vicreg")
+
+    record = run_retrain(RetrainConfig.from_settings(with_ssl), triggered_by="test")
+
+    assert record["decision"] == "promoted", record["reason"]
+    assert record["data"]["unlabelled"] == 200 and record["data"]["examples"] == 300
+    ssl = record["ssl"]
+    assert (ssl["method"], ssl["examples"], ssl["epochs"]) == ("vicreg", 200, 2)
+    assert ssl["final_loss"] is not None
+    assert record["training"]["epochs"] == 2  # then the supervised step
+    assert list_runs(fast.registry_dir)[0]["ssl"] == ssl
+
+
+def test_a_run_without_retrain_ssl_ignores_the_unlabelled_items(fast: Settings) -> None:
+    labelled, unlabelled = _labelled_and_unlabelled_digits()
+    publish_items(fast, labelled + unlabelled)
+
+    record = run_retrain(RetrainConfig.from_settings(fast), triggered_by="test")
+
+    assert record["decision"] == "promoted", record["reason"]
+    assert record["data"]["unlabelled"] == 0 and record["data"]["examples"] == 300
+    assert record["data"]["replay"]["unlabelled"] == 200
+    assert "ssl" not in record
 
 
 def test_a_worse_candidate_is_rejected_and_the_active_model_keeps_serving(
