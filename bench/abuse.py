@@ -191,7 +191,7 @@ def _attack(
                 exhaustive[str(result["exhaustive"]).lower()] += 1
                 neighbours += len(result["neighbors"])
         elif detail is None:
-            detail = str(data.get("detail", ""))[:300]
+            detail = str(data.get("detail", ""))[:500]
     return {
         "requests": len(answers),
         "status_counts": dict(statuses),
@@ -387,7 +387,8 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     phases = {}
     for name, phase in raw["phases"].items():
         counts[name] = phase["status_counts"]
-        phases[name] = {**phase, **_during(raw, *phase.pop("window"))}
+        window = phase.pop("window")
+        phases[name] = {**phase, **_during(raw, *window)}
     total: Counter[str] = Counter()
     for part in counts.values():
         total.update(part)

@@ -270,7 +270,12 @@ def test_a_search_never_queues_behind_another_requests_shards(
         thread.start()
     wait_for(lambda: len(stuck) == 6, message="2 calling threads and 4 pool threads stuck")
     answered = threading.Event()
-    plain = threading.Thread(target=lambda: (index.search(vectors[1], 10), answered.set()))
+
+    def plain_search() -> None:
+        index.search(vectors[1], 10)
+        answered.set()
+
+    plain = threading.Thread(target=plain_search)
     plain.start()
     try:
         assert answered.wait(5), "a plain search waited for the stuck batch's pool threads"
