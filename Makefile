@@ -51,6 +51,7 @@ bench: install ## Run every benchmark; JSON and plots land in docs/bench/ (MNIST
 	$(BIN)/simstream bench index --mnist-dir $(MNIST_DIR) --out docs/bench/index.json
 	$(BIN)/simstream bench ingest --out docs/bench/ingest.json
 	$(BIN)/simstream bench api --out docs/bench/api.json
+	$(BIN)/simstream bench abuse --out docs/bench/abuse.json
 
 lock: ## Refresh requirements/constraints.txt from the current venv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^simstream' > requirements/constraints.txt

@@ -38,9 +38,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -173,7 +175,13 @@ class _Feeder:
         self.next = dict.fromkeys(range(settings.partitions), 0)
         self.producer = Producer(settings.kafka_config(**{"linger.ms": 5, "acks": "all"}))
 
-    def write(self, ids: list[str], vectors: np.ndarray) -> None:
+    def write(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        metadata: Callable[[int], dict[str, Any]] | None = None,
+    ) -> None:
+        """Upsert ``ids`` (label ``n % 10``, ``metadata(n)``) and close each partition's range."""
         from simstream.wire import EmbeddingRecord, Op
 
         partitions = self.settings.partitions
@@ -190,6 +198,7 @@ class _Feeder:
                     model_version=self.version,
                     vector=vectors[n],
                     label=str(n % 10),
+                    metadata=metadata(n) if metadata else {},
                     event_time_ms=int(time.time() * 1000),
                 )
                 self._produce(partition, record.encode())
@@ -209,16 +218,55 @@ class _Feeder:
                 self.producer.poll(0.05)
 
 
-def run(
-    out: Path | str,
-    items: int = 20_000,
-    dim: int = 64,
-    concurrency: int = 4,
-    duration_s: float = 5.0,
-    ingest_rate: float = 2000.0,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Run the benchmark, write ``out`` (JSON) and return the figures (see the module docstring)."""
+class ServedNode(NamedTuple):
+    """An index node serving random vectors, as `served_node` yields it.
+
+    Attributes:
+        settings: the stack's settings (free ports, a temporary data directory).
+        node: the started node.
+        generation: its serving generation, holding every item.
+        feeder: writes more embedding records into the generation's log.
+        build_s: seconds from the first record written to every item searchable.
+    """
+
+    settings: Any
+    node: Any
+    generation: Any
+    feeder: _Feeder
+    build_s: float
+
+
+@contextmanager
+def served_node(
+    items: int,
+    dim: int,
+    rng: np.random.Generator,
+    seed: int,
+    prefix: str,
+    input_spec: Any = None,
+    metadata: Callable[[int], dict[str, Any]] | None = None,
+    index_limits: dict[str, int] | None = None,
+) -> Iterator[ServedNode]:
+    """An embedded broker and Valkey, and an index node holding ``items`` random unit vectors.
+
+    Registers an encoder with ``dim``-d embeddings (``mlp`` over ``dim``-d vectors, or
+    ``cnn`` when ``input_spec`` is an image spec; lookups by vector never call it),
+    writes the vectors straight into the embeddings log (labels ``n % 10``,
+    ``metadata(n)`` when given) and waits until every item is searchable. Stops
+    everything on exit.
+
+    Args:
+        items: vectors indexed.
+        dim: embedding size.
+        rng: source of the vectors.
+        seed: the encoder's seed.
+        prefix: of the temporary data directory.
+        input_spec: the model's `InputSpec` (default: ``dim``-d vectors).
+        metadata: each item's metadata from its number.
+        index_limits: `IndexConfig` fields to override (a scaled-down run's limits).
+    """
+    from dataclasses import replace
+
     import keras
 
     from model import encoders
@@ -227,15 +275,11 @@ def run(
     from simstream.kafka import ensure_topics
     from simstream.stack.local import LocalStack, local_stack_settings
     from simstream.stack.process import free_port
-    from workers.api.app import create_app
-    from workers.api.server import ThreadedServer
-    from workers.cache import CacheConfig, RedisResultCache
     from workers.node.config import NodeConfig
     from workers.node.node import IndexNode
 
-    rng = np.random.default_rng(seed)
-    load_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="simstream-bench-api-") as tmp:
+    spec = input_spec or InputSpec.vector(dim)
+    with tempfile.TemporaryDirectory(prefix=f"simstream-{prefix}-") as tmp:
         suffix = uuid.uuid4().hex[:8]
         settings = local_stack_settings(
             Path(tmp),
@@ -250,7 +294,8 @@ def run(
         node: IndexNode | None = None
         try:
             keras.utils.set_random_seed(seed)
-            model, spec = encoders.get("mlp").build(InputSpec.vector(dim), dim, seed=seed)
+            encoder = "mlp" if spec.kind == "vector" else "cnn"
+            model, spec = encoders.get(encoder).build(spec, dim, seed=seed)
             version = (
                 Registry(settings.registry_dir)
                 .register(model, spec, config={"distance": "cosine"}, promote=True)
@@ -259,52 +304,73 @@ def run(
             ensure_topics(settings, [settings.topic_items, settings.embeddings_topic(version)])
             feeder = _Feeder(settings, version)
             started = time.perf_counter()
-            feeder.write([f"item-{i}" for i in range(items)], _unit(rng, items, dim))
-            node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
+            feeder.write([f"item-{i}" for i in range(items)], _unit(rng, items, dim), metadata)
+            config = NodeConfig.from_settings(settings)
+            if index_limits:
+                config = replace(config, index=config.index.with_(**index_limits))
+            node = IndexNode(config, control_interval_s=0.2)
             node.start()
             _wait(lambda: node is not None and node.serving is not None, 120)
             generation = node.current()
             _wait(lambda: len(generation.index) >= items, 600)
             build_s = time.perf_counter() - started
-            log.info("bench.api_index_ready", items=items, seconds=round(build_s, 1))
-
-            app = create_app(
-                settings, node, cache=RedisResultCache(CacheConfig.from_settings(settings))
-            )
-            url = f"http://127.0.0.1:{settings.api_port}/v1/lookup"
-            uncached_q = _unit(rng, 5000, dim)
-            cached_q = _unit(rng, 200, dim)
-            uncached = [_body(v, fresh=True) for v in uncached_q]
-            cached = [_body(v, fresh=False) for v in cached_q]
-            context = multiprocessing.get_context("spawn")
-            phases: dict[str, dict[str, float]] = {}
-            with (
-                ThreadedServer(app, "127.0.0.1", settings.api_port),
-                ProcessPoolExecutor(1, mp_context=context) as client,
-            ):
-                client.submit(load, url, cached, 1, 2.0).result()  # warm: spawn, imports, cache
-                for name, bodies in (("uncached", uncached), ("cached", cached)):
-                    phases[name] = _phase(client, url, bodies, 1, duration_s)
-                    phases[f"{name}_qps"] = _phase(client, url, bodies, concurrency, duration_s)
-                phases["direct"] = _direct(generation.index, uncached_q, 1, duration_s)
-                phases["direct_qps"] = _direct(
-                    generation.index, uncached_q, concurrency, duration_s
-                )
-                applied_before = generation.applied
-                stop = threading.Event()
-                ingest = threading.Thread(
-                    target=_ingest, args=(feeder, rng, dim, ingest_rate, stop), daemon=True
-                )
-                ingest.start()
-                phases["under_ingest"] = _phase(client, url, uncached, 1, duration_s)
-                stop.set()
-                ingest.join()
-                applied = generation.applied - applied_before
-            cache_failures = int(app.state.api.cache.stats().get("failures", 0))
+            log.info("bench.node_ready", benchmark=prefix, items=items, seconds=round(build_s, 1))
+            yield ServedNode(settings, node, generation, feeder, build_s)
         finally:
             if node is not None:
                 node.stop()
             stack.stop()
+
+
+def run(
+    out: Path | str,
+    items: int = 20_000,
+    dim: int = 64,
+    concurrency: int = 4,
+    duration_s: float = 5.0,
+    ingest_rate: float = 2000.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the benchmark, write ``out`` (JSON) and return the figures (see the module docstring)."""
+    from workers.api.app import create_app
+    from workers.api.server import ThreadedServer
+    from workers.cache import CacheConfig, RedisResultCache
+
+    rng = np.random.default_rng(seed)
+    load_start = os.getloadavg()[0]
+    with served_node(items, dim, rng, seed, "bench-api") as served:
+        settings, node, generation, feeder, build_s = served
+        app = create_app(
+            settings, node, cache=RedisResultCache(CacheConfig.from_settings(settings))
+        )
+        url = f"http://127.0.0.1:{settings.api_port}/v1/lookup"
+        uncached_q = _unit(rng, 5000, dim)
+        cached_q = _unit(rng, 200, dim)
+        uncached = [_body(v, fresh=True) for v in uncached_q]
+        cached = [_body(v, fresh=False) for v in cached_q]
+        context = multiprocessing.get_context("spawn")
+        phases: dict[str, dict[str, float]] = {}
+        with (
+            ThreadedServer(app, "127.0.0.1", settings.api_port),
+            ProcessPoolExecutor(1, mp_context=context) as client,
+        ):
+            client.submit(load, url, cached, 1, 2.0).result()  # warm: spawn, imports, cache
+            for name, bodies in (("uncached", uncached), ("cached", cached)):
+                phases[name] = _phase(client, url, bodies, 1, duration_s)
+                phases[f"{name}_qps"] = _phase(client, url, bodies, concurrency, duration_s)
+            phases["direct"] = _direct(generation.index, uncached_q, 1, duration_s)
+            phases["direct_qps"] = _direct(generation.index, uncached_q, concurrency, duration_s)
+            applied_before = generation.applied
+            stop = threading.Event()
+            ingest = threading.Thread(
+                target=_ingest, args=(feeder, rng, dim, ingest_rate, stop), daemon=True
+            )
+            ingest.start()
+            phases["under_ingest"] = _phase(client, url, uncached, 1, duration_s)
+            stop.set()
+            ingest.join()
+            applied = generation.applied - applied_before
+        cache_failures = int(app.state.api.cache.stats().get("failures", 0))
     report = _report(phases, items, dim, concurrency, duration_s, ingest_rate, applied, build_s)
     report["cache_failures"] = cache_failures
     report["setup"]["load_average_1m"] = {"start": load_start, "end": os.getloadavg()[0]}

@@ -213,3 +213,37 @@ def bench_api(
     with exit_on_error():
         result = run(out, items, dim, concurrency, duration, ingest_rate)
     typer.echo(json.dumps(result, indent=2))
+
+
+# --- abuse -------------------------------------------------------------------------
+
+
+@bench_app.command("abuse")
+def bench_abuse(
+    out: JsonOutOption = Path("docs/bench/abuse.json"),
+    items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 100_000,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Normal lookups per second, idle and under abuse.")
+    ] = 20.0,
+    idle: Annotated[
+        float, typer.Option(min=1, help="Seconds of normal load alone before the abuse.")
+    ] = 10.0,
+    filter_batches: Annotated[
+        int, typer.Option(min=1, help="256-query batches of each filter phase.")
+    ] = 2,
+) -> None:
+    """Normal lookups while a hostile client sends costly, stuck and oversized requests.
+
+    Starts its own embedded broker and Valkey on free ports, an index node and
+    uvicorn on 127.0.0.1 in this process, and the client in a child process; writes
+    normal p99 (idle and under abuse), the slowest /healthz, RSS growth and the
+    status counts per phase as JSON.
+    """
+    load_settings()
+    with _needs_bench():
+        from bench.abuse import run
+
+    with exit_on_error():
+        result = run(out, items, rate=rate, idle_s=idle, filter_batches=filter_batches)
+    summary = {k: v for k, v in result.items() if k not in ("phases", "setup")}
+    typer.echo(json.dumps(summary, indent=2))

@@ -213,6 +213,9 @@ class ShardedIndex:
             if partitions > 1
             else None
         )
+        # One permit per pool thread: work is handed to the pool only when a thread
+        # is free, so a search never queues behind another request's shards.
+        self._free_threads = threading.Semaphore(partitions)
         self._log = get_logger("index.sharded", model_version=model_version)
 
     @classmethod
@@ -313,7 +316,15 @@ class ShardedIndex:
             future: Future[Any] = Future()
             future.set_result(fn(*args, **kwargs))
             return future
-        return self._pool.submit(fn, *args, **kwargs)
+        self._free_threads.acquire()
+        return self._pool.submit(self._releasing, fn, *args, **kwargs)
+
+    def _releasing(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` in a pool thread, then give the thread's permit back."""
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._free_threads.release()
 
     # --- reads -----------------------------------------------------------------------
 
@@ -386,7 +397,10 @@ class ShardedIndex:
 
         Shards are searched in parallel threads when the expected time of one
         shard's search beats the cost of handing work to a thread; small
-        queries (one vector on small shards) run in the calling thread.
+        queries (one vector on small shards) run in the calling thread. A shard
+        is handed to the pool only when a pool thread is free; otherwise the
+        calling thread searches it, so a search never waits in the pool's queue
+        behind another request's (say, a costly filtered batch's) shards.
         """
         shards = self._shards
         threads = max(1, self._cpus // len(shards))
@@ -394,13 +408,27 @@ class ShardedIndex:
         started = time.perf_counter()
         if parallel:
             assert self._pool is not None
-            futures = [
-                self._pool.submit(s.search, q, k, ef=ef, filter=filter, num_threads=threads)
-                for s in shards[1:]
-            ]
+            futures, inline = [], []
+            for s in shards[1:]:
+                if self._free_threads.acquire(blocking=False):
+                    futures.append(
+                        self._pool.submit(
+                            self._releasing,
+                            s.search,
+                            q,
+                            k,
+                            ef=ef,
+                            filter=filter,
+                            num_threads=threads,
+                        )
+                    )
+                else:
+                    inline.append(s)
             first = shards[0].search(q, k, ef=ef, filter=filter, num_threads=threads)
             elapsed = time.perf_counter() - started
-            parts = [first, *(f.result() for f in futures)]
+            parts = [first]
+            parts += [s.search(q, k, ef=ef, filter=filter, num_threads=threads) for s in inline]
+            parts += [f.result() for f in futures]
         else:
             first = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
             elapsed = time.perf_counter() - started

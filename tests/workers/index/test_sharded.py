@@ -8,6 +8,7 @@ import pytest
 
 from simstream.errors import IndexStoreError
 from simstream.settings import Settings
+from tests.waiting import wait_for
 from tests.workers.index.helpers import distances, unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
@@ -236,3 +237,50 @@ def test_batched_results_are_array_backed_and_read_like_a_list(rng: np.random.Ge
     assert [n.ids[0] for n in batch] == ["i0", "i1", "i2", "i3"]
     assert [n.ids for n in batch[1:3]] == [batch[1].ids, batch[2].ids]
     assert batch[-1].ids == batch[3].ids
+
+
+def test_a_search_never_queues_behind_another_requests_shards(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault: every shard's filtered search is stuck (a costly filtered batch) until
+    # released; two such batches hold their calling threads and every pool thread.
+    index, vectors = filled(rng, fan_out_min_s=0.0)
+    index.search(vectors[0], 10)  # a measured search time: later ones fan out to the pool
+    release = threading.Event()
+    stuck: list[int] = []
+    for shard in index._shards:
+        original = shard.search
+
+        def search(*args: object, _original=original, **kwargs: object):  # type: ignore[no-untyped-def]
+            if kwargs.get("filter") is not None:
+                stuck.append(1)
+                release.wait(30)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(shard, "search", search)
+    costly = [
+        threading.Thread(
+            target=index.search_batch,
+            args=(vectors[:64], 10),
+            kwargs={"filter": Filter.of(even=True)},
+        )
+        for _ in range(2)
+    ]
+    for thread in costly:
+        thread.start()
+    wait_for(lambda: len(stuck) == 6, message="2 calling threads and 4 pool threads stuck")
+    answered = threading.Event()
+
+    def plain_search() -> None:
+        index.search(vectors[1], 10)
+        answered.set()
+
+    plain = threading.Thread(target=plain_search)
+    plain.start()
+    try:
+        assert answered.wait(5), "a plain search waited for the stuck batch's pool threads"
+    finally:
+        release.set()
+        for thread in [*costly, plain]:
+            thread.join()
+        index.close()
