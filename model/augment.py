@@ -1,7 +1,15 @@
-"""Augmentation hooks for samplers (see `model.samplers.Augment`): NumPy, seeded per batch."""
+"""Image augmentation: in the training graph (`augmentation_layers`), or NumPy sampler hooks.
+
+`augmentation_layers` is what `model.training.train` uses: Keras preprocessing
+layers placed in front of the encoder inside the trained model, so augmentation
+runs in the backend's compute threads (TensorFlow or JAX) instead of the Python
+thread that feeds batches. The NumPy hooks (`random_shift`, `random_affine`,
+see `model.samplers.Augment`) remain for samplers used on their own.
+"""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from model.samplers import Augment
@@ -82,3 +90,45 @@ def random_affine(
         return out
 
     return affine
+
+
+def augmentation_layers(
+    max_shift: float = 0.0,
+    max_rotation: float = 0.0,
+    max_scale: float = 0.0,
+    image_size: tuple[int, int] = (28, 28),
+    seed: int = 0,
+) -> keras.Sequential | None:
+    """Random shift, rotation and zoom as Keras layers, active only while training.
+
+    The same ranges as `random_affine`: a shift of up to ``max_shift`` pixels per
+    axis, a rotation of up to ``max_rotation`` degrees and a zoom factor in
+    ``[1 - max_scale, 1 + max_scale]``, bilinear, the outside filled with zeros.
+    At inference the layers are the identity, so they can sit in the training
+    graph in front of the encoder that is saved without them.
+
+    Args:
+        max_shift: largest shift in pixels (≥ 0).
+        max_rotation: largest rotation in degrees (≥ 0).
+        max_scale: largest relative zoom (0 ≤ max_scale < 1).
+        image_size: ``(height, width)`` of the images (to turn pixels into fractions).
+        seed: seed of the layers' random draws.
+
+    Returns:
+        The layers, or None when every range is 0.
+    """
+    random_affine(max_shift, max_rotation, max_scale)  # validates the ranges
+    height, width = image_size
+    fill = {"fill_mode": "constant", "fill_value": 0.0, "interpolation": "bilinear"}
+    layers: list[keras.layers.Layer] = []
+    if max_rotation:
+        layers.append(keras.layers.RandomRotation(max_rotation / 360.0, seed=seed, **fill))
+    if max_scale:
+        layers.append(keras.layers.RandomZoom(max_scale, seed=seed + 1, **fill))
+    if max_shift:
+        layers.append(
+            keras.layers.RandomTranslation(
+                max_shift / height, max_shift / width, seed=seed + 2, **fill
+            )
+        )
+    return keras.Sequential(layers, name="augmentation") if layers else None

@@ -27,13 +27,13 @@ import numpy as np
 
 from model import encoders
 from model import losses as losses_module
-from model.augment import random_affine, random_shift
+from model.augment import augmentation_layers
 from model.datasets import Dataset
 from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
 from model.registry import Encoder, code_version
-from model.samplers import Augment, ClassBalancedSampler
+from model.samplers import ClassBalancedSampler
 from simstream.errors import ModelError
 from simstream.log import get_logger
 
@@ -126,6 +126,7 @@ class TrainResult:
         history: metric name → value per epoch (``loss``, ``val_recall@1``…).
         best_epoch: 1-based epoch whose weights were kept (None without validation).
         train_seconds: wall time of ``fit``.
+        train_images: training images processed by ``fit`` (epochs × steps × batch).
         dataset: summary of the training data.
         validation: what was held out (classes, examples), or None.
     """
@@ -136,8 +137,14 @@ class TrainResult:
     history: dict[str, list[float]]
     best_epoch: int | None
     train_seconds: float
+    train_images: int
     dataset: dict[str, Any]
     validation: dict[str, Any] | None
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput of ``fit``: images per second of wall time."""
+        return self.train_images / self.train_seconds if self.train_seconds > 0 else 0.0
 
     @property
     def epochs_run(self) -> int:
@@ -166,6 +173,7 @@ class TrainResult:
             "final": {k: v[-1] for k, v in self.history.items() if v},
             "history": self.history,
             "train_seconds": round(self.train_seconds, 3),
+            "train_images_per_s": round(self.images_per_second, 1),
             "parameters": int(self.model.count_params()),
             "code_version": code_version(),
         }
@@ -291,15 +299,10 @@ def train(
         classes_per_batch=classes_per_batch,
         examples_per_class=config.examples_per_class,
         steps_per_epoch=config.steps_per_epoch,
-        augment=_augmentation(config),
         seed=config.seed,
     )
     loss = _make_loss(config, dataset.num_classes)
-    # Proxy-based losses own trainable proxies through a layer that must sit in the
-    # trained graph; the encoder itself (what is saved) shares every other weight.
-    fit_model = model
-    if hasattr(loss, "proxies_layer"):
-        fit_model = keras.Model(model.input, loss.proxies_layer()(model.output))
+    fit_model = training_model(model, loss, _augmentation(config, spec))
     total_steps = max(1, config.epochs * len(sampler))
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=total_steps, alpha=0.05
@@ -343,6 +346,7 @@ def train(
         )
         history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     seconds = time.perf_counter() - started
+    images = len(history.get("loss", [])) * len(sampler) * sampler.batch_size
     best_epoch = None
     if early is not None and history.get(MONITOR):
         best_epoch = int(np.argmax(history[MONITOR])) + 1
@@ -359,6 +363,7 @@ def train(
         history=history,
         best_epoch=best_epoch,
         train_seconds=seconds,
+        train_images=images,
         dataset=dataset.summary(),
         validation=None
         if validation is None
@@ -441,10 +446,63 @@ def plot_history(
     return path
 
 
-def _augmentation(config: TrainConfig) -> Augment | None:
-    if config.augment_rotation or config.augment_scale:
-        return random_affine(config.augment_shift, config.augment_rotation, config.augment_scale)
-    return random_shift(config.augment_shift) if config.augment_shift else None
+def training_model(
+    model: keras.Model, loss: keras.losses.Loss, augmentation: keras.Layer | None = None
+) -> keras.Model:
+    """The model `fit` trains: augmentation layers, the encoder, and a loss's proxies.
+
+    Augmentation runs inside the graph (only while training), and proxy-based
+    losses own trainable proxies through a layer that must sit in the trained
+    graph; the encoder itself (what is saved) shares every other weight.
+    """
+    if augmentation is None and not hasattr(loss, "proxies_layer"):
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="training_input")
+    outputs = model(augmentation(inputs) if augmentation is not None else inputs)
+    if hasattr(loss, "proxies_layer"):
+        outputs = loss.proxies_layer()(outputs)
+    return keras.Model(inputs, outputs, name="training_model")
+
+
+def measure_step_limit(
+    result: TrainResult, x: np.ndarray, y: np.ndarray, steps: int = 20, warmup: int = 3
+) -> float:
+    """Images/s of forward + backward + update alone, on a copy of the trained model.
+
+    The same encoder, loss, optimizer and batch size as training, fed one batch
+    held in memory (no sampling, no augmentation): the ceiling that training's
+    `TrainResult.images_per_second` is read against. ``result.model`` is untouched.
+
+    Args:
+        result: the training run to measure.
+        x: one batch of model inputs (the training batch size).
+        y: its labels.
+        steps: timed steps.
+        warmup: untimed steps first (graph tracing, allocation).
+    """
+    copy = keras.models.clone_model(result.model)
+    copy.set_weights(result.model.get_weights())
+    loss = _make_loss(result.config, int(result.dataset["classes"]))
+    step_model = training_model(copy, loss)
+    step_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+    for _ in range(warmup):
+        step_model.train_on_batch(x, y)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step_model.train_on_batch(x, y)
+    return steps * len(x) / (time.perf_counter() - started)
+
+
+def _augmentation(config: TrainConfig, spec: InputSpec) -> keras.Sequential | None:
+    if spec.kind != "image":
+        return None
+    return augmentation_layers(
+        config.augment_shift,
+        config.augment_rotation,
+        config.augment_scale,
+        image_size=(spec.shape[0], spec.shape[1]),
+        seed=config.seed,
+    )
 
 
 def _make_loss(config: TrainConfig, num_classes: int) -> keras.losses.Loss:
