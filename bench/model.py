@@ -47,8 +47,8 @@ from model.evaluation.calibration import calibrate, threshold_metrics
 from model.evaluation.classification import UNKNOWN, classification_report
 from model.evaluation.few_shot import few_shot_curve
 from model.evaluation.open_set import open_set_report
-from model.inputs import InputSpec
 from model.evaluation.retrieval import QueryResults, retrieve, split_by_class
+from model.inputs import InputSpec
 from model.training import TrainConfig, TrainResult, measure_step_limit, train
 from simstream.log import get_logger
 

@@ -9,7 +9,14 @@ import pytest
 
 from model.datasets import Dataset
 from model.evaluation import evaluate_retrieval
-from model.training import MONITOR, TrainConfig, TrainResult, split_dataset, train
+from model.training import (
+    MONITOR,
+    TrainConfig,
+    TrainResult,
+    measure_step_limit,
+    split_dataset,
+    train,
+)
 from simstream.errors import ModelError, SamplerError
 from tests.model.conftest import FAST
 
@@ -118,3 +125,19 @@ def test_fine_tuning_starts_from_a_copy_of_the_initial_encoder(
     assert tuned.model is not initial.model and tuned.input_spec == initial.input_spec
     for a, b in zip(initial.model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_augmented_training_runs_in_the_graph_and_reports_its_throughput(
+    digits: Dataset,
+) -> None:
+    config = replace(FAST, epochs=1, steps_per_epoch=3, augment_shift=1, augment_rotation=10.0)
+    result = train(digits, config)
+    assert result.train_images == 3 * config.classes_per_batch * config.examples_per_class
+    assert result.summary()["train_images_per_s"] > 0
+    # The saved encoder has no augmentation layer: it only sits in the training graph.
+    assert not any("augmentation" in layer.name for layer in result.model.layers)
+    weights = [w.copy() for w in result.model.get_weights()]
+    x = result.input_spec.to_model_batch(digits.x[:32])
+    assert measure_step_limit(result, x, digits.y[:32], steps=3, warmup=1) > 0
+    for before, after in zip(weights, result.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)  # measured on a copy
