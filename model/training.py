@@ -29,6 +29,7 @@ from model import encoders
 from model import losses as losses_module
 from model.augment import augmentation_layers
 from model.datasets import Dataset
+from model.encoders.layers import L2Normalization
 from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
@@ -66,6 +67,12 @@ class TrainConfig:
         augment_shift: largest random image shift in pixels (0: none).
         augment_rotation: largest random image rotation in degrees (0: none).
         augment_scale: largest random relative zoom of images (0: none).
+        serve_features: serve the L2-normalised features that feed the embedding
+            layer instead of the embedding: the ``Dense`` embedding then acts as a
+            projection head that only training sees (as in SimCLR), and the
+            served vectors keep what the loss discards about the training
+            classes, which transfers better to unseen ones. The served size is
+            the encoder's feature width (e.g. the CNN's last filter count).
         deterministic: ask TensorFlow for deterministic kernels.
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
     """
@@ -87,6 +94,7 @@ class TrainConfig:
     augment_shift: int = 0
     augment_rotation: float = 0.0
     augment_scale: float = 0.0
+    serve_features: bool = False
     deterministic: bool = True
     verbose: int = 1
 
@@ -127,6 +135,8 @@ class TrainResult:
         best_epoch: 1-based epoch whose weights were kept (None without validation).
         train_seconds: wall time of ``fit``.
         train_images: training images processed by ``fit`` (epochs × steps × batch).
+        trained: the network the loss was applied to: ``model`` itself, or with
+            ``serve_features`` the encoder with its projection head.
         dataset: summary of the training data.
         validation: what was held out (classes, examples), or None.
     """
@@ -140,6 +150,7 @@ class TrainResult:
     train_images: int
     dataset: dict[str, Any]
     validation: dict[str, Any] | None
+    trained: keras.Model | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -212,6 +223,8 @@ class RetrievalCallback(keras.callbacks.Callback):  # type: ignore[misc]
         ks: recall cut-offs.
         distance: distance of the search.
         batch_size: batch size of the embedding pass.
+        encoder: the model that embeds (default: the model being trained), e.g.
+            the served features of a model trained through a projection head.
     """
 
     def __init__(
@@ -221,15 +234,18 @@ class RetrievalCallback(keras.callbacks.Callback):  # type: ignore[misc]
         ks: Sequence[int] = (1,),
         distance: str = "cosine",
         batch_size: int = 512,
+        encoder: keras.Model | None = None,
     ) -> None:
         super().__init__()
+        self.encoder = encoder
         self.x, self.y = x, np.asarray(y)
         self.ks = tuple(ks)
         self.distance = distance
         self.batch_size = batch_size
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        embeddings = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        model = self.encoder if self.encoder is not None else self.model
+        embeddings = model.predict(self.x, batch_size=self.batch_size, verbose=0)
         report = retrieve(embeddings, self.y, ks=self.ks, distance=self.distance).report()
         values = {f"val_recall@{k}": report.micro[f"recall@{k}"] for k in self.ks}
         values["val_map@r"] = report.micro["map@r"]
@@ -303,6 +319,7 @@ def train(
     )
     loss = _make_loss(config, dataset.num_classes)
     fit_model = training_model(model, loss, _augmentation(config, spec))
+    served = served_features(model) if config.serve_features else model
     total_steps = max(1, config.epochs * len(sampler))
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=total_steps, alpha=0.05
@@ -316,6 +333,7 @@ def train(
                 spec.to_model_batch(validation.x),
                 validation.y,
                 distance=canonical_distance(config.distance),
+                encoder=served,
             )
         )
         early = keras.callbacks.EarlyStopping(
@@ -357,7 +375,8 @@ def train(
         best_epoch=best_epoch,
     )
     return TrainResult(
-        model=model,
+        model=served,
+        trained=model,
         input_spec=spec,
         config=config,
         history=history,
@@ -464,6 +483,23 @@ def training_model(
     return keras.Model(inputs, outputs, name="training_model")
 
 
+def served_features(model: keras.Model) -> keras.Model:
+    """The encoder without its embedding layer: L2-normalised features, sharing weights.
+
+    Raises:
+        ModelError: when ``model`` has no embedding layer (it already serves features).
+    """
+    try:
+        features = model.get_layer(encoders.EMBEDDING_LAYER).input
+    except ValueError:
+        raise ModelError(
+            f"Cannot serve features of {model.name!r}: expected a layer named "
+            f"{encoders.EMBEDDING_LAYER!r}. Received: an encoder without one"
+        ) from None
+    outputs = L2Normalization(name=encoders.NORMALIZATION_LAYER, dtype="float32")(features)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
 def measure_step_limit(
     result: TrainResult, x: np.ndarray, y: np.ndarray, steps: int = 20, warmup: int = 3
 ) -> float:
@@ -471,7 +507,7 @@ def measure_step_limit(
 
     The same encoder, loss, optimizer and batch size as training, fed one batch
     held in memory (no sampling, no augmentation): the ceiling that training's
-    `TrainResult.images_per_second` is read against. ``result.model`` is untouched.
+    `TrainResult.images_per_second` is read against. The trained weights are untouched.
 
     Args:
         result: the training run to measure.
@@ -480,8 +516,9 @@ def measure_step_limit(
         steps: timed steps.
         warmup: untimed steps first (graph tracing, allocation).
     """
-    copy = keras.models.clone_model(result.model)
-    copy.set_weights(result.model.get_weights())
+    trained = result.trained if result.trained is not None else result.model
+    copy = keras.models.clone_model(trained)
+    copy.set_weights(trained.get_weights())
     loss = _make_loss(result.config, int(result.dataset["classes"]))
     step_model = training_model(copy, loss)
     step_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)

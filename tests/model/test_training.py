@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -141,3 +142,23 @@ def test_augmented_training_runs_in_the_graph_and_reports_its_throughput(
     assert measure_step_limit(result, x, digits.y[:32], steps=3, warmup=1) > 0
     for before, after in zip(weights, result.model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # measured on a copy
+
+
+def test_serving_features_drops_the_embedding_layer_into_a_training_only_head(
+    digits: Dataset, tmp_path: Path
+) -> None:
+    config = replace(FAST, epochs=1, steps_per_epoch=3, serve_features=True)
+    result = train(digits, config)
+    assert result.trained is not None and result.trained is not result.model
+    assert result.trained.output_shape[-1] == config.embedding_dim
+    assert result.model.output_shape[-1] == 32  # the CNN's last filter count
+    assert "embedding" not in [layer.name for layer in result.model.layers]
+    embeddings = result.encoder().embed(result.input_spec.to_model_batch(digits.x[:50]))
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert result.model_config()["embedding_dim"] == 32
+    # The served features share the trained weights, and the saved archive reloads.
+    path = tmp_path / "served.keras"
+    result.model.save(path)
+    reloaded = keras.saving.load_model(path, compile=False)
+    x = result.input_spec.to_model_batch(digits.x[:8])
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), embeddings[:8], atol=1e-5)
