@@ -530,14 +530,13 @@ def measure_step_limit(
     return steps * len(x) / (time.perf_counter() - started)
 
 
-def _augmentation(config: TrainConfig, spec: InputSpec) -> keras.Sequential | None:
+def _augmentation(config: TrainConfig, spec: InputSpec) -> keras.Layer | None:
     if spec.kind != "image":
         return None
     return augmentation_layers(
         config.augment_shift,
         config.augment_rotation,
         config.augment_scale,
-        image_size=(spec.shape[0], spec.shape[1]),
         seed=config.seed,
     )
 
