@@ -73,6 +73,7 @@ class TrainConfig:
             served vectors keep what the loss discards about the training
             classes, which transfers better to unseen ones. The served size is
             the encoder's feature width (e.g. the CNN's last filter count).
+            Applies to new encoders; fine-tuning keeps ``initial``'s output.
         deterministic: ask TensorFlow for deterministic kernels.
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
     """
@@ -319,7 +320,8 @@ def train(
     )
     loss = _make_loss(config, dataset.num_classes)
     fit_model = training_model(model, loss, _augmentation(config, spec))
-    served = served_features(model) if config.serve_features else model
+    # A fine-tuned `initial` encoder is served as it was saved (features or embedding).
+    served = served_features(model) if config.serve_features and initial is None else model
     total_steps = max(1, config.epochs * len(sampler))
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=total_steps, alpha=0.05

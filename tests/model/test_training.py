@@ -162,3 +162,12 @@ def test_serving_features_drops_the_embedding_layer_into_a_training_only_head(
     reloaded = keras.saving.load_model(path, compile=False)
     x = result.input_spec.to_model_batch(digits.x[:8])
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), embeddings[:8], atol=1e-5)
+
+
+def test_fine_tuning_an_encoder_that_serves_features_keeps_serving_them(
+    digits: Dataset,
+) -> None:
+    config = replace(FAST, epochs=1, steps_per_epoch=2, serve_features=True)
+    first = train(digits, config)
+    again = train(digits, config, initial=first.encoder())
+    assert again.model.output_shape == first.model.output_shape == (None, 32)
