@@ -1,36 +1,55 @@
-"""The MNIST benchmark: how well an encoder retrieves classes it was and was not trained on.
+"""The model benchmark: how well an encoder retrieves, rejects and learns classes it never saw.
 
-Protocol (``simstream bench model``), on the MNIST test set (10,000 images):
+Protocol (``simstream bench model``), on the MNIST test set (10,000 images) or
+scikit-learn's digits (1,797 8×8 images), with the same class split for both:
 
 1. Split every class 70 % / 30 % at random (seeded).
 2. Train on the 70 % of classes 0–5 only (the *seen* classes), for a fixed
    number of epochs (`BENCHMARK_CONFIG`: no validation split, since held-out
    seen classes would cost training data and unseen ones must stay unseen).
-3. Index the 30 % of all ten classes (≈ 3,000 images; classes 6–9 are *unseen*).
+3. Index the 30 % of all ten classes (classes 6–9 are *unseen*).
 4. Leave-one-out: every indexed image queries the rest of the index, exactly.
-5. Report recall@k, precision@k, MAP@R and R-precision over seen and unseen
-   queries, and calibrate a distance threshold on the unseen queries'
-   (query → nearest neighbour) pairs for the best F1 (see
-   `model.evaluation.calibration`). The threshold chosen on *seen* queries and
-   applied to unseen ones is reported too, as ``calibration_transfer``: that is
-   what a deployment that calibrates on known classes would get.
+   Report recall@k, precision@k, MAP@R and R-precision over seen and unseen
+   queries, and calibrate a distance threshold (see `model.evaluation.calibration`).
+5. ``baselines``: the same retrieval on raw pixels (cosine) and on PCA-64 of
+   the pixels (PCA fitted on the training split), read every figure against them.
+6. ``open_set``: index only the seen classes' 30 %; query it with those images
+   (leave-one-out) and with the unseen classes' 30 %, which have no correct
+   match. AUROC of the nearest distance for known-vs-unknown, and the "unknown"
+   decision (distance > threshold) at the threshold calibrated on the seen
+   queries only (best F1, as `simstream calibrate` does), and at the seen
+   queries' 95th distance percentile (`model.evaluation.open_set`).
+7. ``few_shot``: from the open-set index, add n = 1, 5, 10, 50 images of each
+   unseen class (drawn from all their images, none of which was trained on)
+   and classify the others by their nearest neighbour
+   (`model.evaluation.few_shot`).
+8. Speed: training images/s beside the forward + backward limit of the same
+   model and batch, measured in the same run (`model.training.measure_step_limit`).
+
+``--seeds`` repeats everything (split, training, draws) per seed; the JSON keeps
+the first seed's full report and adds each seed's headline figures and their
+mean, standard deviation, minimum and maximum (``summary``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.common import write_json
-from model.datasets import Dataset, load_mnist
+from model.datasets import Dataset, load_digits, load_mnist
 from model.evaluation.calibration import calibrate, threshold_metrics
 from model.evaluation.classification import UNKNOWN, classification_report
+from model.evaluation.few_shot import few_shot_curve
+from model.evaluation.open_set import open_set_report
 from model.evaluation.retrieval import QueryResults, retrieve, split_by_class
-from model.training import TrainConfig, TrainResult, train
+from model.inputs import InputSpec
+from model.training import TrainConfig, TrainResult, measure_step_limit, train
 from simstream.log import get_logger
 
 log = get_logger("bench.model")
@@ -38,6 +57,26 @@ log = get_logger("bench.model")
 SEEN_CLASSES = (0, 1, 2, 3, 4, 5)
 TRAIN_SHARE = 0.7
 KS = (1, 5, 10)
+SHOTS = (1, 5, 10, 50)
+PCA_COMPONENTS = 64
+DATASETS = ("mnist", "digits")
+_FIGURES = (
+    ("seen", "recall@1"),
+    ("unseen", "recall@1"),
+    ("unseen", "map@r"),
+    ("open_set", "auroc"),
+    ("open_set", "f1"),
+    *(("few_shot", str(n)) for n in SHOTS),
+)
+HEADLINE = (
+    *_FIGURES,
+    *(("baselines", name, *figure) for name in ("raw_pixels", "pca64") for figure in _FIGURES),
+    ("train_seconds",),
+    ("train_images_per_s",),
+    ("train_limit_images_per_s",),
+    ("train_speed_ratio",),
+)
+"""The figures summarised over seeds (paths into a seed's report)."""
 
 BENCHMARK_CONFIG = TrainConfig(
     encoder={"name": "cnn", "filters": [32, 64, 128], "convs_per_block": 2, "pooling": "gem"},
@@ -53,6 +92,7 @@ BENCHMARK_CONFIG = TrainConfig(
     augment_shift=2,
     augment_rotation=15.0,
     augment_scale=0.15,
+    serve_features=True,
     verbose=2,
 )
 """The configuration measured in ``docs/benchmarks.md``."""
@@ -70,112 +110,324 @@ def split_per_class(labels: np.ndarray, share: float, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(rest))
 
 
+@dataclass(frozen=True)
+class _Split:
+    """One seed's data: training set, index set, and every unseen-class image."""
+
+    train: Dataset
+    index: Dataset
+    unseen_all: Dataset
+
+
+def run_model_benchmark(
+    out: Path | str,
+    dataset: str = "mnist",
+    mnist_dir: Path | str | None = None,
+    config: TrainConfig = BENCHMARK_CONFIG,
+    seeds: Sequence[int] = (0,),
+) -> dict[str, Any]:
+    """Run the benchmark for each seed, write ``out`` (JSON) and a PNG next to it.
+
+    Args:
+        out: path of the JSON file; the plots go to ``out`` with ``.png``.
+        dataset: ``mnist`` or ``digits``.
+        mnist_dir: directory of MNIST IDX files; its test split is used when
+            present, else whatever split it holds (``None``: ``keras.datasets``).
+        config: the training configuration (its seed is replaced by each seed).
+        seeds: one run per seed (split, weights, sampling, few-shot draws).
+
+    Returns:
+        The first seed's report, with ``seeds``, ``per_seed`` and ``summary``.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"Expected a dataset in {DATASETS}. Received: {dataset!r}")
+    if not seeds:
+        raise ValueError("Expected at least one seed. Received: none")
+    data = load_digits() if dataset == "digits" else _load(mnist_dir)
+    out = Path(out)
+    reports, first_run = [], None
+    for seed in seeds:
+        report, run = _run_seed(data, dataset, replace(config, seed=seed))
+        reports.append(report)
+        first_run = first_run or run
+    report = {
+        **reports[0],
+        "seeds": list(seeds),
+        "per_seed": [{"seed": s, **_headline(r)} for s, r in zip(seeds, reports, strict=True)],
+        "summary": _summary(reports),
+    }
+    out = write_json(out, report)
+    assert first_run is not None
+    plot_benchmark(first_run, out.with_suffix(".png"))
+    log.info("bench.model_done", out=str(out), **_headline(report))
+    return report
+
+
 def run_mnist_benchmark(
     mnist_dir: Path | str | None,
     out: Path | str,
     config: TrainConfig = BENCHMARK_CONFIG,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark, write ``out`` (JSON) and a PNG next to it, return the results.
-
-    Args:
-        mnist_dir: directory of MNIST IDX files; its test split is used when
-            present, else whatever split it holds (``None``: ``keras.datasets``).
-        out: path of the JSON file; the plot is written to ``out`` with ``.png``.
-        config: the training configuration.
-        seed: overrides ``config.seed`` and seeds the split.
-    """
-    if seed is not None:
-        config = replace(config, seed=seed)
-    data = _load(mnist_dir)
-    train_idx, index_idx = split_per_class(data.y, TRAIN_SHARE, config.seed)
-    seen_train = train_idx[np.isin(data.y[train_idx], SEEN_CLASSES)]
-    train_set = data.subset(seen_train, name=f"{data.name} classes 0-5, 70%")
-    index_set = data.subset(index_idx, name=f"{data.name} all classes, 30%")
-    log.info("bench.model_split", train=len(train_set), index=len(index_set))
-
-    result = train(train_set, config)
-    encoder = result.encoder()
-    started = time.perf_counter()
-    embeddings = encoder.embed(result.input_spec.to_model_batch(index_set.x))
-    embed_seconds = time.perf_counter() - started
-    results = retrieve(embeddings, index_set.y, ks=KS, distance=encoder.distance)
-    seen_mask, unseen_mask = split_by_class(index_set.y, SEEN_CLASSES)
-    seen, unseen = results.subset(seen_mask), results.subset(unseen_mask)
-
-    unseen_calibration = calibrate(unseen.nearest_distance, unseen.matches)
-    seen_calibration = calibrate(seen.nearest_distance, seen.matches)
-    transfer = threshold_metrics(
-        unseen.nearest_distance, unseen.matches, seen_calibration.threshold
+    """`run_model_benchmark` on MNIST for one seed (``None``: ``config.seed``)."""
+    return run_model_benchmark(
+        out, "mnist", mnist_dir, config, seeds=(config.seed if seed is None else seed,)
     )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the plots of one seed need."""
+
+    result: TrainResult
+    known_distances: np.ndarray
+    unknown_distances: np.ndarray
+    threshold: float
+    few_shot: dict[str, dict[int, float]]
+    unseen_embeddings: np.ndarray
+    unseen_labels: np.ndarray
+
+
+def _split(data: Dataset, seed: int) -> _Split:
+    train_idx, index_idx = split_per_class(data.y, TRAIN_SHARE, seed)
+    seen_train = train_idx[np.isin(data.y[train_idx], SEEN_CLASSES)]
+    return _Split(
+        train=data.subset(seen_train, name=f"{data.name} classes 0-5, 70%"),
+        index=data.subset(index_idx, name=f"{data.name} all classes, 30%"),
+        unseen_all=data.subset(
+            np.flatnonzero(~np.isin(data.y, SEEN_CLASSES)), name=f"{data.name} classes 6-9"
+        ),
+    )
+
+
+def _run_seed(data: Dataset, name: str, config: TrainConfig) -> tuple[dict[str, Any], _Run]:
+    split = _split(data, config.seed)
+    log.info("bench.model_split", seed=config.seed, train=len(split.train), index=len(split.index))
+    result = train(split.train, config)
+    encoder = result.encoder()
+    spec = result.input_spec
+    started = time.perf_counter()
+    embeddings = encoder.embed(spec.to_model_batch(split.index.x))
+    embed_seconds = time.perf_counter() - started
+    unseen_all = encoder.embed(spec.to_model_batch(split.unseen_all.x))
+    evaluation = _evaluate(
+        embeddings, unseen_all, split, encoder.distance, config.seed, with_classification=True
+    )
+    pixels = _pixels(split, spec)
+    baselines = {
+        "raw_pixels": _evaluate(*pixels, split, "cosine", config.seed),
+        f"pca{PCA_COMPONENTS}": _evaluate(
+            *_pca(split, spec, config.seed), split, "cosine", config.seed
+        ),
+    }
+    limit = _step_limit(result, split.train, config)
     report = {
-        "benchmark": "mnist",
+        "benchmark": name,
         "protocol": {
             "data": data.name,
+            "seed": config.seed,
             "seen_classes": list(SEEN_CLASSES),
             "unseen_classes": sorted(set(range(10)) - set(SEEN_CLASSES)),
             "train_share": TRAIN_SHARE,
-            "train_examples": len(train_set),
-            "index_examples": len(index_set),
+            "train_examples": len(split.train),
+            "index_examples": len(split.index),
             "queries": "leave-one-out over the index, exact search",
+            "open_set": "index: seen classes' 30 %; queries: those (leave-one-out) and the "
+            "unseen classes' 30 %",
+            "few_shot": f"open-set index + n images per unseen class (drawn from all "
+            f"{len(split.unseen_all)} unseen-class images, 3 draws); 1-NN accuracy on the rest",
+            "baselines": f"cosine on raw pixels, and on PCA-{PCA_COMPONENTS} fitted on the "
+            "training split",
             "distance": encoder.distance,
         },
-        "seen": _metrics(seen),
-        "unseen": _metrics(unseen),
-        "all": _metrics(results),
-        "calibration": {**unseen_calibration.to_dict(), "on": "unseen queries, best F1"},
-        "calibration_seen": {**seen_calibration.to_dict(), "on": "seen queries, best F1"},
-        "calibration_transfer": {
-            **transfer.to_dict(),
-            "on": "unseen queries, threshold calibrated on seen queries",
+        **{k: v for k, v in evaluation.items() if not k.startswith("_")},
+        "baselines": {
+            k: {n: v for n, v in b.items() if not n.startswith("_")} for k, b in baselines.items()
         },
-        "classification_unseen": _classification(unseen, unseen_calibration.threshold),
         "train_seconds": round(result.train_seconds, 2),
+        "train_images_per_s": round(result.images_per_second, 1),
+        "train_limit_images_per_s": round(limit, 1),
+        "train_speed_ratio": round(result.images_per_second / limit, 3),
         "embed_seconds": round(embed_seconds, 3),
         "epochs_run": result.epochs_run,
+        "history": result.history,
         "parameters": int(result.model.count_params()),
         "config": config.to_dict(),
         "code_version": result.summary()["code_version"],
     }
-    out = write_json(out, report)
-    plot_benchmark(result, unseen, unseen_calibration.threshold, out.with_suffix(".png"))
-    log.info(
-        "bench.model_done",
-        out=str(out),
-        seen_recall_at_1=report["seen"]["recall@1"],
-        unseen_recall_at_1=report["unseen"]["recall@1"],
-        unseen_f1=report["calibration"]["f1"],
-        train_seconds=report["train_seconds"],
+    run = _Run(
+        result=result,
+        known_distances=evaluation["_known"],
+        unknown_distances=evaluation["_unknown"],
+        threshold=evaluation["open_set"]["threshold"],
+        few_shot={
+            "model": evaluation["_few_shot"],
+            "raw pixels": baselines["raw_pixels"]["_few_shot"],
+        },
+        unseen_embeddings=unseen_all,
+        unseen_labels=split.unseen_all.y,
     )
+    return report, run
+
+
+def _evaluate(
+    embeddings: np.ndarray,
+    unseen_all: np.ndarray,
+    split: _Split,
+    distance: str,
+    seed: int,
+    with_classification: bool = False,
+) -> dict[str, Any]:
+    """Retrieval, open set and few shot of one embedding of the index and unseen images."""
+    labels = split.index.y
+    results = retrieve(embeddings, labels, ks=KS, distance=distance)
+    seen_mask, unseen_mask = split_by_class(labels, SEEN_CLASSES)
+    seen, unseen = results.subset(seen_mask), results.subset(unseen_mask)
+    # Open set: the index holds the seen classes only.
+    known = retrieve(embeddings[seen_mask], labels[seen_mask], ks=(1,), distance=distance)
+    unknown = retrieve(
+        embeddings[unseen_mask], labels[unseen_mask], embeddings[seen_mask], labels[seen_mask],
+        ks=(1,), distance=distance,
+    )  # fmt: skip
+    known_calibration = calibrate(known.nearest_distance, known.matches)
+    open_set = open_set_report(
+        known.nearest_distance, unknown.nearest_distance, known_calibration.threshold
+    )
+    at_95 = open_set_report(
+        known.nearest_distance,
+        unknown.nearest_distance,
+        float(np.quantile(known.nearest_distance, 0.95)),
+    )
+    curve = few_shot_curve(
+        embeddings[seen_mask], labels[seen_mask], unseen_all, split.unseen_all.y,
+        shots=[n for n in SHOTS if n < np.bincount(split.unseen_all.y).max()],
+        distance=distance, seed=seed,
+    )  # fmt: skip
+    report: dict[str, Any] = {
+        "seen": _metrics(seen),
+        "unseen": _metrics(unseen),
+        "open_set": {
+            **open_set.to_dict(),
+            "threshold_on": "seen queries, best F1 of nearest-neighbour matches",
+            "at_known_95th_percentile": at_95.to_dict(),
+        },
+        "few_shot": {str(n): round(a, 4) for n, a in curve.items()},
+        "_known": known.nearest_distance,
+        "_unknown": unknown.nearest_distance,
+        "_few_shot": curve,
+    }
+    if with_classification:
+        report["all"] = _metrics(results)
+        unseen_calibration = calibrate(unseen.nearest_distance, unseen.matches)
+        seen_calibration = calibrate(seen.nearest_distance, seen.matches)
+        transfer = threshold_metrics(
+            unseen.nearest_distance, unseen.matches, seen_calibration.threshold
+        )
+        report["calibration"] = {**unseen_calibration.to_dict(), "on": "unseen queries, best F1"}
+        report["calibration_seen"] = {
+            **seen_calibration.to_dict(),
+            "on": "seen queries, best F1",
+        }
+        report["calibration_transfer"] = {
+            **transfer.to_dict(),
+            "on": "unseen queries, threshold calibrated on seen queries",
+        }
+        report["classification_unseen"] = _classification(unseen, unseen_calibration.threshold)
     return report
 
 
-def plot_benchmark(result: TrainResult, unseen: QueryResults, threshold: float, path: Path) -> Path:
-    """Training loss, and the unseen queries' nearest-neighbour distances by match."""
+def _pixels(split: _Split, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened model inputs of the index and of every unseen-class image."""
+    return tuple(  # type: ignore[return-value]
+        spec.to_model_batch(d.x).reshape(len(d), -1) for d in (split.index, split.unseen_all)
+    )
+
+
+def _pca(split: _Split, spec: InputSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.decomposition import PCA
+
+    train = spec.to_model_batch(split.train.x).reshape(len(split.train), -1)
+    components = min(PCA_COMPONENTS, *train.shape)
+    pca = PCA(components, random_state=seed).fit(train)
+    index, unseen = _pixels(split, spec)
+    return pca.transform(index), pca.transform(unseen)
+
+
+def _step_limit(result: TrainResult, train_set: Dataset, config: TrainConfig) -> float:
+    """Forward + backward images/s of the trained model on one class-balanced batch."""
+    classes = np.unique(train_set.y)[: config.classes_per_batch]
+    rng = np.random.default_rng(config.seed)
+    batch = np.concatenate([
+        rng.choice(np.flatnonzero(train_set.y == c), config.examples_per_class)
+        for c in classes
+    ])  # fmt: skip
+    x = result.input_spec.to_model_batch(train_set.x[batch])
+    return measure_step_limit(result, x, train_set.y[batch])
+
+
+def _get(report: dict[str, Any], path: Sequence[str]) -> float:
+    value: Any = report
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
+def _headline(report: dict[str, Any]) -> dict[str, float]:
+    return {".".join(path): _get(report, path) for path in HEADLINE}
+
+
+def _summary(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation, min and max of each headline figure over the seeds."""
+    summary = {}
+    for path in HEADLINE:
+        values = np.array([_get(r, path) for r in reports])
+        summary[".".join(path)] = {
+            "mean": round(float(values.mean()), 4),
+            "std": round(float(values.std()), 4),
+            "min": round(float(values.min()), 4),
+            "max": round(float(values.max()), 4),
+        }
+    return summary
+
+
+def plot_benchmark(run: _Run, path: Path) -> Path:
+    """Training curve, known-vs-unknown distances, few-shot curve, unseen embeddings (PCA 2-D)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from sklearn.decomposition import PCA
 
-    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    figure = Figure(figsize=(12, 9), layout="constrained")
     FigureCanvasAgg(figure)
-    loss_axis, distance_axis = figure.subplots(1, 2)
-    losses = result.history.get("loss", [])
+    (loss_axis, distance_axis), (shot_axis, projection_axis) = figure.subplots(2, 2)
+    losses = run.result.history.get("loss", [])
     loss_axis.plot(np.arange(1, len(losses) + 1), losses, marker="o")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss")
-    loss_axis.set_title(f"{result.config.loss} loss, training on classes 0–5")
-    bins = np.linspace(0, max(float(unseen.nearest_distance.max()), threshold) * 1.05, 40)
-    distance_axis.hist(
-        unseen.nearest_distance[unseen.matches], bins=bins, alpha=0.7, label="same class"
-    )
-    distance_axis.hist(
-        unseen.nearest_distance[~unseen.matches], bins=bins, alpha=0.7, label="other class"
-    )
-    distance_axis.axvline(threshold, color="black", linestyle="--", label="best-F1 threshold")
+    loss_axis.set_title(f"{run.result.config.loss} loss, training on classes 0–5")
+    top = max(float(run.unknown_distances.max()), float(run.known_distances.max()), run.threshold)
+    bins = np.linspace(0, top * 1.05, 50)
+    distance_axis.hist(run.known_distances, bins=bins, alpha=0.7, label="known (seen classes)")
+    distance_axis.hist(run.unknown_distances, bins=bins, alpha=0.7, label="unknown (6–9)")
+    distance_axis.axvline(run.threshold, color="black", linestyle="--", label="seen threshold")
     distance_axis.set_yscale("log")
-    distance_axis.set_xlabel("distance to nearest neighbour")
-    distance_axis.set_title("unseen classes 6–9: query → nearest neighbour")
+    distance_axis.set_xlabel("distance to nearest indexed neighbour")
+    distance_axis.set_title("open set: index of seen classes only")
     distance_axis.legend()
-    figure.savefig(path, dpi=110)
+    for label, curve in run.few_shot.items():
+        shots = sorted(curve)
+        shot_axis.plot(shots, [curve[n] for n in shots], marker="o", label=label)
+    shot_axis.set_xscale("log")
+    shot_axis.set_xlabel("examples indexed per new class")
+    shot_axis.set_ylabel("1-NN accuracy on the new classes")
+    shot_axis.set_title("few-shot new classes 6–9")
+    shot_axis.legend()
+    points = PCA(2, random_state=0).fit_transform(run.unseen_embeddings)
+    for c in np.unique(run.unseen_labels):
+        members = run.unseen_labels == c
+        projection_axis.scatter(*points[members].T, s=3, alpha=0.5, label=str(c))
+    projection_axis.set_title("unseen classes' embeddings, PCA 2-D")
+    projection_axis.legend(markerscale=4)
+    figure.savefig(path, dpi=100)
     return path
 
 

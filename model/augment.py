@@ -1,7 +1,17 @@
-"""Augmentation hooks for samplers (see `model.samplers.Augment`): NumPy, seeded per batch."""
+"""Image augmentation: in the training graph (`augmentation_layers`), or NumPy sampler hooks.
+
+`augmentation_layers` is what `model.training.train` uses: a `RandomAffine`
+layer placed in front of the encoder inside the trained model, so augmentation
+runs in the backend's compute threads (TensorFlow or JAX) instead of the Python
+thread that feeds batches. The NumPy hooks (`random_shift`, `random_affine`,
+see `model.samplers.Augment`) remain for samplers used on their own.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import keras
 import numpy as np
 
 from model.samplers import Augment
@@ -82,3 +92,96 @@ def random_affine(
         return out
 
     return affine
+
+
+@keras.saving.register_keras_serializable(package="simstream")
+class RandomAffine(keras.layers.Layer):  # type: ignore[misc]
+    """Random shift, rotation and zoom of ``(B, H, W, C)`` images in one bilinear resampling.
+
+    The same draws as `random_affine`, in `keras.ops` (TensorFlow and JAX):
+    each image gets its own angle, zoom and shift about the image centre, the
+    outside is filled with zeros. One resampling instead of one per
+    transformation (as chaining `keras.layers.RandomRotation`, `RandomZoom`
+    and `RandomTranslation` would do) keeps strokes sharp and costs a third.
+    The identity when not training.
+
+    Args:
+        max_shift: largest shift in pixels (≥ 0).
+        max_rotation: largest rotation in degrees (≥ 0).
+        max_scale: largest relative zoom (0 ≤ max_scale < 1).
+        seed: seed of the draws.
+    """
+
+    def __init__(
+        self,
+        max_shift: float = 0.0,
+        max_rotation: float = 0.0,
+        max_scale: float = 0.0,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        random_affine(max_shift, max_rotation, max_scale)  # validates the ranges
+        self.max_shift = float(max_shift)
+        self.max_rotation = float(max_rotation)
+        self.max_scale = float(max_scale)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images: Any, training: bool | None = None) -> Any:
+        if not training:
+            return images
+        ops = keras.ops
+        shape = ops.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+
+        def uniform(limit: float) -> Any:
+            return keras.random.uniform(
+                (batch,), -limit, limit, dtype="float32", seed=self.seed_generator
+            )
+
+        angle = uniform(self.max_rotation * np.pi / 180.0)
+        zoom = 1.0 + uniform(self.max_scale)
+        shift_x, shift_y = uniform(self.max_shift), uniform(self.max_shift)
+        centre_x = (ops.cast(width, "float32") - 1.0) / 2.0
+        centre_y = (ops.cast(height, "float32") - 1.0) / 2.0
+        # Output pixel p maps to input A·p + b, A = R(angle) / zoom, b = c − A·(c + shift).
+        cos, sin = ops.cos(angle) / zoom, ops.sin(angle) / zoom
+        a0, a1, b0, b1 = cos, sin, -sin, cos
+        a2 = centre_x - (a0 * (centre_x + shift_x) + a1 * (centre_y + shift_y))
+        b2 = centre_y - (b0 * (centre_x + shift_x) + b1 * (centre_y + shift_y))
+        zeros = ops.zeros_like(angle)
+        transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        return ops.image.affine_transform(
+            images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0
+        )
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "max_shift": self.max_shift,
+            "max_rotation": self.max_rotation,
+            "max_scale": self.max_scale,
+            "seed": self.seed,
+        }
+
+
+def augmentation_layers(
+    max_shift: float = 0.0,
+    max_rotation: float = 0.0,
+    max_scale: float = 0.0,
+    seed: int = 0,
+) -> RandomAffine | None:
+    """The in-graph augmentation of `model.training.train`, or None when every range is 0.
+
+    A `RandomAffine` layer placed in front of the encoder inside the trained
+    model: it runs in the backend's compute threads, and the saved encoder does
+    not contain it.
+    """
+    if not (max_shift or max_rotation or max_scale):
+        random_affine(max_shift, max_rotation, max_scale)  # still refuses bad ranges
+        return None
+    return RandomAffine(max_shift, max_rotation, max_scale, seed=seed, name="augmentation")

@@ -27,13 +27,14 @@ import numpy as np
 
 from model import encoders
 from model import losses as losses_module
-from model.augment import random_affine, random_shift
+from model.augment import augmentation_layers
 from model.datasets import Dataset
+from model.encoders.layers import L2Normalization
 from model.evaluation.retrieval import retrieve
 from model.evaluation.search import canonical_distance
 from model.inputs import InputSpec
 from model.registry import Encoder, code_version
-from model.samplers import Augment, ClassBalancedSampler
+from model.samplers import ClassBalancedSampler
 from model.schedules import warmup_cosine
 from simstream.errors import ModelError
 from simstream.log import get_logger
@@ -69,6 +70,13 @@ class TrainConfig:
         augment_shift: largest random image shift in pixels (0: none).
         augment_rotation: largest random image rotation in degrees (0: none).
         augment_scale: largest random relative zoom of images (0: none).
+        serve_features: serve the L2-normalised features that feed the embedding
+            layer instead of the embedding: the ``Dense`` embedding then acts as a
+            projection head that only training sees (as in SimCLR), and the
+            served vectors keep what the loss discards about the training
+            classes, which transfers better to unseen ones. The served size is
+            the encoder's feature width (e.g. the CNN's last filter count).
+            Applies to new encoders; fine-tuning keeps ``initial``'s output.
         deterministic: ask TensorFlow for deterministic kernels.
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
     """
@@ -91,6 +99,7 @@ class TrainConfig:
     augment_shift: int = 0
     augment_rotation: float = 0.0
     augment_scale: float = 0.0
+    serve_features: bool = False
     deterministic: bool = True
     verbose: int = 1
 
@@ -131,6 +140,9 @@ class TrainResult:
         history: metric name → value per epoch (``loss``, ``val_recall@1``…).
         best_epoch: 1-based epoch whose weights were kept (None without validation).
         train_seconds: wall time of ``fit``.
+        train_images: training images processed by ``fit`` (epochs × steps × batch).
+        trained: the network the loss was applied to: ``model`` itself, or with
+            ``serve_features`` the encoder with its projection head.
         dataset: summary of the training data.
         validation: what was held out (classes, examples), or None.
     """
@@ -141,8 +153,15 @@ class TrainResult:
     history: dict[str, list[float]]
     best_epoch: int | None
     train_seconds: float
+    train_images: int
     dataset: dict[str, Any]
     validation: dict[str, Any] | None
+    trained: keras.Model | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput of ``fit``: images per second of wall time."""
+        return self.train_images / self.train_seconds if self.train_seconds > 0 else 0.0
 
     @property
     def epochs_run(self) -> int:
@@ -171,6 +190,7 @@ class TrainResult:
             "final": {k: v[-1] for k, v in self.history.items() if v},
             "history": self.history,
             "train_seconds": round(self.train_seconds, 3),
+            "train_images_per_s": round(self.images_per_second, 1),
             "parameters": int(self.model.count_params()),
             "code_version": code_version(),
         }
@@ -209,6 +229,8 @@ class RetrievalCallback(keras.callbacks.Callback):  # type: ignore[misc]
         ks: recall cut-offs.
         distance: distance of the search.
         batch_size: batch size of the embedding pass.
+        encoder: the model that embeds (default: the model being trained), e.g.
+            the served features of a model trained through a projection head.
     """
 
     def __init__(
@@ -218,15 +240,18 @@ class RetrievalCallback(keras.callbacks.Callback):  # type: ignore[misc]
         ks: Sequence[int] = (1,),
         distance: str = "cosine",
         batch_size: int = 512,
+        encoder: keras.Model | None = None,
     ) -> None:
         super().__init__()
+        self.encoder = encoder
         self.x, self.y = x, np.asarray(y)
         self.ks = tuple(ks)
         self.distance = distance
         self.batch_size = batch_size
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        embeddings = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        model = self.encoder if self.encoder is not None else self.model
+        embeddings = model.predict(self.x, batch_size=self.batch_size, verbose=0)
         report = retrieve(embeddings, self.y, ks=self.ks, distance=self.distance).report()
         values = {f"val_recall@{k}": report.micro[f"recall@{k}"] for k in self.ks}
         values["val_map@r"] = report.micro["map@r"]
@@ -296,15 +321,12 @@ def train(
         classes_per_batch=classes_per_batch,
         examples_per_class=config.examples_per_class,
         steps_per_epoch=config.steps_per_epoch,
-        augment=_augmentation(config),
         seed=config.seed,
     )
     loss = _make_loss(config, dataset.num_classes)
-    # Proxy-based losses own trainable proxies through a layer that must sit in the
-    # trained graph; the encoder itself (what is saved) shares every other weight.
-    fit_model = model
-    if hasattr(loss, "proxies_layer"):
-        fit_model = keras.Model(model.input, loss.proxies_layer()(model.output))
+    fit_model = training_model(model, loss, _augmentation(config, spec))
+    # A fine-tuned `initial` encoder is served as it was saved (features or embedding).
+    served = served_features(model) if config.serve_features and initial is None else model
     total_steps = max(1, config.epochs * len(sampler))
     schedule = warmup_cosine(
         config.learning_rate, total_steps, round(config.warmup_epochs * len(sampler))
@@ -318,6 +340,7 @@ def train(
                 spec.to_model_batch(validation.x),
                 validation.y,
                 distance=canonical_distance(config.distance),
+                encoder=served,
             )
         )
         early = keras.callbacks.EarlyStopping(
@@ -348,6 +371,7 @@ def train(
         )
         history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     seconds = time.perf_counter() - started
+    images = len(history.get("loss", [])) * len(sampler) * sampler.batch_size
     best_epoch = None
     if early is not None and history.get(MONITOR):
         best_epoch = int(np.argmax(history[MONITOR])) + 1
@@ -358,12 +382,14 @@ def train(
         best_epoch=best_epoch,
     )
     return TrainResult(
-        model=model,
+        model=served,
+        trained=model,
         input_spec=spec,
         config=config,
         history=history,
         best_epoch=best_epoch,
         train_seconds=seconds,
+        train_images=images,
         dataset=dataset.summary(),
         validation=None
         if validation is None
@@ -446,10 +472,80 @@ def plot_history(
     return path
 
 
-def _augmentation(config: TrainConfig) -> Augment | None:
-    if config.augment_rotation or config.augment_scale:
-        return random_affine(config.augment_shift, config.augment_rotation, config.augment_scale)
-    return random_shift(config.augment_shift) if config.augment_shift else None
+def training_model(
+    model: keras.Model, loss: keras.losses.Loss, augmentation: keras.Layer | None = None
+) -> keras.Model:
+    """The model `fit` trains: augmentation layers, the encoder, and a loss's proxies.
+
+    Augmentation runs inside the graph (only while training), and proxy-based
+    losses own trainable proxies through a layer that must sit in the trained
+    graph; the encoder itself (what is saved) shares every other weight.
+    """
+    if augmentation is None and not hasattr(loss, "proxies_layer"):
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="training_input")
+    outputs = model(augmentation(inputs) if augmentation is not None else inputs)
+    if hasattr(loss, "proxies_layer"):
+        outputs = loss.proxies_layer()(outputs)
+    return keras.Model(inputs, outputs, name="training_model")
+
+
+def served_features(model: keras.Model) -> keras.Model:
+    """The encoder without its embedding layer: L2-normalised features, sharing weights.
+
+    Raises:
+        ModelError: when ``model`` has no embedding layer (it already serves features).
+    """
+    try:
+        features = model.get_layer(encoders.EMBEDDING_LAYER).input
+    except ValueError:
+        raise ModelError(
+            f"Cannot serve features of {model.name!r}: expected a layer named "
+            f"{encoders.EMBEDDING_LAYER!r}. Received: an encoder without one"
+        ) from None
+    outputs = L2Normalization(name=encoders.NORMALIZATION_LAYER, dtype="float32")(features)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+def measure_step_limit(
+    result: TrainResult, x: np.ndarray, y: np.ndarray, steps: int = 20, warmup: int = 3
+) -> float:
+    """Images/s of forward + backward + update alone, on a copy of the trained model.
+
+    The same encoder, loss, optimizer and batch size as training, fed one batch
+    held in memory (no sampling, no augmentation): the ceiling that training's
+    `TrainResult.images_per_second` is read against. The trained weights are untouched.
+
+    Args:
+        result: the training run to measure.
+        x: one batch of model inputs (the training batch size).
+        y: its labels.
+        steps: timed steps.
+        warmup: untimed steps first (graph tracing, allocation).
+    """
+    trained = result.trained if result.trained is not None else result.model
+    copy = keras.models.clone_model(trained)
+    copy.set_weights(trained.get_weights())
+    loss = _make_loss(result.config, int(result.dataset["classes"]))
+    step_model = training_model(copy, loss)
+    step_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+    for _ in range(warmup):
+        step_model.train_on_batch(x, y)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step_model.train_on_batch(x, y)
+    return steps * len(x) / (time.perf_counter() - started)
+
+
+def _augmentation(config: TrainConfig, spec: InputSpec) -> keras.Layer | None:
+    if spec.kind != "image":
+        return None
+    return augmentation_layers(
+        config.augment_shift,
+        config.augment_rotation,
+        config.augment_scale,
+        seed=config.seed,
+    )
 
 
 def _make_loss(config: TrainConfig, num_classes: int) -> keras.losses.Loss:

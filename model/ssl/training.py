@@ -159,6 +159,7 @@ def train_ssl(
         history=history,
         best_epoch=None,
         train_seconds=seconds,
+        train_images=config.epochs * len(x),
         dataset={**dataset.summary(), "self_supervised": method},
         validation=validation,
     )

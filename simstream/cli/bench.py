@@ -61,44 +61,56 @@ def bench_model(
     out: Annotated[Path, typer.Option(help="JSON results file; the plot goes next to it.")] = Path(
         "docs/bench/model_mnist.json"
     ),
-    seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+    dataset: Annotated[
+        str, typer.Option(help="Data set: mnist (its test set) or digits (scikit-learn).")
+    ] = "mnist",
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated seeds; one run (split and training) per seed.")
+    ] = "0",
     epochs: Annotated[
         int | None, typer.Option(min=1, help="Override the benchmark's epochs.")
     ] = None,
 ) -> None:
-    """Train on MNIST classes 0–5, then measure retrieval on seen and unseen classes."""
+    """Train on classes 0–5; measure retrieval, open set and few shot on 6–9 against baselines."""
     settings = load_settings()
+    if dataset not in ("mnist", "digits"):
+        raise typer.BadParameter(
+            f"Expected mnist or digits. Received: {dataset!r}", param_hint="--dataset"
+        )
+    seed_list = _ints(seeds, "--seeds", minimum=0)
     with exit_on_error():
         from dataclasses import replace
 
         with _needs_bench():
-            from bench.model import BENCHMARK_CONFIG, run_mnist_benchmark
+            from bench.model import BENCHMARK_CONFIG, run_model_benchmark
 
         config = BENCHMARK_CONFIG if epochs is None else replace(BENCHMARK_CONFIG, epochs=epochs)
-        report = run_mnist_benchmark(mnist_dir or settings.mnist_dir, out, config, seed=seed)
+        report = run_model_benchmark(
+            out, dataset, mnist_dir or settings.mnist_dir, config, seeds=seed_list
+        )
+        raw = report["baselines"]["raw_pixels"]
         rows = [metrics_row(name, report[name]) for name in ("seen", "unseen")]
+        rows += [metrics_row(f"raw pixels {name}", raw[name]) for name in ("seen", "unseen")]
         typer.echo(metrics_table(rows, (1, 5, 10)))
-        c = report["calibration"]
-        typer.echo(
-            f"unseen calibration: threshold={c['threshold']:.4f} precision={c['precision']:.4f} "
-            f"recall={c['recall']:.4f} f1={c['f1']:.4f}"
-        )
-        typer.echo(
-            f"train_seconds={report['train_seconds']}; wrote {out} and {out.with_suffix('.png')}"
-        )
+        for name, figures in report["summary"].items():
+            typer.echo(
+                f"{name}: mean={figures['mean']:.4f} std={figures['std']:.4f} "
+                f"min={figures['min']:.4f} max={figures['max']:.4f}"
+            )
+        typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 # --- index -------------------------------------------------------------------------
 
 
-def _ints(text: str, name: str) -> tuple[int, ...]:
+def _ints(text: str, name: str, minimum: int = 1) -> tuple[int, ...]:
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         values = ()
-    if not values or min(values) < 1:
+    if not values or min(values) < minimum:
         raise typer.BadParameter(
-            f"Expected a comma-separated list of positive integers. Received: {text!r}",
+            f"Expected a comma-separated list of integers ≥ {minimum}. Received: {text!r}",
             param_hint=name,
         )
     return values

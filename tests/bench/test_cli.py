@@ -11,7 +11,7 @@ from simstream.cli.main import app
 runner = CliRunner()
 
 OPTIONS = {
-    "model": ["--mnist-dir", "--out", "--seed", "--epochs"],
+    "model": ["--mnist-dir", "--out", "--dataset", "--seeds", "--epochs"],
     "index": ["--out", "--mnist-dir", "--datasets", "--shards", "--efs", "--queries",
               "--random-items", "--latency-queries", "--seed", "--progress"],
     "ingest": ["--out", "--items", "--partitions", "--epochs", "--freshness-seconds",

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from model.augment import random_affine, random_shift
+from model.augment import augmentation_layers, random_affine, random_shift
 from simstream.errors import ModelError
 
 
@@ -52,3 +57,66 @@ def test_invalid_affine_ranges_are_refused() -> None:
         random_affine(max_scale=1.0)
     with pytest.raises(ModelError, match="max_rotation"):
         random_affine(max_rotation=-1)
+
+
+def _centre_of_mass(images: np.ndarray) -> np.ndarray:
+    rows, cols = np.mgrid[: images.shape[1], : images.shape[2]]
+    weights = images[..., 0].reshape(len(images), -1)
+    return np.stack([weights @ rows.ravel(), weights @ cols.ravel()], 1) / weights.sum(1)[:, None]
+
+
+def test_graph_augmentation_moves_images_only_while_training() -> None:
+    batch = np.zeros((32, 15, 15, 1), np.float32)
+    batch[:, 6:9, 6:9, 0] = 1.0  # a blob on the centre (7, 7)
+    layers = augmentation_layers(max_shift=3, seed=0)
+    assert layers is not None
+    np.testing.assert_allclose(np.asarray(layers(batch, training=False)), batch)
+    moved = _centre_of_mass(np.asarray(layers(batch, training=True)))
+    assert np.abs(moved - 7).max() <= 3 + 1e-4
+    assert np.ptp(moved[:, 0]) > 1 and np.ptp(moved[:, 1]) > 1  # each image its own shift
+
+
+def test_graph_rotation_keeps_a_blob_at_its_distance_from_the_centre() -> None:
+    batch = np.zeros((20, 11, 11, 1), np.float32)
+    batch[:, 4:7, 7:10, 0] = 1.0  # centred 3 pixels right of the centre (5, 5)
+    layers = augmentation_layers(max_rotation=90, seed=1)
+    assert layers is not None
+    centres = _centre_of_mass(np.asarray(layers(batch, training=True)))
+    np.testing.assert_allclose(np.hypot(*(centres - 5).T), 3, atol=0.3)
+    assert np.ptp(centres[:, 0]) > 2
+
+
+def test_no_ranges_means_no_augmentation_layers_and_bad_ranges_are_refused() -> None:
+    assert augmentation_layers() is None
+    with pytest.raises(ModelError, match="max_scale"):
+        augmentation_layers(max_scale=1.5)
+
+
+JAX_SCRIPT = """
+import numpy as np
+from model.augment import augmentation_layers
+batch = np.zeros((16, 15, 15, 1), np.float32)
+batch[:, 6:9, 6:9, 0] = 1.0
+layer = augmentation_layers(max_shift=3, max_rotation=20, max_scale=0.2, seed=0)
+out = np.asarray(layer(batch, training=True))
+assert out.shape == batch.shape and not np.allclose(out, batch)
+np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
+print("ok")
+"""
+
+
+def test_graph_augmentation_runs_under_jax_too() -> None:
+    if os.environ.get("CI") != "true":
+        pytest.importorskip("jax")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(root)}
+    completed = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().endswith("ok")

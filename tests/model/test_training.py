@@ -4,12 +4,20 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from model.datasets import Dataset
 from model.evaluation import evaluate_retrieval
-from model.training import MONITOR, TrainConfig, TrainResult, split_dataset, train
+from model.training import (
+    MONITOR,
+    TrainConfig,
+    TrainResult,
+    measure_step_limit,
+    split_dataset,
+    train,
+)
 from simstream.errors import ModelError, SamplerError
 from tests.model.conftest import FAST
 
@@ -118,3 +126,48 @@ def test_fine_tuning_starts_from_a_copy_of_the_initial_encoder(
     assert tuned.model is not initial.model and tuned.input_spec == initial.input_spec
     for a, b in zip(initial.model.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_augmented_training_runs_in_the_graph_and_reports_its_throughput(
+    digits: Dataset,
+) -> None:
+    config = replace(FAST, epochs=1, steps_per_epoch=3, augment_shift=1, augment_rotation=10.0)
+    result = train(digits, config)
+    assert result.train_images == 3 * config.classes_per_batch * config.examples_per_class
+    assert result.summary()["train_images_per_s"] > 0
+    # The saved encoder has no augmentation layer: it only sits in the training graph.
+    assert not any("augmentation" in layer.name for layer in result.model.layers)
+    weights = [w.copy() for w in result.model.get_weights()]
+    x = result.input_spec.to_model_batch(digits.x[:32])
+    assert measure_step_limit(result, x, digits.y[:32], steps=3, warmup=1) > 0
+    for before, after in zip(weights, result.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)  # measured on a copy
+
+
+def test_serving_features_drops_the_embedding_layer_into_a_training_only_head(
+    digits: Dataset, tmp_path: Path
+) -> None:
+    config = replace(FAST, epochs=1, steps_per_epoch=3, serve_features=True)
+    result = train(digits, config)
+    assert result.trained is not None and result.trained is not result.model
+    assert result.trained.output_shape[-1] == config.embedding_dim
+    assert result.model.output_shape[-1] == 32  # the CNN's last filter count
+    assert "embedding" not in [layer.name for layer in result.model.layers]
+    embeddings = result.encoder().embed(result.input_spec.to_model_batch(digits.x[:50]))
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert result.model_config()["embedding_dim"] == 32
+    # The served features share the trained weights, and the saved archive reloads.
+    path = tmp_path / "served.keras"
+    result.model.save(path)
+    reloaded = keras.saving.load_model(path, compile=False)
+    x = result.input_spec.to_model_batch(digits.x[:8])
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), embeddings[:8], atol=1e-5)
+
+
+def test_fine_tuning_an_encoder_that_serves_features_keeps_serving_them(
+    digits: Dataset,
+) -> None:
+    config = replace(FAST, epochs=1, steps_per_epoch=2, serve_features=True)
+    first = train(digits, config)
+    again = train(digits, config, initial=first.encoder())
+    assert again.model.output_shape == first.model.output_shape == (None, 32)
