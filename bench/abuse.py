@@ -16,8 +16,8 @@ Protocol, one run on one machine, everything on 127.0.0.1:
    - ``unmatched_filter``: 256-query batches filtered on ``{"nope": 1}``, a value
      no item holds;
    - ``disjoint_filter``: 256-query batches filtered on label ``"1"`` and
-     ``one: false``, two large posting lists that never meet (the capped
-     over-fetch path);
+     ``one: false``, two large posting lists that never meet (their empty
+     intersection answers without a graph search);
    - ``far_future_after``: 64 concurrent lookups with a write token far past the
      end of ``items``;
    - ``bomb_batch`` and ``bomb_single``: one batch of 200 decompression-bomb PNGs

@@ -49,9 +49,9 @@ class IndexConfig:
         min_tombstones: fewest deleted slots worth a rebuild (tiny shards skip it).
         num_threads: hnswlib threads for bulk inserts and batched queries (-1: all cores).
         write_slice_s: longest a writer holds a shard while searches are running.
-        exact_filter_limit: a filtered search whose candidates (the filter's
-            shortest posting list: by label or by metadata value) number at most
-            this is answered exactly by brute force over them.
+        exact_filter_limit: a filtered search whose passing items (the
+            intersection of the filter's posting lists) number at most this is
+            answered exactly by brute force over them.
         filter_fetch_limit: the most neighbours a filtered search fetches from a
             shard's graph per query (at least k); a query still short of k then
             gets fewer, marked not exhaustive. Bounds a filtered query's memory

@@ -1,11 +1,12 @@
 """`Postings`: the live ids of each label and of each metadata ``key: value``.
 
-A filtered search asks them which items can pass a filter before it touches
-the graph: each constraint of a `Filter` (its labels; each metadata pair) names
-a posting list, and the shortest one is a superset of the items that pass. When
-it is short (``IndexConfig.exact_filter_limit``) the search scans exactly those
-items; otherwise its length estimates the filter's selectivity for the graph
-search (see ``docs/index.md``, "Filters").
+A filtered search asks them which items pass a filter before it touches the
+graph: each constraint of a `Filter` (its labels; each metadata pair) names a
+posting list (the labels: the union of theirs), and the items that pass are
+the intersection of those lists. When it is small
+(``IndexConfig.exact_filter_limit``) the search scans exactly those items;
+otherwise it post-filters the graph's neighbours against it (see
+``docs/index.md``, "Filters").
 
 Metadata values are keyed by their JSON value (`value_key`), consistently with
 `workers.index.filter.json_equal`: two values that are JSON-equal have equal
@@ -17,7 +18,8 @@ rebuilds them from its entries when it is restored from a snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Iterator, Mapping
+import math
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
 from workers.index.filter import Filter, ItemLabel, LabelKey, label_key
@@ -32,7 +34,8 @@ def value_key(value: Any) -> Hashable | None:
     if value is None or isinstance(value, bool | str):
         return (type(value).__name__, value)
     if isinstance(value, int | float):
-        return ("number", value)
+        # NaN equals nothing, itself included (no JSON value is NaN).
+        return None if isinstance(value, float) and math.isnan(value) else ("number", value)
     if isinstance(value, list | tuple):
         items = [value_key(v) for v in value]
         return None if any(i is None for i in items) else ("array", tuple(items))
@@ -103,33 +106,38 @@ class Postings:
             else:
                 self._unkeyed.pop(key, None)
 
-    def candidates(self, flt: Filter, limit: int) -> tuple[int | None, list[str] | None]:
-        """The shortest posting list that holds every item passing ``flt``.
+    def matching(self, flt: Filter) -> tuple[set[str] | None, bool]:
+        """The ids that hold every constraint of ``flt`` the posting lists can look up.
+
+        The lists of the constraints are intersected shortest first (a label
+        constraint is the union of its labels' lists), stopping as soon as the
+        intersection is empty.
 
         Args:
             flt: a non-empty filter.
-            limit: list the ids only when there are at most this many.
 
         Returns:
-            ``(count, ids)``: the list's length (None when no constraint can be
-            looked up) and, when ``count ≤ limit``, its ids (a superset of the
-            items that pass; check each against the filter).
+            ``(ids, complete)``: the intersection (None when no constraint can be
+            looked up) and whether every constraint was looked up, i.e. whether
+            ``ids`` are exactly the items that pass (else check each of them).
         """
-        best: tuple[int, Iterator[Collection[str]]] | None = None
+        groups: list[list[Collection[str]]] = []
+        complete = True
         keys = flt.label_keys()
         if keys is not None:
-            lists = [_ids(self._labels.get(key)) for key in keys]
-            best = (sum(len(x) for x in lists), iter(lists))
+            groups.append([_ids(self._labels.get(key)) for key in keys])
         for key, value in flt.metadata.items():
             vkey = value_key(value)
             if vkey is None or key in self._unkeyed:
-                continue
-            ids = _ids(self._values.get((key, vkey)))
-            if best is None or len(ids) < best[0]:
-                best = (len(ids), iter([ids]))
-        if best is None:
-            return None, None
-        count, lists_iter = best
-        if count > limit:
-            return count, None
-        return count, [i for ids in lists_iter for i in ids]
+                complete = False
+            else:
+                groups.append([_ids(self._values.get((key, vkey)))])
+        if not groups:
+            return None, False
+        groups.sort(key=lambda lists: sum(len(ids) for ids in lists))
+        found: set[str] = set().union(*groups[0])
+        for lists in groups[1:]:
+            if not found:
+                break
+            found = set().union(*(found.intersection(ids) for ids in lists))
+        return found, complete

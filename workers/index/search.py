@@ -10,23 +10,23 @@ every search asks hnswlib for ``max(k, ef)`` results and keeps the first k:
 the same beam, the same answer, and no shared state changes (``set_ef`` would
 need the exclusive lock).
 
-A filter whose shortest posting list (`workers.index.postings`) is short is
-answered exactly by brute force over those candidates; otherwise the graph is
-over-fetched and post-filtered, the fetch growing for queries still short of k
-up to ``IndexConfig.filter_fetch_limit`` per query. A query still short of k
-then is answered with fewer and marked not exhaustive (see ``docs/index.md``,
-"Filters"). The caller holds the shard's lock shared throughout.
+A filter is answered from the ids that pass it (the intersection of its posting
+lists, `workers.index.postings`): none, no search; few, exactly by brute force
+over them; otherwise the graph is over-fetched and post-filtered with a boolean
+mask over its slots (NumPy, no call per candidate), the fetch growing for
+queries still short of k up to ``IndexConfig.filter_fetch_limit`` per query. A
+query still short of k then is answered with fewer and marked not exhaustive
+(see ``docs/index.md``, "Filters"). The caller holds the shard's lock shared throughout.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from workers.index.filter import Filter
 from workers.index.graph import Graph
 
 _EXACT_CHUNK = 16384
@@ -105,7 +105,7 @@ def distances(space: str, queries: np.ndarray, vectors: np.ndarray) -> np.ndarra
 
 
 def exact(
-    graph: Graph, queries: np.ndarray, k: int, slots: Sequence[int]
+    graph: Graph, queries: np.ndarray, k: int, slots: Sequence[int] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k over the given slots: ``(slots, distances)``; k ≤ len(slots)."""
     best_d = np.full((len(queries), 0), np.inf)
@@ -122,66 +122,57 @@ def exact(
 
 
 def filtered(
-    graph: Graph,
-    queries: np.ndarray,
-    k: int,
-    ef: int,
-    flt: Filter,
-    num_threads: int,
-    candidates: tuple[int | None, list[str] | None],
-    passes: Callable[[str, Filter], bool],
+    graph: Graph, queries: np.ndarray, k: int, ef: int, passing: Collection[str], num_threads: int
 ) -> Hits:
-    """The k nearest live items of each query that pass ``flt``, padded with None and inf.
+    """The k nearest live items of each query among ``passing``, padded with None and inf.
 
     Args:
         graph: the shard's graph.
         queries: float32 array of shape (batch, dim).
         k: results per query.
         ef: hnswlib ef.
-        flt: the filter (not empty).
+        passing: the ids of the items that pass the filter (see `Postings.matching`).
         num_threads: hnswlib threads.
-        candidates: ``(count, ids)`` of the filter's shortest posting list (see
-            `Postings.candidates`): ids are given when they are few enough to scan.
-        passes: whether a live id passes a filter.
     """
-    ids = np.full((len(queries), k), None, dtype=object)
-    dists = np.full((len(queries), k), np.inf, dtype=np.float32)
-    count, listed = candidates
-    if listed is not None:
-        passing = [i for i in listed if passes(i, flt)]
-        kk = min(k, len(passing))
+    batch = len(queries)
+    ids = np.full((batch, k), None, dtype=object)
+    dists = np.full((batch, k), np.inf, dtype=np.float32)
+    slot_of = graph.slot_of
+    slots = np.fromiter(
+        (s for s in map(slot_of.get, passing) if s is not None), dtype=np.int64, count=-1
+    )
+    if len(slots) <= max(graph.config.exact_filter_limit, k):
+        kk = min(k, len(slots))
         if kk:
-            s, d = exact(graph, queries, kk, [graph.slot_of[i] for i in passing])
+            s, d = exact(graph, queries, kk, np.sort(slots))
             ids[:, :kk] = graph.ids[s]
             dists[:, :kk] = d
-        return Hits(ids, dists, np.ones(len(queries), dtype=bool))
+        return Hits(ids, dists, np.ones(batch, dtype=bool))
+    mask = np.zeros(len(graph.ids), dtype=bool)
+    mask[slots] = True
     live = graph.live
-    share = 1.0 if count is None else count / max(live, 1)
     # Over-fetch, post-filter, and grow the fetch for queries still short of k
     # until k pass, the shard is exhausted (fetch = live) or the fetch reaches the cap.
     cap = min(live, max(graph.config.filter_fetch_limit, k))
-    fetch = min(cap, max(2 * k, math.ceil(2 * k / max(share, 1e-9))))
-    pending = np.arange(len(queries))
+    fetch = min(cap, max(2 * k, math.ceil(2 * k * live / len(slots))))
+    pending = np.arange(batch)
     while len(pending) and fetch:
-        slots, fetched = knn(graph, queries[pending], fetch, ef, num_threads)
-        short: list[int] = []
-        rows: list[int] = pending.tolist()
-        for row, slot_row, dist_row in zip(rows, slots.tolist(), fetched.tolist(), strict=True):
-            n = 0
-            for slot, dist in zip(slot_row, dist_row, strict=True):
-                item_id = graph.ids[slot]
-                if item_id is not None and passes(item_id, flt):
-                    ids[row, n], dists[row, n] = item_id, dist
-                    n += 1
-                    if n == k:
-                        break
-            if n < k:
-                short.append(row)
-        pending = np.asarray(short, dtype=np.int64)
+        fetched, fetched_d = knn(graph, queries[pending], fetch, ef, num_threads)
+        passes = mask[fetched]
+        # The passing neighbours first, each row's order kept; then the first k.
+        first = np.argsort(~passes, axis=1, kind="stable")[:, :k]
+        found = np.minimum(passes.sum(axis=1), k)
+        kept = np.arange(first.shape[1])[None, :] < found[:, None]
+        width = first.shape[1]
+        ids[pending, :width] = np.where(
+            kept, graph.ids[np.take_along_axis(fetched, first, 1)], None
+        )
+        dists[pending, :width] = np.where(kept, np.take_along_axis(fetched_d, first, 1), np.inf)
+        pending = pending[found < k]
         if fetch == cap:
             break
         fetch = min(cap, fetch * 4)
-    exhaustive = np.ones(len(queries), dtype=bool)
+    exhaustive = np.ones(batch, dtype=bool)
     if cap < live:
         exhaustive[pending] = False
     return Hits(ids, dists, exhaustive)

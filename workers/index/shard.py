@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -526,9 +526,17 @@ class Shard:
             graph = self._graph
             if filter is None or filter.empty:
                 return nearest(graph, queries, k, ef, num_threads)
-            limit = max(self.config.exact_filter_limit, k)
-            candidates = self._postings.candidates(filter, limit)
-            return filtered(graph, queries, k, ef, filter, num_threads, candidates, self._passes)
+            return filtered(graph, queries, k, ef, self._passing(filter), num_threads)
+
+    def _passing(self, flt: Filter) -> Collection[str]:
+        """The ids of the live items that pass ``flt`` (under the shared lock)."""
+        found, complete = self._postings.matching(flt)
+        if complete and found is not None:
+            return found
+        # Constraints the postings cannot look up (values that are not JSON):
+        # checked item by item, once per batch.
+        pool = self._entries if found is None else found
+        return [i for i in pool if self._passes(i, flt)]
 
     def _passes(self, item_id: str, flt: Filter) -> bool:
         entry = self._entries.get(item_id)

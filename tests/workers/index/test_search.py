@@ -102,16 +102,27 @@ def test_a_label_filter_returns_the_nearest_passing_items_padded(
     for item_id, label in labels.items():
         postings.add(item_id, label, {})
     matching = [j for j in range(200) if j % 10 == 3]
-
-    def passes(item_id: str, flt: Filter) -> bool:
-        return flt.matches(labels[item_id], {})
-
     query = vectors[:1]
-    flt = Filter.of(labels=[3])
-    candidates = postings.candidates(flt, exact_filter_limit)
-    ids, dists, exhaustive = search.filtered(graph, query, 25, 400, flt, 1, candidates, passes)
+    passing, complete = postings.matching(Filter.of(labels=[3]))
+    assert complete and passing is not None
+    ids, dists, exhaustive = search.filtered(graph, query, 25, 400, passing, 1)
     order = brute_force("cosine", query[0], vectors[matching], 20)
     assert ids[0, :20].tolist() == [f"i{matching[j]}" for j in order]
     assert ids[0, 20:].tolist() == [None] * 5
     assert np.all(np.isinf(dists[0, 20:]))
     assert exhaustive.tolist() == [True]
+
+
+def test_the_masked_post_filter_equals_a_brute_force_answer_over_a_large_candidate_set(
+    rng: np.random.Generator,
+) -> None:
+    graph, vectors = filled(rng, 4_000, m=16, ef_construction=200, exact_filter_limit=100)
+    passing = [j for j in range(4_000) if j % 3 == 0]
+    queries = unit_vectors(rng, 32, 8)
+    ids, dists, exhaustive = search.filtered(graph, queries, 15, 400, {f"i{j}" for j in passing}, 1)
+    for row, query in enumerate(queries):
+        d = distances("cosine", query, vectors[passing])
+        order = np.argsort(d, kind="stable")[:15]
+        assert ids[row].tolist() == [f"i{passing[j]}" for j in order]
+        np.testing.assert_allclose(dists[row], d[order], atol=1e-5)
+    assert exhaustive.all()

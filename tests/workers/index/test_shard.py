@@ -268,7 +268,7 @@ def test_filters_on_label_and_metadata_return_the_nearest_matching_items(
 def test_a_metadata_only_filter_grows_its_fetch_until_k_items_match(
     rng: np.random.Generator,
 ) -> None:
-    shard, vectors = labelled_shard(rng, IndexConfig(dim=8, ef_search=400))
+    shard, vectors = labelled_shard(rng, IndexConfig(dim=8, ef_search=400, exact_filter_limit=0))
     shard.apply([Mutation.upsert("rare", vectors[5], 1000, metadata={"color": "green"})])
     assert search_one(shard, vectors[0], 5, filter=Filter.of(color="green")) == ["rare"]
 
@@ -474,7 +474,8 @@ def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
 
 @pytest.fixture(scope="module")
 def big_shard() -> tuple[Shard, np.ndarray]:
-    """20,000 items: label a/red or b/blue, and 5 of them ``rare``."""
+    """20,000 items: label a/red or b/blue, east or west (by their first coordinate), and 5
+    of them ``rare``."""
     config = IndexConfig(dim=8, m=8, ef_construction=32, filter_fetch_limit=256)
     shard = Shard(config)
     vectors = unit_vectors(np.random.default_rng(7), 20_000, 8)
@@ -488,6 +489,7 @@ def big_shard() -> tuple[Shard, np.ndarray]:
                 label="a" if j % 2 else "b",
                 metadata={
                     "color": "red" if j % 2 else "blue",
+                    "side": "east" if vectors[j, 0] > 0 else "west",
                     **({"rare": 1} if j in rare else {}),
                 },
             )
@@ -508,14 +510,28 @@ def spied(
     return shard, vectors, spy
 
 
-def test_a_filter_that_no_item_passes_fetches_at_most_the_cap_and_says_it_is_not_exhaustive(
+def test_a_filter_whose_constraints_never_intersect_is_answered_without_a_graph_search(
     spied: tuple[Shard, np.ndarray, KnnSpy],
 ) -> None:
     shard, vectors, spy = spied
     # Each constraint alone matches 10,000 items; together none.
     ids, dists, exhaustive = shard.search(
-        vectors[:64], 20, filter=Filter.of(labels=["a"], color="blue")
+        vectors[:256], 20, filter=Filter.of(labels=["a"], color="blue")
     )
+    assert spy.asked == []
+    assert ids.tolist() == [[None] * 20] * 256
+    assert np.isinf(dists).all()
+    assert exhaustive.all()
+
+
+def test_a_filter_no_near_item_passes_fetches_at_most_the_cap_and_says_it_is_not_exhaustive(
+    spied: tuple[Shard, np.ndarray, KnnSpy],
+) -> None:
+    shard, _, spy = spied
+    # 10,000 items pass, all in the half of the sphere away from the queries.
+    queries = np.zeros((64, 8), dtype=np.float32)
+    queries[:, 0] = 1.0
+    ids, dists, exhaustive = shard.search(queries, 20, filter=Filter.of(side="west"))
     assert spy.asked and max(spy.asked) <= shard.config.filter_fetch_limit
     assert ids.tolist() == [[None] * 20] * 64
     assert np.isinf(dists).all()
@@ -572,8 +588,33 @@ def test_posting_lists_follow_upserts_deletes_and_a_restore(
     assert found(Filter.of(c=True)) == found(Filter.of(c="1")) == []
     assert found(Filter.of(labels=[4], c=1)) == ["c"]
     copy = Shard.restore(small_config, 0, shard._graph.index, shard._state())
-    assert copy._postings.candidates(Filter.of(c="blue"), 10) == (1, ["a"])
-    assert copy._postings.candidates(Filter.of(labels=[4]), 10) == (1, ["c"])
+    assert copy._postings.matching(Filter.of(c="blue")) == ({"a"}, True)
+    assert copy._postings.matching(Filter.of(labels=[4])) == ({"c"}, True)
+
+
+def test_constraints_the_postings_cannot_look_up_are_checked_item_by_item(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 4, 8)
+    nan = float("nan")
+    shard.apply(
+        [
+            Mutation.upsert("a", v[0], 1, label=1, metadata={"x": b"1", "y": nan}),
+            Mutation.upsert("b", v[1], 2, label=1, metadata={"x": 1, "y": nan}),
+            Mutation.upsert("c", v[2], 3, label=2, metadata={"x": 1}),
+            Mutation.upsert("d", v[3], 4, label=1, metadata={"z": nan}),
+        ]
+    )
+
+    def found(flt: Filter) -> set[str]:
+        return set(search_one(shard, v[0], 5, filter=flt))
+
+    assert found(Filter.of(x=1)) == {"b", "c"}  # "x" holds a value that is not JSON
+    assert found(Filter.of(labels=[1], x=1)) == {"b"}
+    # NaN equals nothing, not even the very same NaN object.
+    assert found(Filter.of(y=nan)) == found(Filter.of(z=nan)) == set()
+    assert found(Filter.of(labels=[1], z=nan)) == set()
 
 
 # --- a failed batch -------------------------------------------------------------------
