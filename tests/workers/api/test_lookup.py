@@ -121,8 +121,9 @@ def test_a_filter_past_the_fetch_cap_answers_fewer_and_says_it_is_not_exhaustive
         small = shard.config.with_(exact_filter_limit=0, filter_fetch_limit=1)
         monkeypatch.setattr(shard, "config", small)
         monkeypatch.setattr(shard._graph, "config", small)
-    # Label 3 is odd: nothing passes, and no shard may fetch more than k to find out.
-    unmatched = {"labels": ["3"], "metadata": {"parity": "even"}}
+    # Every 3 passes, but a 0's nearest neighbour is not a 3, and no shard may fetch
+    # more than k to look further.
+    unmatched = {"labels": ["3"], "metadata": {"parity": "odd"}}
     request = {"id": "digit-0000", "k": 1, "filter": unmatched}
 
     single = [client.post("/v1/lookup", json=request) for _ in range(2)]
