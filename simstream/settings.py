@@ -276,6 +276,12 @@ class Settings(BaseSettings):
         10000, ge=1, description="records applied between snapshots"
     )
     snapshot_keep: int = Field(3, ge=1, description="snapshots kept per generation")
+    delete_marker_retention_s: float = Field(
+        86400.0,
+        ge=0,
+        description="seconds delete markers outlive the snapshot that covered them "
+        "(late copies of a range cannot resurrect a deleted id within it)",
+    )
 
     # --- cache -----------------------------------------------------------------------
     cache_ttl_s: float = Field(30.0, ge=0, description="result cache TTL in seconds (0: off)")

@@ -27,6 +27,8 @@ class NodeConfig(KafkaClientConfig):
         snapshot_keep: complete snapshots kept per generation.
         snapshot_every_s: seconds between snapshots.
         snapshot_every_records: records applied between snapshots.
+        delete_marker_retention_s: how long delete markers outlive the snapshot that
+            covered them (see `IndexGeneration._prune_floor`).
         registry_dir: the model registry (its active version is the wanted generation).
         data_dir: where the serving alias (``alias.json``) is persisted.
         coordination_url: the coordination Redis (the Celery broker's) for `ServingStatus`.
@@ -54,6 +56,7 @@ class NodeConfig(KafkaClientConfig):
     reindex_grace_s: float
     reindex_allow_dead_letters: bool
     ready_max_lag: int
+    delete_marker_retention_s: float = 86400.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NodeConfig:
@@ -70,6 +73,7 @@ class NodeConfig(KafkaClientConfig):
             snapshot_keep=settings.snapshot_keep,
             snapshot_every_s=settings.snapshot_every_s,
             snapshot_every_records=settings.snapshot_every_records,
+            delete_marker_retention_s=settings.delete_marker_retention_s,
             registry_dir=settings.registry_dir,
             data_dir=settings.data_dir,
             coordination_url=settings.celery_broker_url,

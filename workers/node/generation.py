@@ -100,7 +100,8 @@ class IndexGeneration:
         self._since_snapshot = 0
         self._snapshot_lock = threading.Lock()
         self._failed: set[int] = set()
-        self._prune_below: dict[int, int] = {}
+        # (time, next offset per partition) of each snapshot, oldest first (marker pruning).
+        self._snapshot_marks: deque[tuple[float, dict[int, int]]] = deque()
         self.error: str | None = None
         #: Whether the lag was ever within ``ready_max_lag`` (readiness holds after that).
         self.caught_up = False
@@ -147,7 +148,6 @@ class IndexGeneration:
         for p in range(self.config.partitions):
             if str(p) in marks:
                 self.watermarks[p] = SourceWatermark.from_dict(marks[str(p)])
-        self._prune_below = {p: w.next for p, w in self.watermarks.items()}
         self.last_snapshot_at = time.time()
         self.snapshot_path = str(loaded.path)
         self.log.info(
@@ -325,7 +325,7 @@ class IndexGeneration:
         """Drop the state built from a log that is gone and replay the log from its start."""
         self._rebuild_reason = None
         self._failed.clear()  # the new index has no failed shard
-        self._prune_below = {}  # markers of the old log say nothing of the new one
+        self._snapshot_marks.clear()  # markers of the old log say nothing of the new one
         metrics.LOG_MISMATCH.labels(self.version, "consume").inc()
         self.log.warning(
             "node.log_changed",
@@ -393,8 +393,12 @@ class IndexGeneration:
             extra = {"watermarks": {str(p): w.to_dict() for p, w in self.watermarks.items()}}
             source = dataclasses.replace(self.source, log_end=dict(self._log_end))
             path = self.store.save(self.index, extra=extra, source=source.to_dict())
-            pruned = self.index.prune_markers(self._prune_below)
-            self._prune_below = {int(p): mark["next"] for p, mark in extra["watermarks"].items()}
+            now = time.time()
+            floor = self._prune_floor(now)
+            pruned = self.index.prune_markers(floor) if floor else 0
+            self._snapshot_marks.append(
+                (now, {int(p): mark["next"] for p, mark in extra["watermarks"].items()})
+            )
             self._since_snapshot = 0
             self.last_snapshot_at = time.time()
             self.snapshot_path = str(path)
@@ -406,6 +410,22 @@ class IndexGeneration:
                 markers_pruned=pruned,
             )
             return str(path)
+
+    def _prune_floor(self, now: float) -> dict[int, int]:
+        """Offsets below which delete markers may go: the watermarks of the newest
+        earlier snapshot taken at least ``delete_marker_retention_s`` ago (none: {}).
+
+        A marker only guards against an older upsert of its id arriving late, and a
+        late copy of a range (a task redelivered after a crash, a dispatcher that
+        restarts from an older commit) can come well after the range completed: so
+        markers are kept for the retention time past the snapshot that covered them.
+        """
+        cutoff = now - self.config.delete_marker_retention_s
+        while len(self._snapshot_marks) > 1 and self._snapshot_marks[1][0] <= cutoff:
+            self._snapshot_marks.popleft()
+        if self._snapshot_marks and self._snapshot_marks[0][0] <= cutoff:
+            return self._snapshot_marks[0][1]
+        return {}
 
     # --- reads -----------------------------------------------------------------------
 

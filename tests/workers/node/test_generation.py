@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def test_a_node_with_an_unhealthy_shard_is_not_ready(
 def test_delete_markers_are_pruned_below_the_watermark_of_the_snapshot_before(
     generation: IndexGeneration,
 ) -> None:
+    generation.config = dataclasses.replace(generation.config, delete_marker_retention_s=0)
     send(generation, [*upserts(0, 3), EmbeddingRecord.range_marker(0, 3, VERSION)])
     send(generation, [EmbeddingRecord(Op.DELETE, "i0", 3, VERSION)])
     send(generation, [EmbeddingRecord.range_marker(3, 4, VERSION)])
@@ -127,3 +129,25 @@ def test_delete_markers_are_pruned_below_the_watermark_of_the_snapshot_before(
     wait_for(lambda: applied(generation, 8), timeout_s=60, message="the second delete applied")
     generation.snapshot()  # prunes below the previous snapshot's watermark (4)
     assert shard._deleted_at == {"i1": 4}
+
+
+def test_a_late_copy_of_an_old_range_cannot_resurrect_an_id_deleted_snapshots_ago(
+    generation: IndexGeneration,
+) -> None:
+    """A range embedded again long after it completed (a task redelivered after a crash,
+    a dispatcher restarting from an older commit) re-sends old upserts: within the
+    retention time the delete markers are kept, so the deleted id stays deleted."""
+    send(generation, [*upserts(0, 3), EmbeddingRecord.range_marker(0, 3, VERSION)])
+    send(generation, [EmbeddingRecord(Op.DELETE, "i0", 3, VERSION)])
+    send(generation, [EmbeddingRecord.range_marker(3, 4, VERSION)])
+    generation.start()
+    wait_for(lambda: applied(generation, 6), timeout_s=60, message="the records applied")
+    generation.snapshot()
+    send(generation, [EmbeddingRecord.range_marker(4, 5, VERSION)])
+    wait_for(lambda: applied(generation, 7), timeout_s=60, message="the marker applied")
+    generation.snapshot()  # with no retention this would forget i0's marker
+    assert generation.index.shard(0)._deleted_at == {"i0": 3}
+
+    send(generation, [*upserts(0, 1), EmbeddingRecord.range_marker(0, 1, VERSION)])  # late copy
+    wait_for(lambda: applied(generation, 9), timeout_s=60, message="the late copy applied")
+    assert generation.index.get("i0") is None
