@@ -55,6 +55,8 @@ KILLS_EACH = 5
 #: Poison events per item published.
 POISON_SHARE = 0.02
 CHUNKS = 3 * KILLS_EACH + 1
+#: Fewest events published before a kill: ranges of several slowed batches in flight.
+MIN_CHUNK = 600
 ADMIN = "soak-admin-token"
 InFlight = dict[int, list[int]]
 
@@ -108,7 +110,7 @@ class Workload:
             at = self.rng.randrange(ITEMS, len(ops) + 1)  # after every first upsert
             target = f"item-{spare[n % len(spare)]}"
             ops.insert(at, ("poison", n) if n % POISON_KINDS else ("huge", target))
-        size = -(-len(ops) // CHUNKS)
+        size = max(-(-len(ops) // CHUNKS), MIN_CHUNK)
         self.chunks = [ops[i : i + size] for i in range(0, len(ops), size)]
 
     def publish_next(self) -> None:
@@ -116,7 +118,9 @@ class Workload:
         if self.chunks:
             ops = self.chunks.pop(0)
         else:
-            ids = self.rng.sample(sorted(self.expected.live), min(300, len(self.expected.live)))
+            ids = self.rng.sample(
+                sorted(self.expected.live), min(MIN_CHUNK, len(self.expected.live))
+            )
             ops = [("upsert", (i, self.expected.live[i] + 1)) for i in ids]
         upserts = [arg for kind, arg in ops if kind == "upsert"]
         deletes = [arg for kind, arg in ops if kind == "delete"]
@@ -172,7 +176,7 @@ def settings(settings: Settings) -> Settings:
     """Quick recovery, slowed batches, a small payload limit, an admin token, a free port."""
     return with_fast_recovery(
         settings,
-        fault_embed_batch_delay_s=0.05,
+        fault_embed_batch_delay_s=0.2,
         snapshot_every_s=2.0,
         max_payload_bytes=4096,
         api_port=_free_port(),
@@ -266,7 +270,7 @@ def test_a_soak_with_poison_events_and_killed_processes_ends_with_exactly_the_ex
             work.publish_next()
             time.sleep(rng.uniform(0.0, 1.0))  # a random moment, then the next range in flight
             try:
-                seen = wait_for(process.mid_range, timeout_s=60, interval_s=0.01, message="work")
+                seen = wait_for(process.mid_range, timeout_s=20, interval_s=0.01, message="work")
             except TimeoutError:
                 continue
             assert seen is not None
@@ -327,7 +331,7 @@ def _check_through_the_api(api: httpx.Client, work: Workload) -> dict[str, Any]:
             lost += 1
         elif response.json()["metadata"].get("rev") != rev:
             stale += 1
-    resurrected = sum(api.get(f"/v1/items/{i}").status_code != 404 for i in expected.deleted)
+    resurrected = [i for i in expected.deleted if api.get(f"/v1/items/{i}").status_code != 404]
     items = api.get("/v1/stats").json()["items"]
     letters: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -348,7 +352,8 @@ def _check_through_the_api(api: httpx.Client, work: Workload) -> dict[str, Any]:
         "lost": lost,
         "stale": stale,
         "duplicated": items - (len(expected.live) - lost),
-        "resurrected": resurrected,
+        "resurrected": len(resurrected),
+        "resurrected_ids": sorted(resurrected)[:20],
         "poison_events": len(work.poison),
         "dlq_records": len(letters),
         "dlq_repeated": len(letters) - len(listed),
