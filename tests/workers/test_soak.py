@@ -126,7 +126,8 @@ class Workload:
         deletes = [arg for kind, arg in ops if kind == "delete"]
         # Per id, the order holds: an id's upserts keep theirs, its delete follows them.
         publish(self.settings, self.expected, upserts=upserts, deletes=deletes)
-        raw = Producer(self.settings.kafka_config())
+        # The contract's partitioner (murmur2, as ItemProducer): an item's events share a partition.
+        raw = Producer(self.settings.kafka_config(partitioner="murmur2_random"))
         for kind, arg in ops:
             if kind in ("poison", "huge"):
                 self._produce_poison(raw, kind, arg)
