@@ -31,7 +31,7 @@ FAST_RECOVERY = {
     "snapshot_every_s": 0.5,
     "dispatch_max_items": 100,
     "embed_batch_size": 25,
-    "fault_embed_batch_delay_s": 0.1,
+    "fault_embed_batch_delay_s": 0.25,
 }
 
 #: Events of the three waves: upserts, then updates of the first ones, then deletes.

@@ -49,7 +49,7 @@ from tests.workers.pipeline import Expected, items_end, publish
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.services]
 
-ITEMS = int(os.environ.get("SIMSTREAM_SOAK_ITEMS", "5000"))
+ITEMS = int(os.environ.get("SIMSTREAM_SOAK_ITEMS", "1000"))
 #: Kills of each process that must have interrupted a range in flight.
 KILLS_EACH = 5
 #: Poison events per item published.

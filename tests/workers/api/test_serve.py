@@ -61,7 +61,7 @@ def test_serve_answers_lookups_and_stops_on_sigterm_with_a_final_snapshot(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: process.poll() is not None or _ready(url), 90, 0.2, "serve ready")
-        assert process.poll() is None, "serve exited early"
+        assert process.poll() is None, "serve exited early: " + log_path.read_text()[-3000:]
         lookup = httpx.post(url + "/v1/lookup", json={"id": "digit-0001", "k": 3}, timeout=10)
         assert lookup.status_code == 200, lookup.text
         assert len(lookup.json()["neighbors"]) == 3

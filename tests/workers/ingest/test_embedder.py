@@ -217,18 +217,12 @@ class _OffsetGone:
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
 
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.consumer.assign(partitions)
-
-    def unassign(self) -> None:
-        self.consumer.unassign()
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)  # everything but consume is the real consumer
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         error = RdKafkaError(RdKafkaError._AUTO_OFFSET_RESET, "offset 0 out of range [5, 9)")
         return [Message(topic="items", partition=0, offset=0, error=error)]
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def test_a_range_the_log_no_longer_holds_is_an_offset_error_not_a_silent_jump(

@@ -166,9 +166,9 @@ def test_a_dispatcher_killed_with_ranges_in_flight_loses_and_duplicates_nothing(
         if any(done.values()) != after_commits:
             return None
         sent = embeddings.poll().in_flight()
-        # Only ranges in their first batch: three slowed batches are still to come
-        # before their marker and the commit, more than this check takes to act on.
-        early = FAST_RECOVERY["embed_batch_size"]
+        # Only ranges in their first two batches: two slowed batches (0.5 s) are still
+        # to come before their marker and the commit, more than this check takes to act on.
+        early = 2 * FAST_RECOVERY["embed_batch_size"]
         return {
             p: offsets
             for p, offsets in sent.items()
