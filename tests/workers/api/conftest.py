@@ -119,7 +119,7 @@ def publish_digits(settings: Settings) -> Digits:
     ids = [f"digit-{i:04d}" for i in range(len(picked))]
     pngs = [png(image) for image in images]
     # Create the topic first: auto-creation on first produce can lose events on Tansu.
-    ensure_topics(settings, [settings.topic_items])
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])  # not auto-created
     with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
         for i, item_id in enumerate(ids):
             producer.publish(
