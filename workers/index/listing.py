@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from workers.index.shard import Item, ShardPage
 
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """A page of items in id order.
@@ -32,16 +33,21 @@ class Page:
     after: str | None
 
 
-def merge_pages(pages: Sequence[ShardPage], limit: int) -> Page:
-    """The first ``limit`` items of the shards' pages, by id (an id held twice counts once)."""
+def merge_pages(pages: Sequence[ShardPage], limit: int) -> tuple[list[tuple[int, str]], str | None]:
+    """The first ``limit`` ids of the shards' pages by id, each with the position of its
+    page (an id held twice counts once), and the id the next page starts after (None: the
+    end)."""
     bound = min((p.stopped_at for p in pages if p.stopped_at is not None), default=None)
-    items: list[Item] = []
-    for item in heapq.merge(*(p.items for p in pages), key=lambda i: i.item_id):
-        if bound is not None and item.item_id > bound:
+    tagged = ([(item_id, n) for item_id in page.ids] for n, page in enumerate(pages))
+    chosen: list[tuple[int, str]] = []
+    last: str | None = None
+    for item_id, n in heapq.merge(*tagged):
+        if bound is not None and item_id > bound:
             break
-        if items and items[-1].item_id == item.item_id:
+        if item_id == last:
             continue
-        items.append(item)
-        if len(items) == limit:
-            return Page(items, item.item_id)
-    return Page(items, bound)
+        chosen.append((n, item_id))
+        last = item_id
+        if len(chosen) == limit:
+            return chosen, item_id
+    return chosen, bound

@@ -113,12 +113,12 @@ class ShardPage:
     """One shard's part of a page.
 
     Attributes:
-        items: the passing items after the cursor, in id order (at most ``limit``).
+        ids: the ids of passing items after the cursor, in order (at most ``limit``).
         stopped_at: the last id looked at when the scan budget ran out before
             ``limit`` items were found (None when the shard's page is complete).
     """
 
-    items: list[Item]
+    ids: list[str]
     stopped_at: str | None = None
 
 
@@ -581,49 +581,61 @@ class Shard:
         limit: int,
         filter: Filter | None = None,
         *,
-        vectors: bool = False,
         budget: int = SCAN_BUDGET,
     ) -> ShardPage:
-        """The first ``limit`` live items with an id above ``after`` that pass ``filter``.
+        """The first ``limit`` ids of live items above ``after`` that pass ``filter``.
 
         Args:
             after: the cursor's id (None: from the first id).
-            limit: most items to return.
+            limit: most ids to return.
             filter: which items to return (None: all).
-            vectors: whether to read the stored vectors (else each item's is empty).
             budget: most ids looked at under a filter (see `workers.index.listing`).
         """
         with self._lock.read():
-            stopped: str | None = None
             if filter is None or filter.empty:
-                ids = list(islice(self._order.after(after), limit))
-            else:
-                ids, stopped = self._passing_after(after, limit, filter, budget)
-            found = self._graph.vectors(ids) if vectors and ids else None
-            items = [
-                self._item(item_id, _NO_VECTOR if found is None else found[n])
-                for n, item_id in enumerate(ids)
-            ]
-        return ShardPage(items, stopped)
+                return ShardPage(list(islice(self._order.after(after), limit)))
+            return self._passing_after(after, limit, filter, budget)
 
-    def _passing_after(
-        self, after: str | None, limit: int, flt: Filter, budget: int
-    ) -> tuple[list[str], str | None]:
-        """Ids above ``after`` that pass, and the id the budget stopped the scan at."""
+    def _passing_after(self, after: str | None, limit: int, flt: Filter, budget: int) -> ShardPage:
+        """Ids above ``after`` that pass, and the id the budget stopped the scan at.
+
+        Few passing items (``m² ≤ limit · n``) are sorted; otherwise the ids are
+        walked in order, which finds ``limit`` of them after about ``limit · n / m``.
+        """
         found, complete = self._postings.matching(flt)
-        if complete and found is not None and len(found) <= budget:
-            return heapq.nsmallest(limit, (i for i in found if after is None or i > after)), None
+        if (
+            complete
+            and found is not None
+            and len(found) <= budget
+            and len(found) ** 2 <= max(limit, 1) * len(self._entries)
+        ):
+            return ShardPage(
+                heapq.nsmallest(limit, (i for i in found if after is None or i > after))
+            )
         ids: list[str] = []
         for looked, item_id in enumerate(self._order.after(after), 1):
-            if (found is None or item_id in found) and (
-                complete or self._passes(item_id, flt)
-            ):
+            if (found is None or item_id in found) and (complete or self._passes(item_id, flt)):
                 ids.append(item_id)
                 if len(ids) == limit:
-                    return ids, None
+                    return ShardPage(ids)
             if looked >= budget:
-                return ids, item_id
-        return ids, None
+                return ShardPage(ids, item_id)
+        return ShardPage(ids)
+
+    def items(self, ids: Sequence[str], vectors: bool = False) -> list[Item]:
+        """The live items among ``ids``, in that order (ids deleted meanwhile are left out).
+
+        Args:
+            ids: item ids of this shard.
+            vectors: whether to read the stored vectors (else each item's is empty).
+        """
+        with self._lock.read():
+            live = [i for i in ids if i in self._entries]
+            found = self._graph.vectors(live) if vectors and live else None
+            return [
+                self._item(item_id, _NO_VECTOR if found is None else found[n])
+                for n, item_id in enumerate(live)
+            ]
 
     def count(self, filter: Filter | None = None) -> int:
         """How many live items pass ``filter`` (all of them when None)."""

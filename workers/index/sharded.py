@@ -483,8 +483,15 @@ class ShardedIndex:
             raise IndexStoreError(
                 f"Invalid value for `limit`. Expected limit ≥ 1. Received: limit={limit}"
             )
-        pages = [s.page(after, limit, filter, vectors=vectors, budget=budget) for s in self._shards]
-        return merge_pages(pages, limit)
+        shards = self._shards
+        chosen, next_after = merge_pages(
+            [s.page(after, limit, filter, budget=budget) for s in shards], limit
+        )
+        wanted: dict[int, list[str]] = {}
+        for n, item_id in chosen:
+            wanted.setdefault(n, []).append(item_id)
+        found = {i.item_id: i for n, ids in wanted.items() for i in shards[n].items(ids, vectors)}
+        return Page([found[i] for _, i in chosen if i in found], next_after)
 
     def count(self, filter: Filter | None = None) -> int:
         """How many live items pass ``filter`` over all shards (all items when None)."""
