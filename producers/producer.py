@@ -196,9 +196,7 @@ class ItemProducer:
             (`InvalidEventError`: nothing sent) or not acknowledged (`DeliveryError`:
             after a timeout it may still land later).
         """
-        outcomes: list[WriteToken | InvalidEventError | DeliveryError | None] = [None] * len(
-            events
-        )
+        outcomes: list[WriteToken | InvalidEventError | DeliveryError | None] = [None] * len(events)
         lock = threading.Lock()
         waiting = [len(events)]
         done = threading.Event()

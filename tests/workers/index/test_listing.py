@@ -15,7 +15,7 @@ from workers.index.filter import Filter
 from workers.index.listing import Page
 from workers.index.partitioning import partition_for
 from workers.index.record import Mutation
-from workers.index.shard import Shard
+from workers.index.shard import SCAN_BUDGET, Shard
 from workers.index.sharded import ShardedIndex
 
 DIM = 8
@@ -38,11 +38,11 @@ def scan(
     limit: int,
     flt: Filter | None = None,
     after: str | None = None,
-    **kw: int,
+    budget: int = SCAN_BUDGET,
 ) -> list[Page]:
     pages = []
     while True:
-        page = index.page(after, limit, flt, **kw)
+        page = index.page(after, limit, flt, budget=budget)
         pages.append(page)
         if page.after is None:
             return pages
