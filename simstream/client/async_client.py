@@ -1,0 +1,132 @@
+"""`AsyncClient`: the lookup API from asyncio code, over an ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import httpx
+
+from simstream.client import calls
+from simstream.client.calls import Call, Filter, Json, Request
+from simstream.client.exchange import RetryPolicy, exchange
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _route(
+    build: Callable[P, Call[T]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    """A coroutine method that sends the call ``build`` makes and returns its result."""
+
+    @functools.wraps(build)
+    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.send(build(*args, **kwargs))
+
+    return method
+
+
+class AsyncClient:
+    """An asyncio client of the lookup API: `Client`'s methods, awaited.
+
+    Use as an async context manager or `aclose` it. Retries and errors are those
+    of `Client` (backoff sleeps with ``asyncio.sleep``).
+
+    Args:
+        base_url: where the API listens.
+        token: a bearer token (read scope for reads, admin scope for writes).
+        timeout_s: the timeout of one HTTP request.
+        retry: when to retry.
+        http: a ready ``httpx.AsyncClient`` (its base URL and headers are used as they are).
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = http or httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+        self.retry = retry or RetryPolicy()
+
+    async def send(self, call: Call[T]) -> T:
+        """Carry out a call (retries, errors, the wait after a write); its result."""
+        steps = exchange(call, self.retry)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Request):
+                    outcome = await self._outcome(step)
+                    step = steps.send(outcome)
+                else:
+                    await asyncio.sleep(step)
+                    step = steps.send(None)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _outcome(self, request: Request) -> httpx.Response | httpx.TransportError:
+        try:
+            return await self.http.request(
+                request.method, request.path, params=request.query, json=request.json
+            )
+        except httpx.TransportError as e:
+            return e
+
+    lookup = _route(calls.lookup)
+    lookup_batch = _route(calls.lookup_batch)
+    classify = _route(calls.classify)
+    upsert = _route(calls.upsert)
+    upsert_batch = _route(calls.upsert_batch)
+    delete = _route(calls.delete)
+    get_item = _route(calls.get_item)
+    item_image = _route(calls.item_image)
+    list_items = _route(calls.list_items)
+    sample_items = _route(calls.sample_items)
+    count_items = _route(calls.count_items)
+    stats = _route(calls.stats)
+    models = _route(calls.models)
+    retrain = _route(calls.retrain)
+    retrain_runs = _route(calls.retrain_runs)
+    dead_letters = _route(calls.dead_letters)
+    health = _route(calls.health)
+    ready = _route(calls.ready)
+    metrics = _route(calls.metrics)
+
+    async def iter_items(
+        self, *, limit: int = 1000, filter: Filter | None = None, vector: bool = False
+    ) -> AsyncIterator[Json]:
+        """Every item passing ``filter``, in id order, fetched page by page."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_items(limit=limit, cursor=cursor, filter=filter, vector=vector)
+            for item in page["items"]:
+                yield item
+            if (cursor := page["next_cursor"]) is None:
+                return
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({str(self.http.base_url)!r})"
