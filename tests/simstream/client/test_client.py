@@ -213,9 +213,9 @@ def test_a_429_is_retried_after_its_retry_after(server: Server) -> None:
 def test_a_429_that_lasts_raises_after_the_configured_attempts(server: Server) -> None:
     busy = Busy(10, "0")
     http = httpx.Client(base_url=server.url, transport=busy)
-    with Client(http=http, retry=RetryPolicy(attempts=3, backoff_s=0.01)) as client:
-        with pytest.raises(ApiBusyError) as error:
-            client.health()
+    retry = RetryPolicy(attempts=3, backoff_s=0.01)
+    with Client(http=http, retry=retry) as client, pytest.raises(ApiBusyError) as error:
+        client.health()
 
     assert len(busy.seen) == 3
     assert error.value.status == 429
@@ -223,11 +223,13 @@ def test_a_429_that_lasts_raises_after_the_configured_attempts(server: Server) -
 
 
 def test_an_unreachable_server_raises_a_connection_error_after_retries() -> None:
-    with Client(
-        f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=2, backoff_s=0.01)
-    ) as client:
-        with pytest.raises(ApiConnectionError) as error:
-            client.health()
+    with (
+        Client(
+            f"http://127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=2, backoff_s=0.01)
+        ) as client,
+        pytest.raises(ApiConnectionError) as error,
+    ):
+        client.health()
 
     assert error.value.status is None
     assert "/healthz" in str(error.value)
