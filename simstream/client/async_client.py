@@ -6,31 +6,19 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from simstream.client import calls
 from simstream.client.calls import Call, Filter, Json, Request
 from simstream.client.exchange import RetryPolicy, exchange
+from simstream.client.routes import Routes
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _route(
-    build: Callable[P, Call[T]],
-) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
-    """A coroutine method that sends the call ``build`` makes and returns its result."""
-
-    @functools.wraps(build)
-    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.send(build(*args, **kwargs))
-
-    return method
-
-
-class AsyncClient:
+class AsyncClient(Routes):
     """An asyncio client of the lookup API: `Client`'s methods, awaited.
 
     Use as an async context manager or `aclose` it. Retries and errors are those
@@ -73,6 +61,15 @@ class AsyncClient:
             result: T = done.value
             return result
 
+    def bind(self, build: Callable[P, Call[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """The coroutine method of a route: sends the call ``build`` makes; its result."""
+
+        @functools.wraps(build)
+        async def method(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.send(build(*args, **kwargs))
+
+        return method
+
     async def _outcome(self, request: Request) -> httpx.Response | httpx.TransportError:
         try:
             return await self.http.request(
@@ -80,26 +77,6 @@ class AsyncClient:
             )
         except httpx.TransportError as e:
             return e
-
-    lookup = _route(calls.lookup)
-    lookup_batch = _route(calls.lookup_batch)
-    classify = _route(calls.classify)
-    upsert = _route(calls.upsert)
-    upsert_batch = _route(calls.upsert_batch)
-    delete = _route(calls.delete)
-    get_item = _route(calls.get_item)
-    item_image = _route(calls.item_image)
-    list_items = _route(calls.list_items)
-    sample_items = _route(calls.sample_items)
-    count_items = _route(calls.count_items)
-    stats = _route(calls.stats)
-    models = _route(calls.models)
-    retrain = _route(calls.retrain)
-    retrain_runs = _route(calls.retrain_runs)
-    dead_letters = _route(calls.dead_letters)
-    health = _route(calls.health)
-    ready = _route(calls.ready)
-    metrics = _route(calls.metrics)
 
     async def iter_items(
         self, *, limit: int = 1000, filter: Filter | None = None, vector: bool = False

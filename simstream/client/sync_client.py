@@ -6,29 +6,19 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import httpx
 
-from simstream.client import calls
 from simstream.client.calls import Call, Filter, Json, Request
 from simstream.client.exchange import RetryPolicy, exchange
+from simstream.client.routes import Routes
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _route(build: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P], T]:
-    """A method that sends the call ``build`` makes and returns its result."""
-
-    @functools.wraps(build)
-    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self.send(build(*args, **kwargs))
-
-    return method
-
-
-class Client:
+class Client(Routes):
     """A synchronous client of the lookup API; use as a context manager or `close` it.
 
     Every route is a method with the route's parameters (see `simstream.client.calls`).
@@ -72,6 +62,15 @@ class Client:
             result: T = done.value
             return result
 
+    def bind(self, build: Callable[P, Call[T]]) -> Callable[P, T]:
+        """The method of a route: sends the call ``build`` makes; its result."""
+
+        @functools.wraps(build)
+        def method(*args: P.args, **kwargs: P.kwargs) -> T:
+            return self.send(build(*args, **kwargs))
+
+        return method
+
     def _outcome(self, request: Request) -> httpx.Response | httpx.TransportError:
         try:
             return self.http.request(
@@ -79,26 +78,6 @@ class Client:
             )
         except httpx.TransportError as e:
             return e
-
-    lookup = _route(calls.lookup)
-    lookup_batch = _route(calls.lookup_batch)
-    classify = _route(calls.classify)
-    upsert = _route(calls.upsert)
-    upsert_batch = _route(calls.upsert_batch)
-    delete = _route(calls.delete)
-    get_item = _route(calls.get_item)
-    item_image = _route(calls.item_image)
-    list_items = _route(calls.list_items)
-    sample_items = _route(calls.sample_items)
-    count_items = _route(calls.count_items)
-    stats = _route(calls.stats)
-    models = _route(calls.models)
-    retrain = _route(calls.retrain)
-    retrain_runs = _route(calls.retrain_runs)
-    dead_letters = _route(calls.dead_letters)
-    health = _route(calls.health)
-    ready = _route(calls.ready)
-    metrics = _route(calls.metrics)
 
     def iter_items(
         self, *, limit: int = 1000, filter: Filter | None = None, vector: bool = False
