@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from simstream.client.calls import Call, Filter, Json, Request
+from simstream.client.calls import Call, Filter, Json, Request, connection
 from simstream.client.exchange import RetryPolicy, exchange
 from simstream.client.routes import Routes
 
@@ -21,15 +21,9 @@ T = TypeVar("T")
 class AsyncClient(Routes):
     """An asyncio client of the lookup API: `Client`'s methods, awaited.
 
-    Use as an async context manager or `aclose` it. Retries and errors are those
-    of `Client` (backoff sleeps with ``asyncio.sleep``).
-
-    Args:
-        base_url: where the API listens.
-        token: a bearer token (read scope for reads, admin scope for writes).
-        timeout_s: the timeout of one HTTP request.
-        retry: when to retry.
-        http: a ready ``httpx.AsyncClient`` (its base URL and headers are used as they are).
+    Use as an async context manager or `aclose` it. Arguments, retries and
+    errors are those of `Client` (``http`` is an ``httpx.AsyncClient``; backoff
+    sleeps with ``asyncio.sleep``).
     """
 
     def __init__(
@@ -41,8 +35,7 @@ class AsyncClient(Routes):
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = http or httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+        self.http = http or httpx.AsyncClient(**connection(base_url, token, timeout_s))
         self.retry = retry or RetryPolicy()
 
     async def send(self, call: Call[T]) -> T:

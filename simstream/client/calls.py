@@ -63,6 +63,12 @@ class Call(Generic[T]):
     wait_s: float = 60.0
 
 
+def connection(base_url: str, token: str | None, timeout_s: float) -> dict[str, Any]:
+    """The arguments of an httpx client of the API: base URL, bearer token, timeout."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return {"base_url": base_url, "headers": headers, "timeout": timeout_s}
+
+
 def _json(response: httpx.Response) -> Json:
     body: Json = response.json()
     return body

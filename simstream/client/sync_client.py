@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 
 import httpx
 
-from simstream.client.calls import Call, Filter, Json, Request
+from simstream.client.calls import Call, Filter, Json, Request, connection
 from simstream.client.exchange import RetryPolicy, exchange
 from simstream.client.routes import Routes
 
@@ -43,8 +43,7 @@ class Client(Routes):
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = http or httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+        self.http = http or httpx.Client(**connection(base_url, token, timeout_s))
         self.retry = retry or RetryPolicy()
 
     def send(self, call: Call[T]) -> T:

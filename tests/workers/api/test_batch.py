@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,14 +14,6 @@ from tests.workers.api.test_items import b64, new_image
 from workers.api import create_app
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def patient_client(served: Served) -> Iterator[TestClient]:
-    """A second app over the same node whose lookups wait up to 20 s for a write."""
-    settings = served.settings.model_copy(update={"api_write_wait_s": 20.0})
-    with TestClient(create_app(settings, served.node)) as client:
-        yield client
 
 
 def test_a_mixed_batch_publishes_the_valid_items_and_reports_the_others_by_position(
