@@ -3,7 +3,8 @@
 A lookup with ``after`` pins the serving generation, checks the token (its
 topic, partition, and that its offset is below the partition's end), then
 waits on the event loop until that generation has accounted for the offset,
-at most ``write_wait_s``. Blocking broker calls run in the small wait pool
+at most ``write_wait_s``. A batch's token names one offset per partition; all
+of them are waited for within that one bound. Blocking broker calls run in the small wait pool
 (`anyio.CapacityLimiter`), never in the pool that runs request handlers, so
 waiting requests cannot starve other routes or the probes.
 """
