@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import hnswlib
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from simstream.errors import IndexStoreError
+from tests.waiting import wait_for
 from tests.workers.index.helpers import unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
@@ -75,6 +77,39 @@ def test_ids_added_ahead_of_the_cursor_are_listed_and_deleted_ones_are_not(
     ids = [item.item_id for item in first.items] + rest
 
     assert ids == sorted({f"i{j}" for j in range(400)} - {"i99"} | {"i9999"})
+
+
+def test_a_scan_lists_every_item_once_while_another_thread_inserts_and_deletes(
+    index: ShardedIndex, rng: np.random.Generator
+) -> None:
+    stop = threading.Event()
+    written: list[str] = []
+    deleted: list[str] = []
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set() and n < 2000:
+            batch = [f"i{1000 + n + j}" for j in range(20)]
+            upsert(index, batch, 10_000 + n, rng)
+            gone = f"i{n // 5}"
+            index.apply_many({partition_for(gone, 4): [Mutation.delete(gone, 100_000 + n)]})
+            written.extend(batch)
+            deleted.append(gone)
+            n += 20
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_for(lambda: len(written) >= 20, 10, message="a first batch")
+        ids = [item.item_id for page in scan(index, 13) for item in page.items]
+    finally:
+        stop.set()
+        writer.join()
+
+    original = {f"i{j}" for j in range(400)}
+    assert ids == sorted(set(ids)), "each id once, in order"
+    assert original - set(deleted) <= set(ids) <= original | set(written)
+    assert set(written[:20]) <= set(ids), "written before the scan started"
 
 
 def test_a_filtered_listing_holds_exactly_the_passing_items(index: ShardedIndex) -> None:
