@@ -12,7 +12,7 @@ import base64
 import json as jsonlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -98,13 +98,13 @@ def _list(array: Any) -> Any:
     return array.tolist() if hasattr(array, "tolist") else array
 
 
-def _query(
-    vector: Sequence[float] | None,
-    image: bytes | str | None,
-    array: Any,
-    id: str | None,
-) -> Json:
-    given = {"vector": _list(vector), "image": _image(image), "array": _list(array), "id": id}
+def _query(query: Query) -> Json:
+    encoded = {
+        "image": _image(query.get("image")),
+        "array": _list(query.get("array")),
+        "vector": _list(query.get("vector")),
+    }
+    given = {**query, **{k: v for k, v in encoded.items() if v is not None}}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -132,24 +132,37 @@ def _visible(token: str | None) -> Request | None:
 # --- lookups -------------------------------------------------------------------------
 
 
+class ArrayLike(Protocol):
+    """Anything with ``tolist`` (a NumPy array)."""
+
+    def tolist(self) -> Any:
+        """The values as nested lists."""
+
+
+class Query(TypedDict, total=False):
+    """What a single query searches with: exactly one of the four."""
+
+    vector: Sequence[float] | ArrayLike
+    image: bytes | str
+    array: Any
+    id: str
+
+
 def lookup(
     *,
-    vector: Sequence[float] | None = None,
-    image: bytes | str | None = None,
-    array: Any = None,
-    id: str | None = None,
     k: int = 10,
     ef: int | None = None,
     filter: Filter | None = None,
     fresh: bool = False,
     after: str | None = None,
+    **query: Unpack[Query],
 ) -> Call[Json]:
-    """Nearest neighbours of one query (exactly one of vector, image, array, id).
+    """Nearest neighbours of one query: exactly one of ``vector``, ``image``, ``array``, ``id``.
 
     ``image`` as bytes (PNG/JPEG) is base64-encoded for you; ``after`` is a write
     token to wait for. Returns the `LookupResponse` body.
     """
-    body = {**_query(vector, image, array, id), **_options(k, ef, filter, fresh, after)}
+    body = {**_query(query), **_options(k, ef, filter, fresh, after)}
     return Call(Request("POST", "/v1/lookup", json=body), _json)
 
 
@@ -171,18 +184,15 @@ def lookup_batch(
 
 def classify(
     *,
-    vector: Sequence[float] | None = None,
-    image: bytes | str | None = None,
-    array: Any = None,
-    id: str | None = None,
     k: int = 10,
     threshold: float | None = None,
     filter: Filter | None = None,
     after: str | None = None,
+    **query: Unpack[Query],
 ) -> Call[Json]:
-    """k-NN label of one query, or ``"unknown"``. Returns the `ClassifyResponse` body."""
-    options = _options(k, None, filter, False, after)
-    body = {**_query(vector, image, array, id), **options}
+    """k-NN label of one query (one of ``vector``, ``image``, ``array``, ``id``), or
+    ``"unknown"``. Returns the `ClassifyResponse` body."""
+    body = {**_query(query), **_options(k, None, filter, False, after)}
     if threshold is not None:
         body["threshold"] = threshold
     return Call(Request("POST", "/v1/classify", json=body), _json)

@@ -111,7 +111,7 @@ def test_lookups_batches_and_classification_answer_through_the_client(
     digits = server.served.digits
     vector = api.get_item(digits.ids[0], vector=True)["vector"]
 
-    by_vector = api.lookup(vector=vector, k=3, filter={"labels": [digits.labels[0]]})
+    by_vector = api.lookup(vector=np.asarray(vector), k=3, filter={"labels": [digits.labels[0]]})
     batch = api.lookup_batch([{"id": digits.ids[1]}, {"image": png(digits.images[2])}], k=2)
     label = api.classify(image=png(digits.images[3]), k=5)
 
