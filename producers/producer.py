@@ -21,8 +21,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -30,7 +31,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Message, Producer
 
 from producers.config import ProducerConfig
-from simstream.errors import ConfigError, DeliveryError
+from simstream.errors import ConfigError, DeliveryError, InvalidEventError
 from simstream.log import get_logger
 from simstream.wire import ItemEvent, MetadataValue, Payload, WriteToken
 
@@ -180,31 +181,66 @@ class ItemProducer:
             InvalidEventError: the event breaks a size limit (nothing is sent).
             DeliveryError: not acknowledged; after a timeout it may still land later.
         """
-        event.check(self.limits)
+        outcome = self.publish_all_sync([event], timeout_s)[0]
+        if isinstance(outcome, WriteToken):
+            return outcome
+        raise outcome
+
+    def publish_all_sync(
+        self, events: Sequence[ItemEvent], timeout_s: float = 10.0
+    ) -> list[WriteToken | InvalidEventError | DeliveryError]:
+        """Publish ``events`` together and wait for every acknowledgement.
+
+        Returns:
+            Per event, in order: where it landed, or why it was not published
+            (`InvalidEventError`: nothing sent) or not acknowledged (`DeliveryError`:
+            after a timeout it may still land later).
+        """
+        outcomes: list[WriteToken | InvalidEventError | DeliveryError | None] = [None] * len(events)
+        lock = threading.Lock()
+        waiting = [len(events)]
         done = threading.Event()
-        outcome: list[tuple[RdKafkaError | None, Message]] = []
 
-        def on_delivery(error: RdKafkaError | None, message: Message) -> None:
+        def settle(n: int, outcome: WriteToken | InvalidEventError | DeliveryError) -> None:
+            with lock:
+                outcomes[n] = outcome
+                waiting[0] -= 1
+                if not waiting[0]:
+                    done.set()
+
+        def on_delivery(n: int, error: RdKafkaError | None, message: Message) -> None:
             self._on_delivery(error, message)
-            outcome.append((error, message))
-            done.set()
+            if error is not None:
+                item_id = events[n].id
+                settle(n, DeliveryError(f"Item {item_id!r} was not delivered: {error.str()}"))
+            else:
+                topic, partition = message.topic() or self.topic, message.partition() or 0
+                settle(n, WriteToken(topic, partition, message.offset() or 0))
 
-        self._produce(event, on_delivery)
+        if not events:
+            done.set()
+        for n, event in enumerate(events):
+            try:
+                event.check(self.limits)
+                self._produce(event, partial(on_delivery, n))
+            except (InvalidEventError, DeliveryError) as e:
+                settle(n, e)
         deadline = time.monotonic() + timeout_s
         while not done.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeliveryError(
+                break
+            self._producer.poll(min(remaining, 0.05))
+        with lock:
+            return [
+                DeliveryError(
                     f"Item {event.id!r} was not acknowledged within {timeout_s} s "
                     "(it may still be delivered)"
                 )
-            self._producer.poll(min(remaining, 0.05))
-        error, message = outcome[0]
-        if error is not None:
-            raise DeliveryError(f"Item {event.id!r} was not delivered: {error.str()}")
-        return WriteToken(
-            message.topic() or self.topic, message.partition() or 0, message.offset() or 0
-        )
+                if outcome is None
+                else outcome
+                for event, outcome in zip(events, outcomes, strict=True)
+            ]
 
     def _produce(
         self, event: ItemEvent, on_delivery: Callable[[RdKafkaError | None, Message], None]

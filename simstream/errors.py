@@ -215,3 +215,56 @@ class NotReadyError(SimstreamError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class ApiError(SimstreamError):
+    """An error answer of the lookup API, as `simstream.client` raises it.
+
+    Attributes:
+        status: the HTTP status (None: no answer came, see `ApiConnectionError`).
+        detail: the server's ``detail`` (what was expected and what was received).
+        code: the server's machine-readable ``code``, when the answer carries one.
+        request_id: the server's request id (quote it when reporting a problem).
+        retry_after_s: the ``Retry-After`` of the answer, if any.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        detail: str,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.status = status
+        self.detail = detail
+        self.code = code
+        self.request_id = request_id
+        self.retry_after_s = retry_after_s
+        label = " ".join(str(part) for part in (status or "no answer", code) if part)
+        where = f" (request {request_id})" if request_id else ""
+        super().__init__(f"{label}: {detail}{where}")
+
+
+class ApiConnectionError(ApiError):
+    """The API could not be reached (refused, reset, timed out), after retries."""
+
+
+class ApiRequestError(ApiError):
+    """The API refused the request as invalid (a 4xx other than those below)."""
+
+
+class ApiAuthError(ApiRequestError):
+    """A missing or invalid bearer token (401), or one without the scope (403)."""
+
+
+class ApiNotFoundError(ApiRequestError):
+    """The item, model or route does not exist (404)."""
+
+
+class ApiBusyError(ApiError):
+    """Still 429 (too many requests) or 503 (not ready) after the client's retries."""
+
+
+class ApiServerError(ApiError):
+    """The API failed (a 5xx other than 503): a bug, logged under the request id."""

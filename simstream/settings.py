@@ -176,6 +176,15 @@ class Settings(BaseSettings):
     api_max_batch_images: int = Field(
         32, ge=1, description="most `image` queries in one batch request"
     )
+    api_max_write_batch: int = Field(
+        500, ge=1, description="most items in one POST /v1/items/batch"
+    )
+    api_max_write_batch_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="largest POST /v1/items/batch body in bytes (SIMSTREAM_API_MAX_BODY_BYTES "
+        "applies too)",
+    )
     classify_threshold: float = Field(
         0.5,
         gt=0,

@@ -20,7 +20,15 @@ from simstream.errors import ConfigError, DeliveryError, InvalidEventError
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.stack.process import free_port
-from simstream.wire import ArrayPayload, ImagePayload, ItemEvent, Op, Payload, VectorPayload
+from simstream.wire import (
+    ArrayPayload,
+    ImagePayload,
+    ItemEvent,
+    Op,
+    Payload,
+    VectorPayload,
+    WriteToken,
+)
 from tests.waiting import wait_for
 
 
@@ -168,6 +176,34 @@ def test_publish_sync_returns_the_true_offset_of_the_event(items_topic: Settings
     assert record.offset() == token.offset
     assert record.key() == b"target"
     assert ItemEvent.decode(record.value() or b"") == event
+
+
+def test_publishing_together_answers_each_events_true_offset_or_why_it_was_refused(
+    items_topic: Settings,
+) -> None:
+    config = ProducerConfig.from_settings(items_topic)
+    too_long = "x" * (config.limits.max_id_chars + 1)
+    events = [
+        ItemEvent.upsert("together/a", VectorPayload.from_values([1.0])),
+        ItemEvent.delete(too_long),
+        ItemEvent.upsert("together/b", VectorPayload.from_values([2.0])),
+    ]
+    with ItemProducer(config) as producer:
+        outcomes = producer.publish_all_sync(events)
+
+    first, refused, last = outcomes
+    assert isinstance(refused, InvalidEventError)
+    assert "characters" in str(refused)
+    consumer = Consumer(items_topic.kafka_config(**{"group.id": "g", "enable.auto.commit": False}))
+    try:
+        for event, token in ((events[0], first), (events[2], last)):
+            assert isinstance(token, WriteToken)
+            consumer.assign([TopicPartition(token.topic, token.partition, token.offset)])
+            record = wait_for(lambda: next(iter(consumer.consume(1, 0.5)), None), 10)
+            assert record is not None
+            assert ItemEvent.decode(record.value() or b"") == event
+    finally:
+        consumer.close()
 
 
 def test_a_full_local_queue_makes_publish_wait_instead_of_failing(

@@ -28,6 +28,7 @@ from workers.api.config import (
     ImageLimits,
     ItemImageConfig,
     SearchConfig,
+    WriteBatchConfig,
 )
 from workers.api.decoding import QueryDecoder
 from workers.api.end_offsets import PartitionEnds
@@ -107,6 +108,7 @@ def create_app(
             make_producer=lambda: ItemProducer(ProducerConfig.from_settings(settings)),
             producer=producer,
             ends=ends,
+            batch=WriteBatchConfig.from_settings(settings),
         ),
         tokens=tokens,
         waiter=WriteWaiter(search_config, node, ends, wait_pool),

@@ -236,3 +236,21 @@ class AuthConfig:
             host=settings.api_host,
             production=settings.environment == "production",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatchConfig:
+    """How large a batch of item writes may be.
+
+    Attributes:
+        max_items: most items in one ``POST /v1/items/batch``.
+        max_bytes: largest body of one, in bytes.
+    """
+
+    max_items: int = 500
+    max_bytes: int = 8 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WriteBatchConfig:
+        """The config ``SIMSTREAM_API_MAX_WRITE_BATCH[_BYTES]`` describe."""
+        return cls(settings.api_max_write_batch, settings.api_max_write_batch_bytes)

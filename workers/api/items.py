@@ -20,17 +20,32 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
+from simstream.errors import RequestError
 from workers.api.auth import admin_scope, read_scope
+from workers.api.handlers import describe
 from workers.api.lookup import ERRORS
-from workers.api.schemas import ItemResponse, ItemSample, ItemUpsert, WriteAccepted
+from workers.api.schemas import (
+    BatchWriteAccepted,
+    FilterSpec,
+    ItemBatch,
+    ItemCount,
+    ItemPage,
+    ItemResponse,
+    ItemSample,
+    ItemUpsert,
+    WriteAccepted,
+)
 from workers.api.state import ApiState, get_state
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 ItemId = Path(..., min_length=1, description="The item id.", examples=["item-0042"])
 MAX_SAMPLE = 100
+MAX_PAGE = 1000
 
 
 @router.post(
@@ -62,24 +77,132 @@ def delete_item(
     return state.items.delete(item_id)
 
 
-@router.get(
-    "",
-    response_model=ItemSample,
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchWriteAccepted,
     responses=ERRORS,
-    dependencies=[read_scope],
-    summary="A random sample of indexed items",
+    dependencies=[admin_scope],
+    summary="Publish many upserts",
 )
-def sample_items(
-    sample: int = Query(..., ge=1, le=MAX_SAMPLE, description=f"How many items (1..{MAX_SAMPLE})."),
+async def upsert_batch(
+    body: ItemBatch,
+    request: Request,
     state: ApiState = Depends(get_state),  # noqa: B008
 ) -> dict[str, Any]:
-    """Items picked at random: the nearest item to each of `sample` random directions.
+    """Check every upsert on its own and publish the valid ones together.
 
-    Listing every item is not offered (the index is not a database). The pick
-    favours items at the edge of the embedding cloud; it is meant for demos and
-    smoke tests, not for statistics.
+    One answer for all: the items published (each with its partition and offset),
+    the ones refused by position in `items` with the status and detail a single
+    POST /v1/items would have answered, and one write token covering every
+    published item (pass it as `after`). At most SIMSTREAM_API_MAX_WRITE_BATCH
+    items and SIMSTREAM_API_MAX_WRITE_BATCH_BYTES bytes.
     """
-    return state.items.sample(sample)
+    size, limit = len(await request.body()), state.items.batch.max_bytes
+    if size > limit:
+        raise RequestError(
+            f"Request body too large. Expected at most {limit} bytes in one batch "
+            f"(SIMSTREAM_API_MAX_WRITE_BATCH_BYTES). Received: {size} bytes",
+            413,
+        )
+    return await run_in_threadpool(state.items.upsert_batch, body.items)
+
+
+@router.get(
+    "",
+    response_model=ItemPage | ItemSample,
+    responses=ERRORS,
+    dependencies=[read_scope],
+    summary="Items by pages in id order, or a random sample",
+)
+async def list_items(
+    limit: int = Query(100, ge=1, le=MAX_PAGE, description=f"Items per page (1..{MAX_PAGE})."),
+    cursor: str | None = Query(
+        None, description="The `next_cursor` of the previous page (omit for the first)."
+    ),
+    filter: str | None = Query(
+        None,
+        description="A lookup `filter` as JSON, URL-encoded, e.g. "
+        '`{"labels":["3"],"metadata":{"color":"red"}}`.',
+    ),
+    vector: bool = Query(False, description="Include the stored embeddings."),
+    after: str | None = Query(
+        None, description="A write token: wait until that write is applied first."
+    ),
+    sample: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_SAMPLE,
+        description=f"Instead of a page, this many items at random (1..{MAX_SAMPLE}).",
+    ),
+    state: ApiState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
+    """Every item, page by page in id order (the server keeps nothing between pages).
+
+    Follow `next_cursor` until it is null. Items written during a scan are
+    listed when their id sorts after the cursor; deleted ones disappear. Under
+    a filter a page may hold fewer than `limit` items, even none, and still have
+    a next page (each shard looks at a bounded number of ids per page).
+
+    With `sample`, items picked at random instead: the nearest item to each of
+    `sample` random directions (favours items at the edge of the embedding
+    cloud; for demos and smoke tests, not statistics).
+    """
+    if sample is not None:
+        if cursor is not None or filter is not None:
+            raise RequestError(
+                "Invalid query. Expected either `sample` or a page (`cursor`, `filter`). "
+                "Received: both",
+                400,
+            )
+        return await run_in_threadpool(state.items.sample, sample)
+    spec = filter_param(filter)
+    generation = await state.waiter.generation(after)
+    return await run_in_threadpool(state.items.page, generation, cursor, limit, spec, vector)
+
+
+@router.get(
+    "/count",
+    response_model=ItemCount,
+    responses=ERRORS,
+    dependencies=[read_scope],
+    summary="How many items pass a filter",
+)
+async def count_items(
+    request: Request,
+    filter: str | None = Query(
+        None, description="A lookup `filter` as JSON, URL-encoded (omit to count all)."
+    ),
+    after: str | None = Query(
+        None, description="A write token: wait until that write is applied first."
+    ),
+    state: ApiState = Depends(get_state),  # noqa: B008
+) -> Any:
+    """The number of indexed items that pass `filter`, in the serving generation.
+
+    With `after`, answers once that write is applied (the client's way to wait
+    for a write). An item whose id is `count` is read as `/v1/items/%63ount`.
+    """
+    if not _literal_suffix(request, "/count"):
+        return JSONResponse(await run_in_threadpool(state.items.get, "count", False))
+    spec = filter_param(filter)
+    generation = await state.waiter.generation(after)
+    return await run_in_threadpool(state.items.count, generation, spec)
+
+
+def filter_param(text: str | None) -> FilterSpec | None:
+    """The filter of a query parameter (JSON text, as in a lookup body).
+
+    Raises:
+        RequestError: (422) not JSON, or not a valid filter.
+    """
+    if text is None:
+        return None
+    try:
+        return FilterSpec.model_validate_json(text)
+    except ValidationError as e:
+        errors = [{**err, "loc": ("filter", *err.get("loc", ()))} for err in e.errors()]
+        raise RequestError(describe(errors)[0], 422) from None
 
 
 @router.get(

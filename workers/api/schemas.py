@@ -313,6 +313,80 @@ class ItemSample(BaseModel):
     items: list[ItemResponse]
 
 
+class ItemPage(BaseModel):
+    """A page of items in id order; pass ``next_cursor`` as ``cursor`` for the next one."""
+
+    model_version: str
+    items: list[ItemResponse]
+    next_cursor: str | None = Field(
+        ...,
+        description="The cursor of the next page; null on the last page. Under a filter a "
+        "page may hold fewer than `limit` items (even none) and still have a next page.",
+    )
+
+
+class ItemCount(BaseModel):
+    """How many indexed items pass the filter."""
+
+    model_version: str
+    count: int
+
+
+class ItemBatch(_Strict):
+    """Items to add or replace in one request; each is checked and reported on its own."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"id": "digit-9000", "image": _IMAGE_EXAMPLE, "label": "0"},
+                        {"id": "digit-9001", "image": _IMAGE_EXAMPLE, "metadata": {"k": 2}},
+                    ]
+                }
+            ]
+        },
+    )
+
+    items: list[Any] = Field(
+        ...,
+        min_length=1,
+        description="Upserts shaped as the body of POST /v1/items (`id`, `image` or "
+        "`array`, `label`, `metadata`); at most SIMSTREAM_API_MAX_WRITE_BATCH (500).",
+    )
+
+
+class BatchItemAccepted(WriteAccepted):
+    """An item of a batch that was published."""
+
+    index: int = Field(..., description="Its position in the request's `items`.")
+
+
+class BatchItemError(BaseModel):
+    """An item of a batch that was not published, and why."""
+
+    index: int = Field(..., description="Its position in the request's `items`.")
+    id: str | None = Field(None, description="Its id, when it had a text one.")
+    status: int = Field(..., description="The status a single POST /v1/items would answer.")
+    detail: str
+
+
+class BatchWriteAccepted(BaseModel):
+    """What a batch published: one token covering every accepted item, and per-item errors."""
+
+    accepted: int
+    rejected: int
+    token: str | None = Field(
+        ...,
+        description="A write token naming the highest offset of each partition written "
+        "(null when nothing was published): pass it as `after` to read every write.",
+        examples=["items.p0.o1234.p1.o987"],
+    )
+    items: list[BatchItemAccepted]
+    errors: list[BatchItemError]
+
+
 class ModelInfo(BaseModel):
     """A registered model version."""
 

@@ -208,7 +208,7 @@ class Searcher:
                 422,
             )
         ef = options.ef if options.ef is not None else generation.index.config.ef_search
-        return Plan(options.k, ef, _filter(options.filter))
+        return Plan(options.k, ef, build_filter(options.filter))
 
     def check_batch(self, queries: Sequence[Query]) -> None:
         """Check the number of queries of a batch, and of images among them.
@@ -438,7 +438,8 @@ def batch_body(
     )
 
 
-def _filter(spec: FilterSpec | None) -> Filter | None:
+def build_filter(spec: FilterSpec | None) -> Filter | None:
+    """The index filter of a request's filter (None when it restricts nothing)."""
     if spec is None or (spec.labels is None and not spec.metadata):
         return None
     labels = None if spec.labels is None else frozenset[ItemLabel](spec.labels)

@@ -3,7 +3,8 @@
 A lookup with ``after`` pins the serving generation, checks the token (its
 topic, partition, and that its offset is below the partition's end), then
 waits on the event loop until that generation has accounted for the offset,
-at most ``write_wait_s``. Blocking broker calls run in the small wait pool
+at most ``write_wait_s``. A batch's token names one offset per partition; all
+of them are waited for within that one bound. Blocking broker calls run in the small wait pool
 (`anyio.CapacityLimiter`), never in the pool that runs request handlers, so
 waiting requests cannot starve other routes or the probes.
 """
@@ -56,9 +57,17 @@ class WriteWaiter:
         generation = self.node.current()
         if after is None:
             return generation
-        token = self.token(after)
+        deadline = time.monotonic() + self.config.write_wait_s
+        for token in self.tokens(after):
+            await self._visible(generation, token, after, deadline)
+        return generation
+
+    async def _visible(
+        self, generation: IndexGeneration, token: WriteToken, after: str, deadline: float
+    ) -> None:
+        """Return once ``generation`` has applied ``token``'s write (see `generation`)."""
         if generation.visible(token.partition, token.offset):
-            return generation
+            return
         end = await to_thread.run_sync(
             self.ends.end, token.partition, token.offset, limiter=self.pool
         )
@@ -69,19 +78,24 @@ class WriteWaiter:
                 "(no event was written there)",
                 400,
             )
-        await self._wait(generation, token, after)
-        return generation
+        await self._wait(generation, token, after, deadline)
 
-    def token(self, after: str) -> WriteToken:
-        """Parse and check a write token against the items topic and its partitions.
+    def tokens(self, after: str) -> tuple[WriteToken, ...]:
+        """Parse and check a write token of one or more partitions (a batch's) against the
+        items topic and its partitions.
 
         Raises:
             RequestError: (400) malformed, of another topic or of a missing partition.
         """
         try:
-            token = WriteToken.decode(after)
+            tokens = WriteToken.decode_all(after, self.config.items_topic)
         except DecodeError as e:
             raise RequestError(f"Invalid value for `after`. {e.detail or e.reason}", 400) from None
+        for token in tokens:
+            self._check(token)
+        return tokens
+
+    def _check(self, token: WriteToken) -> None:
         topic, partitions = self.config.items_topic, self.config.partitions
         if token.topic != topic:
             raise RequestError(
@@ -95,11 +109,11 @@ class WriteWaiter:
                 f"{partitions}. Received: partition {token.partition}",
                 400,
             )
-        return token
 
-    async def _wait(self, generation: IndexGeneration, token: WriteToken, after: str) -> None:
+    async def _wait(
+        self, generation: IndexGeneration, token: WriteToken, after: str, deadline: float
+    ) -> None:
         wait_s = self.config.write_wait_s
-        deadline = time.monotonic() + wait_s
         poll = _FIRST_POLL_S
         while not generation.visible(token.partition, token.offset):
             remaining = deadline - time.monotonic()

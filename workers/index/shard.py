@@ -43,12 +43,14 @@ the view a snapshot reads is `workers.index.frozen.FrozenShard`. See
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from types import MappingProxyType
 from typing import Any
 
@@ -62,6 +64,7 @@ from workers.index.config import IndexConfig
 from workers.index.filter import Filter, ItemLabel
 from workers.index.frozen import FrozenShard
 from workers.index.graph import Graph, Insert, PendingInsert
+from workers.index.item_order import ItemOrder
 from workers.index.postings import Postings
 from workers.index.rebuild import Rebuilder
 from workers.index.record import IndexRecord
@@ -69,6 +72,9 @@ from workers.index.rwlock import RWLock
 from workers.index.search import Hits, filtered, nearest
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_VECTOR = np.empty(0, dtype=np.float32)
+SCAN_BUDGET = 10_000
+"""Ids a shard looks at for one page under a filter (see `workers.index.listing`)."""
 _READER_WINDOW_S = 0.05
 _BULK_SLICE = 1024
 _DELETE_SLICE = 128
@@ -100,6 +106,20 @@ class Item:
     metadata: Mapping[str, Any]
     source_offset: int
     partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPage:
+    """One shard's part of a page.
+
+    Attributes:
+        ids: the ids of passing items after the cursor, in order (at most ``limit``).
+        stopped_at: the last id looked at when the scan budget ran out before
+            ``limit`` items were found (None when the shard's page is complete).
+    """
+
+    ids: list[str]
+    stopped_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +205,7 @@ class Shard:
         self._apply_lock = threading.Lock()
         self._graph = Graph(config, config.initial_capacity)
         self._entries: dict[str, _Entry] = {}
+        self._order = ItemOrder()
         self._postings = Postings()
         self._deleted_at: dict[str, int] = {}
         self.failure: str | None = None
@@ -374,6 +395,7 @@ class Shard:
         entry = self._entries.pop(item_id, None)
         if entry is not None:
             self._postings.remove(item_id, entry.label, entry.metadata)
+            self._order.discard(item_id)
         self._graph.remove(item_id)
         self._deleted_at[item_id] = source_offset
 
@@ -464,6 +486,8 @@ class Shard:
             old = entries.get(item_id)
             if old is not None:
                 postings.remove(item_id, old.label, old.metadata)
+            else:
+                self._order.add(item_id)
             entries[item_id] = _Entry(p.source_offset, p.label, p.metadata)
             postings.add(item_id, p.label, p.metadata)
             undo.append((item_id, old, deleted_at.pop(item_id, None)))
@@ -477,6 +501,8 @@ class Shard:
             if old is not None:
                 self._entries[item_id] = old
                 self._postings.add(item_id, old.label, old.metadata)
+            elif entry is not None:
+                self._order.discard(item_id)
             if deleted is not None:
                 self._deleted_at[item_id] = deleted
 
@@ -545,18 +571,89 @@ class Shard:
     def get(self, item_id: str) -> Item | None:
         """The live item with this id, or None."""
         with self._lock.read():
-            entry = self._entries.get(item_id)
-            if entry is None:
+            if item_id not in self._entries:
                 return None
-            vector = self._graph.vectors([item_id])[0]
-            return Item(
-                item_id,
-                vector,
-                entry.label,
-                MappingProxyType(dict(entry.metadata)),
-                entry.source_offset,
-                self.partition,
+            return self._item(item_id, self._graph.vectors([item_id])[0])
+
+    def page(
+        self,
+        after: str | None,
+        limit: int,
+        filter: Filter | None = None,
+        *,
+        budget: int = SCAN_BUDGET,
+    ) -> ShardPage:
+        """The first ``limit`` ids of live items above ``after`` that pass ``filter``.
+
+        Args:
+            after: the cursor's id (None: from the first id).
+            limit: most ids to return.
+            filter: which items to return (None: all).
+            budget: most ids looked at under a filter (see `workers.index.listing`).
+        """
+        with self._lock.read():
+            if filter is None or filter.empty:
+                return ShardPage(list(islice(self._order.after(after), limit)))
+            return self._passing_after(after, limit, filter, budget)
+
+    def _passing_after(self, after: str | None, limit: int, flt: Filter, budget: int) -> ShardPage:
+        """Ids above ``after`` that pass, and the id the budget stopped the scan at.
+
+        Few passing items (``m² ≤ limit · n``) are sorted; otherwise the ids are
+        walked in order, which finds ``limit`` of them after about ``limit · n / m``.
+        """
+        found, complete = self._postings.matching(flt)
+        if (
+            complete
+            and found is not None
+            and len(found) <= budget
+            and len(found) ** 2 <= max(limit, 1) * len(self._entries)
+        ):
+            return ShardPage(
+                heapq.nsmallest(limit, (i for i in found if after is None or i > after))
             )
+        ids: list[str] = []
+        for looked, item_id in enumerate(self._order.after(after), 1):
+            if (found is None or item_id in found) and (complete or self._passes(item_id, flt)):
+                ids.append(item_id)
+                if len(ids) == limit:
+                    return ShardPage(ids)
+            if looked >= budget:
+                return ShardPage(ids, item_id)
+        return ShardPage(ids)
+
+    def items(self, ids: Sequence[str], vectors: bool = False) -> list[Item]:
+        """The live items among ``ids``, in that order (ids deleted meanwhile are left out).
+
+        Args:
+            ids: item ids of this shard.
+            vectors: whether to read the stored vectors (else each item's is empty).
+        """
+        with self._lock.read():
+            live = [i for i in ids if i in self._entries]
+            found = self._graph.vectors(live) if vectors and live else None
+            return [
+                self._item(item_id, _NO_VECTOR if found is None else found[n])
+                for n, item_id in enumerate(live)
+            ]
+
+    def count(self, filter: Filter | None = None) -> int:
+        """How many live items pass ``filter`` (all of them when None)."""
+        with self._lock.read():
+            if filter is None or filter.empty:
+                return len(self._entries)
+            return len(self._passing(filter))
+
+    def _item(self, item_id: str, vector: np.ndarray) -> Item:
+        entry = self._entries[item_id]
+        return Item(
+            item_id,
+            vector,
+            entry.label,
+            MappingProxyType(dict(entry.metadata)),
+            entry.source_offset,
+            self.partition,
+        )
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._entries
@@ -641,6 +738,7 @@ class Shard:
         ):
             shard._entries[item_id] = _Entry(offset, label, metadata or _EMPTY)
             shard._postings.add(item_id, label, metadata or _EMPTY)
+        shard._order = ItemOrder(items["ids"])
         deleted = state["deleted"]
         shard._deleted_at = dict(zip(deleted["ids"], deleted["offsets"], strict=True))
         shard._next_offset = state.get("next_offset")

@@ -30,10 +30,11 @@ from simstream.log import get_logger
 from simstream.settings import Settings
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
+from workers.index.listing import Page, merge_pages
 from workers.index.partitioning import partition_for
 from workers.index.record import IndexRecord
 from workers.index.search import Hits
-from workers.index.shard import ApplyResult, Item, Shard, ShardStats
+from workers.index.shard import SCAN_BUDGET, ApplyResult, Item, Shard, ShardStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +460,42 @@ class ShardedIndex:
                 if item is not None:
                     return item
         return None
+
+    def page(
+        self,
+        after: str | None,
+        limit: int,
+        filter: Filter | None = None,
+        *,
+        vectors: bool = False,
+        budget: int = SCAN_BUDGET,
+    ) -> Page:
+        """Up to ``limit`` live items with ids above ``after``, in id order (see `listing`).
+
+        Args:
+            after: the previous page's ``after`` (None: the first page).
+            limit: most items (≥ 1).
+            filter: which items to list (None: all).
+            vectors: whether to include the stored vectors.
+            budget: most ids a shard looks at under a filter.
+        """
+        if limit < 1:
+            raise IndexStoreError(
+                f"Invalid value for `limit`. Expected limit ≥ 1. Received: limit={limit}"
+            )
+        shards = self._shards
+        chosen, next_after = merge_pages(
+            [s.page(after, limit, filter, budget=budget) for s in shards], limit
+        )
+        wanted: dict[int, list[str]] = {}
+        for n, item_id in chosen:
+            wanted.setdefault(n, []).append(item_id)
+        found = {i.item_id: i for n, ids in wanted.items() for i in shards[n].items(ids, vectors)}
+        return Page([found[i] for _, i in chosen if i in found], next_after)
+
+    def count(self, filter: Filter | None = None) -> int:
+        """How many live items pass ``filter`` over all shards (all items when None)."""
+        return sum(s.count(filter) for s in self._shards)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._shards)

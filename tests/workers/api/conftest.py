@@ -204,3 +204,11 @@ def client(app: FastAPI) -> Iterator[TestClient]:
     """An HTTP client of the shared app (lifespan run)."""
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def patient_client(served: Served) -> Iterator[TestClient]:
+    """A second app over the same node whose lookups wait up to 20 s for a write."""
+    settings = served.settings.model_copy(update={"api_write_wait_s": 20.0})
+    with TestClient(create_app(settings, served.node)) as client:
+        yield client

@@ -165,16 +165,16 @@ def test_a_body_over_the_limit_is_a_413_by_content_length_and_while_streaming(
     assert f"Received: more than {limit} bytes" in streamed.json()["detail"]
 
 
-def test_unknown_items_are_404_and_a_sample_needs_its_size(client: TestClient) -> None:
+def test_unknown_items_are_404_and_a_sample_or_a_page_is_bounded(client: TestClient) -> None:
     unknown = client.get("/v1/items/no-such-item")
     no_image = client.get("/v1/items/no-such-item/image")
-    no_size = client.get("/v1/items")
+    long_page = client.get("/v1/items", params={"limit": 5000})
     too_many = client.get("/v1/items", params={"sample": 1000})
 
     assert unknown.status_code == no_image.status_code == 404
     assert "Unknown item id 'no-such-item'" in unknown.json()["detail"]
-    assert no_size.status_code == too_many.status_code == 422
-    assert no_size.json()["detail"].startswith("Missing value for `sample`")
+    assert long_page.status_code == too_many.status_code == 422
+    assert "Invalid value for `limit`" in long_page.json()["detail"]
     assert "Invalid value for `sample`" in too_many.json()["detail"]
     assert "Received: '1000'" in too_many.json()["detail"]
 

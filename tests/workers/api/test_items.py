@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,7 +14,6 @@ from PIL import Image
 
 from simstream.wire import ImagePayload, WriteToken
 from tests.workers.api.conftest import Served, embed_pending, png
-from workers.api import create_app
 
 pytestmark = pytest.mark.services
 
@@ -27,14 +25,6 @@ def b64(data: bytes) -> str:
 def new_image(seed: int) -> np.ndarray:
     """An 8×8 image unlike any digit (random pixels)."""
     return np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
-
-
-@pytest.fixture
-def patient_client(served: Served) -> Iterator[TestClient]:
-    """A second app over the same node whose lookups wait up to 20 s for a write."""
-    settings = served.settings.model_copy(update={"api_write_wait_s": 20.0})
-    with TestClient(create_app(settings, served.node)) as client:
-        yield client
 
 
 def test_an_upsert_is_published_and_answers_a_write_token(
