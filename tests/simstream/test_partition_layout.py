@@ -110,7 +110,7 @@ def test_a_process_that_dead_letters_creates_the_dead_letter_topic_with_the_conf
     child.start()
     try:
         wait_for(
-            lambda: partition_count(three, three.topic_dlq) > 0 or child.process.poll() is not None,
+            lambda: partition_count(three, three.topic_dlq) > 0 or child.exited(),
             timeout_s=60,
             interval_s=0.5,
             message=f"{command} created {three.topic_dlq}",

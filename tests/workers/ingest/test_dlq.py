@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from celery import Celery
 from confluent_kafka import Consumer, Producer
 from typer.testing import CliRunner, Result
 
@@ -22,7 +23,15 @@ from simstream.kafka import end_offsets
 from simstream.settings import Settings
 from simstream.wire import ArrayPayload, ItemEvent
 from tests.waiting import wait_for
-from tests.workers.pipeline import Expected, assert_index_matches, publish, wait_until_caught_up
+from tests.workers.ingest.dead_letters import read_dead_letters
+from tests.workers.pipeline import (
+    Expected,
+    assert_index_matches,
+    items_end,
+    publish,
+    wait_until_caught_up,
+)
+from workers.celery_app import EMBED_TASK
 from workers.ingest.dlq import DlqEntry, DlqFilter, plan_replay
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
@@ -143,6 +152,48 @@ def test_dead_letters_are_listed_shown_and_replayed_into_the_index_once_the_caus
     dlq(settings, "replay", "--wait")
     wait_for(lambda: all_applied(settings, generation, encoder_version), message="replay applied")
     assert index_state(generation, ids) == before
+
+
+def test_a_poison_event_whose_range_is_embedded_again_is_listed_counted_shown_and_replayed_once(
+    settings: Settings, pipeline: IndexNode, encoder_version: str, celery_worker: Celery
+) -> None:
+    generation = pipeline.current()
+    publish(settings, Expected(), upserts=[(f"item-{i}", 1) for i in range(6)])
+    raw = Producer(settings.kafka_config())
+    raw.produce(settings.topic_items, key=b"junk", value=b"not an event at all")
+    assert raw.flush(10) == 0
+    wait_until_caught_up(settings, generation)
+    [first] = listed(settings)
+    partition = first["partition"]
+
+    # The range embedded again, as when a worker is killed after its dead letters were
+    # acknowledged and before its task was: the redelivered task runs the same range.
+    end = items_end(settings)[partition]
+    again = celery_worker.send_task(
+        EMBED_TASK, args=[settings.topic_items, partition, 0, end, encoder_version], queue="embed"
+    )
+    assert again.get(timeout=120)["dead_letters"] == 1
+    dlq(settings, "replay", "--wait")  # a replay of a still invalid event: one more record
+
+    records = [x for x in read_dead_letters(settings) if x.offset == first["offset"]]
+    assert len(records) == 3 and {x.partition for x in records} == {partition}
+    assert listed(settings) == [first]
+    assert listed(settings, "--reason", "bad_magic") == [first]
+    counted = json.loads(dlq(settings, "count", "--json").output)
+    assert counted == {"letters": 1, "records": 3, "by_reason": {"bad_magic": 1}}
+    last = f"p{partition}.o{end_offsets_of_dlq(settings)[partition] - 1}"
+    assert last != first["id"]
+    assert json.loads(dlq(settings, "show", last).output)["id"] == first["id"]
+    plan = dlq(settings, "replay", "--dry-run").output
+    assert "1 dead letter(s), 1 range(s) to embed again" in plan, plan
+
+
+def end_offsets_of_dlq(settings: Settings) -> dict[int, int]:
+    consumer = Consumer(settings.kafka_config(**{"group.id": "test-probe"}))
+    try:
+        return end_offsets(consumer, settings.topic_dlq, range(settings.partitions))
+    finally:
+        consumer.close()
 
 
 def _corrupt(model_version: str) -> Any:
