@@ -19,11 +19,11 @@ from typer.testing import CliRunner, Result
 
 from simstream.cli.main import app
 from simstream.errors import ModelIntegrityError
-from simstream.kafka import end_offsets
+from simstream.kafka import end_offsets, ensure_topics
 from simstream.settings import Settings
 from simstream.wire import ArrayPayload, ItemEvent
 from tests.waiting import wait_for
-from tests.workers.ingest.dead_letters import read_dead_letters
+from tests.workers.ingest.dead_letters import read_dead_letter_records, read_dead_letters
 from tests.workers.pipeline import (
     Expected,
     assert_index_matches,
@@ -32,7 +32,9 @@ from tests.workers.pipeline import (
     wait_until_caught_up,
 )
 from workers.celery_app import EMBED_TASK
-from workers.ingest.dlq import DlqEntry, DlqFilter, plan_replay
+from workers.ingest.config import IngestConfig
+from workers.ingest.deadletter import dead_letter_range
+from workers.ingest.dlq import DeadLetterReader, DlqEntry, DlqFilter, plan_replay
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
@@ -186,6 +188,32 @@ def test_a_poison_event_whose_range_is_embedded_again_is_listed_counted_shown_an
     assert json.loads(dlq(settings, "show", last).output)["id"] == first["id"]
     plan = dlq(settings, "replay", "--dry-run").output
     assert "1 dead letter(s), 1 range(s) to embed again" in plan, plan
+
+
+def test_a_range_dead_lettered_twice_is_one_letter_per_model_version_keyed_by_its_offsets(
+    settings: Settings,
+) -> None:
+    config = IngestConfig.from_settings(settings)
+    versions = ("v1", "v1", "v2")  # a retried task's second letter, then another version
+    topics = [config.embeddings_topic(v) for v in versions]
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq, *topics])
+    for version in versions:
+        dead_letter_range(config, settings.topic_items, 1, 10, 20, version, "model missing")
+
+    with DeadLetterReader(config) as reader:
+        entries = list(reader.scan())
+        counted = reader.count()
+        repeat = reader.get("p1.o1")
+
+    assert [(e.id, e.start, e.end, e.model_version) for e in entries] == [
+        ("p1.o0", 10, 20, "v1"),
+        ("p1.o2", 10, 20, "v2"),
+    ]
+    assert (counted.letters, counted.records, counted.by_reason) == (2, 3, {"range_failed": 2})
+    assert repeat.id == "p1.o0"
+    keys = [key for key, _ in read_dead_letter_records(settings)]
+    topic = settings.topic_items
+    assert keys == [f"{topic}/1/10..19/{v}".encode() for v in versions]
 
 
 def end_offsets_of_dlq(settings: Settings) -> dict[int, int]:
