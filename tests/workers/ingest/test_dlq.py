@@ -29,6 +29,7 @@ from tests.workers.pipeline import (
     assert_index_matches,
     items_end,
     publish,
+    topic_end,
     wait_until_caught_up,
 )
 from workers.celery_app import EMBED_TASK
@@ -183,7 +184,7 @@ def test_a_poison_event_whose_range_is_embedded_again_is_listed_counted_shown_an
     assert listed(settings, "--reason", "bad_magic") == [first]
     counted = json.loads(dlq(settings, "count", "--json").output)
     assert counted == {"letters": 1, "records": 3, "by_reason": {"bad_magic": 1}}
-    last = f"p{partition}.o{end_offsets_of_dlq(settings)[partition] - 1}"
+    last = f"p{partition}.o{topic_end(settings, settings.topic_dlq)[partition] - 1}"
     assert last != first["id"]
     assert json.loads(dlq(settings, "show", last).output)["id"] == first["id"]
     plan = dlq(settings, "replay", "--dry-run").output
@@ -214,14 +215,6 @@ def test_a_range_dead_lettered_twice_is_one_letter_per_model_version_keyed_by_it
     keys = [key for key, _ in read_dead_letter_records(settings)]
     topic = settings.topic_items
     assert keys == [f"{topic}/1/10..19/{v}".encode() for v in versions]
-
-
-def end_offsets_of_dlq(settings: Settings) -> dict[int, int]:
-    consumer = Consumer(settings.kafka_config(**{"group.id": "test-probe"}))
-    try:
-        return end_offsets(consumer, settings.topic_dlq, range(settings.partitions))
-    finally:
-        consumer.close()
 
 
 def _corrupt(model_version: str) -> Any:
