@@ -41,15 +41,17 @@ def check_topic_layout(settings: Settings, create: Iterable[str] = ()) -> None:
             produce would get the broker's default count. An existing one is left
             alone (no Create permission needed).
     """
-    from simstream.kafka import check_partitions, ensure_topics, partition_count
+    from simstream.kafka import admin_client, check_partitions, ensure_topics, partition_count
 
-    missing = [topic for topic in create if partition_count(settings, topic) == 0]
+    admin = admin_client(settings)
+    missing = [topic for topic in create if partition_count(settings, topic, admin) == 0]
     if missing:
-        ensure_topics(settings, missing)
+        ensure_topics(settings, missing, admin=admin)
     check_partitions(
         settings,
         [settings.topic_items, settings.topic_dlq],
         prefixes=[f"{settings.topic_embeddings_prefix}."],
+        admin=admin,
     )
 
 
