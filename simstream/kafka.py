@@ -158,9 +158,13 @@ def check_partitions(
 def partition_count(
     settings: KafkaClientSettings, topic: str, admin: AdminClient | None = None
 ) -> int:
-    """Number of partitions of ``topic`` (0 when it does not exist)."""
+    """Number of partitions of ``topic`` (0 when it does not exist).
+
+    Reads the metadata of every topic: a request naming a missing topic can make
+    the broker auto-create it with its default partition count.
+    """
     admin = admin or admin_client(settings)
-    found = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
+    found = admin.list_topics(timeout=10).topics.get(topic)
     if found is None or found.error is not None:
         return 0
     return len(found.partitions)

@@ -35,6 +35,10 @@ class Child:
                 self.process.kill()
                 self.process.wait()
 
+    def exited(self) -> bool:
+        """Whether the process was started and has ended."""
+        return self.process is not None and self.process.poll() is not None
+
     def output(self) -> str:
         """What the process wrote so far."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""

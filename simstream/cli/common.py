@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,15 +30,28 @@ def load_settings(**overrides: object) -> Settings:
     return settings
 
 
-def check_topic_layout(settings: Settings) -> None:
+def check_topic_layout(settings: Settings, create: Iterable[str] = ()) -> None:
     """Refuse to start when ``items``, the dead-letter topic or an embeddings topic has
-    another partition count than ``SIMSTREAM_PARTITIONS`` (`PartitionCountError`)."""
-    from simstream.kafka import check_partitions
+    another partition count than ``SIMSTREAM_PARTITIONS`` (`PartitionCountError`).
 
+    Args:
+        settings: the process's settings.
+        create: topics this process produces to, created first when missing, with
+            ``SIMSTREAM_PARTITIONS`` partitions: a topic auto-created by a first
+            produce would get the broker's default count. An existing one is left
+            alone (no Create permission needed).
+    """
+    from simstream.kafka import admin_client, check_partitions, ensure_topics, partition_count
+
+    admin = admin_client(settings)
+    missing = [topic for topic in create if partition_count(settings, topic, admin) == 0]
+    if missing:
+        ensure_topics(settings, missing, admin=admin)
     check_partitions(
         settings,
         [settings.topic_items, settings.topic_dlq],
         prefixes=[f"{settings.topic_embeddings_prefix}."],
+        admin=admin,
     )
 
 

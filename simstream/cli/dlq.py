@@ -1,4 +1,6 @@
-"""`simstream dlq list|show|replay`: read the dead-letter topic and replay what it names.
+"""`simstream dlq list|count|show|replay`: read the dead-letter topic and replay what it names.
+
+Each lists a source position once, however many records a re-run wrote for it.
 
 Replay re-embeds the dead-lettered source offsets (never re-publishes), so
 replaying twice changes nothing in the index; see `workers.ingest.dlq`.
@@ -7,6 +9,7 @@ replaying twice changes nothing in the index; see `workers.ingest.dlq`.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -86,6 +89,31 @@ def list_letters(
         typer.echo(f"{len(page.entries)} dead letter(s) in {settings.topic_dlq}")
         if page.next_cursor:
             typer.echo(f"next: --cursor {page.next_cursor}")
+
+
+@dlq_app.command("count")
+def count(
+    reason: ReasonOption = None,
+    partition: PartitionOption = None,
+    from_offset: FromOption = None,
+    to_offset: ToOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Count dead letters (each source position once), per reason, and their records."""
+    from workers.ingest.config import IngestConfig
+    from workers.ingest.dlq import DeadLetterReader
+
+    settings = load_settings()
+    with exit_on_error(), DeadLetterReader(IngestConfig.from_settings(settings)) as reader:
+        counted = reader.count(_filter(reason, partition, from_offset, to_offset))
+    if as_json:
+        typer.echo(json.dumps(asdict(counted)))
+        return
+    for name, n in sorted(counted.by_reason.items()):
+        typer.echo(f"{name:<18} {n}")
+    typer.echo(
+        f"{counted.letters} dead letter(s) in {settings.topic_dlq} ({counted.records} record(s))"
+    )
 
 
 @dlq_app.command("show")

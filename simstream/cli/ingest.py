@@ -50,7 +50,7 @@ def worker(
         )
     settings = load_settings()
     with exit_on_error():
-        check_topic_layout(settings)
+        check_topic_layout(settings, create=[settings.topic_dlq])
     from workers.ingest.config import IngestConfig
     from workers.ingest.device import worker_layout
     from workers.metrics import serve_metrics
@@ -112,7 +112,7 @@ def dispatcher(
     from workers.metrics import serve_metrics
 
     with exit_on_error():
-        check_topic_layout(settings)
+        check_topic_layout(settings, create=[settings.topic_dlq])
     stop = stop_on_signals()
     serve_metrics(settings.metrics_port)
     with exit_on_error():

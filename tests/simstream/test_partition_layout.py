@@ -7,13 +7,18 @@ would misroute items, so each entry point stops with both counts named.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from simstream.cli.main import app
 from simstream.errors import ConfigError, PartitionCountError
-from simstream.kafka import check_partitions, ensure_topics
+from simstream.kafka import check_partitions, ensure_topics, partition_count
 from simstream.settings import Settings
+from tests.processes import Child
+from tests.waiting import wait_for
 from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
@@ -88,3 +93,28 @@ def test_the_index_node_refuses_to_start(two: Settings) -> None:
     with pytest.raises(PartitionCountError, match=r"Expected 2\. Received: 3"):
         node.start()
     assert not node.generations
+
+
+@pytest.mark.parametrize("command", ["worker", "dispatcher"])
+def test_a_process_that_dead_letters_creates_the_dead_letter_topic_with_the_configured_count(
+    settings: Settings, command: str, tmp_path: Path
+) -> None:
+    """Before anything was produced; a first produce would auto-create it with the
+    broker's default count, which the next start refuses."""
+    three = settings.model_copy(update={"partitions": 3})
+    child = Child(
+        [sys.executable, "-m", "simstream.cli.main", command],
+        _env(three),
+        tmp_path / f"{command}.log",
+    )
+    child.start()
+    try:
+        wait_for(
+            lambda: partition_count(three, three.topic_dlq) > 0 or child.exited(),
+            timeout_s=60,
+            interval_s=0.5,
+            message=f"{command} created {three.topic_dlq}",
+        )
+        assert partition_count(three, three.topic_dlq) == 3, child.output()
+    finally:
+        child.kill()

@@ -72,9 +72,14 @@ def publish(
 
 def items_end(settings: Settings) -> dict[int, int]:
     """True end offsets of every items partition."""
+    return topic_end(settings, settings.topic_items)
+
+
+def topic_end(settings: Settings, topic: str) -> dict[int, int]:
+    """True end offsets of every partition of ``topic``."""
     consumer = Consumer(settings.kafka_config(**{"group.id": "test-probe"}))
     try:
-        return end_offsets(consumer, settings.topic_items, range(settings.partitions))
+        return end_offsets(consumer, topic, range(settings.partitions))
     finally:
         consumer.close()
 

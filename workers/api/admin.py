@@ -1,10 +1,11 @@
 """Operational routes: ``GET /v1/stats``, ``GET /v1/models`` (read scope),
-``POST /v1/admin/retrain``, ``GET /v1/admin/runs`` and ``GET /v1/admin/dead-letters``
-(admin scope)."""
+``POST /v1/admin/retrain``, ``GET /v1/admin/runs``, ``GET /v1/admin/dead-letters`` and
+``GET /v1/admin/dead-letters/count`` (admin scope)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 
@@ -13,6 +14,7 @@ from simstream.log import get_logger
 from workers.api.auth import admin_scope, read_scope
 from workers.api.lookup import ERRORS
 from workers.api.schemas import (
+    DeadLetterCount,
     DeadLetters,
     ModelsResponse,
     RetrainAccepted,
@@ -21,6 +23,10 @@ from workers.api.schemas import (
 )
 from workers.api.state import ApiState, get_state
 
+if TYPE_CHECKING:
+    from workers.ingest.dlq import DeadLetterReader, DlqFilter
+
+T = TypeVar("T")
 router = APIRouter(prefix="/v1", tags=["operations"])
 log = get_logger("api.admin")
 
@@ -143,6 +149,30 @@ def runs(
     return {"runs": list_runs(state.settings.registry_dir, limit=limit)}
 
 
+def dead_letter_filter(
+    reason: str | None = Query(None, description="Only this reason code."),
+    partition: int | None = Query(None, ge=0, description="Only this source partition."),
+    from_offset: int | None = Query(None, ge=0, description="Covering source offsets >= this."),
+    to_offset: int | None = Query(None, ge=0, description="Covering source offsets <= this."),
+) -> DlqFilter:
+    """The dead letters a request selects."""
+    from workers.ingest.dlq import DlqFilter
+
+    return DlqFilter(reason, partition, from_offset, to_offset)
+
+
+def _read_dead_letters(state: ApiState, read: Callable[[DeadLetterReader], T]) -> T:
+    """``read`` over a reader of the dead-letter topic; an unreadable topic is a 503."""
+    from workers.ingest.config import IngestConfig
+    from workers.ingest.dlq import DeadLetterReader
+
+    try:
+        with DeadLetterReader(IngestConfig.from_settings(state.settings)) as reader:
+            return read(reader)
+    except KafkaError as e:
+        raise RequestError(f"The dead-letter topic cannot be read: {e}", 503) from None
+
+
 @router.get(
     "/admin/dead-letters",
     response_model=DeadLetters,
@@ -152,27 +182,38 @@ def runs(
 )
 def dead_letters(
     state: ApiState = Depends(get_state),  # noqa: B008
-    reason: str | None = Query(None, description="Only this reason code."),
-    partition: int | None = Query(None, ge=0, description="Only this source partition."),
-    from_offset: int | None = Query(None, ge=0, description="Covering source offsets >= this."),
-    to_offset: int | None = Query(None, ge=0, description="Covering source offsets <= this."),
+    selected: DlqFilter = Depends(dead_letter_filter),  # noqa: B008
     limit: int = Query(50, ge=1, le=1000, description="Most letters to return."),
     cursor: str | None = Query(None, description="`next_cursor` of the previous page."),
 ) -> dict[str, Any]:
-    """The records of the dead-letter topic, as `simstream dlq list` prints them.
+    """The dead letters, as `simstream dlq list` prints them: each source position once
+    (the first record of it; a range re-run after a crash writes its letters again).
 
     Replay them with `simstream dlq replay` (it re-embeds their source offsets).
     """
-    from workers.ingest.config import IngestConfig
-    from workers.ingest.dlq import DeadLetterReader, DlqFilter
-
-    selected = DlqFilter(reason, partition, from_offset, to_offset)
-    try:
-        with DeadLetterReader(IngestConfig.from_settings(state.settings)) as reader:
-            page = reader.page(selected, cursor, limit)
-    except KafkaError as e:
-        raise RequestError(f"The dead-letter topic cannot be read: {e}", 503) from None
+    page = _read_dead_letters(state, lambda reader: reader.page(selected, cursor, limit))
     return {
         "dead_letters": [entry.to_dict() for entry in page.entries],
         "next_cursor": page.next_cursor,
+    }
+
+
+@router.get(
+    "/admin/dead-letters/count",
+    response_model=DeadLetterCount,
+    responses={**ERRORS, 403: ERRORS[401] | {"description": "A read token on an admin route."}},
+    dependencies=[admin_scope],
+    summary="How many dead letters, per reason",
+)
+def dead_letter_count(
+    state: ApiState = Depends(get_state),  # noqa: B008
+    selected: DlqFilter = Depends(dead_letter_filter),  # noqa: B008
+) -> dict[str, Any]:
+    """The selected source positions (each once), per reason, and the records naming
+    them, as `simstream dlq count` prints them."""
+    counted = _read_dead_letters(state, lambda reader: reader.count(selected))
+    return {
+        "dead_letters": counted.letters,
+        "records": counted.records,
+        "by_reason": counted.by_reason,
     }

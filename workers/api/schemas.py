@@ -475,6 +475,14 @@ class DeadLetters(BaseModel):
     )
 
 
+class DeadLetterCount(BaseModel):
+    """How many source positions the selected dead letters name."""
+
+    dead_letters: int = Field(..., description="Selected source positions, each once.")
+    records: int = Field(..., description="Records naming them (re-run repeats included).")
+    by_reason: dict[str, int] = Field(..., description="Dead letters per reason code.")
+
+
 class Health(BaseModel):
     """Liveness."""
 

@@ -1,4 +1,5 @@
-"""Dead-lettering of a whole offset range whose embed task failed for good."""
+"""Dead-lettering of a whole offset range whose embed task failed for good, and the
+source position that keys every dead letter."""
 
 from __future__ import annotations
 
@@ -12,6 +13,22 @@ from workers import metrics
 from workers.ingest.config import IngestConfig
 
 _DELIVERY_TIMEOUT_S = 30.0
+
+
+def source_key(
+    topic: str, partition: int, start: int, end: int | None = None, model_version: str = ""
+) -> str:
+    """The source position a dead letter names: its Kafka key and its identity.
+
+    ``<topic>/<partition>/<offset>`` for an event; ``<topic>/<partition>/<first>..<last>/
+    <model version>`` for a range ``[start, end)`` that failed for ``model_version``.
+    A range re-run after a crash writes its letters again under the same keys, so a
+    reader keeps the first record of each key (`workers.ingest.dlq`) and a compacted
+    topic keeps one.
+    """
+    if end is None:
+        return f"{topic}/{partition}/{start}"
+    return f"{topic}/{partition}/{start}..{end - 1}/{model_version}"
 
 
 def dead_letter_range(
@@ -57,7 +74,11 @@ def dead_letter_range(
     where = f"{topic}[{partition}] {start}..{end - 1}"
     try:
         producer.produce(
-            config.topic_dlq, value=letter.encode(), partition=partition, on_delivery=delivered
+            config.topic_dlq,
+            value=letter.encode(),
+            key=source_key(topic, partition, start, end, model_version).encode(),
+            partition=partition,
+            on_delivery=delivered,
         )
         producer.produce(
             config.embeddings_topic(model_version),

@@ -7,6 +7,17 @@ entry covers the source offsets ``[start, end)`` of ``items``: one offset for
 an event that could not be embedded, the whole range for a ``range_failed``
 letter (read from the detail `dead_letter_range` writes).
 
+**Each source position once.** A range embedded again after a crash (a worker
+killed after its letters were acknowledged, before its task was) or a replay
+writes its letters again: the topic is an append-only log and may hold several
+records for one source position. Every letter is keyed by the position it names
+(`source_key`: topic, partition and offset of an event; the range and model
+version of a ``range_failed`` letter), and the reader keeps the *first* record
+of each key: `DeadLetterReader.scan`, `page`, `get` and `count` (and so the
+CLI, the admin route and replay) see each position once, with the reason it
+was first dead-lettered for. Letters of source partition p are in partition p of
+the dead-letter topic, so repeats are found within one partition.
+
 Replay re-embeds source offsets, it never re-publishes events: the embed task
 reads ``[start, end)`` of ``items`` again and writes embeddings records that
 carry the *original* source offsets, so the index applies them by last-writer-
@@ -14,8 +25,8 @@ wins exactly as the first time. Replaying twice therefore writes the same
 records again and changes nothing, and a newer event of the same id (at a
 higher offset) keeps winning over a replayed older one; re-publishing would
 give old payloads new offsets and make them win. An event that is still
-invalid is dead-lettered again by each replay (the dead-letter topic is an
-append-only audit log); the index is not touched by it.
+invalid is dead-lettered again by each replay, under the same key, so listings
+are unchanged; the index is not touched by it.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from simstream.log import get_logger
 from simstream.wire import DeadLetter
 from workers.celery_app import EMBED_QUEUE, EMBED_TASK
 from workers.ingest.config import IngestConfig
+from workers.ingest.deadletter import source_key
 
 log = get_logger("ingest.dlq")
 
@@ -103,6 +115,19 @@ class DlqEntry:
     def id(self) -> str:
         """Its position in the dead-letter topic, ``p<partition>.o<offset>``."""
         return position_id(self.dlq_partition, self.dlq_offset)
+
+    @property
+    def source_key(self) -> str:
+        """The source position it names (`source_key`); a range letter whose detail
+        does not name its range is its own position."""
+        letter = self.letter
+        if letter.reason != RANGE_FAILED:
+            return source_key(letter.source_topic, letter.partition, letter.offset)
+        if self.end is None:
+            return f"{letter.source_topic}/{letter.partition}/{self.start}/{self.id}"
+        return source_key(
+            letter.source_topic, letter.partition, self.start, self.end, self.model_version or ""
+        )
 
     @classmethod
     def of(cls, dlq_partition: int, dlq_offset: int, letter: DeadLetter) -> DlqEntry:
@@ -175,6 +200,27 @@ class DlqPage:
     next_cursor: str | None = None
 
 
+@dataclass
+class DlqCount:
+    """How many source positions the selected dead letters name.
+
+    Attributes:
+        letters: the selected source positions, each counted once.
+        records: the records of the topic naming them (a re-run's repeats included).
+        by_reason: letters per reason code (the reason of each position's first record).
+    """
+
+    letters: int = 0
+    records: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str, records: int) -> None:
+        """Count one source position with ``reason``, named by ``records`` records."""
+        self.letters += 1
+        self.records += records
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+
+
 class DeadLetterReader:
     """Reads the dead-letter topic by assignment (no consumer group, nothing committed)."""
 
@@ -227,7 +273,8 @@ class DeadLetterReader:
         return page
 
     def get(self, entry_id: str) -> DlqEntry:
-        """The letter at ``entry_id`` (``p<partition>.o<offset>``).
+        """The letter at ``entry_id`` (``p<partition>.o<offset>``); for a record that
+        repeats an earlier one's source position, that first letter.
 
         Raises:
             RequestError: a malformed id.
@@ -235,10 +282,12 @@ class DeadLetterReader:
         """
         partition, offset = parse_position(entry_id)
         if partition < partition_count(self.config, self.topic):
-            for entry in self.scan(DlqFilter(), (partition, offset), partitions=[partition]):
+            end = end_offsets(self._consumer, self.topic, [partition])[partition]
+            first: dict[str, DlqEntry] = {}
+            for entry in self._entries(partition, min(offset + 1, end)):
+                kept = first.setdefault(entry.source_key, entry)
                 if entry.dlq_offset == offset:
-                    return entry
-                break
+                    return kept
         raise NotFoundError(
             f"No dead letter at {entry_id} in {self.topic}. Expected the id of a record "
             f"listed by `simstream dlq list`. Received: {entry_id}"
@@ -250,11 +299,50 @@ class DeadLetterReader:
         start: tuple[int, int] | None = None,
         partitions: Iterable[int] | None = None,
     ) -> Iterator[DlqEntry]:
-        """Every selected letter from ``start`` (partition, offset) on, partition by partition.
+        """Every selected letter from ``start`` (partition, offset) on, partition by
+        partition: the first record of each source position only.
 
-        A record of the topic that is not a dead letter is logged and skipped.
+        Each partition is read from its beginning, so a record repeating a position
+        first named before ``start`` is not listed either. A record of the topic
+        that is not a dead letter is logged and skipped.
         """
         selected = selected or DlqFilter()
+        ends = self._ends(selected, start, partitions)
+        for partition, end in ends.items():
+            first = start[1] if start is not None and partition == start[0] else 0
+            seen: set[str] = set()
+            for entry in self._entries(partition, end):
+                if entry.source_key in seen:
+                    continue
+                seen.add(entry.source_key)
+                if entry.dlq_offset >= first and selected.matches(entry):
+                    yield entry
+
+    def count(self, selected: DlqFilter | None = None) -> DlqCount:
+        """How many source positions the selected letters name, and how many records.
+
+        Raises:
+            KafkaError: the topic cannot be read.
+        """
+        selected = selected or DlqFilter()
+        counted = DlqCount()
+        for partition, end in self._ends(selected).items():
+            records: dict[str, tuple[DlqEntry, int]] = {}
+            for entry in self._entries(partition, end):
+                first, copies = records.get(entry.source_key, (entry, 0))
+                records[entry.source_key] = (first, copies + 1)
+            for entry, copies in records.values():
+                if selected.matches(entry):
+                    counted.add(entry.letter.reason, copies)
+        return counted
+
+    def _ends(
+        self,
+        selected: DlqFilter,
+        start: tuple[int, int] | None = None,
+        partitions: Iterable[int] | None = None,
+    ) -> dict[int, int]:
+        """The end offset of each partition to read, in order."""
         if partitions is None:
             count = partition_count(self.config, self.topic)
             # Partition p of the dead-letter topic holds what came from partition p.
@@ -265,25 +353,25 @@ class DeadLetterReader:
             )
         wanted = [p for p in partitions if start is None or p >= start[0]]
         if not wanted:
-            return
+            return {}
         ends = end_offsets(self._consumer, self.topic, wanted)
-        for partition in wanted:
-            first = start[1] if start is not None and partition == start[0] else 0
-            for offset, value in self._read(partition, first, ends[partition]):
-                try:
-                    letter = DeadLetter.decode(value)
-                except DecodeError as e:
-                    log.warning(
-                        "dlq.record_undecodable",
-                        topic=self.topic,
-                        partition=partition,
-                        offset=offset,
-                        error=str(e),
-                    )
-                    continue
-                entry = DlqEntry.of(partition, offset, letter)
-                if selected.matches(entry):
-                    yield entry
+        return {p: ends[p] for p in wanted}
+
+    def _entries(self, partition: int, end: int) -> Iterator[DlqEntry]:
+        """Every dead letter of one partition before ``end``, in order, repeats included."""
+        for offset, value in self._read(partition, 0, end):
+            try:
+                letter = DeadLetter.decode(value)
+            except DecodeError as e:
+                log.warning(
+                    "dlq.record_undecodable",
+                    topic=self.topic,
+                    partition=partition,
+                    offset=offset,
+                    error=str(e),
+                )
+                continue
+            yield DlqEntry.of(partition, offset, letter)
 
     def _read(self, partition: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """``(offset, value)`` of the records of ``[start, end)`` of one partition, in order."""

@@ -44,6 +44,7 @@ from simstream.log import get_logger
 from simstream.wire import DeadLetter, EmbeddingRecord, ItemEvent, Op, Reason
 from workers import metrics
 from workers.ingest.config import IngestConfig
+from workers.ingest.deadletter import source_key
 
 log = get_logger("embedder")
 
@@ -448,7 +449,8 @@ class RangeEmbedder:
             self._failures.append(str(error))
 
     def _dead_letter(self, letter: DeadLetter, result: RangeResult) -> None:
-        self._produce_raw(self.config.topic_dlq, letter.partition, None, letter.encode())
+        key = source_key(letter.source_topic, letter.partition, letter.offset).encode()
+        self._produce_raw(self.config.topic_dlq, letter.partition, key, letter.encode())
         result.dead_letters += 1
         result.reasons[letter.reason] = result.reasons.get(letter.reason, 0) + 1
         metrics.DLQ_EVENTS.labels(letter.reason).inc()

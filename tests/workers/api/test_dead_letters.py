@@ -1,6 +1,9 @@
-"""`GET /v1/admin/dead-letters`: the dead-letter topic, filtered and paged, admin scope only.
+"""`GET /v1/admin/dead-letters` and `/count`: the dead-letter topic, filtered and paged,
+each source position once, admin scope only.
 
-The letters are written by the workers' own range embedder over invalid events.
+The letters are written by the workers' own range embedder over invalid events,
+each range embedded twice (as after a worker killed before its task was
+acknowledged), so the topic holds every letter twice.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from simstream.stack.local import LocalStack
 from simstream.wire import ItemEvent, VectorPayload
 from tests.workers.api.conftest import Served, api_settings
 from tests.workers.api.test_operations import ADMIN, READ, bearer
+from tests.workers.ingest.dead_letters import read_dead_letters
 from workers.api import create_app
 from workers.ingest.config import IngestConfig
 from workers.ingest.embedder import RangeEmbedder
@@ -54,8 +58,9 @@ def dead_lettered(served: Served, letters_settings: Settings) -> Settings:
     assert producer.flush(10) == 0
     embedder = RangeEmbedder(IngestConfig.from_settings(settings), served.encoder)
     try:
-        for partition, values in BAD.items():
-            embedder.run(settings.topic_items, partition, 0, len(values), served.version)
+        for _ in range(2):
+            for partition, values in BAD.items():
+                embedder.run(settings.topic_items, partition, 0, len(values), served.version)
     finally:
         embedder.close()
     return settings
@@ -92,6 +97,25 @@ def test_the_dead_letters_route_lists_every_letter_with_its_reason_and_source(
     assert first["source_topic"] == dead_lettered.topic_items
     assert (first["id"], first["start"], first["end"]) == ("p0.o0", 0, 1)
     assert first["raw_prefix_hex"] == b"junk".hex() and first["raw_stored_bytes"] == 4
+
+
+def test_the_count_route_counts_each_source_position_once_and_the_records_naming_it(
+    admin: TestClient, dead_lettered: Settings
+) -> None:
+    def count(**params: Any) -> dict[str, Any]:
+        response = admin.get("/v1/admin/dead-letters/count", params=params, headers=bearer(ADMIN))
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert len(read_dead_letters(dead_lettered)) == 10
+    assert count() == {
+        "dead_letters": 5,
+        "records": 10,
+        "by_reason": {"bad_magic": 4, "bad_payload": 1},
+    }
+    assert count(partition=1) == {"dead_letters": 2, "records": 4, "by_reason": {"bad_magic": 2}}
+    assert admin.get("/v1/admin/dead-letters/count", headers=bearer(READ)).status_code == 403
 
 
 def test_the_dead_letters_route_filters_by_reason_partition_and_source_offsets(

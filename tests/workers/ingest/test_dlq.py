@@ -13,17 +13,29 @@ from typing import Any
 
 import numpy as np
 import pytest
+from celery import Celery
 from confluent_kafka import Consumer, Producer
 from typer.testing import CliRunner, Result
 
 from simstream.cli.main import app
 from simstream.errors import ModelIntegrityError
-from simstream.kafka import end_offsets
+from simstream.kafka import end_offsets, ensure_topics
 from simstream.settings import Settings
 from simstream.wire import ArrayPayload, ItemEvent
 from tests.waiting import wait_for
-from tests.workers.pipeline import Expected, assert_index_matches, publish, wait_until_caught_up
-from workers.ingest.dlq import DlqEntry, DlqFilter, plan_replay
+from tests.workers.ingest.dead_letters import read_dead_letter_records, read_dead_letters
+from tests.workers.pipeline import (
+    Expected,
+    assert_index_matches,
+    items_end,
+    publish,
+    topic_end,
+    wait_until_caught_up,
+)
+from workers.celery_app import EMBED_TASK
+from workers.ingest.config import IngestConfig
+from workers.ingest.deadletter import dead_letter_range
+from workers.ingest.dlq import DeadLetterReader, DlqEntry, DlqFilter, plan_replay
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
@@ -143,6 +155,66 @@ def test_dead_letters_are_listed_shown_and_replayed_into_the_index_once_the_caus
     dlq(settings, "replay", "--wait")
     wait_for(lambda: all_applied(settings, generation, encoder_version), message="replay applied")
     assert index_state(generation, ids) == before
+
+
+def test_a_poison_event_whose_range_is_embedded_again_is_listed_counted_shown_and_replayed_once(
+    settings: Settings, pipeline: IndexNode, encoder_version: str, celery_worker: Celery
+) -> None:
+    generation = pipeline.current()
+    publish(settings, Expected(), upserts=[(f"item-{i}", 1) for i in range(6)])
+    raw = Producer(settings.kafka_config())
+    raw.produce(settings.topic_items, key=b"junk", value=b"not an event at all")
+    assert raw.flush(10) == 0
+    wait_until_caught_up(settings, generation)
+    [first] = listed(settings)
+    partition = first["partition"]
+
+    # The range embedded again, as when a worker is killed after its dead letters were
+    # acknowledged and before its task was: the redelivered task runs the same range.
+    end = items_end(settings)[partition]
+    again = celery_worker.send_task(
+        EMBED_TASK, args=[settings.topic_items, partition, 0, end, encoder_version], queue="embed"
+    )
+    assert again.get(timeout=120)["dead_letters"] == 1
+    dlq(settings, "replay", "--wait")  # a replay of a still invalid event: one more record
+
+    records = [x for x in read_dead_letters(settings) if x.offset == first["offset"]]
+    assert len(records) == 3 and {x.partition for x in records} == {partition}
+    assert listed(settings) == [first]
+    assert listed(settings, "--reason", "bad_magic") == [first]
+    counted = json.loads(dlq(settings, "count", "--json").output)
+    assert counted == {"letters": 1, "records": 3, "by_reason": {"bad_magic": 1}}
+    last = f"p{partition}.o{topic_end(settings, settings.topic_dlq)[partition] - 1}"
+    assert last != first["id"]
+    assert json.loads(dlq(settings, "show", last).output)["id"] == first["id"]
+    plan = dlq(settings, "replay", "--dry-run").output
+    assert "1 dead letter(s), 1 range(s) to embed again" in plan, plan
+
+
+def test_a_range_dead_lettered_twice_is_one_letter_per_model_version_keyed_by_its_offsets(
+    settings: Settings,
+) -> None:
+    config = IngestConfig.from_settings(settings)
+    versions = ("v1", "v1", "v2")  # a retried task's second letter, then another version
+    topics = [config.embeddings_topic(v) for v in versions]
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq, *topics])
+    for version in versions:
+        dead_letter_range(config, settings.topic_items, 1, 10, 20, version, "model missing")
+
+    with DeadLetterReader(config) as reader:
+        entries = list(reader.scan())
+        counted = reader.count()
+        repeat = reader.get("p1.o1")
+
+    assert [(e.id, e.start, e.end, e.model_version) for e in entries] == [
+        ("p1.o0", 10, 20, "v1"),
+        ("p1.o2", 10, 20, "v2"),
+    ]
+    assert (counted.letters, counted.records, counted.by_reason) == (2, 3, {"range_failed": 2})
+    assert repeat.id == "p1.o0"
+    keys = [key for key, _ in read_dead_letter_records(settings)]
+    topic = settings.topic_items
+    assert keys == [f"{topic}/1/10..19/{v}".encode() for v in versions]
 
 
 def _corrupt(model_version: str) -> Any:
