@@ -97,6 +97,8 @@ LOG_MISMATCH = Counter(
     ["generation", "where"],
 )
 MODEL_INFO = Info("simstream_model", "The serving model version (label version)")
+#: The keys each info metric sets (its labels), for dashboards' and alerts' checks.
+INFO_KEYS: dict[str, tuple[str, ...]] = {"simstream_model": ("version",)}
 
 # --- API and cache ---------------------------------------------------------------------
 REQUEST_SECONDS = Histogram(

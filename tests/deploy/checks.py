@@ -143,6 +143,7 @@ def command_id(argv: list[str]) -> str:
 _SERIES_SUFFIXES: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "counter": (("_total", frozenset()), ("_created", frozenset())),
     "gauge": (("", frozenset()),),
+    "info": (("_info", frozenset()),),
     "histogram": (
         ("_bucket", frozenset({"le"})),
         ("_sum", frozenset()),
@@ -174,6 +175,7 @@ def exported_metrics() -> dict[str, frozenset[str]]:
 
     labels = {
         value._name: frozenset(value._labelnames)
+        | frozenset(workers.metrics.INFO_KEYS.get(value._name, ()))
         for value in vars(workers.metrics).values()
         if isinstance(value, MetricWrapperBase)
     }
