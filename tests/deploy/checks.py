@@ -143,7 +143,6 @@ def command_id(argv: list[str]) -> str:
 _SERIES_SUFFIXES: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "counter": (("_total", frozenset()), ("_created", frozenset())),
     "gauge": (("", frozenset()),),
-    "info": (("_info", frozenset()),),
     "histogram": (
         ("_bucket", frozenset({"le"})),
         ("_sum", frozenset()),
