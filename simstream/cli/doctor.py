@@ -63,8 +63,19 @@ def run_checks(settings: Settings, min_free_gb: float) -> list[Check]:
         python_check(sys.version_info[:3]),
         package_check("tensorflow", "pip install -e . (TensorFlow 2.16 to 2.21)"),
         hnswlib_check(),
-        port_check("broker", settings.broker_port, "SIMSTREAM_BROKER_PORT"),
-        port_check("valkey", settings.valkey_port, "SIMSTREAM_VALKEY_PORT"),
+        port_check(
+            "broker",
+            settings.broker_port,
+            "SIMSTREAM_BROKER_PORT",
+            "SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:<port>",
+        ),
+        port_check(
+            "valkey",
+            settings.valkey_port,
+            "SIMSTREAM_VALKEY_PORT",
+            "SIMSTREAM_REDIS_CACHE_URL, SIMSTREAM_CELERY_BROKER_URL and "
+            "SIMSTREAM_CELERY_RESULT_BACKEND on redis://127.0.0.1:<port>/0, /1, /2",
+        ),
         port_check("api", settings.api_port, "SIMSTREAM_API_PORT"),
         disk_check(settings.data_dir, min_free_gb),
     ]
@@ -114,8 +125,9 @@ def hnswlib_check() -> Check:
     )
 
 
-def port_check(name: str, port: int, setting: str) -> Check:
-    """Nothing listens on ``port`` of this machine."""
+def port_check(name: str, port: int, setting: str, clients: str = "") -> Check:
+    """Nothing listens on ``port`` of this machine; ``clients``: the settings that must
+    follow ``setting`` when it moves."""
     label = f"{name}:{port}"
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
@@ -128,7 +140,7 @@ def port_check(name: str, port: int, setting: str) -> Check:
         f"Expected port {port} free. Received: something listens on it "
         "(a running `simstream up`, or another service)",
         f"stop it (`ss -ltnp 'sport = :{port}'` shows who) or choose another port: "
-        f"{setting}=<port> make run",
+        f"{setting}=<port> make run" + (f" (with {clients})" if clients else ""),
     )
 
 
