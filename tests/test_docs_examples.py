@@ -60,7 +60,9 @@ def _write_images(folder: Path) -> None:
 @pytest.mark.services
 @pytest.mark.slow
 def test_every_curl_example_answers_2xx_against_the_demos_data(tmp_path: Path) -> None:
-    settings = local_stack_settings(tmp_path / "var", metrics_port=0, worker_processes=1)
+    settings = local_stack_settings(
+        tmp_path / "var", metrics_port=0, worker_processes=1, stack_start_timeout_s=300
+    )
     demo = Child(
         [
             sys.executable,

@@ -77,7 +77,11 @@ def test_the_page_has_the_steps_the_test_runs() -> None:
 @pytest.mark.slow
 def test_the_quickstart_runs_as_written_on_a_generated_image_folder(tmp_path: Path) -> None:
     settings = local_stack_settings(
-        tmp_path / "var", metrics_port=0, worker_processes=1, retrain_schedule=""
+        tmp_path / "var",
+        metrics_port=0,
+        worker_processes=1,
+        retrain_schedule="",
+        stack_start_timeout_s=300,
     )
     env = settings.to_env()
     api = f"127.0.0.1:{settings.api_port}"
