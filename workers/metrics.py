@@ -2,12 +2,29 @@
 
 Processes expose them on ``/metrics`` (the API) or on ``SIMSTREAM_METRICS_PORT``
 (dispatcher, workers). Names follow Prometheus conventions: ``_total`` counters,
-``_seconds`` durations.
+``_seconds`` durations. Counters whose label values are known in advance start
+at zero for each of them (`initialise_labels`), so ``rate()`` and alerts see
+the first increment. A prefork worker's children write their values to files
+in ``PROMETHEUS_MULTIPROC_DIR`` (set by `simstream.cli.ingest.worker` through
+`workers.multiproc`), and `serve_metrics` then sums every process's files.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from simstream.wire import Reason
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
@@ -17,10 +34,14 @@ DISPATCHED_RANGES = Counter(
     "simstream_dispatcher_ranges_total", "Embed ranges sent to Celery", ["model_version"]
 )
 DISPATCHER_INFLIGHT = Gauge(
-    "simstream_dispatcher_inflight_ranges", "Embed ranges sent and not yet completed"
+    "simstream_dispatcher_inflight_ranges",
+    "Embed ranges sent and not yet completed",
+    multiprocess_mode="max",
 )
 DISPATCHER_PAUSED = Gauge(
-    "simstream_dispatcher_paused", "1 while the dispatcher pauses for backpressure"
+    "simstream_dispatcher_paused",
+    "1 while the dispatcher pauses for backpressure",
+    multiprocess_mode="max",
 )
 ITEMS_LAG = Gauge(
     "simstream_items_lag_records",
@@ -75,7 +96,9 @@ LOG_MISMATCH = Counter(
     "from (a snapshot discarded at restore, or the state rebuilt while running)",
     ["generation", "where"],
 )
-ACTIVE_MODEL = Gauge("simstream_active_model_version", "Numeric id of the serving model")
+MODEL_INFO = Info("simstream_model", "The serving model version (label version)")
+#: The keys each info metric sets (its labels), for dashboards' and alerts' checks.
+INFO_KEYS: dict[str, tuple[str, ...]] = {"simstream_model": ("version",)}
 
 # --- API and cache ---------------------------------------------------------------------
 REQUEST_SECONDS = Histogram(
@@ -97,14 +120,25 @@ API_REJECTED = Counter(
 # --- retraining ------------------------------------------------------------------------
 RETRAIN_RUNS = Counter("simstream_retrain_runs_total", "Retrain runs", ["decision"])
 REINDEX_PROGRESS = Gauge(
-    "simstream_reindex_progress_ratio", "Share of items embedded into the new generation"
+    "simstream_reindex_progress_ratio",
+    "Share of items embedded into the new generation",
+    multiprocess_mode="max",
 )
 
 
 def serve_metrics(port: int) -> None:
-    """Expose the default registry on ``port`` (0 disables)."""
-    if port:
-        start_http_server(port)
+    """Expose the metrics on ``port`` (0 disables).
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (a prefork worker), the values of every
+    process that wrote there are summed; otherwise this process's registry.
+    """
+    if not port:
+        return
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    start_http_server(port, registry=registry)
 
 
 # --- dispatcher: ranges retried and given up ----------------------------------------
@@ -119,5 +153,42 @@ DISPATCHER_FAILED_RANGES = Counter(
     ["model_version"],
 )
 DISPATCHER_BACKING_OFF = Gauge(
-    "simstream_dispatcher_backing_off_ranges", "Failed embed ranges waiting to be sent again"
+    "simstream_dispatcher_backing_off_ranges",
+    "Failed embed ranges waiting to be sent again",
+    multiprocess_mode="max",
 )
+
+
+#: Label values known before anything happens; their counters start at zero.
+RETRAIN_DECISIONS = ("promoted", "rejected", "skipped", "failed")
+CACHE_RESULTS = ("hit", "miss", "error")
+ROUTE_CLASSES = ("lookups", "writes", "images", "admin")
+CONSUMERS = ("embedder", "node", "item_images")
+RETRY_REASONS = ("failed", "overdue")
+
+
+def initialise_labels() -> None:
+    """Create every counter child whose label values are known, at zero."""
+    for reason in Reason:
+        DLQ_EVENTS.labels(reason.value)
+    DLQ_EVENTS.labels("range_failed")
+    for decision in RETRAIN_DECISIONS:
+        RETRAIN_RUNS.labels(decision)
+    for result in CACHE_RESULTS:
+        CACHE_REQUESTS.labels(result)
+    for route_class in ROUTE_CLASSES:
+        API_REJECTED.labels(route_class)
+    for consumer in CONSUMERS:
+        OFFSET_OUT_OF_RANGE.labels(consumer)
+
+
+def initialise_version(version: str) -> None:
+    """Create the counters labelled with a model version at zero, once it is known."""
+    DISPATCHED_RANGES.labels(version)
+    DISPATCHER_FAILED_RANGES.labels(version)
+    for reason in RETRY_REASONS:
+        DISPATCHER_RETRIED_RANGES.labels(version, reason)
+    EMBEDDED_ITEMS.labels(version, "upsert")
+
+
+initialise_labels()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,20 @@ def load_settings(**overrides: object) -> Settings:
     return settings
 
 
+#: librdkafka's own log level in one-shot commands: critical only. Its connection
+#: errors (level 3) would print a line per retry; the command reports the failure.
+ONE_SHOT_KAFKA_LOG_LEVEL = 2
+
+
+def one_shot_settings(**overrides: object) -> Settings:
+    """`load_settings` for a command that runs and exits (publish, dlq, topics): Kafka
+    clients do not log each failed connection, so a failure is the command's one line.
+    A ``log_level`` in ``SIMSTREAM_KAFKA_CLIENT_CONFIG`` wins."""
+    settings = load_settings(**overrides)
+    client = {"log_level": ONE_SHOT_KAFKA_LOG_LEVEL, **settings.kafka_client_config}
+    return settings.model_copy(update={"kafka_client_config": client})
+
+
 def check_topic_layout(settings: Settings, create: Iterable[str] = ()) -> None:
     """Refuse to start when ``items``, the dead-letter topic or an embeddings topic has
     another partition count than ``SIMSTREAM_PARTITIONS`` (`PartitionCountError`).
@@ -55,14 +70,55 @@ def check_topic_layout(settings: Settings, create: Iterable[str] = ()) -> None:
     )
 
 
+#: Where an exception comes from (the root package of its class or a base), what to
+#: call it, and what to check.
+SERVICES: dict[str, tuple[str, str]] = {
+    "redis": ("Redis", "is it running? Check SIMSTREAM_REDIS_CACHE_URL / SIMSTREAM_CELERY_*"),
+    "confluent_kafka": ("Kafka", "is the broker running? Check SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS"),
+    "cimpl": ("Kafka", "is the broker running? Check SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS"),
+    "kombu": ("the Celery broker", "is Redis running? Check SIMSTREAM_CELERY_BROKER_URL"),
+    "celery": ("Celery", "are a worker and its broker running? Check SIMSTREAM_CELERY_*"),
+    "billiard": ("Celery", "are a worker and its broker running? Check SIMSTREAM_CELERY_*"),
+    "urllib": ("the API", "is `simstream serve` (or `up`) running? Check --api"),
+}
+
+
+def service_of(error: BaseException) -> tuple[str, str] | None:
+    """The service an exception comes from and a hint, or None for anything else."""
+    for cls in type(error).__mro__:
+        found = SERVICES.get(cls.__module__.partition(".")[0])
+        if found:
+            return found
+    return None
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of ``text`` (service errors can span many)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 @contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Turn a `SimstreamError` into a one-line message and exit status 1."""
+    """Turn a `SimstreamError`, or an error of Redis, Kafka, Celery or the API, into a
+    one-line message on stderr and exit status 1 (no traceback)."""
     try:
         yield
     except SimstreamError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+    except Exception as e:
+        found = service_of(e)
+        if found is None:
+            raise
+        name, hint = found
+        detail = one_line(str(e)) or type(e).__name__
+        typer.echo(f"error: {name}: {type(e).__name__}: {detail} ({hint})", err=True)
+        raise typer.Exit(1) from None
+
+
+def progress_wanted(quiet: bool = False) -> bool:
+    """Whether to draw progress bars: never with ``quiet``, else only on a terminal."""
+    return not quiet and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def metrics_row(name: str, metrics: dict[str, Any]) -> tuple[str, dict[str, Any]]:

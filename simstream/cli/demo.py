@@ -94,7 +94,9 @@ def _publish(settings: Any, items: int) -> None:
     from simstream.wire import ItemEvent
 
     with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
-        for i, item in enumerate(tqdm(DigitsSource(), total=items, desc="publishing digits")):
+        for i, item in enumerate(
+            tqdm(DigitsSource(), total=items, desc="publishing digits", disable=None)
+        ):
             if i >= items:
                 break
             producer.publish(
@@ -120,7 +122,7 @@ def _post(url: str, body: dict[str, Any]) -> Any:
 def _wait_searchable(base: str, items: int, stop: threading.Event) -> None:
     from tqdm import tqdm
 
-    with tqdm(total=items, desc="searchable") as bar:
+    with tqdm(total=items, desc="searchable", disable=None) as bar:
         while not stop.is_set():
             try:
                 stats = _get(f"{base}/v1/stats")

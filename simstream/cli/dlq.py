@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.common import exit_on_error, one_shot_settings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -80,7 +80,7 @@ def list_letters(
     from workers.ingest.config import IngestConfig
     from workers.ingest.dlq import DeadLetterReader
 
-    settings = load_settings()
+    settings = one_shot_settings()
     with exit_on_error(), DeadLetterReader(IngestConfig.from_settings(settings)) as reader:
         page = reader.page(_filter(reason, partition, from_offset, to_offset), cursor, limit)
     for entry in page.entries:
@@ -127,7 +127,7 @@ def show(
     from workers.ingest.config import IngestConfig
     from workers.ingest.dlq import DeadLetterReader
 
-    settings = load_settings()
+    settings = one_shot_settings()
     with exit_on_error(), DeadLetterReader(IngestConfig.from_settings(settings)) as reader:
         entry = reader.get(letter_id)
     typer.echo(json.dumps(entry.to_dict(raw_prefix_bytes=raw_bytes), indent=2))
@@ -165,7 +165,7 @@ def replay(
     from workers.ingest.config import IngestConfig
     from workers.ingest.dlq import DeadLetterReader, plan_replay
 
-    settings = load_settings()
+    settings = one_shot_settings()
     config = IngestConfig.from_settings(settings)
     selected = _filter(reason, partition, from_offset, to_offset)
     with exit_on_error():

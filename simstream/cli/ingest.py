@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,13 +46,18 @@ def worker(
     Every process loads and warms the active encoder before its first task: a solo
     worker at start, a prefork child right after its fork (the parent never loads
     TensorFlow). On CPUs each encoder gets cores / processes threads
-    (SIMSTREAM_ENCODER_THREADS). Prometheus metrics are served on SIMSTREAM_METRICS_PORT.
+    (SIMSTREAM_ENCODER_THREADS). Prometheus metrics of every process are served
+    together on SIMSTREAM_METRICS_PORT.
     """
     if pool not in ("auto", "solo", "prefork"):
         raise typer.BadParameter(
             f"Expected auto, solo or prefork. Received: {pool!r}", param_hint="--pool"
         )
     settings = load_settings()
+    if settings.metrics_port:
+        multiprocess_metrics(
+            settings.data_dir / "metrics" / f"worker-{socket.gethostname()}-{settings.metrics_port}"
+        )
     with exit_on_error():
         check_topic_layout(settings, create=[settings.topic_dlq])
     from workers.ingest.config import IngestConfig
@@ -83,6 +92,20 @@ def worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     celery_app.worker_main(argv=argv)
+
+
+def multiprocess_metrics(directory: Path) -> None:
+    """Make every process of this worker write its metrics into ``directory``, emptied first.
+
+    Prometheus' multiprocess mode: the children a prefork pool forks inherit
+    ``PROMETHEUS_MULTIPROC_DIR`` and write one file each; the parent's metrics
+    endpoint sums them. It must be set before ``prometheus_client`` is imported,
+    so this runs before anything of ``workers``; files of an earlier run (their
+    processes are gone) are removed.
+    """
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def beat() -> None:

@@ -19,6 +19,7 @@ from simstream.cli.common import (
     load_settings,
     metrics_row,
     metrics_table,
+    progress_wanted,
 )
 from simstream.errors import ModelError
 
@@ -137,7 +138,9 @@ def train(
     ] = None,
     promote: Annotated[bool, typer.Option(help="Make the new version the active one.")] = False,
     mnist_dir: MnistDirOption = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option(help="No progress bar (there is none when output is not a terminal).")
+    ] = False,
 ) -> None:
     """Train an encoder, evaluate it, and register it as a new version."""
     settings = load_settings()
@@ -166,7 +169,7 @@ def train(
             patience=patience,
             augment_shift=augment_shift,
             warmup_epochs=warmup_epochs,
-            verbose=0 if quiet else 1,
+            verbose=1 if progress_wanted(quiet) else 0,
         )
         data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)
         typer.echo(f"training on {data.name}: {len(data)} examples, {data.num_classes} classes")
@@ -329,8 +332,11 @@ def evaluate(
 # --- models ------------------------------------------------------------------------
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only, on one line.")]
+
+
 @models_app.command("list")
-def models_list(registry: RegistryOption = None) -> None:
+def models_list(registry: RegistryOption = None, as_json: JsonOption = False) -> None:
     """List registered versions; the active one is marked with *."""
     settings = load_settings()
     with exit_on_error():
@@ -338,6 +344,19 @@ def models_list(registry: RegistryOption = None) -> None:
 
         store = Registry(registry or settings.registry_dir)
         versions, active = store.list(), store.active()
+        if as_json:
+            rows = [
+                {
+                    "version": v.version,
+                    "active": v.version == active,
+                    "created_at": v.created_at,
+                    "config": v.config,
+                    "metrics": v.metrics,
+                }
+                for v in versions
+            ]
+            typer.echo(json.dumps({"active": active, "versions": rows}, default=str))
+            return
         if not versions:
             typer.echo(f"no model registered in {store.root}")
             return
@@ -362,6 +381,7 @@ def models_show(
         str | None, typer.Argument(help="Version (default: the active one).")
     ] = None,
     registry: RegistryOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print a version's config and metrics as JSON (files verified against the manifest)."""
     settings = load_settings()
@@ -370,7 +390,11 @@ def models_show(
 
         store = Registry(registry or settings.registry_dir)
         record = store.verify(version or store.get().version)
-        typer.echo(json.dumps({"config": record.config, "metrics": record.metrics}, indent=2))
+        shown = {"config": record.config, "metrics": record.metrics}
+        if as_json:
+            typer.echo(json.dumps({"version": record.version, **shown}, default=str))
+        else:
+            typer.echo(json.dumps(shown, indent=2, default=str))
 
 
 @models_app.command("promote")

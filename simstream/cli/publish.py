@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.common import exit_on_error, one_shot_settings
 
 if TYPE_CHECKING:
     from producers.sources import Source
@@ -88,7 +88,7 @@ def publish(
             err=True,
         )
         raise typer.Exit(2)
-    settings = load_settings(mnist_dir=mnist_dir)
+    settings = one_shot_settings(mnist_dir=mnist_dir)
     with exit_on_error():
         source = _open_source(settings, folder, npz, jsonl, dataset)
         _publish(settings, source, limit, id_prefix, delete or [], create_topics, timeout)

@@ -29,6 +29,12 @@ def retrain(
     triggered_by: Annotated[
         str, typer.Option(help="Who asked, as recorded in the run (e.g. your name).")
     ] = "manual",
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print only JSON on stdout: the run's record (or the task id)."
+        ),
+    ] = False,
 ) -> None:
     """Train a candidate on the labelled items and promote it if it beats the active model.
 
@@ -46,20 +52,28 @@ def retrain(
             from workers.retrain import run_retrain
             from workers.retrain.config import RetrainConfig
 
-            _print(run_retrain(RetrainConfig.from_settings(settings), triggered_by=triggered_by))
+            record = run_retrain(RetrainConfig.from_settings(settings), triggered_by=triggered_by)
+            _print(record, as_json)
             return
         from workers.celery_app import RETRAIN_TASK, make_celery
 
         celery = make_celery(settings)
         try:
+            with celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=5)  # fail fast, one line
             result = celery.send_task(RETRAIN_TASK, kwargs={"triggered_by": triggered_by})
-            typer.echo(f"retrain sent: task {result.id}")
+            typer.echo(f"retrain sent: task {result.id}", err=as_json)
             if wait:
-                _print(result.get(timeout=timeout, propagate=True))
+                _print(result.get(timeout=timeout, propagate=True), as_json)
+            elif as_json:
+                typer.echo(json.dumps({"task_id": result.id}))
         finally:
             celery.close()
 
 
-def _print(record: dict[str, Any]) -> None:
+def _print(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(record, default=str))
+        return
     typer.echo(f"decision: {record.get('decision')} ({record.get('reason')})")
     typer.echo(json.dumps(record, indent=2, default=str))

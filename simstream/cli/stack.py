@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from simstream.cli.common import exit_on_error, load_settings
+from simstream.cli.common import exit_on_error, load_settings, one_shot_settings
 from simstream.signals import stop_on_signals
 
 
@@ -79,7 +79,7 @@ def topics(
     """Create the items and dead-letter topics if they do not exist (idempotent)."""
     from simstream.kafka import ensure_topics
 
-    settings = load_settings(partitions=partitions)
+    settings = one_shot_settings(partitions=partitions)
     with exit_on_error():
         ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
     typer.echo(f"topics ready: {settings.topic_items}, {settings.topic_dlq}")

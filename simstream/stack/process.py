@@ -30,12 +30,17 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether something already listens on (or holds) ``host:port``."""
+    """Whether something already listens on (or holds) ``host:port``.
+
+    Connections of a stopped run that linger in TIME_WAIT do not count (the
+    broker and Valkey bind with ``SO_REUSEADDR`` too), so a second `make run`
+    right after the first starts."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         if s.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -174,6 +174,7 @@ def exported_metrics() -> dict[str, frozenset[str]]:
 
     labels = {
         value._name: frozenset(value._labelnames)
+        | frozenset(workers.metrics.INFO_KEYS.get(value._name, ()))
         for value in vars(workers.metrics).values()
         if isinstance(value, MetricWrapperBase)
     }

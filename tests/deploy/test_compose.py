@@ -18,6 +18,7 @@ import pytest
 
 from tests.deploy.checks import (
     INLINE_TOKENS,
+    METRIC,
     REPO,
     SETTING,
     TOKEN_FILES,
@@ -605,16 +606,44 @@ def alert_expressions(alerts_text: str) -> list[tuple[str, str]]:
     ]
 
 
+#: The dashboard's template variables: any Prometheus datasource, any instances.
+DATASOURCE_VARIABLE = "${datasource}"
+INSTANCE_MATCHER = 'instance=~"$instance"'
+
+
 def dashboard_problems(dashboard_text: str, datasource_text: str) -> list[str]:
-    """Metrics exist; every panel uses the provisioned datasource."""
-    uids = {d["uid"] for d in load_yaml(datasource_text)["datasources"]}
+    """Metrics exist; the dashboard imports into any Grafana: every panel and target uses
+    the ``datasource`` variable (a Prometheus datasource, the provisioned one by default),
+    and every simstream series is scoped by the multi-value ``instance`` variable."""
+    assert load_yaml(datasource_text)["datasources"][0]["type"] == "prometheus"
+    dashboard = json.loads(dashboard_text)
     problems = metric_problems(dashboard_expressions(dashboard_text))
-    for panel in json.loads(dashboard_text).get("panels", []):
+    variables = {v.get("name"): v for v in (dashboard.get("templating") or {}).get("list", [])}
+    source = variables.get("datasource") or {}
+    if (source.get("type"), source.get("query")) != ("datasource", "prometheus"):
+        problems.append(f"{DASHBOARD}: no datasource variable of type prometheus")
+    instance = variables.get("instance") or {}
+    query = json.dumps(instance.get("query"))
+    if instance.get("type") != "query" or "label_values(" not in query or "instance)" not in query:
+        problems.append(f"{DASHBOARD}: no instance variable querying the instance label")
+    elif not (instance.get("multi") and instance.get("includeAll")):
+        problems.append(f"{DASHBOARD}: the instance variable must allow several and All")
+    elif (instance.get("datasource") or {}).get("uid") != DATASOURCE_VARIABLE:
+        problems.append(f"{DASHBOARD}: the instance variable must query {DATASOURCE_VARIABLE}")
+    for panel in dashboard.get("panels", []):
         if panel.get("type") == "row":
             continue
-        uid = (panel.get("datasource") or {}).get("uid")
-        if uid not in uids:
-            problems.append(f"{DASHBOARD} panel {panel.get('title')!r}: datasource {uid!r}")
+        title = panel.get("title")
+        for part in [panel, *panel.get("targets", [])]:
+            uid = (part.get("datasource") or {}).get("uid")
+            if uid != DATASOURCE_VARIABLE:
+                problems.append(f"{DASHBOARD} panel {title!r}: datasource {uid!r}")
+        for target in panel.get("targets", []):
+            for match in METRIC.finditer(target.get("expr", "")):
+                if INSTANCE_MATCHER not in (match.group(2) or ""):
+                    problems.append(
+                        f"{DASHBOARD} panel {title!r}: {match.group(1)} without {INSTANCE_MATCHER}"
+                    )
     return problems
 
 
@@ -936,10 +965,44 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
     (
         "unknown label in a dashboard",
         DASHBOARD,
-        'simstream_cache_requests_total{result=\\"hit\\"}',
-        'simstream_cache_requests_total{outcome=\\"hit\\"}',
+        'result=\\"hit\\"}',
+        'outcome=\\"hit\\"}',
         lambda f: dashboard_problems(f[DASHBOARD], f[DATASOURCE]),
         "has no label 'outcome'",
+    ),
+    (
+        "a dashboard panel on a fixed datasource",
+        DASHBOARD,
+        '"description": "",\n      "datasource": {\n        "type": "prometheus",\n'
+        '        "uid": "${datasource}"',
+        '"description": "",\n      "datasource": {\n        "type": "prometheus",\n'
+        '        "uid": "prometheus"',
+        lambda f: dashboard_problems(f[DASHBOARD], f[DATASOURCE]),
+        "datasource 'prometheus'",
+    ),
+    (
+        "a dashboard's instance variable on a fixed datasource",
+        DASHBOARD,
+        '"uid": "${datasource}"',
+        '"uid": "prometheus"',
+        lambda f: dashboard_problems(f[DASHBOARD], f[DATASOURCE]),
+        "the instance variable must query ${datasource}",
+    ),
+    (
+        "a dashboard series not scoped by the instance variable",
+        DASHBOARD,
+        'simstream_dlq_events_total{instance=~\\"$instance\\"}',
+        "simstream_dlq_events_total",
+        lambda f: dashboard_problems(f[DASHBOARD], f[DATASOURCE]),
+        'simstream_dlq_events_total without instance=~"$instance"',
+    ),
+    (
+        "a dashboard without its instance variable",
+        DASHBOARD,
+        '"name": "instance"',
+        '"name": "host"',
+        lambda f: dashboard_problems(f[DASHBOARD], f[DATASOURCE]),
+        "no instance variable",
     ),
     (
         "unknown grouping label in an alert",

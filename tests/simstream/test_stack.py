@@ -272,3 +272,22 @@ def _supervised(stack: LocalStack, child: ChildService, restarts: int) -> bool:
     """One supervision round of ``stack``; whether ``child`` was restarted ``restarts`` times."""
     stack.check()
     return child.restarts == restarts
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_service_counts_as_free() -> None:
+    import socket
+
+    from simstream.stack.process import port_in_use
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        assert port_in_use("127.0.0.1", port)  # listening
+        accepted.close()  # the service closes first: its side enters TIME_WAIT
+    client.close()
+
+    assert not port_in_use("127.0.0.1", port)

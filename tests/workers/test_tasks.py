@@ -126,7 +126,7 @@ def test_only_a_failed_integrity_check_is_permanent() -> None:
     assert failure_kind(RuntimeError("a bug")) == "unexpected"
 
 
-def _publish_to_partition_0(settings: Settings, count: int) -> None:
+def publish_to_partition_0(settings: Settings, count: int) -> None:
     import numpy as np
     from confluent_kafka import Producer
 
@@ -150,7 +150,7 @@ def test_a_model_version_registered_late_is_waited_for_instead_of_dead_lettered(
     from tests.workers.ingest.dead_letters import read_dead_letters
     from workers.celery_app import EMBED_TASK
 
-    _publish_to_partition_0(settings, 5)
+    publish_to_partition_0(settings, 5)
     result = celery_worker.send_task(EMBED_TASK, args=[settings.topic_items, 0, 0, 5, "v1"])
     wait_for(lambda: result.state == "RETRY", message="the task retrying without the model")
 
@@ -170,7 +170,7 @@ def test_an_unexpected_error_is_retried_a_bounded_number_of_times_then_dead_lett
     from tests.workers.ingest.dead_letters import read_dead_letters
     from workers.celery_app import EMBED_TASK
 
-    _publish_to_partition_0(settings, 3)
+    publish_to_partition_0(settings, 3)
     calls: list[int] = []
 
     def crash(version: str) -> None:

@@ -144,6 +144,7 @@ class Dispatcher:
             )
         self.config = config
         self.model_version = model_version
+        metrics.initialise_version(model_version)
         self.topic = config.topic_items
         self.group_id = f"simstream-dispatch.{model_version}"
         self._consumer = consumer or Consumer(

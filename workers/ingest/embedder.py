@@ -121,6 +121,7 @@ class RangeEmbedder:
     ) -> None:
         self.config = config
         self.encoder = encoder
+        metrics.initialise_version(encoder.version)
         self.limits = config.limits
         self.read_timeout_s = read_timeout_s
         self._consumer = consumer or Consumer(

@@ -163,7 +163,7 @@ class IndexNode:
         self._write_alias(generation.version)
         if previous is not None and previous is not generation:
             self._retired[previous.version] = time.time()
-        metrics.ACTIVE_MODEL.set(_numeric(generation.version))
+        metrics.MODEL_INFO.info({"version": generation.version})
         log.info(
             "node.alias_flipped",
             serving=generation.version,
@@ -306,8 +306,3 @@ class IndexNode:
             "reindex": self.reindex_progress(),
             "degraded": serving is not None and serving.source_lag() > self.config.ready_max_lag,
         }
-
-
-def _numeric(version: str) -> int:
-    digits = "".join(c for c in version if c.isdigit())
-    return int(digits) if digits else 0

@@ -194,3 +194,12 @@ def test_the_admin_runs_route_lists_recorded_retrain_runs_newest_first(
     assert read.status_code == 403
     assert admin.status_code == 200, admin.text
     assert [r["decision"] for r in admin.json()["runs"]] == ["promoted", "rejected"]
+
+
+def test_metrics_name_the_serving_model_version_in_an_info_metric(
+    client: TestClient, served: Served
+) -> None:
+    metrics = client.get("/metrics").text
+
+    assert f'simstream_model_info{{version="{served.version}"}} 1.0' in metrics
+    assert "simstream_active_model_version" not in metrics

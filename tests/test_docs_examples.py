@@ -1,0 +1,113 @@
+"""Every curl example of README.md and docs/api.md answers 2xx against `make run`'s data.
+
+`make run` is `simstream demo`: here on free ports, with fewer digits and one epoch
+(the ids it publishes, ``digit-0`` …, are the ones the examples use). The image
+files the examples name (``query.png``, ``digit.png``, ``cat.png``) are bundled
+digits written as PNG. A write token an example shows in its answer is replaced,
+in the examples that follow, by the token the write really returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simstream.stack.local import local_stack_settings
+from tests.processes import Child
+from tests.test_quickstart import bash_commands
+from tests.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+DOCUMENTS = ("README.md", "docs/api.md")
+ITEMS = 200
+IMAGES = ("query.png", "digit.png", "cat.png")
+
+
+def curl_examples() -> list[tuple[str, str, str]]:
+    """(document, command, its expected-output comment) of every curl example."""
+    return [
+        (document, command, expected)
+        for document in DOCUMENTS
+        for command, expected in bash_commands((REPO / document).read_text())
+        if command.startswith("curl ")
+    ]
+
+
+def test_the_documents_have_curl_examples_using_make_runs_ids() -> None:
+    examples = curl_examples()
+
+    assert {d for d, _, _ in examples} >= {"docs/api.md"}
+    ids = re.findall(r'"id": "(digit-[^"]+)"', " ".join(c for _, c, _ in examples))
+    assert ids and all(re.fullmatch(r"digit-[1-9]\d*|digit-0", i) for i in ids), ids
+
+
+def _write_images(folder: Path) -> None:
+    from PIL import Image
+
+    from model.datasets import load_digits
+
+    digits = load_digits()
+    for i, name in enumerate(IMAGES):
+        Image.fromarray(digits.x[i][..., 0]).save(folder / name)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_every_curl_example_answers_2xx_against_the_demos_data(tmp_path: Path) -> None:
+    settings = local_stack_settings(
+        tmp_path / "var", metrics_port=0, worker_processes=1, stack_start_timeout_s=300
+    )
+    demo = Child(
+        [
+            sys.executable,
+            "-m",
+            "simstream.cli.main",
+            "demo",
+            "--items",
+            str(ITEMS),
+            "--epochs",
+            "1",
+        ],
+        settings.to_env(),
+        tmp_path / "demo.log",
+    )
+    _write_images(tmp_path)
+    env = {
+        **os.environ,
+        "API": f"http://127.0.0.1:{settings.api_port}",
+        "ADMIN": "unused-auth-is-off",
+    }
+    tokens: dict[str, str] = {}
+    demo.start()
+    try:
+        wait_for(
+            lambda: "search page:" in demo.output(),
+            timeout_s=600,
+            message="the demo serving its digits",
+        )
+        for document, example, expected in curl_examples():
+            command = example
+            for shown, real in tokens.items():
+                command = command.replace(shown, real)
+            done = subprocess.run(
+                ["bash", "-c", f"{command} -w '\\n%{{http_code}}'"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            body, _, status = done.stdout.rpartition("\n")
+            assert status.startswith("2"), f"{document}: {command}\n{status} {body}"
+            shown_token = re.search(r'"token":"([^"]+)"', expected)
+            if shown_token:
+                tokens[shown_token.group(1)] = json.loads(body)["token"]
+    finally:
+        demo.stop()
