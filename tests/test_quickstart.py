@@ -38,10 +38,16 @@ PER_CLASS = 8
 
 
 def bash_commands(markdown: str) -> list[tuple[str, str]]:
-    """Commands of the page's bash blocks, with ``\\`` continuations joined, each with the
-    comment line that follows it (its expected output, or '')."""
+    """Commands of the page's bash and python blocks in order, with ``\\`` continuations
+    joined, each with the comment line that follows it (its expected output, or '').
+    A python block is one command, ``python:`` and its code, expecting what its
+    ``# prints:`` comment says."""
     commands: list[tuple[str, str]] = []
-    for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
+    for kind, block in re.findall(r"```(bash|python)\n(.*?)```", markdown, re.S):
+        if kind == "python":
+            printed = re.search(r"# prints: (.*)", block)
+            commands.append(("python:" + block, printed.group(1).strip() if printed else ""))
+            continue
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             stripped = line.strip()
@@ -71,6 +77,9 @@ def test_the_page_has_the_steps_the_test_runs() -> None:
     assert "simstream up" in commands and "simstream doctor" in commands
     assert any(c.startswith("simstream train --dataset folder:my-images") for c in commands)
     assert sum(c.startswith("curl") for c in commands) == 3
+    assert [e for c, e in bash_commands(QUICKSTART.read_text()) if c.startswith("python:")] == [
+        "cat"
+    ]
 
 
 @pytest.mark.services
@@ -123,6 +132,20 @@ def test_the_quickstart_runs_as_written_on_a_generated_image_folder(tmp_path: Pa
                     timeout_s=300,
                     message=f"{wanted} items searchable",
                 )
+            if command.startswith("python:"):
+                code = command.removeprefix("python:").replace("localhost:8000", api)
+                done = subprocess.run(
+                    [sys.executable, "-c", code],
+                    cwd=tmp_path,
+                    env=_base_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                assert done.returncode == 0, f"{code}\n{done.stdout}\n{done.stderr}"
+                assert done.stdout.strip() == expected, (code, done.stdout)
+                continue
             if command.startswith("simstream "):
                 done = simstream(*shlex.split(command)[1:])
             else:

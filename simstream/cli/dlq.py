@@ -103,7 +103,7 @@ def count(
     from workers.ingest.config import IngestConfig
     from workers.ingest.dlq import DeadLetterReader
 
-    settings = load_settings()
+    settings = one_shot_settings()
     with exit_on_error(), DeadLetterReader(IngestConfig.from_settings(settings)) as reader:
         counted = reader.count(_filter(reason, partition, from_offset, to_offset))
     if as_json:
