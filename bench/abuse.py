@@ -7,11 +7,13 @@ Protocol, one run on one machine, everything on 127.0.0.1:
    the real decoder; lookups by vector never call the encoder. Items carry label
    ``n % 10`` and metadata ``{"one": label == "1"}``. The app (with the Redis result
    cache) is served by uvicorn on a free port in this process.
-2. A client in a *separate process* (so it does not compete with the server for
-   this process's GIL) sends **normal lookups** (a random vector, ``k`` = 10,
-   uncached) at a steady ``rate`` from start to end, and polls ``/healthz`` every
-   ``healthz_every_s``. After ``idle_s`` of normal load alone, it runs the abuse
-   phases one after another:
+2. Three client processes, apart from the server's and from each other, so
+   that neither the server nor an observer competes for another's GIL: one sends
+   **normal lookups** (a random vector, ``k`` = 10, uncached) at a steady
+   ``rate`` from start to end, one polls ``/healthz`` every ``healthz_every_s``,
+   and the attacker, after ``idle_s`` of normal load alone, runs the abuse
+   phases one after another (each phase's threads make and connect their
+   clients before they are released together):
 
    - ``unmatched_filter``: 256-query batches filtered on ``{"nope": 1}``, a value
      no item holds;
@@ -42,12 +44,12 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bench.api import K, served_node
@@ -81,103 +83,124 @@ class Plan:
     """Per abuse phase: name, path, bodies (sent once each), client threads."""
 
 
-def drive(plan: Plan) -> dict[str, Any]:
-    """Run the plan (in the client process) and return raw observations.
+Observation = tuple[float, float, int]
+"""(monotonic start, seconds, status) of one request; starts compare across processes."""
+
+
+def observe_normal(plan: Plan, warmed: threading.Event, stop: threading.Event) -> list[Observation]:
+    """Send normal lookups at ``plan.rate`` until ``stop`` (in a process of its own).
 
     Returns:
-        ``normal`` and ``healthz``: (start, seconds, status) per normal lookup and
-        per probe; ``phases``: per abuse phase its statuses, seconds, slowest
-        request, count of exhaustive and non-exhaustive answers, neighbours
-        returned, one refusal's detail and its ``window``; ``abuse_window``: start
-        and end of the abuse phases. Times are monotonic seconds (comparable
-        across processes).
+        (start, seconds, status) per normal lookup; monotonic start times are
+        comparable across processes. ``warmed`` is set once the warm-up is done.
     """
-    import httpx
+    post = _Poster(plan.base).post
+    for body in plan.normal[:20]:  # warm: connections, first searches
+        post("/v1/lookup", body)
+    normal: list[Observation] = []
 
-    local = threading.local()
+    def one(i: int) -> None:
+        started = time.monotonic()
+        seconds, status, _ = post("/v1/lookup", plan.normal[i % len(plan.normal)])
+        normal.append((started, seconds, status))
 
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
-        return local.client
+    warmed.set()
+    with ThreadPoolExecutor(8) as pool:
+        t0, i = time.monotonic(), 0
+        while not stop.is_set():
+            pool.submit(one, i)
+            i += 1
+            time.sleep(max(0.0, t0 + i / plan.rate - time.monotonic()))
+    return normal
 
-    def post(path: str, body: bytes) -> tuple[float, int, bytes]:
+
+def observe_healthz(plan: Plan, stop: threading.Event) -> list[Observation]:
+    """Poll ``/healthz`` every ``plan.healthz_every_s`` until ``stop`` (in a process of its own).
+
+    Returns:
+        (start, seconds, status) per probe.
+    """
+    probes: list[Observation] = []
+    with httpx.Client(base_url=plan.base, timeout=TIMEOUT_S) as client:
+        while not stop.is_set():
+            started, began = time.monotonic(), time.perf_counter()
+            status = client.get("/healthz").status_code
+            probes.append((started, time.perf_counter() - began, status))
+            time.sleep(plan.healthz_every_s)
+    return probes
+
+
+def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[str, Any]:
+    """After ``plan.idle_s`` of normal load, run the abuse phases, then set ``stop``.
+
+    Runs in a process of its own, so its threads (and their clients) never take
+    the GIL from the observers.
+
+    Returns:
+        ``phases``: per abuse phase its statuses, seconds, slowest request, count
+        of exhaustive and non-exhaustive answers, neighbours returned, one
+        refusal's detail and its ``window``; ``abuse_window``: start and end of
+        the abuse phases (monotonic seconds).
+    """
+    progress = get_logger("bench.abuse.client")
+    warmed.wait(TIMEOUT_S)
+    progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
+    time.sleep(plan.idle_s)
+    abuse_start = time.monotonic()
+    phases = {}
+    try:
+        for name, path, bodies, threads_n in plan.phases:
+            progress.info("bench.abuse_phase", phase=name, requests=len(bodies))
+            began = time.monotonic()
+            phases[name] = _attack(plan.base, path, bodies, threads_n)
+            phases[name]["window"] = (began, time.monotonic())
+    finally:
+        stop.set()
+    return {"phases": phases, "abuse_window": (abuse_start, time.monotonic())}
+
+
+class _Poster:
+    """Thread-safe posts over keep-alive clients, one per thread."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._local = threading.local()
+
+    def client(self) -> httpx.Client:
+        """This thread's client (made on first use)."""
+        if not hasattr(self._local, "client"):
+            self._local.client = httpx.Client(base_url=self.base, timeout=TIMEOUT_S)
+        client: httpx.Client = self._local.client
+        return client
+
+    def post(self, path: str, body: bytes) -> tuple[float, int, bytes]:
+        """Seconds, status (0 on a client timeout) and body of one JSON POST."""
+        client = self.client()
         began = time.perf_counter()
         try:
-            r = client().post(path, content=body, headers={"Content-Type": "application/json"})
+            r = client.post(path, content=body, headers={"Content-Type": "application/json"})
             status, content = r.status_code, r.content
         except httpx.TimeoutException:
             status, content = 0, b""
         return time.perf_counter() - began, status, content
 
-    for body in plan.normal[:20]:  # warm: connections, first searches
-        post("/v1/lookup", body)
-    stop = threading.Event()
-    normal: list[tuple[float, float, int]] = []
-    healthz: list[tuple[float, float, int]] = []
 
-    def probe() -> None:
-        with httpx.Client(base_url=plan.base, timeout=TIMEOUT_S) as c:
-            while not stop.is_set():
-                started, began = time.monotonic(), time.perf_counter()
-                status = c.get("/healthz").status_code
-                healthz.append((started, time.perf_counter() - began, status))
-                stop.wait(plan.healthz_every_s)
+def _attack(base: str, path: str, bodies: list[bytes], threads: int) -> dict[str, Any]:
+    """Send each body once from ``threads`` threads released together; tally the answers.
 
-    def one_normal(i: int) -> None:
-        started = time.monotonic()
-        seconds, status, _ = post("/v1/lookup", plan.normal[i % len(plan.normal)])
-        normal.append((started, seconds, status))
-
-    def steady() -> None:
-        with ThreadPoolExecutor(8) as pool:
-            t0, i = time.monotonic(), 0
-            while not stop.is_set():
-                pool.submit(one_normal, i)
-                i += 1
-                stop.wait(max(0.0, t0 + i / plan.rate - time.monotonic()))
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (probe, steady)]
-    for t in threads:
-        t.start()
-    progress = get_logger("bench.abuse.client")
-    progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
-    stop.wait(plan.idle_s)
-    abuse_start = time.monotonic()
-    phases = {}
-    for name, path, bodies, threads_n in plan.phases:
-        progress.info("bench.abuse_phase", phase=name, requests=len(bodies))
-        began = time.monotonic()
-        phases[name] = _attack(post, path, bodies, threads_n)
-        phases[name]["window"] = (began, time.monotonic())
-    abuse_end = time.monotonic()
-    stop.set()
-    for t in threads:
-        t.join()
-    return {
-        "normal": normal,
-        "healthz": healthz,
-        "phases": phases,
-        "abuse_window": (abuse_start, abuse_end),
-    }
-
-
-def _attack(
-    post: Callable[[str, bytes], tuple[float, int, bytes]],
-    path: str,
-    bodies: list[bytes],
-    threads: int,
-) -> dict[str, Any]:
-    """Send each body once from ``threads`` threads released together; tally the answers."""
-    barrier = threading.Barrier(threads)
+    Each thread makes its client before the release, so the phase times requests only.
+    """
+    poster = _Poster(base)
+    released: list[float] = []
+    barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
     answers: list[tuple[float, int, bytes]] = []
 
     def worker(n: int) -> None:
+        poster.client().get("/healthz")  # make and connect the client first
         barrier.wait()
         for body in bodies[n::threads]:
-            answers.append(post(path, body))
+            answers.append(poster.post(path, body))
 
-    began = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(worker, range(threads)))
     statuses = Counter(str(status) for _, status, _ in answers)
@@ -195,7 +218,7 @@ def _attack(
     return {
         "requests": len(answers),
         "status_counts": dict(statuses),
-        "seconds": round(time.perf_counter() - began, 3),
+        "seconds": round(time.perf_counter() - released[0], 3),
         "max_ms": round(1000 * max(s for s, _, _ in answers), 1),
         "exhaustive": dict(exhaustive),
         "neighbours": neighbours,
@@ -342,11 +365,16 @@ def run(
         context = multiprocessing.get_context("spawn")
         with (
             ThreadedServer(app, "127.0.0.1", settings.api_port),
-            ProcessPoolExecutor(1, mp_context=context) as client,
+            context.Manager() as manager,
+            ProcessPoolExecutor(3, mp_context=context) as clients,
             RssSampler() as rss,
         ):
+            warmed, stop = manager.Event(), manager.Event()
             started = time.monotonic()
-            raw = client.submit(drive, plan).result()
+            normal = clients.submit(observe_normal, plan, warmed, stop)
+            healthz = clients.submit(observe_healthz, plan, stop)
+            raw = clients.submit(attack, plan, warmed, stop).result()
+            raw |= {"normal": normal.result(), "healthz": healthz.result()}
             rss_end = rss_mb()
         report = _report(raw, rss, started, rss_end)
         report["setup"] = {
@@ -363,7 +391,10 @@ def run(
             "index_build_s": round(served.build_s, 1),
             "cpus": cpu_count(),
             "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]},
-            "client": "separate process, keep-alive httpx clients, one per thread",
+            "client": (
+                "three processes (normal lookups, /healthz probe, attackers); "
+                "keep-alive httpx clients, one per thread, made before a phase starts"
+            ),
         }
     write_json(out, report)
     log.info("bench.abuse_written", out=str(out))

@@ -93,7 +93,7 @@ def create_app(
     searcher = Searcher(search_config, node, decoder, result_cache)
     concurrency = ConcurrencyConfig.from_settings(settings)
     wait_pool = CapacityLimiter(concurrency.wait_threads)
-    ends = PartitionEnds(EndOffsetsConfig.from_settings(settings))
+    ends = PartitionEnds(EndOffsetsConfig.from_settings(settings), wait_pool)
     state = ApiState(
         settings=settings,
         node=node,
@@ -109,7 +109,7 @@ def create_app(
             ends=ends,
         ),
         tokens=tokens,
-        waiter=WriteWaiter(search_config, node, ends, wait_pool),
+        waiter=WriteWaiter(search_config, node, ends),
         ends=ends,
         wait_pool=wait_pool,
     )
