@@ -94,18 +94,23 @@ def observe_normal(plan: Plan, warmed: threading.Event, stop: threading.Event) -
         (start, seconds, status) per normal lookup; monotonic start times are
         comparable across processes. ``warmed`` is set once the warm-up is done.
     """
-    post = _Poster(plan.base).post
-    for body in plan.normal[:20]:  # warm: connections, first searches
-        post("/v1/lookup", body)
+    local = threading.local()
+
+    def post(body: bytes) -> tuple[float, int, bytes]:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
+        return _post(local.client, "/v1/lookup", body)
+
     normal: list[Observation] = []
 
     def one(i: int) -> None:
         started = time.monotonic()
-        seconds, status, _ = post("/v1/lookup", plan.normal[i % len(plan.normal)])
+        seconds, status, _ = post(plan.normal[i % len(plan.normal)])
         normal.append((started, seconds, status))
 
-    warmed.set()
     with ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, plan.normal[:40]))  # warm: every thread's client, first searches
+        warmed.set()
         t0, i = time.monotonic(), 0
         while not stop.is_set():
             pool.submit(one, i)
@@ -133,8 +138,10 @@ def observe_healthz(plan: Plan, stop: threading.Event) -> list[Observation]:
 def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[str, Any]:
     """After ``plan.idle_s`` of normal load, run the abuse phases, then set ``stop``.
 
-    Runs in a process of its own, so its threads (and their clients) never take
-    the GIL from the observers.
+    Runs in a process of its own, so its threads never take the GIL from the
+    observers. Its clients (one per attacking thread, each costing tens of ms of
+    CPU to make) are made and connected before the idle period, so the abuse
+    window holds requests only.
 
     Returns:
         ``phases``: per abuse phase its statuses, seconds, slowest request, count
@@ -143,63 +150,53 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
         the abuse phases (monotonic seconds).
     """
     progress = get_logger("bench.abuse.client")
-    warmed.wait(TIMEOUT_S)
-    progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
-    time.sleep(plan.idle_s)
-    abuse_start = time.monotonic()
-    phases = {}
+    clients = [
+        httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
+        for _ in range(max(threads for *_, threads in plan.phases))
+    ]
     try:
-        for name, path, bodies, threads_n in plan.phases:
+        for client in clients:
+            client.get("/healthz")  # connected: the phases reuse the connection
+        warmed.wait(TIMEOUT_S)
+        progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
+        time.sleep(plan.idle_s)
+        abuse_start = time.monotonic()
+        phases = {}
+        for name, path, bodies, threads in plan.phases:
             progress.info("bench.abuse_phase", phase=name, requests=len(bodies))
             began = time.monotonic()
-            phases[name] = _attack(plan.base, path, bodies, threads_n)
+            phases[name] = _attack(clients[:threads], path, bodies)
             phases[name]["window"] = (began, time.monotonic())
+        abuse_end = time.monotonic()
     finally:
         stop.set()
-    return {"phases": phases, "abuse_window": (abuse_start, time.monotonic())}
+        for client in clients:
+            client.close()
+    return {"phases": phases, "abuse_window": (abuse_start, abuse_end)}
 
 
-class _Poster:
-    """Thread-safe posts over keep-alive clients, one per thread."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self._local = threading.local()
-
-    def client(self) -> httpx.Client:
-        """This thread's client (made on first use)."""
-        if not hasattr(self._local, "client"):
-            self._local.client = httpx.Client(base_url=self.base, timeout=TIMEOUT_S)
-        client: httpx.Client = self._local.client
-        return client
-
-    def post(self, path: str, body: bytes) -> tuple[float, int, bytes]:
-        """Seconds, status (0 on a client timeout) and body of one JSON POST."""
-        client = self.client()
-        began = time.perf_counter()
-        try:
-            r = client.post(path, content=body, headers={"Content-Type": "application/json"})
-            status, content = r.status_code, r.content
-        except httpx.TimeoutException:
-            status, content = 0, b""
-        return time.perf_counter() - began, status, content
+def _post(client: httpx.Client, path: str, body: bytes) -> tuple[float, int, bytes]:
+    """Seconds, status (0 on a client timeout) and body of one JSON POST."""
+    began = time.perf_counter()
+    try:
+        r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+        status, content = r.status_code, r.content
+    except httpx.TimeoutException:
+        status, content = 0, b""
+    return time.perf_counter() - began, status, content
 
 
-def _attack(base: str, path: str, bodies: list[bytes], threads: int) -> dict[str, Any]:
-    """Send each body once from ``threads`` threads released together; tally the answers.
-
-    Each thread makes its client before the release, so the phase times requests only.
-    """
-    poster = _Poster(base)
+def _attack(clients: list[httpx.Client], path: str, bodies: list[bytes]) -> dict[str, Any]:
+    """Send each body once from one thread per client, released together; tally the answers."""
+    threads = len(clients)
     released: list[float] = []
     barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
     answers: list[tuple[float, int, bytes]] = []
 
     def worker(n: int) -> None:
-        poster.client().get("/healthz")  # make and connect the client first
         barrier.wait()
         for body in bodies[n::threads]:
-            answers.append(poster.post(path, body))
+            answers.append(_post(clients[n], path, body))
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(worker, range(threads)))
