@@ -12,8 +12,9 @@ Protocol, one run on one machine, everything on 127.0.0.1:
    **normal lookups** (a random vector, ``k`` = 10, uncached) at a steady
    ``rate`` from start to end, one polls ``/healthz`` every ``healthz_every_s``,
    and the attacker, after ``idle_s`` of normal load alone, runs the abuse
-   phases one after another (each phase's threads make and connect their
-   clients before they are released together):
+   phases one after another (its clients, one per attacking thread, are made
+   and connected before the idle period; each phase's threads are released
+   together):
 
    - ``unmatched_filter``: 256-query batches filtered on ``{"nope": 1}``, a value
      no item holds;
@@ -26,11 +27,15 @@ Protocol, one run on one machine, everything on 127.0.0.1:
      (1-bit, 8000×8000 pixels, a few kB each), then the same 200 one lookup each;
    - ``random_ef``: 50 uncached lookups with ``ef`` drawn from 1 to its maximum.
 
+   The sequence runs ``rounds`` times, so that the normal load has enough
+   samples under abuse for a p99.
+
 3. Meanwhile this process samples its own RSS. Reported: normal p99 idle and
    under abuse (successful lookups, client wall time) and their ratio, the worst
-   ``/healthz`` time, RSS growth (peak during abuse minus the idle level), and
-   status counts per phase and in total. Every request has a client timeout, and
-   every phase a fixed count of requests, so a run is bounded.
+   ``/healthz`` time (whole run and under abuse), RSS growth (peak during abuse
+   minus the idle level), and status counts per phase and in total. Every
+   request has a client timeout, and every phase a fixed count of requests, so
+   a run is bounded.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +85,9 @@ class Plan:
     healthz_every_s: float
     bomb_bytes: int
     phases: list[tuple[str, str, list[bytes], int]] = field(default_factory=list)
-    """Per abuse phase: name, path, bodies (sent once each), client threads."""
+    """Per abuse phase: name, path, bodies (sent once each per round), client threads."""
+    rounds: int = 1
+    """Times the sequence of phases runs (more samples of the normal load under abuse)."""
 
 
 Observation = tuple[float, float, int]
@@ -146,8 +153,8 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
     Returns:
         ``phases``: per abuse phase its statuses, seconds, slowest request, count
         of exhaustive and non-exhaustive answers, neighbours returned, one
-        refusal's detail and its ``window``; ``abuse_window``: start and end of
-        the abuse phases (monotonic seconds).
+        refusal's detail and its ``windows`` (one per round); ``abuse_window``:
+        start and end of the abuse phases (monotonic seconds).
     """
     progress = get_logger("bench.abuse.client")
     clients = [
@@ -161,12 +168,14 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
         progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
         time.sleep(plan.idle_s)
         abuse_start = time.monotonic()
-        phases = {}
-        for name, path, bodies, threads in plan.phases:
-            progress.info("bench.abuse_phase", phase=name, requests=len(bodies))
-            began = time.monotonic()
-            phases[name] = _attack(clients[:threads], path, bodies)
-            phases[name]["window"] = (began, time.monotonic())
+        phases: dict[str, dict[str, Any]] = {}
+        for round_ in range(plan.rounds):
+            for name, path, bodies, threads in plan.phases:
+                progress.info("bench.abuse_phase", phase=name, round=round_, requests=len(bodies))
+                began = time.monotonic()
+                result = _attack(clients[:threads], path, bodies)
+                result["windows"] = [(began, time.monotonic())]
+                phases[name] = _merged(phases[name], result) if name in phases else result
         abuse_end = time.monotonic()
     finally:
         stop.set()
@@ -312,6 +321,24 @@ def rss_mb() -> float:
     raise RuntimeError("Expected a VmRSS line in /proc/self/status. Received: none")
 
 
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two rounds of one phase as one: counts and times added, the slowest kept."""
+
+    def added(x: dict[str, int], y: dict[str, int]) -> dict[str, int]:
+        return dict(Counter(x) + Counter(y))
+
+    return {
+        "requests": a["requests"] + b["requests"],
+        "status_counts": added(a["status_counts"], b["status_counts"]),
+        "seconds": round(a["seconds"] + b["seconds"], 3),
+        "max_ms": max(a["max_ms"], b["max_ms"]),
+        "exhaustive": added(a["exhaustive"], b["exhaustive"]),
+        "neighbours": a["neighbours"] + b["neighbours"],
+        "detail": a["detail"] if a["detail"] is not None else b["detail"],
+        "windows": a["windows"] + b["windows"],
+    }
+
+
 def run(
     out: Path | str,
     items: int = 100_000,
@@ -319,6 +346,7 @@ def run(
     rate: float = 20.0,
     idle_s: float = 10.0,
     filter_batches: int = 2,
+    rounds: int = 5,
     seed: int = 0,
     index_limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
@@ -331,6 +359,7 @@ def run(
         rate: normal lookups per second, idle and under abuse.
         idle_s: seconds of normal load alone before the abuse phases.
         filter_batches: 256-query batches of each filter phase.
+        rounds: times the sequence of abuse phases runs.
         seed: random seed.
         index_limits: `IndexConfig` fields to override: a scaled-down run scales
             ``exact_filter_limit`` and ``filter_fetch_limit`` down with the items.
@@ -359,6 +388,7 @@ def run(
         base = f"http://127.0.0.1:{settings.api_port}"
         max_ef = 4 * settings.api_max_k
         plan = plan_for(base, settings.topic_items, rng, dim, max_ef, rate, idle_s, filter_batches)
+        plan = replace(plan, rounds=rounds)
         context = multiprocessing.get_context("spawn")
         with (
             ThreadedServer(app, "127.0.0.1", settings.api_port),
@@ -382,6 +412,7 @@ def run(
             "normal_rate_per_s": rate,
             "idle_s": idle_s,
             "filter_batches": filter_batches,
+            "rounds": rounds,
             "batch_queries": BATCH,
             "bomb": f"1-bit PNG, {BOMB_SIDE}x{BOMB_SIDE} pixels, {plan.bomb_bytes} bytes",
             "index_limits": index_limits or "defaults",
@@ -405,6 +436,7 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     p99_idle = percentiles_ms(idle)[1]
     p99_under = percentiles_ms(under)[1]
     healthz_max = 1000 * max(s for _, s, _ in raw["healthz"])
+    healthz_under = [s for t, s, _ in raw["healthz"] if a0 <= t <= a1]
     baseline = float(np.median(rss.between(started, a0)))
     peak = max(rss.between(a0, a1 + 1.0))
     counts: dict[str, dict[str, int]] = {
@@ -415,8 +447,8 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     phases = {}
     for name, phase in raw["phases"].items():
         counts[name] = phase["status_counts"]
-        window = phase.pop("window")
-        phases[name] = {**phase, **_during(raw, *window)}
+        windows = phase.pop("windows")
+        phases[name] = {**phase, **_during(raw, windows)}
     total: Counter[str] = Counter()
     for part in counts.values():
         total.update(part)
@@ -432,6 +464,7 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
         "normal_p50_ms_idle": round(percentiles_ms(idle)[0], 3),
         "normal_p50_ms_under_abuse": round(percentiles_ms(under)[0], 3),
         "healthz_max_ms": round(healthz_max, 3),
+        "healthz_max_ms_under_abuse": round(1000 * max(healthz_under, default=0.0), 3),
         "rss_mb_idle": round(baseline, 1),
         "rss_mb_peak_under_abuse": round(peak, 1),
         "rss_mb_end": round(rss_end, 1),
@@ -450,10 +483,14 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     }
 
 
-def _during(raw: dict[str, Any], start: float, end: float) -> dict[str, float | None]:
-    """Normal p99 (successful lookups) and the slowest ``/healthz`` sent in a window."""
-    normal = [s for t, s, status in raw["normal"] if start <= t <= end and status == 200]
-    probes = [s for t, s, _ in raw["healthz"] if start <= t <= end]
+def _during(raw: dict[str, Any], windows: list[tuple[float, float]]) -> dict[str, float | None]:
+    """Normal p99 (successful lookups) and the slowest ``/healthz`` sent in the windows."""
+
+    def inside(t: float) -> bool:
+        return any(start <= t <= end for start, end in windows)
+
+    normal = [s for t, s, status in raw["normal"] if inside(t) and status == 200]
+    probes = [s for t, s, _ in raw["healthz"] if inside(t)]
     return {
         "normal_p99_ms": round(percentiles_ms(normal)[1], 3) if normal else None,
         "healthz_max_ms": round(1000 * max(probes), 3) if probes else None,
