@@ -167,12 +167,13 @@ def test_a_token_written_by_another_producer_after_the_last_read_is_waited_for_n
     assert "has not applied write" in response.json()["detail"]
 
 
-def test_the_probes_answer_fast_while_every_handler_thread_is_blocked_in_a_search(
+def test_probes_and_token_refusals_answer_while_every_handler_thread_is_blocked_in_a_search(
     server: str, served: Served
 ) -> None:
     shards = served.node.current().index.shards
     vector = [1.0] + [0.0] * (EMBEDDING_DIM - 1)
     query = {"vector": vector, "k": 1, "fresh": True}
+    far = {"id": "digit-0001", "after": f"{served.settings.topic_items}.p0.o9999999999"}
     probe_seconds: list[float] = []
     with ThreadPoolExecutor(WAITERS) as pool:
         for shard in shards:  # fault: every shard write-locked, so every search blocks
@@ -187,6 +188,8 @@ def test_the_probes_answer_fast_while_every_handler_thread_is_blocked_in_a_searc
                         status = http.get(path).status_code
                         probe_seconds.append(time.monotonic() - began)
                         assert status == 200, path
+                # answered on the event loop: neither auth nor the token check takes a thread
+                refused = http.post("/v1/lookup", json=far, timeout=3 * REFRESH_S)
             assert not any(f.done() for f in blocked)  # the handlers were still blocked
         finally:
             for shard in shards:
@@ -194,6 +197,7 @@ def test_the_probes_answer_fast_while_every_handler_thread_is_blocked_in_a_searc
         answered = [f.result(timeout=30) for f in blocked]
 
     assert max(probe_seconds) < 0.5, sorted(probe_seconds)[-5:]
+    assert refused.status_code == 400, refused.text
     assert answered == [200] * WAITERS
 
 
