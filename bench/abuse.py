@@ -7,11 +7,14 @@ Protocol, one run on one machine, everything on 127.0.0.1:
    the real decoder; lookups by vector never call the encoder. Items carry label
    ``n % 10`` and metadata ``{"one": label == "1"}``. The app (with the Redis result
    cache) is served by uvicorn on a free port in this process.
-2. A client in a *separate process* (so it does not compete with the server for
-   this process's GIL) sends **normal lookups** (a random vector, ``k`` = 10,
-   uncached) at a steady ``rate`` from start to end, and polls ``/healthz`` every
-   ``healthz_every_s``. After ``idle_s`` of normal load alone, it runs the abuse
-   phases one after another:
+2. Three client processes, apart from the server's and from each other, so
+   that neither the server nor an observer competes for another's GIL: one sends
+   **normal lookups** (a random vector, ``k`` = 10, uncached) at a steady
+   ``rate`` from start to end, one polls ``/healthz`` every ``healthz_every_s``,
+   and the attacker, after ``idle_s`` of normal load alone, runs the abuse
+   phases one after another (its clients, one per attacking thread, are made
+   and connected before the idle period; each phase's threads are released
+   together):
 
    - ``unmatched_filter``: 256-query batches filtered on ``{"nope": 1}``, a value
      no item holds;
@@ -24,11 +27,15 @@ Protocol, one run on one machine, everything on 127.0.0.1:
      (1-bit, 8000×8000 pixels, a few kB each), then the same 200 one lookup each;
    - ``random_ef``: 50 uncached lookups with ``ef`` drawn from 1 to its maximum.
 
+   The sequence runs ``rounds`` times, so that the normal load has enough
+   samples under abuse for a p99.
+
 3. Meanwhile this process samples its own RSS. Reported: normal p99 idle and
    under abuse (successful lookups, client wall time) and their ratio, the worst
-   ``/healthz`` time, RSS growth (peak during abuse minus the idle level), and
-   status counts per phase and in total. Every request has a client timeout, and
-   every phase a fixed count of requests, so a run is bounded.
+   ``/healthz`` time (whole run and under abuse), RSS growth (peak during abuse
+   minus the idle level), and status counts per phase and in total. Every
+   request has a client timeout, and every phase a fixed count of requests, so
+   a run is bounded.
 """
 
 from __future__ import annotations
@@ -42,12 +49,12 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from bench.api import K, served_node
@@ -78,106 +85,128 @@ class Plan:
     healthz_every_s: float
     bomb_bytes: int
     phases: list[tuple[str, str, list[bytes], int]] = field(default_factory=list)
-    """Per abuse phase: name, path, bodies (sent once each), client threads."""
+    """Per abuse phase: name, path, bodies (sent once each per round), client threads."""
+    rounds: int = 1
+    """Times the sequence of phases runs (more samples of the normal load under abuse)."""
 
 
-def drive(plan: Plan) -> dict[str, Any]:
-    """Run the plan (in the client process) and return raw observations.
+Observation = tuple[float, float, int]
+"""(monotonic start, seconds, status) of one request; starts compare across processes."""
+
+
+def observe_normal(plan: Plan, warmed: threading.Event, stop: threading.Event) -> list[Observation]:
+    """Send normal lookups at ``plan.rate`` until ``stop`` (in a process of its own).
 
     Returns:
-        ``normal`` and ``healthz``: (start, seconds, status) per normal lookup and
-        per probe; ``phases``: per abuse phase its statuses, seconds, slowest
-        request, count of exhaustive and non-exhaustive answers, neighbours
-        returned, one refusal's detail and its ``window``; ``abuse_window``: start
-        and end of the abuse phases. Times are monotonic seconds (comparable
-        across processes).
+        (start, seconds, status) per normal lookup; monotonic start times are
+        comparable across processes. ``warmed`` is set once the warm-up is done.
     """
-    import httpx
-
     local = threading.local()
 
-    def client() -> httpx.Client:
+    def post(body: bytes) -> tuple[float, int, bytes]:
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
-        return local.client
+        return _post(local.client, "/v1/lookup", body)
 
-    def post(path: str, body: bytes) -> tuple[float, int, bytes]:
-        began = time.perf_counter()
-        try:
-            r = client().post(path, content=body, headers={"Content-Type": "application/json"})
-            status, content = r.status_code, r.content
-        except httpx.TimeoutException:
-            status, content = 0, b""
-        return time.perf_counter() - began, status, content
+    normal: list[Observation] = []
 
-    for body in plan.normal[:20]:  # warm: connections, first searches
-        post("/v1/lookup", body)
-    stop = threading.Event()
-    normal: list[tuple[float, float, int]] = []
-    healthz: list[tuple[float, float, int]] = []
-
-    def probe() -> None:
-        with httpx.Client(base_url=plan.base, timeout=TIMEOUT_S) as c:
-            while not stop.is_set():
-                started, began = time.monotonic(), time.perf_counter()
-                status = c.get("/healthz").status_code
-                healthz.append((started, time.perf_counter() - began, status))
-                stop.wait(plan.healthz_every_s)
-
-    def one_normal(i: int) -> None:
+    def one(i: int) -> None:
         started = time.monotonic()
-        seconds, status, _ = post("/v1/lookup", plan.normal[i % len(plan.normal)])
+        seconds, status, _ = post(plan.normal[i % len(plan.normal)])
         normal.append((started, seconds, status))
 
-    def steady() -> None:
-        with ThreadPoolExecutor(8) as pool:
-            t0, i = time.monotonic(), 0
-            while not stop.is_set():
-                pool.submit(one_normal, i)
-                i += 1
-                stop.wait(max(0.0, t0 + i / plan.rate - time.monotonic()))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, plan.normal[:40]))  # warm: every thread's client, first searches
+        warmed.set()
+        t0, i = time.monotonic(), 0
+        while not stop.is_set():
+            pool.submit(one, i)
+            i += 1
+            time.sleep(max(0.0, t0 + i / plan.rate - time.monotonic()))
+    return normal
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (probe, steady)]
-    for t in threads:
-        t.start()
+
+def observe_healthz(plan: Plan, stop: threading.Event) -> list[Observation]:
+    """Poll ``/healthz`` every ``plan.healthz_every_s`` until ``stop`` (in a process of its own).
+
+    Returns:
+        (start, seconds, status) per probe.
+    """
+    probes: list[Observation] = []
+    with httpx.Client(base_url=plan.base, timeout=TIMEOUT_S) as client:
+        while not stop.is_set():
+            started, began = time.monotonic(), time.perf_counter()
+            status = client.get("/healthz").status_code
+            probes.append((started, time.perf_counter() - began, status))
+            time.sleep(plan.healthz_every_s)
+    return probes
+
+
+def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[str, Any]:
+    """After ``plan.idle_s`` of normal load, run the abuse phases, then set ``stop``.
+
+    Runs in a process of its own, so its threads never take the GIL from the
+    observers. Its clients (one per attacking thread, each costing tens of ms of
+    CPU to make) are made and connected before the idle period, so the abuse
+    window holds requests only.
+
+    Returns:
+        ``phases``: per abuse phase its statuses, seconds, slowest request, count
+        of exhaustive and non-exhaustive answers, neighbours returned, one
+        refusal's detail and its ``windows`` (one per round); ``abuse_window``:
+        start and end of the abuse phases (monotonic seconds).
+    """
     progress = get_logger("bench.abuse.client")
-    progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
-    stop.wait(plan.idle_s)
-    abuse_start = time.monotonic()
-    phases = {}
-    for name, path, bodies, threads_n in plan.phases:
-        progress.info("bench.abuse_phase", phase=name, requests=len(bodies))
-        began = time.monotonic()
-        phases[name] = _attack(post, path, bodies, threads_n)
-        phases[name]["window"] = (began, time.monotonic())
-    abuse_end = time.monotonic()
-    stop.set()
-    for t in threads:
-        t.join()
-    return {
-        "normal": normal,
-        "healthz": healthz,
-        "phases": phases,
-        "abuse_window": (abuse_start, abuse_end),
-    }
+    clients = [
+        httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
+        for _ in range(max(threads for *_, threads in plan.phases))
+    ]
+    try:
+        for client in clients:
+            client.get("/healthz")  # connected: the phases reuse the connection
+        warmed.wait(TIMEOUT_S)
+        progress.info("bench.abuse_phase", phase="idle", seconds=plan.idle_s)
+        time.sleep(plan.idle_s)
+        abuse_start = time.monotonic()
+        phases: dict[str, dict[str, Any]] = {}
+        for round_ in range(plan.rounds):
+            for name, path, bodies, threads in plan.phases:
+                progress.info("bench.abuse_phase", phase=name, round=round_, requests=len(bodies))
+                began = time.monotonic()
+                result = _attack(clients[:threads], path, bodies)
+                result["windows"] = [(began, time.monotonic())]
+                phases[name] = _merged(phases[name], result) if name in phases else result
+        abuse_end = time.monotonic()
+    finally:
+        stop.set()
+        for client in clients:
+            client.close()
+    return {"phases": phases, "abuse_window": (abuse_start, abuse_end)}
 
 
-def _attack(
-    post: Callable[[str, bytes], tuple[float, int, bytes]],
-    path: str,
-    bodies: list[bytes],
-    threads: int,
-) -> dict[str, Any]:
-    """Send each body once from ``threads`` threads released together; tally the answers."""
-    barrier = threading.Barrier(threads)
+def _post(client: httpx.Client, path: str, body: bytes) -> tuple[float, int, bytes]:
+    """Seconds, status (0 on a client timeout) and body of one JSON POST."""
+    began = time.perf_counter()
+    try:
+        r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+        status, content = r.status_code, r.content
+    except httpx.TimeoutException:
+        status, content = 0, b""
+    return time.perf_counter() - began, status, content
+
+
+def _attack(clients: list[httpx.Client], path: str, bodies: list[bytes]) -> dict[str, Any]:
+    """Send each body once from one thread per client, released together; tally the answers."""
+    threads = len(clients)
+    released: list[float] = []
+    barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
     answers: list[tuple[float, int, bytes]] = []
 
     def worker(n: int) -> None:
         barrier.wait()
         for body in bodies[n::threads]:
-            answers.append(post(path, body))
+            answers.append(_post(clients[n], path, body))
 
-    began = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(worker, range(threads)))
     statuses = Counter(str(status) for _, status, _ in answers)
@@ -195,7 +224,7 @@ def _attack(
     return {
         "requests": len(answers),
         "status_counts": dict(statuses),
-        "seconds": round(time.perf_counter() - began, 3),
+        "seconds": round(time.perf_counter() - released[0], 3),
         "max_ms": round(1000 * max(s for s, _, _ in answers), 1),
         "exhaustive": dict(exhaustive),
         "neighbours": neighbours,
@@ -292,6 +321,24 @@ def rss_mb() -> float:
     raise RuntimeError("Expected a VmRSS line in /proc/self/status. Received: none")
 
 
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two rounds of one phase as one: counts and times added, the slowest kept."""
+
+    def added(x: dict[str, int], y: dict[str, int]) -> dict[str, int]:
+        return dict(Counter(x) + Counter(y))
+
+    return {
+        "requests": a["requests"] + b["requests"],
+        "status_counts": added(a["status_counts"], b["status_counts"]),
+        "seconds": round(a["seconds"] + b["seconds"], 3),
+        "max_ms": max(a["max_ms"], b["max_ms"]),
+        "exhaustive": added(a["exhaustive"], b["exhaustive"]),
+        "neighbours": a["neighbours"] + b["neighbours"],
+        "detail": a["detail"] if a["detail"] is not None else b["detail"],
+        "windows": a["windows"] + b["windows"],
+    }
+
+
 def run(
     out: Path | str,
     items: int = 100_000,
@@ -299,6 +346,7 @@ def run(
     rate: float = 20.0,
     idle_s: float = 10.0,
     filter_batches: int = 2,
+    rounds: int = 5,
     seed: int = 0,
     index_limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
@@ -311,6 +359,7 @@ def run(
         rate: normal lookups per second, idle and under abuse.
         idle_s: seconds of normal load alone before the abuse phases.
         filter_batches: 256-query batches of each filter phase.
+        rounds: times the sequence of abuse phases runs.
         seed: random seed.
         index_limits: `IndexConfig` fields to override: a scaled-down run scales
             ``exact_filter_limit`` and ``filter_fetch_limit`` down with the items.
@@ -339,14 +388,20 @@ def run(
         base = f"http://127.0.0.1:{settings.api_port}"
         max_ef = 4 * settings.api_max_k
         plan = plan_for(base, settings.topic_items, rng, dim, max_ef, rate, idle_s, filter_batches)
+        plan = replace(plan, rounds=rounds)
         context = multiprocessing.get_context("spawn")
         with (
             ThreadedServer(app, "127.0.0.1", settings.api_port),
-            ProcessPoolExecutor(1, mp_context=context) as client,
+            context.Manager() as manager,
+            ProcessPoolExecutor(3, mp_context=context) as clients,
             RssSampler() as rss,
         ):
+            warmed, stop = manager.Event(), manager.Event()
             started = time.monotonic()
-            raw = client.submit(drive, plan).result()
+            normal = clients.submit(observe_normal, plan, warmed, stop)
+            healthz = clients.submit(observe_healthz, plan, stop)
+            raw = clients.submit(attack, plan, warmed, stop).result()
+            raw |= {"normal": normal.result(), "healthz": healthz.result()}
             rss_end = rss_mb()
         report = _report(raw, rss, started, rss_end)
         report["setup"] = {
@@ -357,13 +412,17 @@ def run(
             "normal_rate_per_s": rate,
             "idle_s": idle_s,
             "filter_batches": filter_batches,
+            "rounds": rounds,
             "batch_queries": BATCH,
             "bomb": f"1-bit PNG, {BOMB_SIDE}x{BOMB_SIDE} pixels, {plan.bomb_bytes} bytes",
             "index_limits": index_limits or "defaults",
             "index_build_s": round(served.build_s, 1),
             "cpus": cpu_count(),
             "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]},
-            "client": "separate process, keep-alive httpx clients, one per thread",
+            "client": (
+                "three processes (normal lookups, /healthz probe, attackers); "
+                "keep-alive httpx clients, one per thread, made before a phase starts"
+            ),
         }
     write_json(out, report)
     log.info("bench.abuse_written", out=str(out))
@@ -377,6 +436,7 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     p99_idle = percentiles_ms(idle)[1]
     p99_under = percentiles_ms(under)[1]
     healthz_max = 1000 * max(s for _, s, _ in raw["healthz"])
+    healthz_under = [s for t, s, _ in raw["healthz"] if a0 <= t <= a1]
     baseline = float(np.median(rss.between(started, a0)))
     peak = max(rss.between(a0, a1 + 1.0))
     counts: dict[str, dict[str, int]] = {
@@ -387,8 +447,8 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     phases = {}
     for name, phase in raw["phases"].items():
         counts[name] = phase["status_counts"]
-        window = phase.pop("window")
-        phases[name] = {**phase, **_during(raw, *window)}
+        windows = phase.pop("windows")
+        phases[name] = {**phase, **_during(raw, windows)}
     total: Counter[str] = Counter()
     for part in counts.values():
         total.update(part)
@@ -404,6 +464,7 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
         "normal_p50_ms_idle": round(percentiles_ms(idle)[0], 3),
         "normal_p50_ms_under_abuse": round(percentiles_ms(under)[0], 3),
         "healthz_max_ms": round(healthz_max, 3),
+        "healthz_max_ms_under_abuse": round(1000 * max(healthz_under, default=0.0), 3),
         "rss_mb_idle": round(baseline, 1),
         "rss_mb_peak_under_abuse": round(peak, 1),
         "rss_mb_end": round(rss_end, 1),
@@ -422,10 +483,14 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
     }
 
 
-def _during(raw: dict[str, Any], start: float, end: float) -> dict[str, float | None]:
-    """Normal p99 (successful lookups) and the slowest ``/healthz`` sent in a window."""
-    normal = [s for t, s, status in raw["normal"] if start <= t <= end and status == 200]
-    probes = [s for t, s, _ in raw["healthz"] if start <= t <= end]
+def _during(raw: dict[str, Any], windows: list[tuple[float, float]]) -> dict[str, float | None]:
+    """Normal p99 (successful lookups) and the slowest ``/healthz`` sent in the windows."""
+
+    def inside(t: float) -> bool:
+        return any(start <= t <= end for start, end in windows)
+
+    normal = [s for t, s, status in raw["normal"] if inside(t) and status == 200]
+    probes = [s for t, s, _ in raw["healthz"] if inside(t)]
     return {
         "normal_p99_ms": round(percentiles_ms(normal)[1], 3) if normal else None,
         "healthz_max_ms": round(1000 * max(probes), 3) if probes else None,

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     api_wait_threads: int = Field(
         4, ge=1, description="threads for blocking waits (image reads, end offsets)"
     )
+    api_end_offsets_refresh_s: float = Field(
+        0.1,
+        ge=0,
+        description="least seconds between two reads of the items topic's end offsets",
+    )
     api_image_read_timeout_s: float = Field(
         2.0, gt=0, description="longest read of one item event for GET /v1/items/{id}/image"
     )

@@ -111,6 +111,10 @@ CACHE_REQUESTS = Counter("simstream_cache_requests_total", "Result cache look-up
 API_INFLIGHT = Gauge(
     "simstream_api_inflight_requests", "API requests in flight per route class", ["route_class"]
 )
+API_END_OFFSET_REFRESHES = Counter(
+    "simstream_api_end_offset_refreshes_total",
+    "Reads of the items topic's end offsets from the broker (to check write tokens)",
+)
 API_REJECTED = Counter(
     "simstream_api_rejected_requests_total",
     "API requests answered 429 over their route class's concurrency limit",

@@ -243,6 +243,9 @@ def bench_abuse(
     filter_batches: Annotated[
         int, typer.Option(min=1, help="256-query batches of each filter phase.")
     ] = 2,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Times the sequence of abuse phases runs.")
+    ] = 5,
 ) -> None:
     """Normal lookups while a hostile client sends costly, stuck and oversized requests.
 
@@ -256,6 +259,8 @@ def bench_abuse(
         from bench.abuse import run
 
     with exit_on_error():
-        result = run(out, items, rate=rate, idle_s=idle, filter_batches=filter_batches)
+        result = run(
+            out, items, rate=rate, idle_s=idle, filter_batches=filter_batches, rounds=rounds
+        )
     summary = {k: v for k, v in result.items() if k not in ("phases", "setup")}
     typer.echo(json.dumps(summary, indent=2))

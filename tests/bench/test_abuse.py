@@ -9,11 +9,13 @@ import pytest
 
 from bench.abuse import AFTER_CONCURRENCY, BATCH, BOMBS, EF_REQUESTS, run
 
+ROUNDS = 2
 KEYS = [
     "normal_p99_ms_idle",
     "normal_p99_ms_under_abuse",
     "normal_p99_ratio",
     "healthz_max_ms",
+    "healthz_max_ms_under_abuse",
     "rss_growth_mb",
     "status_counts",
     "targets",
@@ -25,7 +27,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("abuse") / "abuse.json"
     # 2,000 items over 4 shards: the filter limits scaled down with them.
     limits = {"exact_filter_limit": 16, "filter_fetch_limit": 64}
-    result = run(out, items=2000, rate=10.0, idle_s=2.0, filter_batches=1, index_limits=limits)
+    result = run(
+        out,
+        items=2000,
+        rate=10.0,
+        idle_s=2.0,
+        filter_batches=1,
+        rounds=ROUNDS,
+        index_limits=limits,
+    )
     assert json.loads(Path(out).read_text()) == result
     return result
 
@@ -47,11 +57,11 @@ def test_a_filter_nothing_passes_is_answered_empty_and_exhaustive(
 ) -> None:
     unmatched, disjoint = report["phases"]["unmatched_filter"], report["phases"]["disjoint_filter"]
     for phase in (unmatched, disjoint):
-        assert phase["status_counts"] == {"200": 1}
+        assert phase["status_counts"] == {"200": ROUNDS}
         assert phase["neighbours"] == 0
     # no item holds the value, or two large lists never meet: the empty intersection
     # of the posting lists answers exactly, without searching the graph
-    assert unmatched["exhaustive"] == disjoint["exhaustive"] == {"true": BATCH}
+    assert unmatched["exhaustive"] == disjoint["exhaustive"] == {"true": ROUNDS * BATCH}
 
 
 @pytest.mark.services
@@ -60,7 +70,7 @@ def test_far_future_write_tokens_are_refused_or_shed_never_waited_for(report: di
     phase = report["phases"]["far_future_after"]
     counts = phase["status_counts"]
     assert set(counts) <= {"400", "429"} and counts.get("400", 0) > 0, counts
-    assert sum(counts.values()) == AFTER_CONCURRENCY
+    assert sum(counts.values()) == ROUNDS * AFTER_CONCURRENCY
     assert phase["max_ms"] < 5000  # far below the 10 s write wait
 
 
@@ -70,11 +80,11 @@ def test_decompression_bombs_are_refused_with_a_reason(report: dict) -> None:
     batch, single = report["phases"]["bomb_batch"], report["phases"]["bomb_single"]
     assert set(batch["status_counts"]) <= {"413", "422"}, batch
     assert "SIMSTREAM_API_MAX_BATCH_IMAGES" in batch["detail"]
-    assert single["status_counts"] == {"422": BOMBS}
+    assert single["status_counts"] == {"422": ROUNDS * BOMBS}
     assert "decompression bomb" in single["detail"]
 
 
 @pytest.mark.services
 @pytest.mark.slow
 def test_random_ef_lookups_all_succeed(report: dict) -> None:
-    assert report["phases"]["random_ef"]["status_counts"] == {"200": EF_REQUESTS}
+    assert report["phases"]["random_ef"]["status_counts"] == {"200": ROUNDS * EF_REQUESTS}

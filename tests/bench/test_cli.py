@@ -17,7 +17,7 @@ OPTIONS = {
     "ingest": ["--out", "--items", "--partitions", "--epochs", "--freshness-seconds",
                "--work-dir"],
     "api": ["--out", "--items", "--dim", "--concurrency", "--duration", "--ingest-rate"],
-    "abuse": ["--out", "--items", "--rate", "--idle", "--filter-batches"],
+    "abuse": ["--out", "--items", "--rate", "--idle", "--filter-batches", "--rounds"],
 }  # fmt: skip
 
 

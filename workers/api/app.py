@@ -94,7 +94,7 @@ def create_app(
     searcher = Searcher(search_config, node, decoder, result_cache)
     concurrency = ConcurrencyConfig.from_settings(settings)
     wait_pool = CapacityLimiter(concurrency.wait_threads)
-    ends = PartitionEnds(EndOffsetsConfig.from_settings(settings))
+    ends = PartitionEnds(EndOffsetsConfig.from_settings(settings), wait_pool)
     state = ApiState(
         settings=settings,
         node=node,
@@ -111,7 +111,7 @@ def create_app(
             batch=WriteBatchConfig.from_settings(settings),
         ),
         tokens=tokens,
-        waiter=WriteWaiter(search_config, node, ends, wait_pool),
+        waiter=WriteWaiter(search_config, node, ends),
         ends=ends,
         wait_pool=wait_pool,
     )

@@ -32,9 +32,10 @@ import hmac
 import ipaddress
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -198,14 +199,19 @@ def _known(token: str, tokens: frozenset[str]) -> bool:
     return found
 
 
-def require(scope: Scope) -> Callable[..., None]:
+def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, None]]:
     """A dependency that lets a request through only with a token of ``scope``.
+
+    A coroutine, so checking a token never takes a thread of the request
+    handlers' pool: a request answered on the event loop (a write token refused
+    or waited for) is answered even while every handler thread is busy. Token
+    files are re-read at most every ``check_s`` (a small local file).
 
     Raises (from the dependency):
         HTTPException: 401 without a valid token, 403 with a token lacking the scope.
     """
 
-    def check(
+    async def check(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> None:

@@ -180,12 +180,15 @@ class EndOffsetsConfig:
         partitions: its partitions.
         consumer: librdkafka properties of the probing consumer (no group joined).
         timeout_s: longest broker round trip.
+        refresh_s: least time between two reads (a token past the known end waits
+            for the next one, shared by every such request).
     """
 
     topic: str
     partitions: int
     consumer: Mapping[str, Any] = field(repr=False)
     timeout_s: float = 2.0
+    refresh_s: float = 0.1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EndOffsetsConfig:
@@ -193,7 +196,12 @@ class EndOffsetsConfig:
         consumer = settings.kafka_config(
             **{"group.id": ENDS_GROUP, "enable.auto.commit": False, "fetch.wait.max.ms": 10}
         )
-        return cls(settings.topic_items, settings.partitions, consumer)
+        return cls(
+            settings.topic_items,
+            settings.partitions,
+            consumer,
+            refresh_s=settings.api_end_offsets_refresh_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)

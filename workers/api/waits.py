@@ -4,17 +4,17 @@ A lookup with ``after`` pins the serving generation, checks the token (its
 topic, partition, and that its offset is below the partition's end), then
 waits on the event loop until that generation has accounted for the offset,
 at most ``write_wait_s``. A batch's token names one offset per partition; all
-of them are waited for within that one bound. Blocking broker calls run in the small wait pool
-(`anyio.CapacityLimiter`), never in the pool that runs request handlers, so
-waiting requests cannot starve other routes or the probes.
+of them are waited for within that one bound. A token past the known end awaits the shared,
+spaced end-offset refresh (`PartitionEnds`), whose broker call runs in the
+small wait pool, never in the pool that runs request handlers nor on the event
+loop, so waiting requests hold no thread and cannot starve other routes or the
+probes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-
-from anyio import CapacityLimiter, to_thread
 
 from simstream.errors import DecodeError, NotReadyError, RequestError
 from simstream.wire import WriteToken
@@ -34,16 +34,12 @@ class WriteWaiter:
         config: the items topic, its partitions and the wait bound.
         node: the index node.
         ends: the items topic's end offsets.
-        pool: the limiter of the wait pool (blocking broker calls run there).
     """
 
-    def __init__(
-        self, config: SearchConfig, node: IndexNode, ends: PartitionEnds, pool: CapacityLimiter
-    ) -> None:
+    def __init__(self, config: SearchConfig, node: IndexNode, ends: PartitionEnds) -> None:
         self.config = config
         self.node = node
         self.ends = ends
-        self.pool = pool
 
     async def generation(self, after: str | None) -> IndexGeneration:
         """The serving generation, once it has applied the write ``after`` names (if any).
@@ -68,9 +64,7 @@ class WriteWaiter:
         """Return once ``generation`` has applied ``token``'s write (see `generation`)."""
         if generation.visible(token.partition, token.offset):
             return
-        end = await to_thread.run_sync(
-            self.ends.end, token.partition, token.offset, limiter=self.pool
-        )
+        end = await self.ends.end(token.partition, token.offset)
         if end is not None and token.offset >= end:
             raise RequestError(
                 f"Invalid value for `after`. Expected an offset below {end}, the end offset "

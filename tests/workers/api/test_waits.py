@@ -15,9 +15,13 @@ from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from producers.config import ProducerConfig
+from producers.producer import ItemProducer
 from simstream.kafka import end_offsets
 from simstream.stack.process import free_port
-from tests.workers.api.conftest import Served
+from simstream.wire import ItemEvent
+from tests.waiting import wait_for
+from tests.workers.api.conftest import EMBEDDING_DIM, Served
 from workers.api import create_app
 from workers.api.server import ThreadedServer
 
@@ -25,6 +29,8 @@ pytestmark = pytest.mark.services
 
 WAITERS = 48
 FAR_FUTURE = 8
+REFRESH_S = 1.0
+BURST = 48
 
 
 def _end_of(served: Served, partition: int) -> int:
@@ -67,7 +73,11 @@ def test_a_write_token_past_the_partitions_end_is_a_400_naming_the_end_offset(
 def server(served: Served) -> Iterator[str]:
     """The API over the shared node on a real uvicorn, with long waits and room for them."""
     settings = served.settings.model_copy(
-        update={"api_write_wait_s": 4.0, "api_max_concurrent_lookups": WAITERS + FAR_FUTURE}
+        update={
+            "api_write_wait_s": 4.0,
+            "api_max_concurrent_lookups": WAITERS + FAR_FUTURE,
+            "api_end_offsets_refresh_s": REFRESH_S,
+        }
     )
     port = free_port()
     with ThreadedServer(create_app(settings, served.node), "127.0.0.1", port) as threaded:
@@ -109,6 +119,91 @@ def test_the_probes_answer_fast_while_dozens_of_lookups_wait_for_writes(
     assert most_waiting >= WAITERS * 3 // 4  # the probes ran while the waits were in flight
     assert [f.result() for f in waiting] == [503] * WAITERS
     assert [f.result() for f in refused] == [400] * FAR_FUTURE
+
+
+def _refreshes() -> float:
+    return REGISTRY.get_sample_value("simstream_api_end_offset_refreshes_total") or 0.0
+
+
+def _released_together(server: str, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
+    """Send each request from its own thread and client, all released at once."""
+    barrier = threading.Barrier(len(requests))
+
+    def send(request: tuple[str, dict]) -> httpx.Response:
+        with httpx.Client(base_url=server, timeout=30) as http:
+            http.get("/healthz")  # connected before the release
+            barrier.wait()
+            return http.post(request[0], json=request[1])
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+def test_a_burst_of_far_future_tokens_costs_at_most_two_broker_reads_of_the_end_offsets(
+    server: str, served: Served
+) -> None:
+    far = {"id": "digit-0001", "after": f"{served.settings.topic_items}.p0.o9999999999"}
+    before = _refreshes()
+
+    responses = _released_together(server, [("/v1/lookup", far)] * BURST)
+
+    assert [r.status_code for r in responses] == [400] * BURST
+    # one read for the first request; every later one waits for the next, spaced read
+    assert _refreshes() - before <= 2
+    assert max(r.elapsed.total_seconds() for r in responses) < 3 * REFRESH_S
+
+
+def test_a_token_written_by_another_producer_after_the_last_read_is_waited_for_not_refused(
+    server: str, served: Served
+) -> None:
+    far = {"id": "digit-0001", "after": f"{served.settings.topic_items}.p0.o9999999999"}
+    with httpx.Client(base_url=server, timeout=30) as http:
+        assert http.post("/v1/lookup", json=far).status_code == 400  # the end is read
+        with ItemProducer(ProducerConfig.from_settings(served.settings)) as producer:
+            token = producer.publish_sync(ItemEvent.delete("elsewhere-written-id"))
+        response = http.post("/v1/lookup", json={"id": "digit-0001", "after": token.encode()})
+
+    assert response.status_code == 503, response.text  # waited for (nothing embeds it)
+    assert "has not applied write" in response.json()["detail"]
+
+
+def test_probes_and_token_refusals_answer_while_every_handler_thread_is_blocked_in_a_search(
+    server: str, served: Served
+) -> None:
+    shards = served.node.current().index.shards
+    vector = [1.0] + [0.0] * (EMBEDDING_DIM - 1)
+    query = {"vector": vector, "k": 1, "fresh": True}
+    far = {"id": "digit-0001", "after": f"{served.settings.topic_items}.p0.o9999999999"}
+    probe_seconds: list[float] = []
+    with ThreadPoolExecutor(WAITERS) as pool:
+        for shard in shards:  # fault: every shard write-locked, so every search blocks
+            shard._lock.acquire_write()
+        try:
+            blocked = [pool.submit(_lookup, server, query) for _ in range(WAITERS)]
+            wait_for(lambda: _inflight_lookups() >= WAITERS, 30, message="lookups in flight")
+            with httpx.Client(base_url=server, timeout=30) as http:
+                for _ in range(20):
+                    for path in ("/healthz", "/readyz"):
+                        began = time.monotonic()
+                        status = http.get(path).status_code
+                        probe_seconds.append(time.monotonic() - began)
+                        assert status == 200, path
+                # answered on the event loop: neither auth nor the token check takes a thread
+                refused = http.post("/v1/lookup", json=far, timeout=3 * REFRESH_S)
+            assert not any(f.done() for f in blocked)  # the handlers were still blocked
+        finally:
+            for shard in shards:
+                shard._lock.release_write()
+        answered = [f.result(timeout=30) for f in blocked]
+
+    assert max(probe_seconds) < 0.5, sorted(probe_seconds)[-5:]
+    assert refused.status_code == 400, refused.text
+    assert answered == [200] * WAITERS
+
+
+def _lookup(server: str, query: dict) -> int:
+    with httpx.Client(base_url=server, timeout=30) as http:
+        return http.post("/v1/lookup", json=query).status_code
 
 
 def test_stats_and_lookups_by_image_answer_while_the_node_lock_is_held(
