@@ -424,6 +424,15 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     """Every 4xx and 5xx body."""
 
+    code: str = Field(
+        ...,
+        description="A stable machine-readable code (see the table in docs/api.md): "
+        "invalid_request, invalid_filter, invalid_payload, unsupported_query, unauthorized, "
+        "forbidden, not_found, method_not_allowed, payload_too_large, rate_limited, "
+        "not_ready, unavailable, internal, or a wire reason code (bad_image, "
+        "image_too_large, bad_token …).",
+        examples=["invalid_request"],
+    )
     detail: str = Field(..., description="What was expected and what was received.")
     errors: list[ErrorDetail] | None = Field(None, description="Per field (422 only).")
     request_id: str | None = None

@@ -16,7 +16,7 @@ import time
 from anyio import CapacityLimiter, to_thread
 
 from simstream.errors import DecodeError, NotReadyError, RequestError
-from simstream.wire import WriteToken
+from simstream.wire import Reason, WriteToken
 from workers.api.config import SearchConfig
 from workers.api.end_offsets import PartitionEnds
 from workers.node.generation import IndexGeneration
@@ -68,6 +68,7 @@ class WriteWaiter:
                 f"of {token.topic} partition {token.partition}. Received: offset {token.offset} "
                 "(no event was written there)",
                 400,
+                Reason.BAD_TOKEN,
             )
         await self._wait(generation, token, after)
         return generation
@@ -81,19 +82,23 @@ class WriteWaiter:
         try:
             token = WriteToken.decode(after)
         except DecodeError as e:
-            raise RequestError(f"Invalid value for `after`. {e.detail or e.reason}", 400) from None
+            raise RequestError(
+                f"Invalid value for `after`. {e.detail or e.reason}", 400, Reason.BAD_TOKEN
+            ) from None
         topic, partitions = self.config.items_topic, self.config.partitions
         if token.topic != topic:
             raise RequestError(
                 f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
                 f"Received: a token of topic {token.topic!r}",
                 400,
+                Reason.BAD_TOKEN,
             )
         if token.partition >= partitions:
             raise RequestError(
                 f"Invalid value for `after`. Expected a partition below "
                 f"{partitions}. Received: partition {token.partition}",
                 400,
+                Reason.BAD_TOKEN,
             )
         return token
 
