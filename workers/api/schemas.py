@@ -111,6 +111,14 @@ class LookupOptions(_Strict):
         "largest k. Default: SIMSTREAM_INDEX_EF_SEARCH.",
     )
     filter: FilterSpec | None = Field(None, description="Restrict the items returned.")
+    max_distance: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="Range search: return only neighbours within this distance (at most "
+        "`k` of them), in the units answers report: 1 − cos (cosine), Euclidean (l2), "
+        "1 − dot (ip). Omit for the k nearest whatever their distance.",
+        examples=[0.25],
+    )
     fresh: bool = Field(False, description="Bypass the result cache (neither read nor write).")
     after: str | None = Field(
         None,
