@@ -62,6 +62,10 @@ def _field(loc: tuple[Any, ...]) -> str:
     return field or "body"
 
 
+def _root(field: str) -> str:
+    return field.split(".", 1)[0].split("[", 1)[0]
+
+
 def describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
     """A readable sentence and per-field messages from pydantic errors."""
     items = []
@@ -95,7 +99,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         summary, items = describe(list(exc.errors()))
-        return _json(request, 422, summary, ErrorCode.INVALID_REQUEST, errors=items)
+        in_filter = items and all(_root(i["field"]) == "filter" for i in items)
+        code = ErrorCode.INVALID_FILTER if in_filter else ErrorCode.INVALID_REQUEST
+        return _json(request, 422, summary, code, errors=items)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -24,16 +24,16 @@ import numpy as np
 from simstream.errors import NotFoundError, RequestError
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
+from workers.api.filters import to_filter
 from workers.api.schemas import (
     BatchLookupRequest,
-    FilterSpec,
     LookupOptions,
     LookupRequest,
     Query,
 )
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.config import reported_distance
-from workers.index.filter import Filter, ItemLabel
+from workers.index.filter import Filter
 from workers.index.shard import Item
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
@@ -214,7 +214,7 @@ class Searcher:
                 422,
             )
         ef = options.ef if options.ef is not None else generation.index.config.ef_search
-        return Plan(options.k, ef, _filter(options.filter), options.max_distance)
+        return Plan(options.k, ef, to_filter(options.filter), options.max_distance)
 
     def check_batch(self, queries: Sequence[Query]) -> None:
         """Check the number of queries of a batch, and of images among them.
@@ -445,13 +445,6 @@ def batch_body(
         _dumps(degraded),
         inner,
     )
-
-
-def _filter(spec: FilterSpec | None) -> Filter | None:
-    if spec is None or (spec.labels is None and not spec.metadata):
-        return None
-    labels = None if spec.labels is None else frozenset[ItemLabel](spec.labels)
-    return Filter(labels=labels, metadata=dict(spec.metadata))
 
 
 def _dumps(value: Any) -> bytes:

@@ -42,7 +42,7 @@ LOOKUP_CODES: dict[str, str] = {
     "malformed token": "bad_token",
     "token of another topic": "bad_token",
     "token of a missing partition": "bad_token",
-    "label filter of numbers": "invalid_request",
+    "label filter of numbers": "invalid_filter",
 }
 
 
