@@ -45,8 +45,18 @@ class QueryDecoder:
         """The model input of a raw-payload query and a digest of it for cache keys.
 
         Raises:
-            RequestError: (400/422) see `image` and `array`; (422) the model cannot take it.
+            RequestError: (400) the model indexes your own vectors (query by `vector`);
+                (400/422) see `image` and `array`; (422) the model cannot take it.
         """
+        if spec.passthrough:
+            raise RequestError(
+                f"Invalid query for model {version}. It indexes your own vectors "
+                f"(registered with `simstream models register-vectors`, dimension "
+                f"{spec.shape[0]}): send the query as `vector` (or `id`). "
+                f"Received: `{query.kind}`",
+                400,
+                ErrorCode.UNSUPPORTED_QUERY,
+            )
         if query.image is not None:
             array = self.image(query.image, spec, version)
         else:
