@@ -73,3 +73,28 @@ def test_an_invalid_dimension_or_distance_is_refused(
     with pytest.raises(ModelError, match=message):
         register_vectors(Registry(tmp_path), dim, distance)
     assert Registry(tmp_path).list() == []
+
+
+def test_the_cli_registers_a_vectors_version_or_says_in_one_line_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from simstream.cli.main import app
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(
+            app, ["models", "register-vectors", "--registry", str(tmp_path), *args]
+        )
+        return result.exit_code, result.output
+
+    bad = run("--dim", "384", "--distance", "hamming")
+    good = run("--dim", "384", "--distance", "ip", "--no-promote")
+
+    assert bad[0] == 1
+    assert "Expected one of ('cosine', 'l2', 'ip'). Received: distance='hamming'" in bad[1]
+    assert "Traceback" not in bad[1]
+    assert good[0] == 0, good[1]
+    assert "registered v1 (your own vectors: dim 384, distance ip; not active" in good[1]
+    assert Registry(tmp_path).active() is None
+    assert Registry(tmp_path).get("v1").config["index_space"] == "ip"
