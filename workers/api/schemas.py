@@ -41,6 +41,10 @@ def _pairs(description: str, examples: list[Any]) -> Any:
     return Field(None, min_length=1, description=description, examples=examples)
 
 
+def _group(alias: str, description: str) -> Any:
+    return Field(None, alias=alias, min_length=1, max_length=_MAX_CLAUSES, description=description)
+
+
 class FilterSpec(_Strict):
     """Which items a lookup may return: every constraint given must hold (an implicit
     ``and``); ``and``, ``or`` and ``not`` take nested filters of the same shape.
@@ -97,20 +101,8 @@ class FilterSpec(_Strict):
         description="The key (or every key of a list) is present, whatever its value.",
         examples=["reviewed"],
     )
-    and_: list[FilterSpec] | None = Field(
-        None,
-        alias="and",
-        min_length=1,
-        max_length=_MAX_CLAUSES,
-        description="Every nested filter holds.",
-    )
-    or_: list[FilterSpec] | None = Field(
-        None,
-        alias="or",
-        min_length=1,
-        max_length=_MAX_CLAUSES,
-        description="At least one nested filter holds.",
-    )
+    and_: list[FilterSpec] | None = _group("and", "Every nested filter holds.")
+    or_: list[FilterSpec] | None = _group("or", "At least one nested filter holds.")
     not_: FilterSpec | None = Field(None, alias="not", description="The nested filter fails.")
 
 
