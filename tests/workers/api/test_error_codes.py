@@ -106,7 +106,7 @@ def strict(served: Served) -> Iterator[TestClient]:
             "api_admin_tokens": "admin",
             "api_max_body_bytes": 4096,
             "api_max_concurrent_lookups": 1,
-            "api_write_wait_s": 2.0,
+            "api_write_wait_s": 5.0,  # the rate-limited request must come while it waits
         }
     )
     with TestClient(create_app(settings, served.node)) as client:
