@@ -82,11 +82,11 @@ class QueryDecoder:
                 not embed the payload.
         """
         if body.image is not None:
+            if model is not None:
+                require_image_model(*model)
             payload = image_payload(body.image)
             if model is not None:
-                spec, version = model
-                require_image_model(spec, version)
-                _embeddable(spec, self.pixels(payload, spec), version)
+                _embeddable(model[0], self.pixels(payload, model[0]), model[1])
             return payload
         assert body.array is not None
         array = self.array(body.array, model[0].kind if model is not None else "vector")

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from model.registry import Registry
+from model.registry import Encoder, Registry
 from simstream.cli.main import app as cli_app
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
@@ -44,21 +44,22 @@ class OwnVectors:
     vectors: np.ndarray
     ids: list[str]
     registered: str
+    encoder: Encoder
 
 
-def _cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
-    for name, value in {
+def _cli(settings: Settings, *args: str) -> str:
+    """Run ``simstream ARGS`` in this process, pointed at ``settings``."""
+    env = {
         "SIMSTREAM_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "SIMSTREAM_TOPIC_ITEMS": settings.topic_items,
         "SIMSTREAM_PARTITIONS": str(settings.partitions),
         "SIMSTREAM_DATA_DIR": str(settings.data_dir),
         "SIMSTREAM_KAFKA_CLIENT_CONFIG": json.dumps(settings.kafka_client_config),
-    }.items():
-        monkeypatch.setenv(name, value)
+    }
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        result = CliRunner().invoke(cli_app, list(args))
+        result = CliRunner().invoke(cli_app, list(args), env=env)
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
@@ -71,21 +72,20 @@ def _npz(path: Path, x: np.ndarray, prefix: str) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["cosine", "l2"])
+@pytest.fixture(scope="module", params=["cosine", "l2"])
 def own(
     request: pytest.FixtureRequest,
     stack: LocalStack,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OwnVectors]:
     """Vectors of a model registered with the request's distance, on a node whose
     SIMSTREAM_INDEX_SPACE is the default (cosine): the model's own space wins."""
     distance = request.param
+    tmp_path = tmp_path_factory.mktemp(f"own-{distance}")
     settings = api_settings(stack.settings, tmp_path)
     ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
     registered = _cli(
         settings,
-        monkeypatch,
         "models",
         "register-vectors",
         "--dim",
@@ -94,14 +94,14 @@ def own(
         distance,
     )
     vectors = np.random.default_rng(1).normal(size=(COUNT, DIM)).astype(np.float32)
-    _cli(settings, monkeypatch, "publish", "--npz", _npz(tmp_path / "good.npz", vectors, "vec"))
+    _cli(settings, "publish", "--npz", _npz(tmp_path / "good.npz", vectors, "vec"))
     bad = {
         "dim": np.ones((2, DIM - 1), np.float32),
         "int": np.ones((1, DIM), np.int32),
         "nan": np.full((1, DIM), np.nan, np.float32),
     }
     for name, x in bad.items():
-        _cli(settings, monkeypatch, "publish", "--npz", _npz(tmp_path / f"{name}.npz", x, name))
+        _cli(settings, "publish", "--npz", _npz(tmp_path / f"{name}.npz", x, name))
     registry = Registry(settings.registry_dir)
     encoder = registry.load()
     node = IndexNode(NodeConfig.from_settings(settings), control_interval_s=0.2)
@@ -111,9 +111,8 @@ def own(
         embed_pending(settings, encoder, node)
         wait_for(lambda: len(node.current().index) == COUNT, 30, message="indexed")
         with TestClient(create_app(settings, node)) as client:
-            yield OwnVectors(
-                settings, node, client, vectors, [f"vec-{i}" for i in range(COUNT)], registered
-            )
+            ids = [f"vec-{i}" for i in range(COUNT)]
+            yield OwnVectors(settings, node, client, vectors, ids, registered, encoder)
     finally:
         node.stop()
 
@@ -178,3 +177,24 @@ def test_a_raw_payload_query_against_a_vectors_model_is_a_400_asking_for_a_vecto
     assert response.json()["code"] == "unsupported_query"
     assert "It indexes your own vectors" in response.json()["detail"]
     assert "send the query as `vector`" in response.json()["detail"]
+
+
+def test_an_item_written_through_the_api_as_a_float_array_is_indexed_as_it_is(
+    own: OwnVectors,
+) -> None:
+    vector = np.linspace(-1.0, 1.0, DIM)
+    written = own.client.post(
+        "/v1/items", json={"id": "api-vec", "array": vector.tolist(), "label": "api"}
+    )
+    as_image = own.client.post("/v1/items", json={"id": "api-img", "image": "iVBORw0KGgo="})
+    embed_pending(own.settings, own.encoder, own.node)
+
+    found = own.client.post(
+        "/v1/lookup", json={"vector": vector.tolist(), "k": 1, "after": written.json()["token"]}
+    )
+
+    assert written.status_code == 202, written.text
+    assert (as_image.status_code, as_image.json()["code"]) == (422, "unsupported_query")
+    [nearest] = found.json()["neighbors"]
+    assert (nearest["id"], nearest["label"]) == ("api-vec", "api")
+    assert nearest["distance"] == pytest.approx(0.0, abs=1e-5)
