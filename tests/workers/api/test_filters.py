@@ -31,6 +31,8 @@ CASES: list[tuple[str, dict[str, Any], Callable[[str, Meta], bool]]] = [
     ("a range on text matches nothing", {"gt": {"parity": 0}}, lambda label, m: False),
     ("exists", {"exists": "parity"}, lambda label, m: True),
     ("exists of a missing key", {"exists": "colour"}, lambda label, m: False),
+    ("exists of every key of a list", {"exists": ["n", "colour"]}, lambda label, m: False),
+    ("ne of a number", {"ne": {"n": 3.0}}, lambda label, m: m["n"] != 3),
     (
         "and",
         {"and": [{"gte": {"n": 20}}, {"lt": {"n": 40}}, {"eq": {"parity": "even"}}]},
