@@ -42,6 +42,9 @@ class InputSpec:
         value_range: the range raw values must lie in (inclusive); images are
             always ``(0, 255)``.
         resample: Pillow filter used when an image's size differs from ``shape``.
+        passthrough: the encoder is the identity (a model of your own vectors,
+            `Registry.register_vectors`): raw payloads are the embeddings, so they
+            must be floating point, and queries must be embeddings, not raw payloads.
     """
 
     kind: Kind
@@ -51,6 +54,7 @@ class InputSpec:
     offset: float = 0.0
     value_range: tuple[float, float] = (0.0, 255.0)
     resample: str = field(default="bilinear")
+    passthrough: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -173,6 +177,11 @@ class InputSpec:
             raise PayloadError(
                 f"Invalid vector payload. Expected numbers. Received: dtype={array.dtype}"
             )
+        if self.passthrough and not np.issubdtype(array.dtype, np.floating):
+            raise PayloadError(
+                "Invalid vector payload. Expected floating-point values (float16, float32 or "
+                f"float64: the vectors are indexed as they are). Received: dtype={array.dtype}"
+            )
         if not np.all(np.isfinite(array)):
             raise PayloadError("Invalid vector payload. Expected finite values. Received: NaN/inf")
         low, high = self.value_range
@@ -221,7 +230,7 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``channels`` included for readers; ignored on load)."""
-        return {
+        data = {
             "kind": self.kind,
             "shape": list(self.shape),
             "dtype": self.dtype,
@@ -231,6 +240,9 @@ class InputSpec:
             "resample": self.resample,
             "channels": self.channels,
         }
+        if self.passthrough:
+            data["passthrough"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputSpec:
@@ -249,6 +261,7 @@ class InputSpec:
                 offset=float(data.get("offset", 0.0)),
                 value_range=(float(low), float(high)),
                 resample=str(data.get("resample", "bilinear")),
+                passthrough=bool(data.get("passthrough", False)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(

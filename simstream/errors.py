@@ -189,13 +189,18 @@ class RequestError(SimstreamError):
 
     Attributes:
         status: the HTTP status code to answer with.
+        code: the machine-readable error code of the answer (None: the API's code
+            for ``status``).
     """
 
     status: int = 400
+    code: str | None = None
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
         if status is not None:
             self.status = status
+        if code is not None:
+            self.code = code
         super().__init__(message)
 
 

@@ -423,6 +423,40 @@ def models_rollback(registry: RegistryOption = None) -> None:
         typer.echo(f"active: {Registry(registry or settings.registry_dir).rollback()}")
 
 
+@models_app.command("register-vectors")
+def models_register_vectors(
+    dim: Annotated[int, typer.Option("--dim", help="Size of your vectors, e.g. 384.")],
+    distance: Annotated[
+        str,
+        typer.Option(
+            "--distance",
+            help="cosine (vectors are L2-normalised), l2 (Euclidean) or ip (1 - dot).",
+        ),
+    ] = "cosine",
+    promote: Annotated[
+        bool, typer.Option("--promote/--no-promote", help="Make it the active version.")
+    ] = True,
+    registry: RegistryOption = None,
+) -> None:
+    """Register a version that indexes your own float vectors as they are (no encoder).
+
+    Publish the vectors as float arrays of DIM values (`simstream publish --npz` with
+    float32 rows, or JSONL `vector`/`array` items); query by `vector`.
+    """
+    settings = load_settings()
+    with exit_on_error():
+        from model.registry import Registry
+        from model.vectors import register_vectors
+
+        store = Registry(registry or settings.registry_dir)
+        record = register_vectors(store, dim, distance, promote=promote)
+        state = "active" if promote else "not active: promote it with `simstream models promote`"
+        typer.echo(
+            f"registered {record.version} (your own vectors: dim {dim}, distance {distance}; "
+            f"{state})"
+        )
+
+
 # --- helpers -----------------------------------------------------------------------
 
 

@@ -55,8 +55,9 @@ Similarity lookups over a sharded hnswlib index kept fresh from Kafka.
 * **Auth**: `Authorization: Bearer <token>`; read scope for lookups and reads, admin
   scope for writes and `/v1/admin/*` (off when no token is configured).
 
-Errors are `{"detail": ..., "request_id": ...}` with a 4xx status saying what was
-expected and what was received.
+Errors are `{"code": ..., "detail": ..., "request_id": ...}` with a 4xx status:
+`code` is stable and machine-readable, `detail` says what was expected and what was
+received.
 """
 
 TAGS = [

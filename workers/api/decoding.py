@@ -23,7 +23,8 @@ import numpy as np
 
 from model.inputs import InputSpec
 from simstream.errors import InvalidEventError, PayloadError, RequestError
-from simstream.wire import ArrayPayload, ImagePayload, Payload, WireLimits
+from simstream.wire import ArrayPayload, ImagePayload, Payload, Reason, WireLimits
+from workers.api.codes import ErrorCode
 from workers.api.config import ImageLimits
 from workers.api.schemas import ItemUpsert, Query
 
@@ -44,8 +45,18 @@ class QueryDecoder:
         """The model input of a raw-payload query and a digest of it for cache keys.
 
         Raises:
-            RequestError: (400/422) see `image` and `array`; (422) the model cannot take it.
+            RequestError: (400) the model indexes your own vectors (query by `vector`);
+                (400/422) see `image` and `array`; (422) the model cannot take it.
         """
+        if spec.passthrough:
+            raise RequestError(
+                f"Invalid query for model {version}. It indexes your own vectors "
+                f"(registered with `simstream models register-vectors`, dimension "
+                f"{spec.shape[0]}): send the query as `vector` (or `id`). "
+                f"Received: `{query.kind}`",
+                400,
+                ErrorCode.UNSUPPORTED_QUERY,
+            )
         if query.image is not None:
             array = self.image(query.image, spec, version)
         else:
@@ -55,7 +66,9 @@ class QueryDecoder:
             model_input = spec.to_model_input(array)
         except PayloadError as e:
             raise RequestError(
-                f"Invalid payload for model {version}. {_strip(str(e))}", 422
+                f"Invalid payload for model {version}. {_strip(str(e))}",
+                422,
+                ErrorCode.INVALID_PAYLOAD,
             ) from None
         digest = _blake(model_input.tobytes() + str(model_input.shape).encode())
         return model_input, b"p:" + digest
@@ -69,11 +82,11 @@ class QueryDecoder:
                 not embed the payload.
         """
         if body.image is not None:
+            if model is not None:
+                require_image_model(*model)
             payload = image_payload(body.image)
             if model is not None:
-                spec, version = model
-                require_image_model(spec, version)
-                _embeddable(spec, self.pixels(payload, spec), version)
+                _embeddable(model[0], self.pixels(payload, model[0]), model[1])
             return payload
         assert body.array is not None
         array = self.array(body.array, model[0].kind if model is not None else "vector")
@@ -105,7 +118,7 @@ class QueryDecoder:
         try:
             drafted = payload.draft_size((width, height))
         except PayloadError as e:
-            raise RequestError(f"Invalid value for `image`. {e}", 400) from None
+            raise RequestError(f"Invalid value for `image`. {e}", 400, Reason.BAD_IMAGE) from None
         if drafted[0] * drafted[1] > most:
             full = payload.size
             raise RequestError(
@@ -116,11 +129,12 @@ class QueryDecoder:
                 f"(decoding to {drafted[0]}x{drafted[1]}; refused before decoding as a "
                 "possible decompression bomb)",
                 422,
+                Reason.IMAGE_TOO_LARGE,
             )
         try:
             return payload.to_array(draft=(width, height))
         except PayloadError as e:
-            raise RequestError(f"Invalid value for `image`. {e}", 400) from None
+            raise RequestError(f"Invalid value for `image`. {e}", 400, Reason.BAD_IMAGE) from None
 
     @staticmethod
     def array(values: list[Any], kind: str) -> np.ndarray:
@@ -162,6 +176,7 @@ def require_image_model(spec: InputSpec, version: str) -> None:
             f"Invalid value for `image`. Model {version} takes vectors of shape {spec.shape}, "
             "not images. Send `array` (a raw vector) or `vector` (an embedding)",
             422,
+            ErrorCode.UNSUPPORTED_QUERY,
         )
 
 
@@ -175,7 +190,7 @@ def image_payload(text: str) -> ImagePayload:
     try:
         return ImagePayload(data)
     except InvalidEventError as e:
-        raise RequestError(f"Invalid value for `image`. {e}", 400) from None
+        raise RequestError(f"Invalid value for `image`. {e}", 400, Reason.BAD_IMAGE) from None
 
 
 def decode_base64(text: str, field: str) -> bytes:
@@ -208,7 +223,9 @@ def _embeddable(spec: InputSpec, array: np.ndarray, version: str) -> None:
         spec.to_model_input(array)
     except PayloadError as e:
         raise RequestError(
-            f"Invalid payload for model {version}: the workers could not embed it. {e}", 422
+            f"Invalid payload for model {version}: the workers could not embed it. {e}",
+            422,
+            ErrorCode.INVALID_PAYLOAD,
         ) from None
 
 

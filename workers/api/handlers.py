@@ -1,7 +1,8 @@
 """Exception handlers: bad input is a 4xx with a message, never a 500.
 
-Every error body is ``{"detail": "...", "request_id": "..."}``; 422s add
-``errors``, one entry per invalid field. Only a bug reaches the catch-all
+Every error body is ``{"code": "...", "detail": "...", "request_id": "..."}``
+(``code``: a stable `ErrorCode` or wire `Reason`); 422s add ``errors``, one
+entry per invalid field. Only a bug reaches the catch-all
 (500, logged with its traceback, no internals in the body).
 """
 
@@ -25,20 +26,27 @@ from simstream.errors import (
     RequestError,
 )
 from simstream.log import get_logger
+from workers.api.codes import ErrorCode, for_status
 from workers.api.middleware import request_id
 
 log = get_logger("api.errors")
 _MAX_SHOWN = 80
 
 
-def _body(request: Request, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"detail": detail, **extra, "request_id": request_id(request.scope)}
+def _body(request: Request, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "detail": detail, **extra, "request_id": request_id(request.scope)}
 
 
 def _json(
-    request: Request, status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    request: Request,
+    status: int,
+    detail: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    return JSONResponse(_body(request, detail, **extra), status_code=status, headers=headers)
+    body = _body(request, code or for_status(status), detail, **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _shown(value: Any) -> str:
@@ -52,6 +60,10 @@ def _field(loc: tuple[Any, ...]) -> str:
     for part in parts:
         field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
     return field or "body"
+
+
+def _root(field: str) -> str:
+    return field.split(".", 1)[0].split("[", 1)[0]
 
 
 def describe(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
@@ -87,7 +99,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         summary, items = describe(list(exc.errors()))
-        return _json(request, 422, summary, errors=items)
+        in_filter = items and all(_root(i["field"]) == "filter" for i in items)
+        code = ErrorCode.INVALID_FILTER if in_filter else ErrorCode.INVALID_REQUEST
+        return _json(request, 422, summary, code, errors=items)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -96,33 +110,34 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _request(request: Request, exc: RequestError) -> JSONResponse:
-        return _json(request, exc.status, str(exc))
+        return _json(request, exc.status, str(exc), exc.code)
 
     @app.exception_handler(NotReadyError)
     async def _not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
         retry = str(max(1, math.ceil(exc.retry_after_s)))
-        return _json(request, 503, str(exc), headers={"Retry-After": retry})
+        return _json(request, 503, str(exc), ErrorCode.NOT_READY, {"Retry-After": retry})
 
     @app.exception_handler(IndexStoreError)
     async def _index(request: Request, exc: IndexStoreError) -> JSONResponse:
-        return _json(request, 422, str(exc))
+        return _json(request, 422, str(exc), ErrorCode.INVALID_REQUEST)
 
     @app.exception_handler(DecodeError)
     async def _decode(request: Request, exc: DecodeError) -> JSONResponse:
-        return _json(request, 400, exc.detail or exc.reason)
+        return _json(request, 400, exc.detail or exc.reason, exc.reason)
 
     @app.exception_handler(PayloadError)
     async def _payload(request: Request, exc: PayloadError) -> JSONResponse:
-        return _json(request, 422, str(exc))
+        return _json(request, 422, str(exc), ErrorCode.INVALID_PAYLOAD)
 
     @app.exception_handler(InvalidEventError)
     async def _invalid(request: Request, exc: InvalidEventError) -> JSONResponse:
-        return _json(request, 422, str(exc))
+        return _json(request, 422, str(exc), exc.reason)
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         log.warning("api.registry_error", error=str(exc))
-        return _json(request, 503, f"The model registry cannot serve this request: {exc}")
+        detail = f"The model registry cannot serve this request: {exc}"
+        return _json(request, 503, detail, ErrorCode.UNAVAILABLE)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -133,5 +148,6 @@ def install(app: FastAPI) -> None:
             request,
             500,
             "Internal error; it has been logged with this request id",
+            ErrorCode.INTERNAL,
             headers={"X-Request-ID": rid} if rid else None,
         )

@@ -30,10 +30,11 @@ from workers.api.config import WriteBatchConfig
 from workers.api.cursor import decode_cursor, encode_cursor
 from workers.api.decoding import QueryDecoder
 from workers.api.end_offsets import PartitionEnds
+from workers.api.filters import to_filter
 from workers.api.handlers import describe
 from workers.api.item_images import ItemImageReader
 from workers.api.schemas import FilterSpec, ItemUpsert
-from workers.api.searcher import build_filter, indexed_item
+from workers.api.searcher import indexed_item
 from workers.index.shard import Item
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
@@ -211,7 +212,7 @@ class ItemService:
             RequestError: (400) a cursor this API did not write.
         """
         after = None if cursor is None else decode_cursor(cursor)
-        page = generation.index.page(after, limit, build_filter(spec), vectors=vector)
+        page = generation.index.page(after, limit, to_filter(spec), vectors=vector)
         return {
             "model_version": generation.version,
             "items": [_item(i, generation.version, vector) for i in page.items],
@@ -222,7 +223,7 @@ class ItemService:
         """The `ItemCount` body: how many items of ``generation`` pass the filter."""
         return {
             "model_version": generation.version,
-            "count": generation.index.count(build_filter(spec)),
+            "count": generation.index.count(to_filter(spec)),
         }
 
     def sample(self, size: int) -> dict[str, Any]:

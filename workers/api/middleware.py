@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bound_contextvars
 
 from simstream.log import get_logger
+from workers.api.codes import for_status
 from workers.metrics import REQUEST_SECONDS
 
 log = get_logger("api.access")
@@ -152,8 +153,13 @@ async def reply(
     detail: str,
     headers: dict[str, str] | None = None,
 ) -> None:
-    """Answer an error body (``detail`` and the request id) from a middleware."""
-    body: dict[str, Any] = {"detail": detail, "request_id": request_id(scope)}
+    """Answer an error body (the code of ``status``, ``detail`` and the request id) from
+    a middleware."""
+    body: dict[str, Any] = {
+        "code": for_status(status),
+        "detail": detail,
+        "request_id": request_id(scope),
+    }
     await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
 
 

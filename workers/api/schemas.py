@@ -11,7 +11,7 @@ serving model's encoder, exactly as the embed workers do for items.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,8 +31,37 @@ class _Strict(BaseModel):
 # --- requests ----------------------------------------------------------------------
 
 
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite JSON number (not a boolean)."""
+
+_MAX_CLAUSES = 100
+
+
+def _pairs(description: str, examples: list[Any]) -> Any:
+    return Field(None, min_length=1, description=description, examples=examples)
+
+
+def _group(alias: str, description: str) -> Any:
+    return Field(None, alias=alias, min_length=1, max_length=_MAX_CLAUSES, description=description)
+
+
 class FilterSpec(_Strict):
-    """Which items a lookup may return: label in ``labels`` and every metadata pair equal."""
+    """Which items a lookup may return: every constraint given must hold (an implicit
+    ``and``); ``and``, ``or`` and ``not`` take nested filters of the same shape.
+
+    See "Filters" in docs/api.md for the grammar and examples.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"labels": ["3", "5"], "metadata": {"color": "red"}},
+                {"in": {"color": ["red", "blue"]}, "gte": {"size": 2}},
+                {"or": [{"eq": {"source": "camera"}}, {"not": {"exists": "reviewed"}}]},
+            ]
+        },
+    )
 
     labels: list[str] | None = Field(
         None,
@@ -43,9 +72,38 @@ class FilterSpec(_Strict):
     metadata: dict[str, MetadataValue] = Field(
         default_factory=dict,
         description="Metadata keys and the exact JSON value each returned item must hold "
-        '(1 equals 1.0; 1 differs from "1" and true). A missing key never matches.',
+        '(1 equals 1.0; 1 differs from "1" and true). A missing key never matches. '
+        "The same as `eq`.",
         examples=[{"color": "red"}],
     )
+    eq: dict[str, MetadataValue] | None = _pairs(
+        "Each key holds a JSON-equal value (a missing key never matches).", [{"color": "red"}]
+    )
+    ne: dict[str, MetadataValue] | None = _pairs(
+        "Each key does not hold that value (`not eq`: a missing key matches).",
+        [{"color": "red"}],
+    )
+    in_: dict[str, Annotated[list[MetadataValue], Field(min_length=1, max_length=1000)]] | None = (
+        Field(
+            None,
+            alias="in",
+            min_length=1,
+            description="Each key holds one of the values (1 to 1000 values per key).",
+            examples=[{"color": ["red", "blue"]}],
+        )
+    )
+    gt: dict[str, Number] | None = _pairs("Each key holds a number above the bound.", [{"n": 3}])
+    gte: dict[str, Number] | None = _pairs("Each key holds a number at or above it.", [{"n": 3}])
+    lt: dict[str, Number] | None = _pairs("Each key holds a number below the bound.", [{"n": 3}])
+    lte: dict[str, Number] | None = _pairs("Each key holds a number at or below it.", [{"n": 3}])
+    exists: str | list[str] | None = Field(
+        None,
+        description="The key (or every key of a list) is present, whatever its value.",
+        examples=["reviewed"],
+    )
+    and_: list[FilterSpec] | None = _group("and", "Every nested filter holds.")
+    or_: list[FilterSpec] | None = _group("or", "At least one nested filter holds.")
+    not_: FilterSpec | None = Field(None, alias="not", description="The nested filter fails.")
 
 
 class Query(_Strict):
@@ -111,6 +169,14 @@ class LookupOptions(_Strict):
         "largest k. Default: SIMSTREAM_INDEX_EF_SEARCH.",
     )
     filter: FilterSpec | None = Field(None, description="Restrict the items returned.")
+    max_distance: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="Range search: return only neighbours within this distance (at most "
+        "`k` of them), in the units answers report: 1 − cos (cosine), Euclidean (l2), "
+        "1 − dot (ip). Omit for the k nearest whatever their distance.",
+        examples=[0.25],
+    )
     fresh: bool = Field(False, description="Bypass the result cache (neither read nor write).")
     after: str | None = Field(
         None,
@@ -506,6 +572,15 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     """Every 4xx and 5xx body."""
 
+    code: str = Field(
+        ...,
+        description="A stable machine-readable code (see the table in docs/api.md): "
+        "invalid_request, invalid_filter, invalid_payload, unsupported_query, unauthorized, "
+        "forbidden, not_found, method_not_allowed, payload_too_large, rate_limited, "
+        "not_ready, unavailable, internal, or a wire reason code (bad_image, "
+        "image_too_large, bad_token …).",
+        examples=["invalid_request"],
+    )
     detail: str = Field(..., description="What was expected and what was received.")
     errors: list[ErrorDetail] | None = Field(None, description="Per field (422 only).")
     request_id: str | None = None

@@ -24,16 +24,16 @@ import numpy as np
 from simstream.errors import NotFoundError, RequestError
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
+from workers.api.filters import to_filter
 from workers.api.schemas import (
     BatchLookupRequest,
-    FilterSpec,
     LookupOptions,
     LookupRequest,
     Query,
 )
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.config import reported_distance
-from workers.index.filter import Filter, ItemLabel
+from workers.index.filter import Filter
 from workers.index.shard import Item
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
@@ -67,16 +67,22 @@ class Plan:
         k: neighbours per query.
         ef: hnswlib ef (default resolved).
         filter: the filter, or None.
+        max_distance: leave out neighbours farther than this (reported units), or None.
     """
 
     k: int
     ef: int
     filter: Filter | None
+    max_distance: float | None = None
 
     @property
     def filter_key(self) -> str:
-        """The filter's cache-key string ("" for none)."""
-        return self.filter.cache_key() if self.filter is not None else ""
+        """The cache-key string of what restricts the answer: the filter and the
+        distance bound ("" for neither)."""
+        key = self.filter.cache_key() if self.filter is not None else ""
+        if self.max_distance is not None:
+            key += f"|d<={self.max_distance!r}"
+        return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +214,7 @@ class Searcher:
                 422,
             )
         ef = options.ef if options.ef is not None else generation.index.config.ef_search
-        return Plan(options.k, ef, build_filter(options.filter))
+        return Plan(options.k, ef, to_filter(options.filter), options.max_distance)
 
     def check_batch(self, queries: Sequence[Query]) -> None:
         """Check the number of queries of a batch, and of images among them.
@@ -321,6 +327,9 @@ class Searcher:
         for query, result in zip(queries, found, strict=True):
             rows: list[dict[str, Any]] = []
             for item_id, distance in zip(result.ids, result.distances, strict=True):
+                reported = reported_distance(space, float(distance))
+                if plan.max_distance is not None and reported > plan.max_distance:
+                    break  # nearest first: the rest are farther still
                 if item_id == query.exclude:
                     continue
                 item = generation.index.get(item_id)
@@ -329,7 +338,7 @@ class Searcher:
                 rows.append(
                     {
                         "id": item_id,
-                        "distance": reported_distance(space, float(distance)),
+                        "distance": reported,
                         "label": None if item.label is None else str(item.label),
                         "metadata": dict(item.metadata),
                     }
@@ -436,14 +445,6 @@ def batch_body(
         _dumps(degraded),
         inner,
     )
-
-
-def build_filter(spec: FilterSpec | None) -> Filter | None:
-    """The index filter of a request's filter (None when it restricts nothing)."""
-    if spec is None or (spec.labels is None and not spec.metadata):
-        return None
-    labels = None if spec.labels is None else frozenset[ItemLabel](spec.labels)
-    return Filter(labels=labels, metadata=dict(spec.metadata))
 
 
 def _dumps(value: Any) -> bytes:

@@ -17,7 +17,7 @@ import asyncio
 import time
 
 from simstream.errors import DecodeError, NotReadyError, RequestError
-from simstream.wire import WriteToken
+from simstream.wire import Reason, WriteToken
 from workers.api.config import SearchConfig
 from workers.api.end_offsets import PartitionEnds
 from workers.node.generation import IndexGeneration
@@ -71,6 +71,7 @@ class WriteWaiter:
                 f"of {token.topic} partition {token.partition}. Received: offset {token.offset} "
                 "(no event was written there)",
                 400,
+                Reason.BAD_TOKEN,
             )
         await self._wait(generation, token, after, deadline)
 
@@ -84,7 +85,9 @@ class WriteWaiter:
         try:
             tokens = WriteToken.decode_all(after, self.config.items_topic)
         except DecodeError as e:
-            raise RequestError(f"Invalid value for `after`. {e.detail or e.reason}", 400) from None
+            raise RequestError(
+                f"Invalid value for `after`. {e.detail or e.reason}", 400, Reason.BAD_TOKEN
+            ) from None
         for token in tokens:
             self._check(token)
         return tokens
@@ -96,12 +99,14 @@ class WriteWaiter:
                 f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
                 f"Received: a token of topic {token.topic!r}",
                 400,
+                Reason.BAD_TOKEN,
             )
         if token.partition >= partitions:
             raise RequestError(
                 f"Invalid value for `after`. Expected a partition below "
                 f"{partitions}. Received: partition {token.partition}",
                 400,
+                Reason.BAD_TOKEN,
             )
 
     async def _wait(

@@ -1,8 +1,9 @@
-"""Search filters: on the item label and on metadata equality.
+"""Search filters: on the item label, metadata equality and metadata clauses.
 
 Semantics: an item passes a `Filter` when its label is one of ``labels`` (if
 ``labels`` is given) **and**, for every ``key: value`` in ``metadata``, the
-item's metadata has ``key`` with a JSON-equal value. JSON-equal means equal
+item's metadata has ``key`` with a JSON-equal value **and** it passes the
+clause ``where`` (operators and boolean groups: `workers.index.clause`). JSON-equal means equal
 JSON type and value: ``1 == 1.0`` (both numbers) but ``1 != "1"``,
 ``True != 1`` and ``None`` only matches ``null``; lists and objects compare
 element by element. A missing key never matches. An empty filter passes
@@ -15,9 +16,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simstream.errors import IndexStoreError
+
+if TYPE_CHECKING:
+    from workers.index.clause import Clause
 
 ItemLabel = str | int
 """An item's class label (as carried by the record): a string or an integer."""
@@ -66,10 +70,12 @@ class Filter:
     Attributes:
         labels: allowed item labels (None: any label, including none).
         metadata: ``key: value`` pairs every returned item's metadata must hold.
+        where: a clause every returned item must pass (None: none).
     """
 
     labels: frozenset[ItemLabel] | None = None
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    where: Clause | None = None
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -92,7 +98,7 @@ class Filter:
     @property
     def empty(self) -> bool:
         """Whether the filter passes every item."""
-        return self.labels is None and not self.metadata
+        return self.labels is None and not self.metadata and self.where is None
 
     def label_keys(self) -> frozenset[LabelKey] | None:
         """The allowed labels as type-tagged keys (so that 1 and True differ)."""
@@ -110,15 +116,18 @@ class Filter:
         for key, value in self.metadata.items():
             if key not in metadata or not json_equal(metadata[key], value):
                 return False
-        return True
+        return self.where is None or self.where.matches(label, metadata)
 
     def cache_key(self) -> str:
         """A canonical string for cache keys: equal filters give equal strings."""
         labels = (
             None if self.labels is None else sorted(self.labels, key=lambda x: (_kind(x), str(x)))
         )
+        key: dict[str, Any] = {"labels": labels, "metadata": dict(self.metadata)}
+        if self.where is not None:
+            key["where"] = self.where.to_json()
         return json.dumps(
-            {"labels": labels, "metadata": dict(self.metadata)},
+            key,
             sort_keys=True,
             separators=(",", ":"),
         )

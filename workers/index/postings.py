@@ -14,6 +14,13 @@ keys (``1`` and ``1.0`` share one list; ``1``, ``"1"`` and ``true`` do not). A
 key some item holds a value of another type for (not JSON) is never used to
 narrow a search. The shard keeps the postings under its apply mutex and
 rebuilds them from its entries when it is restored from a snapshot.
+
+A filter's clause (`workers.index.clause`) is looked up where it can be:
+``eq``, ``in``, ``exists`` and labels from their lists, ``and`` as the
+intersection of its children's, ``or`` as the union when every child can be
+looked up. Ranges, ``ne`` and ``not`` cannot: they leave the candidates as they
+are (everything, or what the other constraints narrowed them to), and the
+shard checks each candidate.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import math
 from collections.abc import Collection, Hashable, Mapping
 from typing import Any
 
+from workers.index.clause import All, AnyOf, Clause, Equals, Exists, LabelIn, OneOf
 from workers.index.filter import Filter, ItemLabel, LabelKey, label_key
 
 _Posting = str | set[str]
@@ -82,12 +90,14 @@ class Postings:
     def __init__(self) -> None:
         self._labels: dict[LabelKey, _Posting] = {}
         self._values: dict[tuple[str, Hashable], _Posting] = {}
+        self._keys: dict[str, _Posting] = {}
         self._unkeyed: dict[str, int] = {}
 
     def add(self, item_id: str, label: ItemLabel | None, metadata: Mapping[str, Any]) -> None:
         """Index a live item."""
         _add(self._labels, label_key(label), item_id)
         for key, value in metadata.items():
+            _add(self._keys, key, item_id)
             vkey = value_key(value)
             if vkey is None:
                 self._unkeyed[key] = self._unkeyed.get(key, 0) + 1
@@ -98,6 +108,7 @@ class Postings:
         """Forget an item indexed with this label and metadata."""
         _discard(self._labels, label_key(label), item_id)
         for key, value in metadata.items():
+            _discard(self._keys, key, item_id)
             vkey = value_key(value)
             if vkey is not None:
                 _discard(self._values, (key, vkey), item_id)
@@ -132,6 +143,11 @@ class Postings:
                 complete = False
             else:
                 groups.append([_ids(self._values.get((key, vkey)))])
+        if flt.where is not None:
+            ids, exact = self._clause(flt.where)
+            complete = complete and exact
+            if ids is not None:
+                groups.append([ids])
         if not groups:
             return None, False
         groups.sort(key=lambda lists: sum(len(ids) for ids in lists))
@@ -141,3 +157,48 @@ class Postings:
                 break
             found = set().union(*(found.intersection(ids) for ids in lists))
         return found, complete
+
+    def _clause(self, clause: Clause) -> tuple[Collection[str] | None, bool]:
+        """The candidates of a clause from the posting lists.
+
+        Returns:
+            ``(ids, exact)``: a superset of the items that pass (None: every item)
+            and whether it is exactly those items.
+        """
+        if isinstance(clause, LabelIn):
+            return set().union(*(_ids(self._labels.get(key)) for key in clause.keys)), True
+        if isinstance(clause, Exists):
+            return _ids(self._keys.get(clause.key)), True
+        if isinstance(clause, Equals | OneOf):
+            values = (clause.value,) if isinstance(clause, Equals) else clause.values
+            vkeys = [value_key(v) for v in values]
+            if clause.key in self._unkeyed or any(v is None for v in vkeys):
+                return _ids(self._keys.get(clause.key)), False
+            return set().union(*(_ids(self._values.get((clause.key, v))) for v in vkeys)), True
+        if isinstance(clause, All):
+            found: set[str] | None = None
+            exact = True
+            for child in sorted(clause.children, key=_lookup_cost):
+                ids, child_exact = self._clause(child)
+                exact = exact and child_exact
+                if ids is not None:
+                    found = set(ids) if found is None else found.intersection(ids)
+                    if not found:
+                        return found, True
+            return found, exact
+        if isinstance(clause, AnyOf):
+            union: set[str] = set()
+            exact = True
+            for child in clause.children:
+                ids, child_exact = self._clause(child)
+                if ids is None:
+                    return None, False
+                union.update(ids)
+                exact = exact and child_exact
+            return union, exact
+        return None, False  # ranges and negations: checked item by item
+
+
+def _lookup_cost(clause: Clause) -> int:
+    """Children of ``and`` that narrow by a posting list first, groups after them."""
+    return 0 if isinstance(clause, LabelIn | Exists | Equals | OneOf) else 1

@@ -68,6 +68,8 @@ class IndexGeneration:
         version: the encoder version of every vector in this generation.
         dim: the embedding size.
         consumer: a Kafka consumer to use (tests), else one is made.
+        space: the hnswlib space when the version declares its own (a model of
+            your own vectors), else None: the config's.
     """
 
     def __init__(
@@ -76,14 +78,16 @@ class IndexGeneration:
         version: str,
         dim: int,
         consumer: Consumer | None = None,
+        space: str | None = None,
     ) -> None:
         self.config = config
         self.version = version
         self.dim = dim
+        self.space = space or config.index.space
         self.topic = config.embeddings_topic(version)
         self.store = SnapshotStore(config.snapshots_dir, version, config.snapshot_keep)
         self.index = ShardedIndex(
-            config.index.with_(dim=dim), config.partitions, model_version=version
+            config.index.with_(dim=dim, space=self.space), config.partitions, model_version=version
         )
         self.watermarks = {p: SourceWatermark() for p in range(config.partitions)}
         self.applied = 0
@@ -334,7 +338,7 @@ class IndexGeneration:
         )
         previous = self.index
         self.index = ShardedIndex(
-            self.config.index.with_(dim=self.dim),
+            self.config.index.with_(dim=self.dim, space=self.space),
             self.config.partitions,
             model_version=self.version,
         )

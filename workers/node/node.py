@@ -147,8 +147,12 @@ class IndexNode:
         return True
 
     def _open(self, version: str) -> IndexGeneration:
-        dim = int(self.registry.get(version).config["embedding_dim"])
-        generation = IndexGeneration(self.config, version, dim)
+        declared = self.registry.get(version).config
+        # A model of your own vectors declares its index space (model.vectors).
+        space = declared.get("index_space")
+        generation = IndexGeneration(
+            self.config, version, int(declared["embedding_dim"]), space=space
+        )
         generation.restore()
         generation.start()
         self.generations[version] = generation

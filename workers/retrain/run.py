@@ -48,6 +48,7 @@ from model.datasets import Dataset
 from model.pipeline import train_evaluate_register
 from model.registry import Encoder, ModelVersion, Registry
 from model.training import TrainConfig, TrainResult
+from model.vectors import is_vectors
 from simstream.errors import RetrainError, SimstreamError
 from simstream.log import get_logger
 from workers import metrics
@@ -159,8 +160,19 @@ def _retrain(
 ) -> dict[str, Any]:
     active = registry.active()
     active_record = registry.get(active) if active else None
-    active_encoder = registry.load(active) if active else None
     record["active_version"] = active
+    if active_record is not None and is_vectors(active_record.config):
+        return _finish(
+            config,
+            record,
+            "skipped",
+            f"the active model {active} indexes your own vectors (registered with "
+            "`simstream models register-vectors`): it has no encoder to retrain. "
+            "Register and promote a trained model to retrain",
+            log,
+            started,
+        )
+    active_encoder = registry.load(active) if active else None
 
     dataset, unlabelled = _replayed_data(config, active_encoder, record)
     if dataset is None:

@@ -190,6 +190,7 @@ def test_an_unexpected_error_is_a_500_whose_body_and_header_carry_the_request_id
         response = client.get("/v1/stats", headers={"X-Request-ID": "trace-42"})
 
     assert response.status_code == 500
+    assert response.json()["code"] == "internal"
     assert response.headers["X-Request-ID"] == "trace-42"
     assert response.json()["request_id"] == "trace-42"
     assert "injected" not in response.text
