@@ -128,9 +128,9 @@ def bench_index(
     datasets: Annotated[
         str, typer.Option(help="Comma-separated: mnist (PCA-64 of MNIST test), random.")
     ] = "mnist,random",
-    shards: Annotated[str, typer.Option(help="Comma-separated shard counts.")] = "1,4",
+    shards: Annotated[str, typer.Option(help="Comma-separated shard counts.")] = "1,4,16",
     efs: Annotated[str, typer.Option(help="Comma-separated ef values of the recall sweep.")] = (
-        "10,16,32,64,128,256"
+        "10,12,16,20,24,32,48,64,128,256"
     ),
     queries: Annotated[int, typer.Option(min=10, help="Held-out queries per dataset.")] = 1000,
     random_items: Annotated[
@@ -142,7 +142,7 @@ def bench_index(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Recall@10, QPS, insert rate, latency under writes, snapshot time and memory."""
+    """Recall-matched QPS, upsert rates, latency under writes, snapshot time and memory."""
     settings = load_settings()
     with exit_on_error():
         with _needs_bench():

@@ -539,11 +539,15 @@ class Shard:
             query whether the answer is exhaustive.
         """
         ef = self.config.ef_search if ef is None else ef
-        with self._lock.read():
+        lock = self._lock
+        lock.acquire_read()  # not `with lock.read()`: this is the hot path of every query
+        try:
             graph = self._graph
             if filter is None or filter.empty:
                 return nearest(graph, queries, k, ef, num_threads)
             return filtered(graph, queries, k, ef, self._passing(filter), num_threads)
+        finally:
+            lock.release_read()
 
     def _passing(self, flt: Filter) -> Collection[str]:
         """The ids of the live items that pass ``flt`` (under the shared lock)."""
