@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,11 @@ def _timed_queries(search: Callable[[np.ndarray], Any], queries: np.ndarray, n: 
         search(q)
         samples.append(time.perf_counter() - start)
     return samples
+
+
+def _singles(index: ShardedIndex, queries: np.ndarray, ef: int) -> None:
+    for q in queries:
+        index.search(q, K, ef=ef)
 
 
 def _best_qps(fn: Callable[[], Any], count: int, rounds: int) -> float:
@@ -448,10 +454,10 @@ def run_config(
         found = index.search_batch(queries, K, ef=ef)
         out["recall_at_10"][e] = _recall([[ids_of[i] for i in f.ids] for f in found], truth)
         out["qps_batched_by_ef"][e] = _best_qps(
-            lambda ef=ef: index.search_batch(queries, K, ef=ef), len(queries), 2
+            partial(index.search_batch, queries, K, ef=ef), len(queries), 2
         )
         out["qps_single_by_ef"][e] = _best_qps(
-            lambda ef=ef: [index.search(q, K, ef=ef) for q in queries], len(queries), 2
+            partial(_singles, index, queries, ef), len(queries), 2
         )
         raw.set_ef(ef)
         labels, _ = raw.knn_query(queries, k=K, num_threads=icfg.num_threads)

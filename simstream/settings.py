@@ -291,6 +291,9 @@ class Settings(BaseSettings):
     cache_socket_timeout_s: float = Field(
         0.05, gt=0, description="Redis socket timeout for the cache in seconds"
     )
+    cache_local_entries: int = Field(
+        4096, ge=0, description="lookup results kept in the process before Redis (0: none)"
+    )
 
     # --- retraining ------------------------------------------------------------------
     retrain_schedule: str = Field(
