@@ -24,6 +24,7 @@ import numpy as np
 from simstream.errors import NotFoundError, RequestError
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
+from workers.api.microbatch import MicroBatcher
 from workers.api.schemas import (
     BatchLookupRequest,
     FilterSpec,
@@ -126,6 +127,8 @@ class Searcher:
         node: the index node.
         decoder: turns raw payloads into model inputs.
         cache: the result cache (`NullCache` for none).
+        batcher: coalesces concurrent single-vector searches (default: one with
+            the config's window).
     """
 
     def __init__(
@@ -134,11 +137,13 @@ class Searcher:
         node: IndexNode,
         decoder: QueryDecoder,
         cache: ResultCache | None = None,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.config = config
         self.node = node
         self.decoder = decoder
         self.cache = cache or NullCache()
+        self.batcher = batcher or MicroBatcher(config.batch_window_s, config.max_batch)
         self._embed_lock = threading.Lock()
 
     # --- requests --------------------------------------------------------------------
@@ -334,7 +339,8 @@ class Searcher:
         queries = self.embedded(generation, queries)
         extra = 1 if any(q.exclude is not None for q in queries) else 0
         space = generation.index.space
-        found = generation.index.search_batch(
+        found = self.batcher.search(
+            generation.index,
             np.stack([q.vector for q in queries if q.vector is not None]),
             plan.k + extra,
             ef=plan.ef,
