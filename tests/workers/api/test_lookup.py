@@ -273,13 +273,15 @@ def test_a_repeated_image_query_is_answered_from_the_cache_without_embedding_it(
         return original(self, generation, inputs)
 
     monkeypatch.setattr(Searcher, "embed", counting)
-    query = {"image": new_png(1801), "k": 3}
+    image = {"image": new_png(1801)}
+    query = {**image, "k": 3}
 
     first = tiered_client.post("/v1/lookup", json=query)
     second = tiered_client.post("/v1/lookup", json=query)
-    batch = tiered_client.post("/v1/lookup/batch", json={"queries": [query, query], "k": 3})
+    batch = tiered_client.post("/v1/lookup/batch", json={"queries": [image, image], "k": 3})
 
     assert [first.headers["X-Cache"], second.headers["X-Cache"]] == ["miss", "hit"]
+    assert batch.status_code == 200, batch.text
     assert batch.headers["X-Cache"] == "hit"
     assert first.json() == second.json()
     assert embedded == [1]
