@@ -2,9 +2,10 @@
 
 Records are applied to the shard of the partition they were read from; the
 index never re-derives a partition from an item id (see `partitioning`). A
-query fans out to every shard in parallel threads (hnswlib releases the GIL
+query searches every shard, each with the ef scaled to its share of the items
+(`shard_ef`), in parallel threads when that pays (hnswlib releases the GIL
 while it searches; the calling thread searches one shard itself), and the
-per-shard top-k lists are merged by distance. Filters are applied inside each
+per-shard top-k lists are merged by distance (`merge`). Filters are applied inside each
 shard (see `Filter` and `Shard.search`). Each shard has its own readers–writer
 lock, so a write to one partition never delays searches of another shard.
 
