@@ -64,6 +64,7 @@ bench: install ## Run every benchmark; JSON and plots land in docs/bench/ (MNIST
 	$(BIN)/simstream bench model --mnist-dir $(MNIST_DIR) --out docs/bench/model_mnist.json
 	$(BIN)/simstream bench index --mnist-dir $(MNIST_DIR) --out docs/bench/index.json
 	$(BIN)/simstream bench ingest --out docs/bench/ingest.json
+	$(BIN)/simstream bench ingest --dataset mnist --items 10000 --mnist-dir $(MNIST_DIR) --out docs/bench/ingest_mnist.json
 	$(BIN)/simstream bench api --out docs/bench/api.json
 	$(BIN)/simstream bench abuse --out docs/bench/abuse.json
 

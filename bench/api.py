@@ -334,14 +334,14 @@ def run(
     """Run the benchmark, write ``out`` (JSON) and return the figures (see the module docstring)."""
     from workers.api.app import create_app
     from workers.api.server import ThreadedServer
-    from workers.cache import CacheConfig, RedisResultCache
+    from workers.cache import CacheConfig, open_result_cache
 
     rng = np.random.default_rng(seed)
     load_start = os.getloadavg()[0]
     with served_node(items, dim, rng, seed, "bench-api") as served:
         settings, node, generation, feeder, build_s = served
         app = create_app(
-            settings, node, cache=RedisResultCache(CacheConfig.from_settings(settings))
+            settings, node, cache=open_result_cache(CacheConfig.from_settings(settings))
         )
         url = f"http://127.0.0.1:{settings.api_port}/v1/lookup"
         uncached_q = _unit(rng, 5000, dim)
@@ -358,6 +358,15 @@ def run(
             for name, bodies in (("uncached", uncached), ("cached", cached)):
                 phases[name] = _phase(client, url, bodies, 1, duration_s)
                 phases[f"{name}_qps"] = _phase(client, url, bodies, concurrency, duration_s)
+            # The other query kinds: by id (a vector read from the index) and by a raw
+            # array payload (decoded and embedded by the model on a miss).
+            for kind, make in (("id", _id_body), ("array", _array_body)):
+                picks = rng.integers(0, items, 200)
+                hot = [make(int(n), uncached_q[j], fresh=False) for j, n in enumerate(picks)]
+                cold = [make(int(n), uncached_q[j], fresh=True) for j, n in enumerate(picks)]
+                client.submit(load, url, hot, 1, 1.0).result()  # warm the cache
+                phases[f"{kind}_uncached"] = _phase(client, url, cold, 1, duration_s)
+                phases[f"{kind}_cached"] = _phase(client, url, hot, 1, duration_s)
             phases["direct"] = _direct(generation.index, uncached_q, 1, duration_s)
             phases["direct_qps"] = _direct(generation.index, uncached_q, concurrency, duration_s)
             applied_before = generation.applied
@@ -392,6 +401,18 @@ def _report(
     uncached, cached, direct = phases["uncached"], phases["cached"], phases["direct"]
     ingest = phases["under_ingest"]
     bound = 3 * direct["p99_ms"] + 5
+    by_kind = {
+        "vector": {"uncached": uncached["p50_ms"], "cached": cached["p50_ms"]},
+        **{
+            kind: {
+                "uncached": phases[f"{kind}_uncached"]["p50_ms"],
+                "cached": phases[f"{kind}_cached"]["p50_ms"],
+            }
+            for kind in ("id", "array")
+        },
+    }
+    over_direct = phases["uncached_qps"]["qps"] / max(phases["direct_qps"]["qps"], 1e-9)
+    payload_speedup = by_kind["array"]["uncached"] / max(by_kind["array"]["cached"], 1e-9)
     return {
         "benchmark": "api",
         "qps_uncached": round(phases["uncached_qps"]["qps"], 1),
@@ -412,7 +433,18 @@ def _report(
         "p99_ms_cached_at_concurrency": round(phases["cached_qps"]["p99_ms"], 3),
         "cache_hit_ratio": round(cached["hit_ratio"], 4),
         "failures": int(sum(p.get("failures", 0) for p in phases.values())),
+        "p50_ms_by_kind": {
+            kind: {name: round(v, 3) for name, v in figures.items()}
+            for kind, figures in by_kind.items()
+        },
+        "qps_uncached_over_direct": round(over_direct, 3),
+        "payload_hit_speedup": round(payload_speedup, 2),
         "targets": {
+            "uncached_qps_ge_half_direct": over_direct >= 0.5,
+            "cached_p50_below_uncached_every_kind": all(
+                f["cached"] < f["uncached"] for f in by_kind.values()
+            ),
+            "payload_hit_ge_5x_faster_than_miss": payload_speedup >= 5.0,
             "cached_p50_le_2ms": cached["p50_ms"] <= 2.0,
             "uncached_p99_le_3x_direct_p99_plus_5ms": uncached["p99_ms"] <= bound,
             "uncached_p99_bound_ms": round(bound, 3),
@@ -449,6 +481,14 @@ def _ingest(
 
 def _body(vector: np.ndarray, fresh: bool) -> bytes:
     return json.dumps({"vector": vector.tolist(), "k": K, "fresh": fresh}).encode()
+
+
+def _id_body(n: int, vector: np.ndarray, fresh: bool) -> bytes:
+    return json.dumps({"id": f"item-{n}", "k": K, "fresh": fresh}).encode()
+
+
+def _array_body(n: int, vector: np.ndarray, fresh: bool) -> bytes:
+    return json.dumps({"array": vector.tolist(), "k": K, "fresh": fresh}).encode()
 
 
 def _wait(condition: Any, timeout_s: float) -> None:

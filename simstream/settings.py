@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     )
     api_max_k: int = Field(1000, ge=1, description="largest k a lookup may ask for")
     api_max_batch: int = Field(256, ge=1, description="most queries in one batch request")
+    api_batch_window_ms: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="milliseconds a single-vector search waits for concurrent ones to "
+        "search them in one batch (0: off)",
+    )
     metrics_port: int = Field(
         9100, ge=0, le=65535, description="Prometheus port of non-API processes (0: off)"
     )
@@ -304,6 +311,9 @@ class Settings(BaseSettings):
     )
     cache_socket_timeout_s: float = Field(
         0.05, gt=0, description="Redis socket timeout for the cache in seconds"
+    )
+    cache_local_entries: int = Field(
+        4096, ge=0, description="lookup results kept in the process before Redis (0: none)"
     )
 
     # --- retraining ------------------------------------------------------------------

@@ -108,6 +108,10 @@ REQUEST_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 CACHE_REQUESTS = Counter("simstream_cache_requests_total", "Result cache look-ups", ["result"])
+CACHE_LOCAL_HITS = Counter(
+    "simstream_cache_local_hits_total",
+    "Result cache look-ups answered by the in-process LRU (Redis not asked)",
+)
 API_INFLIGHT = Gauge(
     "simstream_api_inflight_requests", "API requests in flight per route class", ["route_class"]
 )

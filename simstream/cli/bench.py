@@ -128,9 +128,9 @@ def bench_index(
     datasets: Annotated[
         str, typer.Option(help="Comma-separated: mnist (PCA-64 of MNIST test), random.")
     ] = "mnist,random",
-    shards: Annotated[str, typer.Option(help="Comma-separated shard counts.")] = "1,4",
+    shards: Annotated[str, typer.Option(help="Comma-separated shard counts.")] = "1,4,16",
     efs: Annotated[str, typer.Option(help="Comma-separated ef values of the recall sweep.")] = (
-        "10,16,32,64,128,256"
+        "10,12,16,20,24,32,48,64,128,256"
     ),
     queries: Annotated[int, typer.Option(min=10, help="Held-out queries per dataset.")] = 1000,
     random_items: Annotated[
@@ -142,7 +142,7 @@ def bench_index(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Recall@10, QPS, insert rate, latency under writes, snapshot time and memory."""
+    """Recall-matched QPS, upsert rates, latency under writes, snapshot time and memory."""
     settings = load_settings()
     with exit_on_error():
         with _needs_bench():
@@ -182,6 +182,11 @@ def bench_ingest(
     work_dir: Annotated[
         Path | None, typer.Option(help="Keep the stack's data and logs here.")
     ] = None,
+    dataset: Annotated[
+        str,
+        typer.Option(help="digits (8×8, a small CNN) or mnist (28×28, the model benchmark's CNN)."),
+    ] = "digits",
+    mnist_dir: MnistDirOption = None,
 ) -> None:
     """End-to-end ingest (publish → searchable) vs the encoder and hnswlib limits, one run.
 
@@ -189,12 +194,25 @@ def bench_ingest(
     dispatcher and the index node; writes throughput, the limits, efficiency and
     freshness p50/p99 as JSON.
     """
-    load_settings()
+    settings = load_settings()
+    if dataset not in ("digits", "mnist"):
+        raise typer.BadParameter(
+            f"Expected digits or mnist. Received: {dataset!r}", param_hint="--dataset"
+        )
     with _needs_bench():
         from bench.ingest import run
 
     with exit_on_error():
-        result = run(out, items, partitions, epochs, freshness_seconds, work_dir)
+        result = run(
+            out,
+            items,
+            partitions,
+            epochs,
+            freshness_seconds,
+            work_dir,
+            dataset=dataset,
+            mnist_dir=mnist_dir or settings.mnist_dir,
+        )
     typer.echo(json.dumps(result, indent=2))
 
 

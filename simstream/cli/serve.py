@@ -47,7 +47,7 @@ def serve(
     from workers.api.auth import ensure_protected
     from workers.api.config import AuthConfig
     from workers.api.server import ThreadedServer
-    from workers.cache import CacheConfig, NullCache, RedisResultCache, ResultCache
+    from workers.cache import CacheConfig, ResultCache, open_result_cache
     from workers.node.config import NodeConfig
     from workers.node.node import IndexNode
 
@@ -60,11 +60,7 @@ def serve(
         ensure_topics(settings, [settings.topic_items])
         node = IndexNode(NodeConfig.from_settings(settings))
         node.start()
-        cache: ResultCache = (
-            RedisResultCache(CacheConfig.from_settings(settings))
-            if settings.cache_ttl_s > 0
-            else NullCache()
-        )
+        cache: ResultCache = open_result_cache(CacheConfig.from_settings(settings))
         producer = ItemProducer(ProducerConfig.from_settings(settings))
         try:
             app = create_app(settings, node, producer=producer, cache=cache)

@@ -35,6 +35,8 @@ REQUIRED = [
     "bytes_per_item",
     "ratios",
     "targets",
+    "matched",
+    "upserts",
 ]
 
 
@@ -93,6 +95,12 @@ def test_a_small_run_reports_every_figure_and_writes_json_and_a_plot(tmp_path: P
         assert set(result["recall_at_10"]) == {"16", "64"}
         assert 0 <= result["recall_at_10_default_ef"] <= 1
         assert result["qps_sharded"]["batched"] > 0
+        assert set(result["qps_single_by_ef"]) == {"16", "64"}
+        assert result["upserts"]["sharded_single"] > 0 and result["upserts"]["raw_batch16"] > 0
+        assert set(result["targets"]) >= {"qps_single_matched_ratio", "upsert_batch16_ratio"}
+    # One graph per partition: the bare graphs' ceiling is measured beside S=2.
+    split = saved["configs"]["random/S=2"]["matched"]["split_raw"]
+    assert split["single"] is None or split["single"] > 0
     assert png.stat().st_size > 1000
     assert "| random/S=2 |" in markdown_table(report)
 

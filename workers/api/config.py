@@ -36,6 +36,8 @@ class SearchConfig:
         embed_batch_size: encoder batch size for raw-payload queries.
         max_batch_images: most ``image`` queries in one batch.
         degraded_lag: source events of lag above which answers say ``degraded``.
+        batch_window_s: how long a single-vector search waits for concurrent ones
+            to be searched with them in one batch (0: off; see `MicroBatcher`).
     """
 
     max_k: int
@@ -46,6 +48,7 @@ class SearchConfig:
     embed_batch_size: int
     max_batch_images: int = 32
     degraded_lag: int = 1000
+    batch_window_s: float = 0.0
 
     @property
     def max_ef(self) -> int:
@@ -64,6 +67,7 @@ class SearchConfig:
             embed_batch_size=settings.embed_batch_size,
             max_batch_images=settings.api_max_batch_images,
             degraded_lag=settings.api_ready_max_lag,
+            batch_window_s=settings.api_batch_window_ms / 1000,
         )
 
 

@@ -73,6 +73,21 @@ class QueryDecoder:
         digest = _blake(model_input.tobytes() + str(model_input.shape).encode())
         return model_input, b"p:" + digest
 
+    def payload_key(self, query: Query, spec: InputSpec) -> bytes:
+        """A cache-key digest of a raw-payload query, without decoding an image.
+
+        An image is keyed by its base64 text, an array by its values and shape, so
+        a repeated query finds its cached answer before any decoding or embedding.
+
+        Raises:
+            RequestError: (422) see `array`.
+        """
+        if query.image is not None:
+            return b"pi:" + _blake(query.image.encode())
+        assert query.array is not None
+        array = self.array(query.array, spec.kind)
+        return b"pa:" + _blake(array.tobytes() + f"{array.shape}{array.dtype.str}".encode())
+
     def item_payload(self, body: ItemUpsert, model: tuple[InputSpec, str] | None) -> Payload:
         """The wire payload of an upsert, checked against ``model`` (its input spec and
         version: the serving model's) when there is one.

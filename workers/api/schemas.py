@@ -165,8 +165,9 @@ class LookupOptions(_Strict):
     k: int = Field(10, description="Neighbours to return: 1 ≤ k ≤ SIMSTREAM_API_MAX_K (1000).")
     ef: int | None = Field(
         None,
-        description="hnswlib ef per shard (recall/latency trade-off): 1 ≤ ef ≤ 4 × the "
-        "largest k. Default: SIMSTREAM_INDEX_EF_SEARCH.",
+        description="hnswlib ef of the whole index (recall/latency trade-off; each shard "
+        "searches with it scaled to its size): 1 ≤ ef ≤ 4 × the largest k. "
+        "Default: SIMSTREAM_INDEX_EF_SEARCH.",
     )
     filter: FilterSpec | None = Field(None, description="Restrict the items returned.")
     max_distance: float | None = Field(

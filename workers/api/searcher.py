@@ -25,6 +25,7 @@ from simstream.errors import NotFoundError, RequestError
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
 from workers.api.filters import to_filter
+from workers.api.microbatch import MicroBatcher
 from workers.api.schemas import (
     BatchLookupRequest,
     LookupOptions,
@@ -46,17 +47,20 @@ _PARTIAL = b"~"
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A query turned into an embedding.
+    """A query turned into an embedding, or a raw payload still to embed.
 
     Attributes:
-        vector: float32 ``(dim,)``.
-        key: the normalised query for cache keys.
+        vector: float32 ``(dim,)``; None for a payload not embedded yet.
+        key: the normalised query for cache keys (a payload: a digest of its raw
+            form, so a cache hit needs neither decoding nor embedding).
         exclude: an item id to leave out of the answer (query by id).
+        payload: the raw-payload query ``vector`` is to be embedded from.
     """
 
-    vector: np.ndarray
+    vector: np.ndarray | None
     key: bytes
     exclude: str | None = None
+    payload: Query | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,8 @@ class Searcher:
         node: the index node.
         decoder: turns raw payloads into model inputs.
         cache: the result cache (`NullCache` for none).
+        batcher: coalesces concurrent single-vector searches (default: one with
+            the config's window).
     """
 
     def __init__(
@@ -137,11 +143,13 @@ class Searcher:
         node: IndexNode,
         decoder: QueryDecoder,
         cache: ResultCache | None = None,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.config = config
         self.node = node
         self.decoder = decoder
         self.cache = cache or NullCache()
+        self.batcher = batcher or MicroBatcher(config.batch_window_s, config.max_batch)
         self._embed_lock = threading.Lock()
 
     # --- requests --------------------------------------------------------------------
@@ -242,33 +250,49 @@ class Searcher:
     # --- queries ---------------------------------------------------------------------
 
     def resolve(self, generation: IndexGeneration, queries: Sequence[Query]) -> list[Resolved]:
-        """Turn queries into embeddings; raw payloads are embedded in one batch.
+        """Turn queries into embeddings; raw payloads only into cache keys (`embedded`).
 
         Raises:
-            RequestError: invalid vector, payload or base64 (400/422).
+            RequestError: invalid vector or array (422).
             NotFoundError: an unknown id (404).
         """
-        resolved: list[Resolved | None] = [None] * len(queries)
-        pending: list[tuple[int, np.ndarray, bytes]] = []
-        for i, query in enumerate(queries):
+        resolved: list[Resolved] = []
+        for query in queries:
             kind = query.kind
             if kind == "vector":
                 assert query.vector is not None
-                resolved[i] = self._vector(generation, query.vector)
+                resolved.append(self._vector(generation, query.vector))
             elif kind == "id":
                 assert query.id is not None
                 item = indexed_item(generation, query.id)
                 vector = np.asarray(item.vector, dtype=np.float32)
-                resolved[i] = Resolved(vector, b"id:" + query.id.encode(), exclude=query.id)
+                resolved.append(Resolved(vector, b"id:" + query.id.encode(), exclude=query.id))
             else:
                 spec = self.node.encoder(generation.version).input_spec
-                model_input, digest = self.decoder.model_input(query, spec, generation.version)
-                pending.append((i, model_input, digest))
-        if pending:
-            vectors = self.embed(generation, np.stack([p[1] for p in pending]))
-            for (i, _, digest), vector in zip(pending, vectors, strict=True):
-                resolved[i] = Resolved(vector, digest)
-        return [r for r in resolved if r is not None]
+                key = self.decoder.payload_key(query, spec)
+                resolved.append(Resolved(None, key, payload=query))
+        return resolved
+
+    def embedded(self, generation: IndexGeneration, queries: Sequence[Resolved]) -> list[Resolved]:
+        """``queries`` with their raw payloads decoded and embedded, in one batch.
+
+        Raises:
+            RequestError: invalid payload or base64 (400/422).
+        """
+        pending = [i for i, q in enumerate(queries) if q.vector is None]
+        if not pending:
+            return list(queries)
+        spec = self.node.encoder(generation.version).input_spec
+        inputs = []
+        for i in pending:
+            payload = queries[i].payload
+            assert payload is not None
+            inputs.append(self.decoder.model_input(payload, spec, generation.version)[0])
+        vectors = self.embed(generation, np.stack(inputs))
+        out = list(queries)
+        for i, vector in zip(pending, vectors, strict=True):
+            out[i] = Resolved(vector, queries[i].key)
+        return out
 
     def _vector(self, generation: IndexGeneration, values: Sequence[float]) -> Resolved:
         dim = generation.dim
@@ -318,10 +342,15 @@ class Searcher:
         Returns:
             Per query, its neighbours and whether the answer is exhaustive.
         """
+        queries = self.embedded(generation, queries)
         extra = 1 if any(q.exclude is not None for q in queries) else 0
         space = generation.index.space
-        found = generation.index.search_batch(
-            np.stack([q.vector for q in queries]), plan.k + extra, ef=plan.ef, filter=plan.filter
+        found = self.batcher.search(
+            generation.index,
+            np.stack([q.vector for q in queries if q.vector is not None]),
+            plan.k + extra,
+            ef=plan.ef,
+            filter=plan.filter,
         )
         out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):

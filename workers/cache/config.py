@@ -19,6 +19,7 @@ class CacheConfig:
         ttl_s: entry lifetime in seconds (0 turns the cache off).
         ttl_jitter: up to this share of ``ttl_s`` is added at random to each entry.
         socket_timeout_s: connect and read timeout of every command.
+        local_entries: results kept in the process before Redis (0: no local tier).
     """
 
     url: str
@@ -26,6 +27,7 @@ class CacheConfig:
     ttl_s: float
     ttl_jitter: float
     socket_timeout_s: float
+    local_entries: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CacheConfig:
@@ -36,4 +38,5 @@ class CacheConfig:
             ttl_s=settings.cache_ttl_s,
             ttl_jitter=settings.cache_ttl_jitter,
             socket_timeout_s=settings.cache_socket_timeout_s,
+            local_entries=settings.cache_local_entries,
         )

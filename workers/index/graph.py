@@ -87,6 +87,10 @@ class Graph:
             self.index.add_items(vectors, slots, num_threads=num_threads)
             self.retire(self.bind(item_ids, slots))
 
+    def insert(self, vectors: np.ndarray, slots: np.ndarray, num_threads: int) -> None:
+        """Insert vectors under allocated slots in hnswlib (no bookkeeping; see `bind`)."""
+        self.index.add_items(vectors, slots, num_threads=num_threads)
+
     def allocate(self, n: int) -> np.ndarray:
         """Reserve ``n`` fresh slots (growing the capacity first when needed)."""
         self._reserve(n)
@@ -141,17 +145,15 @@ class Graph:
 class Insert(threading.Thread):
     """One hnswlib ``add_items`` call on a helper thread (it releases the GIL)."""
 
-    def __init__(
-        self, index: hnswlib.Index, vectors: np.ndarray, slots: np.ndarray, threads: int
-    ) -> None:
+    def __init__(self, graph: Graph, vectors: np.ndarray, slots: np.ndarray, threads: int) -> None:
         super().__init__(name="index-insert", daemon=True)
-        self.args = (index, vectors, slots, threads)
+        self.args = (graph, vectors, slots, threads)
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        index, vectors, slots, threads = self.args
+        graph, vectors, slots, threads = self.args
         try:
-            index.add_items(vectors, slots, num_threads=threads)
+            graph.insert(vectors, slots, threads)
         except BaseException as e:
             self.error = e
 

@@ -49,7 +49,8 @@ class RWLock:
         """Leave the read side; the last reader out wakes a waiting writer."""
         with self._cond:
             self._readers -= 1
-            if not self._readers:
+            # Only writers wait for the readers to leave.
+            if not self._readers and self._writers_waiting:
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:

@@ -23,8 +23,11 @@ and snapshot saves hold it shared; ``apply`` holds it exclusively, one *write
 slice* at a time. While searches are running (a reader in the last 50 ms) a
 slice lasts about ``write_slice_s`` (a few items, one thread), so a search waits
 at most one slice; otherwise slices are 1024 items with all threads, for bulk
-ingest. A separate apply mutex serialises batches, snapshots and rebuild swaps,
-so a snapshot never sees half a batch and always pairs state with its offset.
+ingest, inserted on a helper thread while the bookkeeping runs. A slice of at
+most 64 items inserts in the calling thread: a helper thread's start and
+hand-back would cost more than the single or small upsert itself. A separate
+apply mutex serialises batches, snapshots and rebuild swaps, so a snapshot
+never sees half a batch and always pairs state with its offset.
 Searches only ever hold the lock shared, whatever their ef (see
 `workers.index.search`). A batch that fails midway releases every lock and
 leaves the shard unhealthy (``healthy``): it refuses batches and snapshots
@@ -44,6 +47,7 @@ the view a snapshot reads is `workers.index.frozen.FrozenShard`. See
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -78,6 +82,7 @@ SCAN_BUDGET = 10_000
 _READER_WINDOW_S = 0.05
 _BULK_SLICE = 1024
 _DELETE_SLICE = 128
+_INLINE_MAX = 64
 
 
 @dataclass(slots=True)
@@ -361,6 +366,12 @@ class Shard:
             stacked = np.asarray(raws, dtype=np.float32)
             rows = list(stacked)
             problems = [""] * len(rows)
+            # One check of the whole block: most batches hold no invalid vector.
+            total = float(np.dot(stacked.ravel(), stacked.ravel()))
+            if math.isfinite(total) and (
+                self.config.space != "cosine" or bool(np.any(stacked, axis=1).all())
+            ):
+                return rows, problems
             raws = ()
         for raw in raws:
             problem = ""
@@ -432,16 +443,22 @@ class Shard:
             chunk = upserts[pos : pos + size]
             ids = [i for i, _ in chunk]
             vectors = np.stack([p.vector for _, p in chunk if p.vector is not None])
-            if latency_mode:
+            if latency_mode or len(chunk) <= _INLINE_MAX:
+                # Small chunks insert in the calling thread: a helper thread's start
+                # and hand-back cost more than the bookkeeping it would overlap.
                 with self._lock.write():
                     started = time.perf_counter()
                     graph = self._graph
                     slots = graph.allocate(len(chunk))
-                    graph.index.add_items(vectors, slots, num_threads=threads)
+                    try:
+                        graph.insert(vectors, slots, threads)
+                    except Exception as e:
+                        raise IndexStoreError(f"hnswlib insert failed: {e}") from e
                     self._record(chunk)
                     graph.retire(graph.bind(ids, slots))
-                per_item = (time.perf_counter() - started) / len(chunk)
-                self._per_item_s = 0.8 * self._per_item_s + 0.2 * per_item
+                if latency_mode:
+                    per_item = (time.perf_counter() - started) / len(chunk)
+                    self._per_item_s = 0.8 * self._per_item_s + 0.2 * per_item
             else:
                 # hnswlib releases the GIL while it inserts: the bookkeeping (and the
                 # caller's planning of its next chunk) runs meanwhile.
@@ -461,7 +478,7 @@ class Shard:
         try:
             graph = self._graph
             slots = graph.allocate(len(chunk))
-            insert = Insert(graph.index, vectors, slots, threads)
+            insert = Insert(graph, vectors, slots, threads)
             insert.start()
         except BaseException:
             self._lock.release_write()
@@ -548,11 +565,15 @@ class Shard:
             query whether the answer is exhaustive.
         """
         ef = self.config.ef_search if ef is None else ef
-        with self._lock.read():
+        lock = self._lock
+        lock.acquire_read()  # not `with lock.read()`: this is the hot path of every query
+        try:
             graph = self._graph
             if filter is None or filter.empty:
                 return nearest(graph, queries, k, ef, num_threads)
             return filtered(graph, queries, k, ef, self._passing(filter), num_threads)
+        finally:
+            lock.release_read()
 
     def _passing(self, flt: Filter) -> Collection[str]:
         """The ids of the live items that pass ``flt`` (under the shared lock)."""

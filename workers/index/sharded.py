@@ -2,9 +2,10 @@
 
 Records are applied to the shard of the partition they were read from; the
 index never re-derives a partition from an item id (see `partitioning`). A
-query fans out to every shard in parallel threads (hnswlib releases the GIL
+query searches every shard, each with the ef scaled to its share of the items
+(`shard_ef`), in parallel threads when that pays (hnswlib releases the GIL
 while it searches; the calling thread searches one shard itself), and the
-per-shard top-k lists are merged by distance. Filters are applied inside each
+per-shard top-k lists are merged by distance (`merge`). Filters are applied inside each
 shard (see `Filter` and `Shard.search`). Each shard has its own readers–writer
 lock, so a write to one partition never delays searches of another shard.
 
@@ -169,6 +170,44 @@ def _cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def shard_ef(ef: int, shard_live: int, total_live: int) -> int:
+    """The ef one shard is searched with, for the recall ``ef`` gives one graph of all items.
+
+    A graph holding a share of the items reaches the same recall with a smaller
+    beam; the merged answer of S shards searched at ``ef / sqrt(S)`` matched a
+    single graph at ``ef`` on the benchmark's MNIST embeddings (S = 4 at ef 10
+    ≈ one graph at ef 20; see ``docs/index.md``, "Searches"). So each shard
+    gets ``ef`` scaled by the square root of its share of the live items,
+    rounded up; hnswlib still searches with at least k.
+
+    Args:
+        ef: the beam asked for the whole index.
+        shard_live: the shard's live items.
+        total_live: live items over all shards.
+    """
+    if shard_live >= total_live or total_live <= 0:
+        return ef
+    return max(1, math.ceil(ef * math.sqrt(shard_live / total_live)))
+
+
+def merge(parts: Sequence[Hits], k: int) -> Hits:
+    """The k nearest of several shards' answers to the same queries, by distance.
+
+    Ties keep shard order (a stable sort). A merged answer is complete when every
+    shard's is, or when k came back.
+    """
+    all_d = np.concatenate([p.distances for p in parts], axis=1)
+    all_ids = np.concatenate([p.ids for p in parts], axis=1)
+    order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(all_d))[:, None]
+    dists = all_d[rows, order]
+    exhaustive = np.isfinite(dists).sum(axis=1) >= k
+    every = parts[0].exhaustive
+    for p in parts[1:]:
+        every = every & p.exhaustive
+    return Hits(all_ids[rows, order], dists, every | exhaustive)
 
 
 class ShardedIndex:
@@ -366,7 +405,8 @@ class ShardedIndex:
         Args:
             vector: the query, shape (dim,).
             k: how many neighbours; fewer come back when fewer items qualify.
-            ef: hnswlib ef per shard (default: the config's ``ef_search``).
+            ef: the beam for the whole index (default: the config's ``ef_search``);
+                each shard searches with it scaled to its size (`shard_ef`).
             filter: which items may be returned.
         """
         return self.search_batch(vector, k, ef=ef, filter=filter)[0]
@@ -394,7 +434,7 @@ class ShardedIndex:
         return NeighborsBatch(hits.ids, hits.distances, padded, hits.exhaustive)
 
     def _fan_out(self, q: np.ndarray, k: int, ef: int | None, filter: Filter | None) -> Hits:
-        """Search every shard and merge by distance.
+        """Search every shard, each at its scaled ef (`shard_ef`), and merge by distance.
 
         Shards are searched in parallel threads when the expected time of one
         shard's search beats the cost of handing work to a thread; small
@@ -404,13 +444,19 @@ class ShardedIndex:
         behind another request's (say, a costly filtered batch's) shards.
         """
         shards = self._shards
-        threads = max(1, self._cpus // len(shards))
+        base = self.config.ef_search if ef is None else ef
+        sizes = [len(s) for s in shards]
+        total = sum(sizes)
+        efs = [shard_ef(base, size, total) for size in sizes]
         parallel = self._per_query_s * len(q) > self.config.fan_out_min_s
-        started = time.perf_counter()
+        # CPU time of the calling thread: a preempted search on busy cores does
+        # not look costly and send later small searches to threads.
+        started = time.thread_time()
         if parallel:
             assert self._pool is not None
+            threads = max(1, self._cpus // len(shards))
             futures, inline = [], []
-            for s in shards[1:]:
+            for s, e in zip(shards[1:], efs[1:], strict=True):
                 if self._free_threads.acquire(blocking=False):
                     futures.append(
                         self._pool.submit(
@@ -418,37 +464,29 @@ class ShardedIndex:
                             s.search,
                             q,
                             k,
-                            ef=ef,
+                            ef=e,
                             filter=filter,
                             num_threads=threads,
                         )
                     )
                 else:
-                    inline.append(s)
-            first = shards[0].search(q, k, ef=ef, filter=filter, num_threads=threads)
-            elapsed = time.perf_counter() - started
+                    inline.append((s, e))
+            first = shards[0].search(q, k, ef=efs[0], filter=filter, num_threads=threads)
+            elapsed = time.thread_time() - started
             parts = [first]
-            parts += [s.search(q, k, ef=ef, filter=filter, num_threads=threads) for s in inline]
+            parts += [s.search(q, k, ef=e, filter=filter, num_threads=threads) for s, e in inline]
             parts += [f.result() for f in futures]
         else:
-            first = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
-            elapsed = time.perf_counter() - started
+            threads = self._cpus if len(q) > 1 else 1
+            first = shards[0].search(q, k, ef=efs[0], filter=filter, num_threads=threads)
+            elapsed = time.thread_time() - started
             parts = [first]
             parts += [
-                s.search(q, k, ef=ef, filter=filter, num_threads=self._cpus) for s in shards[1:]
+                s.search(q, k, ef=e, filter=filter, num_threads=threads)
+                for s, e in zip(shards[1:], efs[1:], strict=True)
             ]
         self._per_query_s = 0.9 * self._per_query_s + 0.1 * elapsed / len(q)
-        all_d = np.concatenate([p.distances for p in parts], axis=1)
-        all_ids = np.concatenate([p.ids for p in parts], axis=1)
-        if all_d.shape[1] <= k:
-            order = np.argsort(all_d, axis=1, kind="stable")
-        else:
-            order = np.argsort(all_d, axis=1, kind="stable")[:, :k]
-        dists = np.take_along_axis(all_d, order, 1)
-        # A merged answer is complete when every shard's is, or when k came back.
-        full = np.isfinite(dists).sum(axis=1) >= k
-        exhaustive = np.logical_and.reduce([p.exhaustive for p in parts]) | full
-        return Hits(np.take_along_axis(all_ids, order, 1), dists, exhaustive)
+        return merge(parts, k)
 
     def get(self, item_id: str) -> Item | None:
         """The live item with this id (the partition Kafka would pick is asked first)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from tests.workers.api.conftest import CALIBRATED_THRESHOLD, Served
+from tests.workers.api.conftest import CALIBRATED_THRESHOLD, Served, embed_pending, png
+from workers.api import create_app
 from workers.api.classifier import UNKNOWN_LABEL, Classifier
+from workers.api.searcher import Searcher
+from workers.cache import CacheConfig, LocalFirstCache, open_result_cache
 
 pytestmark = pytest.mark.services
 
@@ -241,3 +245,63 @@ def test_equal_queries_share_a_cache_entry_whatever_the_vector_scale_or_the_defa
 
     assert first.headers["X-Cache"] == "miss"
     assert scaled.headers["X-Cache"] == "hit"
+
+
+@pytest.fixture
+def tiered_client(served: Served) -> Iterator[TestClient]:
+    """An app over the shared node whose cache is the in-process LRU before Valkey."""
+    cache = open_result_cache(CacheConfig.from_settings(served.settings))
+    assert isinstance(cache, LocalFirstCache)
+    with TestClient(create_app(served.settings, served.node, cache=cache)) as client:
+        yield client
+
+
+def new_png(seed: int) -> str:
+    """A base64 PNG of random 8×8 pixels, unlike any query sent before."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (8, 8), dtype=np.uint8)
+    return b64(png(pixels))
+
+
+def test_a_repeated_image_query_is_answered_from_the_cache_without_embedding_it(
+    tiered_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded: list[int] = []
+    original = Searcher.embed
+
+    def counting(self: Searcher, generation: Any, inputs: np.ndarray) -> np.ndarray:
+        embedded.append(len(inputs))
+        return original(self, generation, inputs)
+
+    monkeypatch.setattr(Searcher, "embed", counting)
+    image = {"image": new_png(1801)}
+    query = {**image, "k": 3}
+
+    first = tiered_client.post("/v1/lookup", json=query)
+    second = tiered_client.post("/v1/lookup", json=query)
+    batch = tiered_client.post("/v1/lookup/batch", json={"queries": [image, image], "k": 3})
+
+    assert [first.headers["X-Cache"], second.headers["X-Cache"]] == ["miss", "hit"]
+    assert batch.status_code == 200, batch.text
+    assert batch.headers["X-Cache"] == "hit"
+    assert first.json() == second.json()
+    assert embedded == [1]
+
+
+def test_the_in_process_cache_is_invalidated_by_a_new_write(
+    tiered_client: TestClient, served: Served
+) -> None:
+    local_hits = REGISTRY.get_sample_value("simstream_cache_local_hits_total") or 0.0
+    image = new_png(1802)
+    query = {"image": image, "k": 1}
+    assert tiered_client.post("/v1/lookup", json=query).headers["X-Cache"] == "miss"
+    assert tiered_client.post("/v1/lookup", json=query).headers["X-Cache"] == "hit"
+    assert REGISTRY.get_sample_value("simstream_cache_local_hits_total") == local_hits + 1
+
+    token = tiered_client.post("/v1/items", json={"id": "lru-moved", "image": image}).json()[
+        "token"
+    ]
+    embed_pending(served.settings, served.encoder, served.node)
+    after = tiered_client.post("/v1/lookup", json={**query, "after": token})
+
+    assert after.headers["X-Cache"] == "miss"
+    assert [n["id"] for n in after.json()["neighbors"]] == ["lru-moved"]

@@ -69,3 +69,18 @@ class Model:
         d = distances(space, query, np.stack([self.live[i][1] for i in ids]))
         order = np.argsort(d, kind="stable")[:k]
         return [ids[j] for j in order], d[order]
+
+
+class KnnSpy:
+    """The real hnswlib index, recording the k each ``knn_query`` asks for."""
+
+    def __init__(self, index: object) -> None:
+        self._index = index
+        self.asked: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._index, name)
+
+    def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
+        self.asked.append(k)
+        return self._index.knn_query(data, k=k, num_threads=num_threads)  # type: ignore[attr-defined]

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simstream.errors import IndexStoreError
-from tests.workers.index.helpers import Model, distances, unit_vectors
+from tests.workers.index.helpers import KnnSpy, Model, distances, unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
-from workers.index.graph import Insert
+from workers.index.graph import Graph, Insert
 from workers.index.record import Mutation
 from workers.index.shard import Shard
 
@@ -19,21 +19,6 @@ from workers.index.shard import Shard
 def search_one(shard: Shard, query: np.ndarray, k: int, **kwargs: object) -> list[str]:
     ids, _, _ = shard.search(query[None, :].astype(np.float32), k, **kwargs)  # type: ignore[arg-type]
     return [i for i in ids[0].tolist() if i is not None]
-
-
-class KnnSpy:
-    """The real hnswlib index, recording the k each ``knn_query`` asks for."""
-
-    def __init__(self, index: object) -> None:
-        self._index = index
-        self.asked: list[int] = []
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._index, name)
-
-    def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
-        self.asked.append(k)
-        return self._index.knn_query(data, k=k, num_threads=num_threads)  # type: ignore[attr-defined]
 
 
 # --- upserts, deletes and source offsets ----------------------------------------------
@@ -449,19 +434,26 @@ def test_searches_run_while_a_rebuild_is_swapped_in(rng: np.random.Generator) ->
     assert shard.stats().rebuilds == 1
 
 
+@pytest.mark.parametrize("others", [1, 200], ids=["calling-thread", "helper-thread"])
 def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
-    small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+    small_config: IndexConfig,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+    others: int,
 ) -> None:
+    # A small batch inserts in the calling thread, a large one on a helper thread.
     shard = Shard(small_config)
-    vectors = unit_vectors(rng, 3, 8)
+    vectors = unit_vectors(rng, 2 + others, 8)
     shard.apply([Mutation.upsert("a", vectors[0], 1, label=1)])
 
-    def fail(self: Insert) -> None:
-        self.error = MemoryError("injected")
+    def fail(self: Graph, *args: object) -> None:
+        raise MemoryError("injected")
 
-    monkeypatch.setattr(Insert, "run", fail)
+    monkeypatch.setattr(Graph, "insert", fail)
+    batch = [Mutation.upsert("a", vectors[1], 2)]
+    batch += [Mutation.upsert(f"b{j}", vectors[2 + j], 3 + j) for j in range(others)]
     with pytest.raises(IndexStoreError, match="injected"):
-        shard.apply([Mutation.upsert("a", vectors[1], 2), Mutation.upsert("b", vectors[2], 3)])
+        shard.apply(batch)
     item = shard.get("a")
     assert item is not None
     assert (item.source_offset, item.label, len(shard)) == (1, 1, 1)
@@ -650,7 +642,7 @@ def test_no_failure_while_an_insert_is_started_leaves_the_lock_held(
     small_config: IndexConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shard = Shard(small_config)
-    vectors = unit_vectors(rng, 10, 8)
+    vectors = unit_vectors(rng, 100, 8)  # more than a calling-thread insert takes
 
     def refuse(self: Insert) -> None:
         """Fault injection: the helper thread cannot start."""
@@ -658,7 +650,7 @@ def test_no_failure_while_an_insert_is_started_leaves_the_lock_held(
 
     monkeypatch.setattr(Insert, "start", refuse)
     with pytest.raises(RuntimeError):
-        shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(10)])
+        shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(100)])
     searcher = threading.Thread(target=lambda: search_one(shard, vectors[0], 1))
     searcher.start()
     searcher.join(5)

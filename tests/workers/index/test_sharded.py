@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -9,12 +10,12 @@ import pytest
 from simstream.errors import IndexStoreError
 from simstream.settings import Settings
 from tests.waiting import wait_for
-from tests.workers.index.helpers import distances, unit_vectors
+from tests.workers.index.helpers import KnnSpy, distances, unit_vectors
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
 from workers.index.partitioning import partition_for
 from workers.index.record import Mutation
-from workers.index.sharded import ShardedIndex
+from workers.index.sharded import ShardedIndex, shard_ef
 
 
 def filled(
@@ -284,3 +285,27 @@ def test_a_search_never_queues_behind_another_requests_shards(
         for thread in [*costly, plain]:
             thread.join()
         index.close()
+
+
+def test_each_shard_searches_with_the_ef_scaled_by_the_root_of_its_share(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, vectors = filled(rng, n=400, partitions=4, fan_out_min_s=10.0)
+    spies = []
+    for shard in index.shards:
+        spy = KnnSpy(shard._graph.index)
+        monkeypatch.setattr(shard._graph, "index", spy)
+        spies.append(spy)
+    index.search(vectors[0], 5, ef=64)
+    sizes = [len(s) for s in index.shards]
+    expected = [min(max(5, math.ceil(64 * math.sqrt(n / 400))), n) for n in sizes]
+    assert [spy.asked for spy in spies] == [[e] for e in expected]
+    assert all(e < 64 for e in expected)
+    index.close()
+
+
+def test_the_scaled_ef_is_the_full_ef_for_one_shard_and_never_below_one() -> None:
+    assert shard_ef(64, 9000, 9000) == 64
+    assert shard_ef(64, 2250, 9000) == 32
+    assert shard_ef(20, 1, 10**6) == 1
+    assert shard_ef(64, 0, 0) == 64
