@@ -60,6 +60,10 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
         assert open_set["known"] == saved["seen"]["queries"]
         assert set(figures["few_shot"]) == {"1", "5", "10", "50"}
         assert all(0 <= a <= 1 for a in figures["few_shot"].values())
+        by_classifier = figures["few_shot_by_classifier"]
+        assert set(by_classifier) == {"nearest", "majority@10", "class_mean"}
+        assert by_classifier["nearest"] == figures["few_shot"]
+        assert all(set(curve) == {"1", "5", "10", "50"} for curve in by_classifier.values())
     assert saved["train_seconds"] > 0
     assert saved["train_images_per_s"] > 0 and saved["train_limit_images_per_s"] > 0
     assert saved["train_speed_ratio"] == pytest.approx(
@@ -70,6 +74,9 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
     summary = saved["summary"]["unseen.recall@1"]
     assert summary["mean"] == pytest.approx(np.mean(recalls), abs=1e-4)
     assert summary["min"] == min(recalls) and summary["max"] == max(recalls)
+    assert {"few_shot_by_classifier.class_mean.5", "few_shot_by_classifier.majority@10.5"} <= set(
+        saved["summary"]
+    )
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
