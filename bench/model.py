@@ -108,7 +108,15 @@ BENCHMARK_CONFIG = TrainConfig(
     serve_features=True,
     verbose=2,
 )
-"""The configuration measured in ``docs/benchmarks.md``."""
+"""The configuration measured in ``docs/benchmarks.md`` (MNIST)."""
+
+BENCHMARK_CONFIGS = {
+    "mnist": BENCHMARK_CONFIG,
+    "digits": replace(BENCHMARK_CONFIG, augment_shift=1),
+}
+"""Per data set: on 8×8 digits a ±2 px shift moves a quarter of the image; ±1 px
+scored better recall@1 and 5-shot accuracy on classes 4–5 held out of training
+on classes 0–3 (five seeds, the unseen classes 6–9 untouched)."""
 
 
 def split_per_class(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +144,7 @@ def run_model_benchmark(
     out: Path | str,
     dataset: str = "mnist",
     mnist_dir: Path | str | None = None,
-    config: TrainConfig = BENCHMARK_CONFIG,
+    config: TrainConfig | None = None,
     seeds: Sequence[int] = (0,),
 ) -> dict[str, Any]:
     """Run the benchmark for each seed, write ``out`` (JSON) and a PNG next to it.
@@ -146,7 +154,8 @@ def run_model_benchmark(
         dataset: ``mnist`` or ``digits``.
         mnist_dir: directory of MNIST IDX files; its test split is used when
             present, else whatever split it holds (``None``: ``keras.datasets``).
-        config: the training configuration (its seed is replaced by each seed).
+        config: the training configuration (its seed is replaced by each seed);
+            ``None``: the data set's in `BENCHMARK_CONFIGS`.
         seeds: one run per seed (split, weights, sampling, few-shot draws).
 
     Returns:
@@ -157,6 +166,7 @@ def run_model_benchmark(
     if not seeds:
         raise ValueError("Expected at least one seed. Received: none")
     data = load_digits() if dataset == "digits" else _load(mnist_dir)
+    config = config or BENCHMARK_CONFIGS[dataset]
     out = Path(out)
     reports, first_run = [], None
     for seed in seeds:
