@@ -7,7 +7,9 @@ ground truth approximate indexes are compared with.
 - `retrieval`: recall@k, precision@k, R-precision, MAP@R (micro and macro),
   leave-one-out, seen / unseen splits;
 - `calibration`: a distance threshold for best F1 or a target precision;
-- `classification`: nearest / majority-vote k-NN with "unknown" beyond a threshold.
+- `classification`: nearest / majority-vote k-NN with "unknown" beyond a threshold,
+  and the nearest class mean;
+- `few_shot`, `open_set`: new classes from a few examples, and known-vs-unknown.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from model.evaluation.classification import (
     ClassificationReport,
     classification_report,
     knn_classify,
+    nearest_class_mean,
 )
 from model.evaluation.retrieval import (
     QueryResults,
@@ -39,6 +42,7 @@ __all__ = [
     "classification_report",
     "evaluate_retrieval",
     "knn_classify",
+    "nearest_class_mean",
     "nearest_neighbours",
     "pairwise_distances",
     "retrieve",

@@ -1,9 +1,17 @@
 """k-nearest-neighbour classification with an "unknown" answer beyond a distance threshold.
 
 Only neighbours within the threshold count. ``vote="nearest"`` answers the
-label of the nearest of them; ``vote="majority"`` the most frequent label among
-them (ties go to the label whose closest neighbour is nearer). A query with no
-neighbour within the threshold is classified as ``unknown`` (``-1`` by default).
+label of the nearest of them (what ``/v1/classify`` does by default);
+``vote="majority"`` the most frequent label among them (ties go to the label
+whose closest neighbour is nearer). A query with no neighbour within the
+threshold is classified as ``unknown`` (``-1`` by default).
+
+A majority of ``k`` neighbours is biased toward classes with many indexed
+examples: a class indexed with ``n < k`` examples can win at most ``n`` votes,
+so a query of a new class with five examples loses to a crowd of farther
+neighbours of a large class. The nearest neighbour has no such bias, and
+`nearest_class_mean` (each class represented by the mean of its examples,
+whatever their number) has less still.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from model.evaluation.search import DistanceLike, nearest_neighbours
 from simstream.errors import ModelError
 
 Vote = Literal["nearest", "majority"]
+VOTES: tuple[Vote, ...] = ("nearest", "majority")
 UNKNOWN = -1
 
 
@@ -69,16 +78,11 @@ def knn_classify(
         ``(labels, distances)``: the predicted label of each query and the
         distance to its nearest neighbour.
     """
-    if vote not in ("nearest", "majority"):
+    if vote not in VOTES:
         raise ModelError(
             f"Invalid value for argument `vote`. Expected nearest or majority. Received: {vote!r}"
         )
-    index_labels = np.asarray(index_labels)
-    if len(index_labels) != len(index_embeddings) or not len(index_labels):
-        raise ModelError(
-            f"Expected a non-empty index with one label per embedding. Received: "
-            f"{len(index_embeddings)} embeddings, {len(index_labels)} labels"
-        )
+    index_labels = _checked_labels(index_embeddings, index_labels)
     idx, dist = nearest_neighbours(
         query_embeddings,
         index_embeddings,
@@ -99,6 +103,48 @@ def knn_classify(
             best = np.lexsort((first, -counts))[0]
             predictions[row] = values[best]
     return predictions, dist[:, 0]
+
+
+def nearest_class_mean(
+    query_embeddings: np.ndarray,
+    index_embeddings: np.ndarray,
+    index_labels: np.ndarray,
+    distance: DistanceLike = "cosine",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label each query with the class whose mean embedding is nearest.
+
+    Every class counts once, however many examples it has indexed, so a class
+    with five examples competes on equal terms with one of hundreds (the
+    prototype classifier of few-shot learning). For cosine, the mean of the
+    class's embeddings is compared by angle, so it needs no renormalising.
+
+    Args:
+        query_embeddings: ``(Q, D)``.
+        index_embeddings: ``(N, D)``.
+        index_labels: ``(N,)`` integer labels.
+        distance: anything `model.distances.get` resolves.
+
+    Returns:
+        ``(labels, distances)``: each query's class and its distance to that
+        class's mean.
+    """
+    index_labels = _checked_labels(index_embeddings, index_labels)
+    classes, members = np.unique(index_labels, return_inverse=True)
+    sums = np.zeros((len(classes), np.shape(index_embeddings)[1]), np.float64)
+    np.add.at(sums, members, np.asarray(index_embeddings, np.float64))
+    means = sums / np.bincount(members)[:, None]
+    idx, dist = nearest_neighbours(query_embeddings, means, 1, distance)
+    return classes[idx[:, 0]], dist[:, 0]
+
+
+def _checked_labels(index_embeddings: np.ndarray, index_labels: np.ndarray) -> np.ndarray:
+    index_labels = np.asarray(index_labels)
+    if len(index_labels) != len(index_embeddings) or not len(index_labels):
+        raise ModelError(
+            f"Expected a non-empty index with one label per embedding. Received: "
+            f"{len(index_embeddings)} embeddings, {len(index_labels)} labels"
+        )
+    return index_labels
 
 
 def classification_report(

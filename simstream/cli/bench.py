@@ -82,9 +82,11 @@ def bench_model(
         from dataclasses import replace
 
         with _needs_bench():
-            from bench.model import BENCHMARK_CONFIG, run_model_benchmark
+            from bench.model import BENCHMARK_CONFIGS, run_model_benchmark
 
-        config = BENCHMARK_CONFIG if epochs is None else replace(BENCHMARK_CONFIG, epochs=epochs)
+        config = BENCHMARK_CONFIGS[dataset]
+        if epochs is not None:
+            config = replace(config, epochs=epochs)
         report = run_model_benchmark(
             out, dataset, mnist_dir or settings.mnist_dir, config, seeds=seed_list
         )

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import builtins
+import json
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from bench.model import BENCHMARK_CONFIG
 from simstream.cli.main import app
 
 runner = CliRunner()
@@ -50,3 +52,16 @@ def test_without_the_bench_package_a_benchmark_exits_one_with_a_message(
     result = runner.invoke(app, ["bench", "api", "--out", str(tmp_path / "api.json")])
     assert result.exit_code == 1
     assert "package `bench`" in result.output
+
+
+def test_the_digits_model_benchmark_shifts_its_8x8_images_by_one_pixel(tmp_path: Any) -> None:
+    out = tmp_path / "digits.json"
+    args = ["bench", "model", "--dataset", "digits", "--epochs", "1", "--out", str(out)]
+
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    config = json.loads(out.read_text())["config"]
+    assert (config["augment_shift"], config["epochs"]) == (1, 1)
+    assert config["augment_rotation"] == BENCHMARK_CONFIG.augment_rotation
+    assert BENCHMARK_CONFIG.augment_shift == 2

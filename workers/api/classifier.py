@@ -1,7 +1,11 @@
 """`Classifier`: the k-NN label of a query, or ``unknown``, above the `Searcher`.
 
 The query's neighbours come from one search (with its cache entry, shared with
-lookups); the labelled ones within a distance threshold vote.
+lookups); the labelled ones within a distance threshold vote. By default the
+nearest of them decides (``vote="nearest"``); ``vote="majority"`` answers the
+label with the most of them, which favours labels with many indexed items: a
+label added with five examples loses to a crowd of farther neighbours of a
+large label whenever ``k`` exceeds five (`model.evaluation.classification`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, Literal
 from model.registry import Registry
 from simstream.errors import RegistryError
 from workers.api.config import ClassifierConfig
-from workers.api.schemas import ClassifyRequest
+from workers.api.schemas import ClassifyRequest, ClassifyVote
 from workers.api.searcher import Searcher
 from workers.node.generation import IndexGeneration
 
@@ -26,7 +30,7 @@ ThresholdSource = Literal["request", "model", "settings"]
 
 
 class Classifier:
-    """Majority votes of labelled neighbours within a calibrated distance threshold.
+    """Labelled neighbours within a calibrated distance threshold vote (nearest or majority).
 
     Args:
         config: the default threshold.
@@ -50,12 +54,13 @@ class Classifier:
         answer = self.searcher.search(request, [request], generation)
         [raw] = answer.neighbours
         threshold, source = self.threshold(answer.version, request.threshold)
-        label, votes, evidence = self.vote(json.loads(raw), threshold)
+        label, votes, evidence = self.vote(json.loads(raw), threshold, request.vote)
         return {
             "label": label,
             "known": bool(votes),
             "threshold": threshold,
             "threshold_source": source,
+            "vote": request.vote,
             "votes": votes,
             "neighbors": evidence,
             "model_version": answer.version,
@@ -88,11 +93,13 @@ class Classifier:
 
     @staticmethod
     def vote(
-        rows: Sequence[dict[str, Any]], threshold: float
+        rows: Sequence[dict[str, Any]], threshold: float, rule: ClassifyVote = "nearest"
     ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-        """Majority vote of the labelled neighbours within ``threshold``.
+        """The label of the labelled neighbours within ``threshold``.
 
-        Ties go to the label whose nearest voter is nearer. No voter: ``unknown``.
+        ``rule="nearest"``: labels ranked by their nearest voter (1-NN).
+        ``rule="majority"``: by number of voters, ties to the nearer nearest
+        voter. No voter: ``unknown``.
 
         Returns:
             ``(label, votes, evidence)``: votes sorted best first; every neighbour
@@ -103,12 +110,18 @@ class Classifier:
         counts = Counter(str(e["label"]) for e in voters)
         nearest: dict[str, float] = {}
         for e in voters:
-            nearest.setdefault(str(e["label"]), float(e["distance"]))
-        ranked = sorted(counts.items(), key=lambda lv: (-lv[1], nearest[lv[0]]))
+            nearest[str(e["label"])] = min(
+                float(e["distance"]), nearest.get(str(e["label"]), math.inf)
+            )
+        if rule == "majority":
+            ranked = sorted(counts, key=lambda label: (-counts[label], nearest[label]))
+        else:
+            ranked = sorted(counts, key=lambda label: (nearest[label], -counts[label]))
         votes = [
-            {"label": label, "votes": n, "nearest_distance": nearest[label]} for label, n in ranked
+            {"label": label, "votes": counts[label], "nearest_distance": nearest[label]}
+            for label in ranked
         ]
-        label = ranked[0][0] if ranked else UNKNOWN_LABEL
+        label = ranked[0] if ranked else UNKNOWN_LABEL
         return label, votes, evidence
 
 

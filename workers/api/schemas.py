@@ -217,6 +217,10 @@ class BatchLookupRequest(LookupOptions):
     )
 
 
+ClassifyVote = Literal["nearest", "majority"]
+"""How labelled neighbours decide (see `workers.api.classifier.Classifier.vote`)."""
+
+
 class ClassifyRequest(Query, LookupOptions):
     """k-NN classification of one query."""
 
@@ -231,6 +235,13 @@ class ClassifyRequest(Query, LookupOptions):
         allow_inf_nan=False,
         description="Neighbours farther than this do not vote. Default: the serving model's "
         "calibrated threshold, else SIMSTREAM_CLASSIFY_THRESHOLD.",
+    )
+    vote: ClassifyVote = Field(
+        "nearest",
+        description="nearest: the label of the nearest neighbour within the threshold "
+        "(1-NN; a label with few items competes fairly). majority: the label with most "
+        "neighbours within the threshold among k, ties to the nearer (favours labels "
+        "with many items).",
     )
 
 
@@ -344,7 +355,12 @@ class ClassifyResponse(BaseModel):
     known: bool = Field(..., description="False when no labelled neighbour is within threshold.")
     threshold: float
     threshold_source: Literal["request", "model", "settings"]
-    votes: list[Vote] = Field(..., description="Labels by votes, then by nearest distance.")
+    vote: ClassifyVote = Field(..., description="The rule that decided.")
+    votes: list[Vote] = Field(
+        ...,
+        description="Labels best first: by nearest distance (vote nearest) or by votes, "
+        "then nearest distance (vote majority).",
+    )
     neighbors: list[Evidence]
     model_version: str
     index_epoch: int

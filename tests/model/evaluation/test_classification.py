@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.evaluation import UNKNOWN, classification_report, knn_classify
+from model.evaluation import UNKNOWN, classification_report, knn_classify, nearest_class_mean
 from simstream.errors import ModelError
 
 # Index on a line: A=0 at 0.0 and 0.1, B=1 at 0.15, 0.2, 0.25. A query at 0.12 is
@@ -57,3 +57,17 @@ def test_an_invalid_vote_or_empty_index_is_refused() -> None:
         knn_classify(QUERY, INDEX, LABELS, vote="plurality")  # type: ignore[arg-type]
     with pytest.raises(ModelError, match="non-empty index"):
         knn_classify(QUERY, INDEX[:0], LABELS[:0])
+
+
+def test_the_nearest_class_mean_is_not_fooled_by_a_large_class_outlier() -> None:
+    # A: 0, .1, .2 and an outlier at .9 (mean .3); B: 1.2 and 1.6 (mean 1.4).
+    # The query at 1.0 is .1 from A's outlier but .4 from B's mean and .7 from A's.
+    index = np.array([[0.0], [0.1], [0.2], [0.9], [1.2], [1.6]])
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    query = np.array([[1.0]])
+
+    nearest, _ = knn_classify(query, index, labels, distance="euclidean")
+    by_mean, distances = nearest_class_mean(query, index, labels, distance="euclidean")
+
+    assert (nearest.tolist(), by_mean.tolist()) == ([0], [1])
+    assert distances[0] == pytest.approx(0.4)

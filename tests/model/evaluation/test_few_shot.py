@@ -40,3 +40,31 @@ def test_asking_for_as_many_shots_as_a_class_has_is_refused() -> None:
     points = np.random.default_rng(0).random((10, 2))
     with pytest.raises(ModelError, match="fewer shots"):
         few_shot_curve(points[:0], np.zeros(0, int), points, np.repeat([0, 1], 5), shots=(5,))
+
+
+def _crowd_and_two_new_classes(
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """300 known examples around the origin; two new classes of 60, four units away."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(300, 2))
+    new = rng.normal(size=(120, 2)) + np.repeat([[4.0, 0.0], [0.0, 4.0]], 60, axis=0)
+    return base, np.zeros(300, int), new, np.repeat([1, 2], 60)
+
+
+def test_five_shots_lose_to_a_crowd_under_a_majority_of_ten_and_win_by_their_mean() -> None:
+    base, base_labels, new, new_labels = _crowd_and_two_new_classes(seed=0)
+    accuracy = {
+        classifier: few_shot_curve(
+            base, base_labels, new, new_labels, (5,), "euclidean", 5, 0, classifier, k=10
+        )[5]
+        for classifier in ("nearest", "majority", "class_mean")
+    }
+    assert accuracy["majority"] < accuracy["nearest"] - 0.2
+    assert accuracy["class_mean"] > accuracy["nearest"] + 0.1
+
+
+def test_an_unknown_few_shot_classifier_is_refused() -> None:
+    points, labels = np.random.default_rng(0).random((4, 2)), np.repeat([0, 1], 2)
+    with pytest.raises(ModelError, match="classifier"):
+        few_shot_curve(points, labels, points, labels + 1, shots=(1,), classifier="vote")  # type: ignore[arg-type]

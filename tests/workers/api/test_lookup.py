@@ -208,14 +208,49 @@ def test_the_vote_is_a_majority_within_the_threshold_and_ties_go_to_the_nearest(
         {"id": "f", "distance": 0.90, "label": "dog", "metadata": {}},
     ]
 
-    tie, tie_votes, evidence = Classifier.vote(rows, threshold=0.5)
-    majority, _, _ = Classifier.vote(rows, threshold=1.0)
-    nothing, no_votes, _ = Classifier.vote(rows, threshold=0.05)
+    tie, tie_votes, evidence = Classifier.vote(rows, threshold=0.5, rule="majority")
+    majority, _, _ = Classifier.vote(rows, threshold=1.0, rule="majority")
+    nothing, no_votes, _ = Classifier.vote(rows, threshold=0.05, rule="majority")
 
     assert (tie, [v["votes"] for v in tie_votes]) == ("cat", [2, 2])
     assert [e["within_threshold"] for e in evidence] == [True] * 5 + [False]
     assert majority == "dog"
     assert (nothing, no_votes) == (UNKNOWN_LABEL, [])
+
+
+def test_the_nearest_vote_picks_a_five_item_label_over_a_farther_crowd() -> None:
+    # A new label indexed with 5 examples, one of them nearest; a large label fills
+    # the rest of k = 10 just behind it. A majority answers the crowd.
+    rows = [
+        {"id": "new-0", "distance": 0.10, "label": "new", "metadata": {}},
+        *({"id": f"old-{i}", "distance": 0.12 + i / 100, "label": "old", "metadata": {}}
+          for i in range(6)),
+        *({"id": f"new-{i}", "distance": 0.20 + i / 100, "label": "new", "metadata": {}}
+          for i in range(1, 4)),
+    ]  # fmt: skip
+
+    nearest, votes, _ = Classifier.vote(rows, threshold=1.0)
+    majority, _, _ = Classifier.vote(rows, threshold=1.0, rule="majority")
+
+    assert nearest == "new"
+    assert votes == [
+        {"label": "new", "votes": 4, "nearest_distance": 0.10},
+        {"label": "old", "votes": 6, "nearest_distance": 0.12},
+    ]
+    assert majority == "old"
+
+
+def test_classify_says_which_vote_decided_and_refuses_an_unknown_one(client: TestClient) -> None:
+    query = {"id": "digit-0030", "k": 5, "fresh": True}
+
+    default = client.post("/v1/classify", json=query)
+    majority = client.post("/v1/classify", json={**query, "vote": "majority"})
+    invalid = client.post("/v1/classify", json={**query, "vote": "plurality"})
+
+    assert default.status_code == majority.status_code == 200, (default.text, majority.text)
+    assert (default.json()["vote"], majority.json()["vote"]) == ("nearest", "majority")
+    assert default.json()["neighbors"] == majority.json()["neighbors"]
+    assert invalid.status_code == 422
 
 
 def test_a_repeated_lookup_is_a_cache_hit_and_fresh_bypasses_the_cache(
