@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 _configured = False
 
+if not structlog.is_configured():
+    # Until `configure_logging` runs, structlog's default prints to standard output,
+    # which would mix log lines into a command's JSON answer: send them to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     """Route structlog and the standard library's logging through one renderer.
