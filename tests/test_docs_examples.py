@@ -1,4 +1,5 @@
-"""Every curl example of README.md and docs/api.md answers 2xx against `make run`'s data.
+"""Every curl example of README.md and docs/api.md answers 2xx against `make run`'s data,
+and every Python client example there runs without an error against it.
 
 `make run` is `simstream demo`: here on free ports, with fewer digits and one epoch
 (the ids it publishes, ``digit-0`` …, are the ones the examples use). The image
@@ -37,6 +38,20 @@ def curl_examples() -> list[tuple[str, str, str]]:
         for command, expected in bash_commands((REPO / document).read_text())
         if command.startswith("curl ")
     ]
+
+
+def client_examples() -> list[tuple[str, str]]:
+    """(document, code) of every python block that uses `simstream.client`."""
+    return [
+        (document, block)
+        for document in DOCUMENTS
+        for block in re.findall(r"```python\n(.*?)```", (REPO / document).read_text(), re.S)
+        if "simstream.client" in block
+    ]
+
+
+def test_the_documents_have_client_examples() -> None:
+    assert {d for d, _ in client_examples()} == set(DOCUMENTS)
 
 
 def test_the_documents_have_curl_examples_using_make_runs_ids() -> None:
@@ -109,5 +124,17 @@ def test_every_curl_example_answers_2xx_against_the_demos_data(tmp_path: Path) -
             shown_token = re.search(r'"token":"([^"]+)"', expected)
             if shown_token:
                 tokens[shown_token.group(1)] = json.loads(body)["token"]
+        for document, example in client_examples():
+            code = example.replace("http://127.0.0.1:8000", env["API"])
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert done.returncode == 0, f"{document}:\n{code}\n{done.stderr}"
     finally:
         demo.stop()
