@@ -96,6 +96,12 @@ LOG_MISMATCH = Counter(
     "from (a snapshot discarded at restore, or the state rebuilt while running)",
     ["generation", "where"],
 )
+STALE_LOG_END = Counter(
+    "simstream_index_stale_log_end_total",
+    "Times an embeddings log end read below what a generation applied was at or above it "
+    "when read again (a stale broker answer, no rebuild)",
+    ["generation"],
+)
 MODEL_INFO = Info("simstream_model", "The serving model version (label version)")
 #: The keys each info metric sets (its labels), for dashboards' and alerts' checks.
 INFO_KEYS: dict[str, tuple[str, ...]] = {"simstream_model": ("version",)}
