@@ -222,6 +222,18 @@ class NotReadyError(SimstreamError):
         super().__init__(message)
 
 
+class BusyError(SimstreamError):
+    """The node is too busy to start a request's work in time (the API's 429).
+
+    Attributes:
+        retry_after_s: when the client may try again (the API's ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class ApiError(SimstreamError):
     """An error answer of the lookup API, as `simstream.client` raises it.
 

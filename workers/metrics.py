@@ -125,6 +125,14 @@ API_END_OFFSET_REFRESHES = Counter(
     "simstream_api_end_offset_refreshes_total",
     "Reads of the items topic's end offsets from the broker (to check write tokens)",
 )
+API_SEARCH_WAIT = Histogram(
+    "simstream_api_search_wait_seconds",
+    "Time a costly search waited for a search slot (SIMSTREAM_API_SEARCH_SLOTS)",
+)
+API_SEARCH_SHED = Counter(
+    "simstream_api_search_shed_total",
+    "Costly searches answered 429 after waiting SIMSTREAM_API_SEARCH_QUEUE_S for a slot",
+)
 API_REJECTED = Counter(
     "simstream_api_rejected_requests_total",
     "API requests answered 429 over their route class's concurrency limit",
