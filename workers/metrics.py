@@ -169,6 +169,11 @@ DISPATCHER_RETRIED_RANGES = Counter(
     "Embed ranges sent again: failed (after backoff), overdue (queued or its heartbeat stopped)",
     ["model_version", "reason"],
 )
+DISPATCHER_COMMIT_FAILURES = Counter(
+    "simstream_dispatcher_commit_failures_total",
+    "Offset commits the broker refused (tried again at the next poll of results)",
+    ["model_version"],
+)
 DISPATCHER_FAILED_RANGES = Counter(
     "simstream_dispatcher_failed_ranges_total",
     "Embed ranges the dispatcher dead-lettered after dispatch_max_attempts failures",
@@ -208,6 +213,7 @@ def initialise_version(version: str) -> None:
     """Create the counters labelled with a model version at zero, once it is known."""
     DISPATCHED_RANGES.labels(version)
     DISPATCHER_FAILED_RANGES.labels(version)
+    DISPATCHER_COMMIT_FAILURES.labels(version)
     for reason in RETRY_REASONS:
         DISPATCHER_RETRIED_RANGES.labels(version, reason)
     EMBEDDED_ITEMS.labels(version, "upsert")
