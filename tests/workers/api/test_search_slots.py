@@ -53,6 +53,12 @@ def one_slot(served: Served) -> Iterator[tuple[TestClient, _HeavySearchesBlock]]
             blocking.release.set()
 
 
+def _heavy(served: Served, seed: int) -> dict[str, Any]:
+    """A lookup by a random vector with a raised ``ef`` (a costly search), uncached."""
+    vector = np.random.default_rng(seed).normal(size=served.node.current().dim).tolist()
+    return {"vector": vector, "k": 10, "ef": HEAVY_EF, "fresh": True}
+
+
 def _shed() -> float:
     return REGISTRY.get_sample_value("simstream_api_search_shed_total") or 0.0
 
@@ -61,14 +67,13 @@ def test_a_costly_search_without_a_free_slot_in_time_is_a_429_while_default_look
     served: Served, one_slot: tuple[TestClient, _HeavySearchesBlock]
 ) -> None:
     client, blocking = one_slot
-    vector = np.random.default_rng(0).normal(size=served.node.current().dim).tolist()
-    heavy = {"vector": vector, "k": 10, "ef": HEAVY_EF, "fresh": True}
+    heavy = _heavy(served, 0)
     before = _shed()
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(client.post, "/v1/lookup", json=heavy)
         assert blocking.entered.acquire(timeout=30)  # it holds the one slot
         refused = client.post("/v1/lookup", json={**heavy, "ef": HEAVY_EF + 100})
-        light = client.post("/v1/lookup", json={"vector": vector, "k": 10, "fresh": True})
+        light = client.post("/v1/lookup", json={**heavy, "ef": None})
         health = client.get("/healthz")
         blocking.release.set()
         answered = running.result(timeout=30)
@@ -92,8 +97,7 @@ def test_a_costly_search_waits_for_a_slot_that_frees_within_the_queue_bound(
     served: Served, one_slot: tuple[TestClient, _HeavySearchesBlock]
 ) -> None:
     client, blocking = one_slot
-    vector = np.random.default_rng(1).normal(size=served.node.current().dim).tolist()
-    heavy = {"vector": vector, "k": 10, "ef": HEAVY_EF, "fresh": True}
+    heavy = _heavy(served, 1)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(client.post, "/v1/lookup", json=heavy)
         assert blocking.entered.acquire(timeout=30)
