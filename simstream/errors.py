@@ -210,8 +210,8 @@ class NotFoundError(RequestError):
     status = 404
 
 
-class NotReadyError(SimstreamError):
-    """The index has not caught up to a write token within the allowed wait.
+class RetryLaterError(SimstreamError):
+    """A request the node cannot answer now, but may later.
 
     Attributes:
         retry_after_s: when the client may try again (the API's ``Retry-After``).
@@ -220,6 +220,14 @@ class NotReadyError(SimstreamError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class NotReadyError(RetryLaterError):
+    """The index has not caught up to a write token within the allowed wait (503)."""
+
+
+class BusyError(RetryLaterError):
+    """The node is too busy to start a request's work in time (429)."""
 
 
 class ApiError(SimstreamError):

@@ -164,6 +164,15 @@ class Settings(BaseSettings):
     api_retry_after_s: int = Field(
         1, ge=1, description="Retry-After of a 429 answered over a concurrency limit"
     )
+    api_search_slots: int = Field(
+        0,
+        ge=0,
+        description="costly searches (above one lookup at the default ef) running at once; "
+        "more wait (0: max(2, CPU cores))",
+    )
+    api_search_queue_s: float = Field(
+        2.0, gt=0, description="longest wait of a costly search for a slot (then 429)"
+    )
     api_wait_threads: int = Field(
         4, ge=1, description="threads for blocking waits (image reads, end offsets)"
     )

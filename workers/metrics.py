@@ -96,6 +96,12 @@ LOG_MISMATCH = Counter(
     "from (a snapshot discarded at restore, or the state rebuilt while running)",
     ["generation", "where"],
 )
+STALE_LOG_END = Counter(
+    "simstream_index_stale_log_end_total",
+    "Times an embeddings log end read below what a generation applied was at or above it "
+    "when read again (a stale broker answer, no rebuild)",
+    ["generation"],
+)
 MODEL_INFO = Info("simstream_model", "The serving model version (label version)")
 #: The keys each info metric sets (its labels), for dashboards' and alerts' checks.
 INFO_KEYS: dict[str, tuple[str, ...]] = {"simstream_model": ("version",)}
@@ -118,6 +124,14 @@ API_INFLIGHT = Gauge(
 API_END_OFFSET_REFRESHES = Counter(
     "simstream_api_end_offset_refreshes_total",
     "Reads of the items topic's end offsets from the broker (to check write tokens)",
+)
+API_SEARCH_WAIT = Histogram(
+    "simstream_api_search_wait_seconds",
+    "Time a costly search waited for a search slot (SIMSTREAM_API_SEARCH_SLOTS)",
+)
+API_SEARCH_SHED = Counter(
+    "simstream_api_search_shed_total",
+    "Costly searches answered 429 after waiting SIMSTREAM_API_SEARCH_QUEUE_S for a slot",
 )
 API_REJECTED = Counter(
     "simstream_api_rejected_requests_total",
@@ -154,6 +168,11 @@ DISPATCHER_RETRIED_RANGES = Counter(
     "simstream_dispatcher_retried_ranges_total",
     "Embed ranges sent again: failed (after backoff), overdue (queued or its heartbeat stopped)",
     ["model_version", "reason"],
+)
+DISPATCHER_COMMIT_FAILURES = Counter(
+    "simstream_dispatcher_commit_failures_total",
+    "Offset commits the broker refused (tried again at the next poll of results)",
+    ["model_version"],
 )
 DISPATCHER_FAILED_RANGES = Counter(
     "simstream_dispatcher_failed_ranges_total",
@@ -194,6 +213,7 @@ def initialise_version(version: str) -> None:
     """Create the counters labelled with a model version at zero, once it is known."""
     DISPATCHED_RANGES.labels(version)
     DISPATCHER_FAILED_RANGES.labels(version)
+    DISPATCHER_COMMIT_FAILURES.labels(version)
     for reason in RETRY_REASONS:
         DISPATCHER_RETRIED_RANGES.labels(version, reason)
     EMBEDDED_ITEMS.labels(version, "upsert")

@@ -200,6 +200,21 @@ def _answers(api: httpx.Client) -> bool:
         return False
 
 
+def _tail(child: Child, lines: int = 60) -> str:
+    return "\n".join(child.output().splitlines()[-lines:])
+
+
+def _alive_and(child: Child, condition: Callable[[], bool]) -> Callable[[], bool]:
+    """``condition``, failing at once (with the child's last lines) if the child exited."""
+
+    def check() -> bool:
+        if child.exited():
+            raise AssertionError(f"{child.argv[3:]} exited while recovering:\n{_tail(child)}")
+        return condition()
+
+    return check
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
@@ -281,7 +296,12 @@ def test_a_soak_with_poison_events_and_killed_processes_ends_with_exactly_the_ex
             cut = process.interrupted(seen)
             recovered = process.recovery()
             process.child.start()
-            wait_for(recovered, timeout_s=180, interval_s=0.05, message=f"{name} recovered")
+            wait_for(
+                _alive_and(process.child, recovered),
+                timeout_s=180,
+                interval_s=0.05,
+                message=f"{name} recovered",
+            )
             process.recover_s.append(time.monotonic() - killed)
             if cut:
                 process.interrupting += 1
@@ -299,6 +319,11 @@ def test_a_soak_with_poison_events_and_killed_processes_ends_with_exactly_the_ex
 
         wait_for(settled, timeout_s=600, interval_s=0.5, message="every partition committed")
         figures = _check_through_the_api(api, work)
+    except BaseException:
+        # The children's logs are in the test's tmp dir; their ends go with the failure.
+        for name, process in processes.items():
+            print(f"--- {name} ({process.child.log}), last lines ---\n{_tail(process.child)}")
+        raise
     finally:
         for process in processes.values():
             process.child.stop()

@@ -6,6 +6,7 @@ whole settings object.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ class SearchConfig:
         degraded_lag: source events of lag above which answers say ``degraded``.
         batch_window_s: how long a single-vector search waits for concurrent ones
             to be searched with them in one batch (0: off; see `MicroBatcher`).
+        search_slots: costly searches running at once (`SearchSlots`).
+        search_queue_s: longest wait of a costly search for a slot.
+        retry_after_s: the ``Retry-After`` of a search refused for want of a slot.
     """
 
     max_k: int
@@ -49,6 +53,9 @@ class SearchConfig:
     max_batch_images: int = 32
     degraded_lag: int = 1000
     batch_window_s: float = 0.0
+    search_slots: int = 2
+    search_queue_s: float = 2.0
+    retry_after_s: int = 1
 
     @property
     def max_ef(self) -> int:
@@ -68,6 +75,9 @@ class SearchConfig:
             max_batch_images=settings.api_max_batch_images,
             degraded_lag=settings.api_ready_max_lag,
             batch_window_s=settings.api_batch_window_ms / 1000,
+            search_slots=settings.api_search_slots or max(2, os.cpu_count() or 1),
+            search_queue_s=settings.api_search_queue_s,
+            retry_after_s=settings.api_retry_after_s,
         )
 
 

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from simstream.errors import (
+    BusyError,
     DecodeError,
     IndexStoreError,
     InvalidEventError,
@@ -116,6 +117,11 @@ def install(app: FastAPI) -> None:
     async def _not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
         retry = str(max(1, math.ceil(exc.retry_after_s)))
         return _json(request, 503, str(exc), ErrorCode.NOT_READY, {"Retry-After": retry})
+
+    @app.exception_handler(BusyError)
+    async def _busy(request: Request, exc: BusyError) -> JSONResponse:
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return _json(request, 429, str(exc), ErrorCode.RATE_LIMITED, {"Retry-After": retry})
 
     @app.exception_handler(IndexStoreError)
     async def _index(request: Request, exc: IndexStoreError) -> JSONResponse:

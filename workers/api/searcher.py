@@ -32,6 +32,7 @@ from workers.api.schemas import (
     LookupRequest,
     Query,
 )
+from workers.api.search_slots import SearchSlots
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.config import reported_distance
 from workers.index.filter import Filter
@@ -135,6 +136,7 @@ class Searcher:
         cache: the result cache (`NullCache` for none).
         batcher: coalesces concurrent single-vector searches (default: one with
             the config's window).
+        slots: admits costly searches (default: the config's slots and queue).
     """
 
     def __init__(
@@ -144,12 +146,16 @@ class Searcher:
         decoder: QueryDecoder,
         cache: ResultCache | None = None,
         batcher: MicroBatcher | None = None,
+        slots: SearchSlots | None = None,
     ) -> None:
         self.config = config
         self.node = node
         self.decoder = decoder
         self.cache = cache or NullCache()
         self.batcher = batcher or MicroBatcher(config.batch_window_s, config.max_batch)
+        self.slots = slots or SearchSlots(
+            config.search_slots, config.search_queue_s, config.retry_after_s
+        )
         self._embed_lock = threading.Lock()
 
     # --- requests --------------------------------------------------------------------
@@ -345,13 +351,15 @@ class Searcher:
         queries = self.embedded(generation, queries)
         extra = 1 if any(q.exclude is not None for q in queries) else 0
         space = generation.index.space
-        found = self.batcher.search(
-            generation.index,
-            np.stack([q.vector for q in queries if q.vector is not None]),
-            plan.k + extra,
-            ef=plan.ef,
-            filter=plan.filter,
-        )
+        cost = len(queries) * max(plan.ef, plan.k + extra)
+        with self.slots.hold(cost, light_cost=generation.index.config.ef_search):
+            found = self.batcher.search(
+                generation.index,
+                np.stack([q.vector for q in queries if q.vector is not None]),
+                plan.k + extra,
+                ef=plan.ef,
+                filter=plan.filter,
+            )
         out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):
             rows: list[dict[str, Any]] = []

@@ -39,7 +39,7 @@ from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from simstream.errors import ConfigError, DeliveryError
 from simstream.kafka import end_offsets, partition_count
@@ -111,6 +111,8 @@ class PartitionState:
     next_start: int | None = None
     open: _Open | None = None
     ranges: deque[OffsetRange] = field(default_factory=deque)
+    #: The end of the completed prefix, until a commit of it succeeds.
+    committable: int | None = None
 
 
 Sender = Callable[[OffsetRange], AsyncResult]
@@ -214,12 +216,14 @@ class Dispatcher:
             probe.close()
 
     def close(self) -> None:
-        """Commit the completed prefix and leave the group."""
-        self._poll_results()
-        self._commit()
-        self._consumer.close()
-        if self._dead_letter_producer is not None:
-            self._dead_letter_producer.flush(5)
+        """Commit the completed prefix and leave the group (whether the commit succeeds or not)."""
+        try:
+            self._poll_results()
+            self._commit()
+        finally:
+            self._consumer.close()
+            if self._dead_letter_producer is not None:
+                self._dead_letter_producer.flush(5)
 
     def step(self, poll_timeout_s: float = 0.05) -> None:
         """One iteration: poll, cut and send ranges, collect results, commit, backpressure."""
@@ -228,7 +232,8 @@ class Dispatcher:
             if message.error() is None:
                 self._add(message, now)
         self._cut(time.monotonic())
-        if time.monotonic() - self._polled_at >= _RESULT_POLL_S and self._poll_results():
+        due = time.monotonic() - self._polled_at >= _RESULT_POLL_S
+        if due and (self._poll_results() or self._uncommitted()):
             self._commit()
         self._backpressure()
 
@@ -447,19 +452,37 @@ class Dispatcher:
         metrics.DISPATCHER_RETRIED_RANGES.labels(self.model_version, reason).inc()
         self._dispatch(offset_range)
 
+    def _uncommitted(self) -> bool:
+        return any(s.committable is not None for s in self._partitions.values())
+
     def _commit(self) -> None:
+        """Commit the end of each partition's completed prefix.
+
+        A commit the broker refuses (a rebalance in progress, a request timed
+        out under load) is logged and tried again at the next poll of results;
+        it never ends the dispatcher, which would leave its partitions
+        uncommitted until the process is restarted.
+        """
         offsets = []
         for partition, state in self._partitions.items():
-            end = None
             while state.ranges and state.ranges[0].done:
-                end = state.ranges.popleft().end
-            if end is not None:
-                offsets.append(TopicPartition(self.topic, partition, end))
-        if offsets:
+                state.committable = state.ranges.popleft().end
+            if state.committable is not None:
+                offsets.append(TopicPartition(self.topic, partition, state.committable))
+        if not offsets:
+            return
+        committed = {tp.partition: tp.offset for tp in offsets}
+        try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
-            self.log.debug(
-                "dispatcher.committed", offsets={tp.partition: tp.offset for tp in offsets}
-            )
+        except KafkaException as e:
+            metrics.DISPATCHER_COMMIT_FAILURES.labels(self.model_version).inc()
+            self.log.warning("dispatcher.commit_failed", offsets=committed, error=str(e))
+            return
+        for partition, offset in committed.items():
+            done = self._partitions.get(partition)
+            if done is not None and done.committable == offset:
+                done.committable = None
+        self.log.debug("dispatcher.committed", offsets=committed)
 
     @property
     def inflight(self) -> int:

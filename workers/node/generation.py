@@ -21,8 +21,9 @@ recreated: a new topic id; a fresh in-memory broker: a log that ends below the
 snapshot's next offset) is discarded at restore, and the generation rebuilds
 from the start of the log. While running, a read at an offset the log does not
 hold (``auto.offset.reset=error``) or a log that now ends below what was
-applied does the same. Both are logged (``node.log_changed``) and counted
-(``simstream_index_log_mismatch_total``).
+applied does the same; a low end offset is confirmed first (`_confirm_shorter`),
+since a broker can answer a stale one for a moment. Both are logged
+(``node.log_changed``) and counted (``simstream_index_log_mismatch_total``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ from workers.node.watermark import SourceWatermark
 log = get_logger("node")
 
 _FRESHNESS_WINDOW = 10_000
+#: A log end read below what was applied is read again after this delay...
+_CONFIRM_DELAY_S = 0.5
+#: ...and must stay below it in this many measurements in a row before a rebuild.
+_CONFIRM_READS = 3
 
 
 class IndexGeneration:
@@ -113,6 +118,7 @@ class IndexGeneration:
         self.source = LogIdentity(self.topic)
         self._log_end: dict[int, int] = {}
         self._rebuild_reason: str | None = None
+        self._low_reads = 0
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -328,6 +334,7 @@ class IndexGeneration:
     def _rebuild(self, consumer: Consumer, reason: str) -> None:
         """Drop the state built from a log that is gone and replay the log from its start."""
         self._rebuild_reason = None
+        self._low_reads = 0
         self._failed.clear()  # the new index has no failed shard
         self._snapshot_marks.clear()  # markers of the old log say nothing of the new one
         metrics.LOG_MISMATCH.labels(self.version, "consume").inc()
@@ -355,14 +362,13 @@ class IndexGeneration:
         # Applied first: what was applied before the ends were read lies below them.
         applied = self.index.next_offsets()
         ends = end_offsets(probe, self.topic, partitions)
-        self._log_end = ends
         shorter = [p for p in partitions if ends.get(p, 0) < applied.get(p, 0)]
-        if shorter and self._rebuild_reason is None:
-            p = shorter[0]
-            self._rebuild_reason = (
-                f"{self.topic}[{p}] ends at offset {ends.get(p, 0)}, below the applied next "
-                f"offset {applied[p]} (the topic was recreated)"
-            )
+        if not shorter:
+            self._low_reads = 0
+        elif self._rebuild_reason is None:
+            self._rebuild_reason = self._confirm_shorter(shorter[0], ends, applied)
+        # A log holds what was applied from it, unless it changed (then it is rebuilt).
+        self._log_end = {p: max(ends.get(p, 0), applied.get(p, 0)) for p in partitions}
         self.lag = {p: max(0, ends.get(p, 0) - applied.get(p, 0)) for p in partitions}
         self.source_end = end_offsets(probe, self.config.topic_items, partitions)
         source_lag = self.source_lag()
@@ -378,6 +384,48 @@ class IndexGeneration:
             )
         if self.last_snapshot_at is not None:
             metrics.SNAPSHOT_AGE.labels(self.version).set(time.time() - self.last_snapshot_at)
+
+    def _confirm_shorter(
+        self, partition: int, ends: Mapping[int, int], applied: Mapping[int, int]
+    ) -> str | None:
+        """Why the log changed, once a reading below what was applied is confirmed; else None.
+
+        One low reading proves nothing: a broker can answer a stale end offset
+        for a moment (Tansu under load). The log is read again with a new
+        client after `_CONFIRM_DELAY_S`: a new topic id is a recreated topic at
+        once; an end still below what was applied must persist through
+        `_CONFIRM_READS` measurements in a row (a truncated log); an end back at
+        or above it was a stale reading (logged and counted).
+        """
+        self._stop.wait(_CONFIRM_DELAY_S)
+        probe = Consumer(self.config.kafka_config(**{"group.id": "simstream-probe"}))
+        try:
+            now = log_identity(self.config, probe, self.topic, range(self.config.partitions))
+        finally:
+            probe.close()
+        was = self.source.topic_id
+        if now.topic_id and was and now.topic_id != was:
+            return f"{self.topic} has topic id {now.topic_id}, not {was} (the topic was recreated)"
+        end = now.log_end.get(partition, 0)
+        if end >= applied.get(partition, 0):
+            self._low_reads = 0
+            metrics.STALE_LOG_END.labels(self.version).inc()
+            self.log.warning(
+                "node.log_end_stale",
+                partition=partition,
+                read=ends.get(partition, 0),
+                reread=end,
+                applied=applied.get(partition, 0),
+            )
+            return None
+        self._low_reads += 1
+        if self._low_reads < _CONFIRM_READS:
+            return None
+        return (
+            f"{self.topic}[{partition}] ends at offset {end}, below the applied next offset "
+            f"{applied[partition]}, in {self._low_reads} reads in a row (the log was truncated "
+            "or recreated)"
+        )
 
     # --- snapshots -------------------------------------------------------------------
 

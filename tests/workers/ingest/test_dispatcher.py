@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from celery import Celery
 from celery.result import AsyncResult
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
 from simstream.kafka import ensure_topics
@@ -286,3 +286,52 @@ def test_a_range_running_longer_than_the_redispatch_time_is_not_sent_again(
         assert _metric("simstream_dispatcher_retried_ranges_total", **labels) == overdue
     finally:
         embeddings.close()
+
+
+# --- a commit the broker refuses ------------------------------------------------------
+
+
+class _CommitRefusedOnce:
+    """Fault injection: the first commit fails as during a rebalance; the rest pass."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer, self.refused = consumer, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> object:
+        if not self.refused:
+            self.refused += 1
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+        return self.consumer.commit(offsets=offsets, asynchronous=False)
+
+
+def test_a_commit_the_broker_refuses_is_tried_again_and_dispatching_goes_on(
+    settings: Settings, encoder_version: str, celery_worker: Celery
+) -> None:
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
+    committed = CommittedOffsets(settings, f"simstream-dispatch.{encoder_version}")
+    stop = threading.Event()
+    dispatcher = Dispatcher(
+        IngestConfig.from_settings(settings), encoder_version, celery_app=celery_worker
+    )
+    fault = _CommitRefusedOnce(dispatcher._consumer)
+    dispatcher._consumer = fault  # type: ignore[assignment]
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    refused = _metric("simstream_dispatcher_commit_failures_total", model_version=encoder_version)
+    thread.start()
+    try:
+        first = _produce_to_partition_0(settings, [(f"a-{i}", _upsert(f"a-{i}")) for i in range(3)])
+        wait_for(lambda: committed.read()[0] == first[-1] + 1, timeout_s=60, message="1st commit")
+        assert fault.refused == 1
+        later = _produce_to_partition_0(settings, [(f"b-{i}", _upsert(f"b-{i}")) for i in range(3)])
+        wait_for(lambda: committed.read()[0] == later[-1] + 1, timeout_s=60, message="2nd commit")
+        # The same dispatcher sent the later range, and still runs.
+        assert thread.is_alive() and dispatcher.stats()["dispatched"] == 2
+    finally:
+        stop.set()
+        thread.join(30)
+        committed.close()
+    after = _metric("simstream_dispatcher_commit_failures_total", model_version=encoder_version)
+    assert after == refused + 1

@@ -9,8 +9,11 @@ write the new log has not accounted for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,11 +21,13 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from prometheus_client import REGISTRY
 
+from simstream.kafka import LogIdentity
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack, local_stack_settings
 from simstream.wire import EmbeddingRecord, Op
 from tests.conftest import unique_settings
 from tests.waiting import wait_for
+from workers.node import generation as generation_module
 from workers.node.config import NodeConfig
 from workers.node.generation import IndexGeneration
 
@@ -171,6 +176,119 @@ def test_an_offset_the_log_does_not_hold_rebuilds_the_generation_from_the_log(
         wait_for(lambda: _live_ids(generation, ids) == set(ids), message="log replayed")
         assert generation.index.get("ghost") is None
         assert len(generation.index) == len(ids)
+    finally:
+        generation.close()
+    assert _mismatches("consume") == before + 1
+
+
+class _StaleEndOnce:
+    """Fault injection: once, the embeddings log's end reads 3 below the true end of partition 0."""
+
+    def __init__(self, topic: str, read: Callable[..., dict[int, int]]) -> None:
+        self.topic, self.read = topic, read
+        self.armed = threading.Event()
+        self.reads_after = 0  # reads of the embeddings log after the stale one
+
+    def __call__(
+        self, consumer: Consumer, topic: str, partitions: Iterable[int], *args: Any
+    ) -> dict[int, int]:
+        ends = self.read(consumer, topic, partitions, *args)
+        if topic != self.topic:
+            return ends
+        if self.armed.is_set() and self.reads_after == 0 and ends.get(0, 0) >= 3:
+            self.reads_after = 1
+            return {**ends, 0: ends[0] - 3}
+        if self.reads_after:
+            self.reads_after += 1
+        return ends
+
+
+def _stale_end_reads() -> float:
+    labels = {"generation": VERSION}
+    return REGISTRY.get_sample_value("simstream_index_stale_log_end_total", labels) or 0.0
+
+
+def test_one_stale_end_offset_reading_does_not_rebuild_the_generation(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = NodeConfig.from_settings(settings)
+    stale = _StaleEndOnce(settings.embeddings_topic(VERSION), generation_module.end_offsets)
+    monkeypatch.setattr(generation_module, "end_offsets", stale)
+    ids = [f"item-{i}" for i in range(40)]
+    generation = IndexGeneration(config, VERSION, DIM)
+    before, stale_before = _mismatches("consume"), _stale_end_reads()
+    try:
+        assert not generation.restore()
+        generation.start()
+        _publish(settings, ids)
+        wait_for(lambda: _live_ids(generation, ids) == set(ids), message="items applied")
+        applied = generation.applied
+        stale.armed.set()
+        # The stale reading, then two more measurements (a rebuild is decided on the first).
+        wait_for(lambda: stale.reads_after >= 3, timeout_s=30, message="stale end read")
+        assert generation.applied == applied == len(ids)  # nothing was replayed
+        assert _live_ids(generation, ids) == set(ids)
+    finally:
+        generation.close()
+    assert _mismatches("consume") == before
+    assert _stale_end_reads() == stale_before + 1
+
+
+class _LogEndsLow:
+    """Fault injection: while armed, partition 0 of the log ends 3 below its true end.
+
+    Both the generation's measurement (`end_offsets`) and its confirmation
+    (`log_identity`) read it so; the confirmation can also see a new topic id.
+    """
+
+    def __init__(self, topic: str, topic_id: str = "") -> None:
+        self.topic, self.topic_id = topic, topic_id
+        self.ends, self.identity = generation_module.end_offsets, generation_module.log_identity
+        self.armed = threading.Event()
+        self.measured = 0  # low measurements
+
+    def end_offsets(
+        self, consumer: Consumer, topic: str, partitions: Iterable[int], *args: Any
+    ) -> dict[int, int]:
+        ends = self.ends(consumer, topic, partitions, *args)
+        if topic != self.topic or not self.armed.is_set():
+            return ends
+        self.measured += 1
+        return {**ends, 0: max(0, ends[0] - 3)}
+
+    def log_identity(self, *args: Any, **kwargs: Any) -> LogIdentity:
+        now = self.identity(*args, **kwargs)
+        if now.topic != self.topic or not self.armed.is_set():
+            return now
+        low = {**now.log_end, 0: max(0, now.log_end.get(0, 0) - 3)}
+        return dataclasses.replace(now, topic_id=self.topic_id or now.topic_id, log_end=low)
+
+
+@pytest.mark.parametrize(
+    ("topic_id", "reads"),
+    [("", range(3, 5)), ("a-new-topic-id", range(1, 3))],
+    ids=["truncated-after-three-reads", "recreated-at-once"],
+)
+def test_a_log_confirmed_to_end_below_what_was_applied_rebuilds_the_generation(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, topic_id: str, reads: range
+) -> None:
+    low = _LogEndsLow(settings.embeddings_topic(VERSION), topic_id)
+    monkeypatch.setattr(generation_module, "end_offsets", low.end_offsets)
+    monkeypatch.setattr(generation_module, "log_identity", low.log_identity)
+    ids = [f"item-{i}" for i in range(40)]
+    generation = IndexGeneration(NodeConfig.from_settings(settings), VERSION, DIM)
+    before = _mismatches("consume")
+    try:
+        assert not generation.restore()
+        generation.start()
+        _publish(settings, ids)
+        wait_for(lambda: _live_ids(generation, ids) == set(ids), message="items applied")
+        low.armed.set()
+        wait_for(lambda: _mismatches("consume") > before, message="generation rebuilt")
+        low.armed.clear()
+        assert low.measured in reads  # low measurements before the rebuild
+        wait_for(lambda: generation.applied == 2 * len(ids), message="log replayed")
+        assert _live_ids(generation, ids) == set(ids)
     finally:
         generation.close()
     assert _mismatches("consume") == before + 1
