@@ -32,7 +32,7 @@ class NodeConfig(KafkaClientConfig):
             covered them (see `IndexGeneration._prune_floor`).
         registry_dir: the model registry (its active version is the wanted generation).
         data_dir: where the serving alias (``alias.json``) is persisted.
-        coordination_url: the coordination Redis (the Celery broker's) for `ServingStatus`.
+        coordination_url: the coordination Redis (the Celery broker's) for the node records.
         reindex_max_lag: source events a new generation may lag when the alias flips.
         reindex_grace_s: how long the previous generation is kept for a rollback.
         reindex_allow_dead_letters: flip even when ranges of the new generation were
