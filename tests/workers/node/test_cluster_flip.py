@@ -54,6 +54,13 @@ def _marker(settings: Settings, version: str, partition: int) -> None:
     assert producer.flush(10) == 0
 
 
+def _embedded(settings: Settings, node: IndexNode, version: str) -> None:
+    """``version``'s events of index-0's partitions embedded, and caught up there."""
+    for partition in (0, 2):
+        _marker(settings, version, partition)
+    wait_for(lambda: node.record().caught_up(version), message=f"{version} caught up on index-0")
+
+
 def _other_set(serving: str, caught_up: dict[str, bool]) -> NodeRecord:
     """index-1, the only node of set 1 (partitions 1 and 3)."""
     generations = {
@@ -79,9 +86,7 @@ def reindexing(cluster_settings: Settings, membership: Membership) -> Iterator[I
     node = IndexNode(NodeConfig.from_settings(settings), membership=membership)
     node.start()
     try:
-        _marker(settings, "v1", 0)
-        _marker(settings, "v1", 2)
-        wait_for(lambda: node.record().caught_up("v1"), message="v1 caught up on index-0")
+        _embedded(settings, node, "v1")
         register_encoder(settings, seed=1)
         node.reconcile()
         yield node
@@ -106,9 +111,7 @@ def test_a_caught_up_node_keeps_serving_the_old_version_until_every_set_has_the_
     cluster_settings: Settings, reindexing: IndexNode, membership: Membership
 ) -> None:
     node = reindexing
-    _marker(cluster_settings, "v2", 0)
-    _marker(cluster_settings, "v2", 2)
-    wait_for(lambda: node.record().caught_up("v2"), message="v2 caught up on index-0")
+    _embedded(cluster_settings, node, "v2")
 
     node.reconcile()
 
@@ -133,10 +136,8 @@ def test_a_rollback_flips_back_only_when_every_set_has_the_old_version_caught_up
     cluster_settings: Settings, reindexing: IndexNode, membership: Membership
 ) -> None:
     node = reindexing
-    _marker(cluster_settings, "v2", 0)
-    _marker(cluster_settings, "v2", 2)
     membership.announce(_other_set("v2", {"v1": True, "v2": True}))
-    wait_for(lambda: node.record().caught_up("v2"), message="v2 caught up on index-0")
+    _embedded(cluster_settings, node, "v2")
     node.reconcile()
     assert node.current().version == "v2"
     membership.announce(_other_set("v2", {"v1": False, "v2": True}))  # its v1 fell behind
