@@ -18,6 +18,7 @@ import time
 
 from simstream.errors import DecodeError, NotReadyError, RequestError
 from simstream.wire import Reason, WriteToken
+from workers.api.codes import ErrorCode
 from workers.api.config import SearchConfig
 from workers.api.end_offsets import PartitionEnds
 from workers.node.generation import IndexGeneration
@@ -93,6 +94,8 @@ class WriteWaiter:
         return tokens
 
     def _check(self, token: WriteToken) -> None:
+        """Raises `RequestError`: 400 for a token of another topic or a missing partition,
+        421 (``not_owner``) for a partition this node does not hold (its owners can answer)."""
         topic, partitions = self.config.items_topic, self.config.partitions
         if token.topic != topic:
             raise RequestError(
@@ -107,6 +110,15 @@ class WriteWaiter:
                 f"{partitions}. Received: partition {token.partition}",
                 400,
                 Reason.BAD_TOKEN,
+            )
+        owned = self.node.config.owned
+        if token.partition not in owned:
+            raise RequestError(
+                f"Invalid value for `after`. Expected a write token of a partition this node "
+                f"({self.node.config.cluster.node_id}) holds, one of {list(owned)}. Received: "
+                f"partition {token.partition}: ask the nodes of its partition set",
+                421,
+                ErrorCode.NOT_OWNER,
             )
 
     async def _wait(
