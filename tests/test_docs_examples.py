@@ -30,14 +30,30 @@ ITEMS = 200
 IMAGES = ("query.png", "digit.png", "cat.png")
 
 
+#: A curl example with an elided payload (``...``) cannot run as written; this one
+#: needs a vectors model, and tests/workers/api/test_own_vectors.py runs its flow.
+ELIDED = ("384 numbers",)
+
+
 def curl_examples() -> list[tuple[str, str, str]]:
-    """(document, command, its expected-output comment) of every curl example."""
+    """(document, command, its expected-output comment) of every runnable curl example."""
     return [
         (document, command, expected)
         for document in DOCUMENTS
         for command, expected in bash_commands((REPO / document).read_text())
+        if command.startswith("curl ") and not any(e in command for e in ELIDED)
+    ]
+
+
+def test_only_the_known_elided_curl_example_is_left_out() -> None:
+    every = [
+        command
+        for document in DOCUMENTS
+        for command, _ in bash_commands((REPO / document).read_text())
         if command.startswith("curl ")
     ]
+    assert len(every) - len(curl_examples()) == len(ELIDED)
+    assert all("..." not in command for _, command, _ in curl_examples())
 
 
 def client_examples() -> list[tuple[str, str]]:
