@@ -11,7 +11,9 @@ Protocol, one run on one machine:
    in this process (what ``simstream serve`` runs).
 4. A load generator in a *separate process* (so client threads do not compete
    with the server for this process's GIL), each thread with its own keep-alive
-   httpx client, runs each phase for ``duration_s``:
+   ``http.client`` connection (a lighter client than httpx: on a few cores the
+   client's own CPU time otherwise caps the server's QPS), runs each phase for
+   ``duration_s``:
 
    - **uncached**: distinct random query vectors with ``fresh: true``;
    - **cached**: 200 queries, warmed up once, then repeated (hits);
@@ -23,6 +25,9 @@ Protocol, one run on one machine:
    time, not queueing; throughput (QPS) with ``concurrency`` threads.
 5. **direct**: the same uncached queries searched on the node's `ShardedIndex`
    in this process, no HTTP: one thread for latency, ``concurrency`` for QPS.
+6. **image**: a second node serving a CNN built like the model benchmark's
+   (28×28 grey images), looked up by base64 PNG, uncached and cached, one client
+   (`_image_phases`): what a payload-keyed cache hit saves on a real image model.
 
 Latencies are client-side wall times per request; QPS is requests completed
 over the phase's wall time. The app's own time per request (from its latency
@@ -527,7 +532,7 @@ def _report(
             "ingest_rate_target": ingest_rate,
             "index_build_s": round(build_s, 1),
             "cpus": cpu_count(),
-            "client": "separate process, keep-alive httpx clients, one per thread",
+            "client": "separate process, keep-alive http.client connections, one per thread",
             "http": _http_stack(),
         },
     }
