@@ -495,8 +495,8 @@ def batch_body(
 
 
 def _dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; orjson, or the standard library for what orjson refuses
-    (integers beyond 64 bits in metadata, lone surrogates)."""
+    """Compact UTF-8 JSON: orjson, or the standard library for what orjson refuses
+    (an integer beyond 64 bits in metadata)."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
