@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicCollection, TopicPartition
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -34,6 +34,22 @@ LOG_OF_RECORD = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy"
 EXPLICIT_OFFSETS: Final = {"auto.offset.reset": "error"}
 
 _OUT_OF_RANGE: Final = (RdKafkaError._AUTO_OFFSET_RESET, RdKafkaError.OFFSET_OUT_OF_RANGE)
+
+
+def consume_ready(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_messages`` messages: wait at most ``timeout_s`` for the first, then
+    take what the consumer has already fetched, without waiting for more.
+
+    ``Consumer.consume(n, timeout)`` returns only once it holds ``n`` messages or the
+    timeout passed, so a trickle of records waits the whole timeout on every call;
+    this returns as soon as one is there (a loop calling it adds no latency).
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(max_messages - 1, 0)]
 
 
 def out_of_range(error: RdKafkaError | None) -> bool:

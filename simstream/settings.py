@@ -275,7 +275,7 @@ class Settings(BaseSettings):
     )
     dispatch_max_items: int = Field(1024, ge=1, description="most events in one embed range")
     dispatch_max_wait_s: float = Field(
-        0.2, gt=0, description="longest wait before a partial range is dispatched"
+        0.1, gt=0, description="longest wait before a partial range is dispatched"
     )
     dispatch_max_inflight: int = Field(
         32, ge=1, description="most embed ranges in flight before the dispatcher pauses"

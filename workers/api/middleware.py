@@ -5,9 +5,10 @@ Both are plain ASGI callables (no per-request task or body buffering).
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -25,6 +26,33 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_KEY = "simstream.request_id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class _RequestIds:
+    """Request ids: a random per-process prefix and a counter (32 hex digits).
+
+    Unique like a uuid4 across processes, restarts and forks, without a system
+    call per request (``os.urandom`` per id cost more than the search under load).
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_IDS = _RequestIds()
+os.register_at_fork(after_in_child=_IDS.reseed)
+
+
+def new_request_id() -> str:
+    """A fresh request id (see `_RequestIds`)."""
+    return _IDS.new()
 
 
 def request_id(scope: Scope) -> str | None:
@@ -50,7 +78,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, REQUEST_ID_HEADER)
-        rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
         scope[REQUEST_ID_KEY] = rid
         status = 500
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from simstream.errors import NotFoundError, RequestError
 from workers.api.config import SearchConfig
@@ -159,6 +160,23 @@ class Searcher:
         self._embed_lock = threading.Lock()
 
     # --- requests --------------------------------------------------------------------
+
+    def inline(self, request: LookupRequest) -> bool:
+        """Whether a lookup is short enough to run on the event loop (no thread-pool hop).
+
+        True for an unfiltered lookup by vector or id that bypasses the cache
+        (``fresh``) while micro-batching is off: it does no I/O and no embedding,
+        only one search of the in-memory index (hnswlib, a fraction of a
+        millisecond), so handing it to a worker thread and back costs more than
+        the search. Everything else (Redis, the encoder, a filtered search that
+        may scan, a micro-batch window) runs in the thread pool.
+        """
+        return (
+            request.fresh
+            and request.filter is None
+            and self.batcher.window_s <= 0
+            and (request.vector is not None or request.id is not None)
+        )
 
     def lookup(self, request: LookupRequest, generation: IndexGeneration) -> Reply:
         """The body of a `LookupResponse` for one query, searched in ``generation``.
@@ -485,4 +503,9 @@ def batch_body(
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON: orjson, or the standard library for what orjson refuses
+    (an integer beyond 64 bits in metadata)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

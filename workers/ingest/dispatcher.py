@@ -42,7 +42,7 @@ from celery.result import AsyncResult
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from simstream.errors import ConfigError, DeliveryError
-from simstream.kafka import end_offsets, partition_count
+from simstream.kafka import consume_ready, end_offsets, partition_count
 from simstream.log import get_logger
 from workers import metrics
 from workers.celery_app import EMBED_QUEUE, EMBED_TASK
@@ -228,7 +228,9 @@ class Dispatcher:
     def step(self, poll_timeout_s: float = 0.05) -> None:
         """One iteration: poll, cut and send ranges, collect results, commit, backpressure."""
         now = time.monotonic()
-        for message in self._consumer.consume(self.config.dispatch_max_items, poll_timeout_s):
+        for message in consume_ready(
+            self._consumer, self.config.dispatch_max_items, poll_timeout_s
+        ):
             if message.error() is None:
                 self._add(message, now)
         self._cut(time.monotonic())

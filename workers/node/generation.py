@@ -42,6 +42,7 @@ from simstream.errors import DecodeError
 from simstream.kafka import (
     EXPLICIT_OFFSETS,
     LogIdentity,
+    consume_ready,
     end_offsets,
     ensure_topics,
     log_identity,
@@ -234,7 +235,7 @@ class IndexGeneration:
         lag_thread.start()
         try:
             while not self._stop.is_set():
-                messages = consumer.consume(1000, 0.1)
+                messages = consume_ready(consumer, 1000, 0.1)
                 gone = next((m for m in messages if out_of_range(m.error())), None)
                 if gone is not None:
                     metrics.OFFSET_OUT_OF_RANGE.labels("node").inc()
