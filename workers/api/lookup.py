@@ -67,7 +67,7 @@ async def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -
     With `after`, the lookup first waits until that write is searchable.
     """
     generation = await state.waiter.generation(request.after)
-    if state.searcher.inline(request):
+    if state.searcher.inline(request, generation):
         return _response(state.searcher.lookup(request, generation))
     return _response(await run_in_threadpool(state.searcher.lookup, request, generation))
 
