@@ -29,8 +29,13 @@ def stop_on_signals(
     event = stop if stop is not None else threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("process.stop_signal", signal=signal.Signals(signum).name)
+        # A second signal can arrive while the first one's handler is still logging
+        # (an orchestrator and a wrapper both send SIGTERM): logging again from the
+        # nested handler would wait forever on the log stream's lock. Only the first logs.
+        first = not event.is_set()
         event.set()
+        if first:
+            log.info("process.stop_signal", signal=signal.Signals(signum).name)
         if raise_exit:
             raise SystemExit(0)
 

@@ -43,3 +43,40 @@ def test_raise_exit_also_ends_the_main_thread_with_status_0(restored_handlers: N
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises as soon as it runs
     assert raised.value.code == 0 and stop.is_set()
+
+
+class _LogThatIsInterrupted:
+    """Fault injection: while the first stop signal is being logged, a second one arrives
+    (SIGTERM from an orchestrator and from a wrapper at once). The nested handler must not
+    log: the real log stream's lock is held by the interrupted write, so it would hang."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.writing = threading.Lock()
+
+    def info(self, event: str, **_: object) -> None:
+        self.calls += 1
+        if not self.writing.acquire(timeout=2):
+            raise AssertionError("a nested handler logged while the first was writing")
+        try:
+            if self.calls == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # the second signal, mid-write
+                time.sleep(0.2)  # Python runs the nested handler here
+        finally:
+            self.writing.release()
+
+
+def test_a_second_signal_during_the_first_ones_log_line_neither_logs_nor_hangs(
+    restored_handlers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simstream.signals
+
+    log = _LogThatIsInterrupted()
+    monkeypatch.setattr(simstream.signals, "log", log)
+    stop = stop_on_signals()
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)
+
+    assert stop.is_set()
+    assert log.calls == 1
