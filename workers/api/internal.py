@@ -5,7 +5,8 @@ version it chose for the whole cluster, and sends only vectors to one replica
 of each partition set. This route searches this node's generation of exactly
 that version (serving, building or retained), never another one: a node
 without it answers 409 ``version_unavailable`` and the router asks another
-replica. No result cache here (the router caches whole answers); the same
+replica. A write token (``after``) is waited for in that generation; the
+router sends it only to the owners of its partitions. No result cache here (the router caches whole answers); the same
 bearer tokens as ``/v1`` (read scope).
 """
 
@@ -44,6 +45,9 @@ class InternalSearch(_Strict):
     exclude: list[str | None] | None = Field(
         None, description="Per query, an id to leave out of its answer (query by id)."
     )
+    after: str | None = Field(
+        None, description="A write token of this node's partitions: wait until it is applied."
+    )
 
 
 class ShardResult(_Strict):
@@ -79,6 +83,8 @@ async def search(request: InternalSearch, state: ApiState = Depends(get_state)) 
             f"Model version {request.version!r} is not held by this node. Expected one of "
             f"its generations {held}. Received: {request.version!r}"
         )
+    if request.after is not None:
+        await state.waiter.wait_in(generation, request.after)
     return await run_in_threadpool(search_generation, state.searcher, generation, request)
 
 
