@@ -12,10 +12,11 @@ example ``kafka_bootstrap_servers`` is read from
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simstream.errors import SettingsError
@@ -214,6 +215,34 @@ class Settings(BaseSettings):
         "serving model's metrics hold no calibrated threshold",
     )
 
+    # --- cluster of index nodes -----------------------------------------------------
+    node_id: str = Field("", description="stable id of this index node (empty: the host name)")
+    node_url: str = Field(
+        "",
+        description="where a router reaches this node's API (empty: http://<api host>:<api port>)",
+    )
+    partition_sets: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="partition sets: partition p is held by the nodes of set p % sets "
+        "(1: every node holds every partition; at most SIMSTREAM_PARTITIONS)",
+    )
+    partition_set: int | None = Field(
+        None,
+        ge=0,
+        description="this node's partition set, below SIMSTREAM_PARTITION_SETS (empty: the "
+        "ordinal at the end of the node id, name-<n>, modulo the sets; no ordinal: 0)",
+    )
+    node_heartbeat_s: float = Field(
+        2.0, gt=0, description="seconds between two announcements of an index node's record"
+    )
+    node_ttl_s: float = Field(
+        6.0,
+        gt=0,
+        description="seconds a node's record outlives its last announcement (above the heartbeat)",
+    )
+
     # --- embedded stack --------------------------------------------------------------
     broker_host: str = Field("127.0.0.1", description="host of the embedded Kafka broker")
     broker_port: int = Field(9092, ge=1, le=65535, description="port of the embedded broker")
@@ -365,6 +394,37 @@ class Settings(BaseSettings):
         description="flip to a new generation even with dead-lettered ranges (an operator choice)",
     )
 
+    @field_validator("partition_sets")
+    @classmethod
+    def _sets(cls, value: int, info: ValidationInfo) -> int:
+        partitions = info.data.get("partitions")
+        if partitions is not None and value > partitions:
+            raise ValueError(f"expected at most SIMSTREAM_PARTITIONS={partitions} sets")
+        return value
+
+    @field_validator("partition_set", mode="before")
+    @classmethod
+    def _empty_set(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("partition_set")
+    @classmethod
+    def _set(cls, value: int | None, info: ValidationInfo) -> int | None:
+        sets = info.data.get("partition_sets")
+        if value is not None and sets is not None and value >= sets:
+            raise ValueError(f"expected a set below SIMSTREAM_PARTITION_SETS={sets}")
+        return value
+
+    @field_validator("node_ttl_s")
+    @classmethod
+    def _ttl(cls, value: float, info: ValidationInfo) -> float:
+        heartbeat = info.data.get("node_heartbeat_s")
+        if heartbeat is not None and value <= heartbeat:
+            raise ValueError(f"expected more than SIMSTREAM_NODE_HEARTBEAT_S={heartbeat}")
+        return value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _host_port_list(cls, value: str) -> str:
@@ -482,6 +542,16 @@ class Settings(BaseSettings):
         if self.log_format == "auto":
             return self.environment == "production"
         return self.log_format == "json"
+
+    @property
+    def cluster_node_id(self) -> str:
+        """This index node's id: ``node_id``, else the host name."""
+        return self.node_id or socket.gethostname()
+
+    @property
+    def cluster_node_url(self) -> str:
+        """Where a router reaches this node: ``node_url``, else ``http://<api host>:<api port>``."""
+        return self.node_url or f"http://{self.api_host}:{self.api_port}"
 
     @property
     def snapshots_dir(self) -> Path:

@@ -64,3 +64,36 @@ def test_the_security_options_pass_through_to_every_kafka_client() -> None:
     assert config["security.protocol"] == "SASL_SSL"
     assert config["sasl.mechanism"] == "SCRAM-SHA-512"
     assert config["group.id"] == "g"
+
+
+def test_a_node_defaults_to_the_host_name_its_api_address_and_one_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    monkeypatch.setenv("SIMSTREAM_API_PORT", "8123")
+    monkeypatch.setenv("SIMSTREAM_PARTITION_SET", "")
+    settings = Settings.load()
+    assert settings.cluster_node_id == socket.gethostname()
+    assert settings.cluster_node_url == "http://127.0.0.1:8123"
+    assert (settings.partition_sets, settings.partition_set) == (1, None)
+    named = Settings.load(node_id="index-3", node_url="http://index-3.index:8000")
+    assert (named.cluster_node_id, named.cluster_node_url) == (
+        "index-3",
+        "http://index-3.index:8000",
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_fragment"),
+    [
+        ({"partitions": 4, "partition_sets": 5}, "SIMSTREAM_PARTITION_SETS. Expected"),
+        ({"partition_sets": 2, "partition_set": 2}, "below SIMSTREAM_PARTITION_SETS=2"),
+        ({"node_heartbeat_s": 2.0, "node_ttl_s": 2.0}, "more than SIMSTREAM_NODE_HEARTBEAT_S"),
+    ],
+)
+def test_a_cluster_layout_that_cannot_work_is_refused(
+    values: dict[str, object], expected_fragment: str
+) -> None:
+    with pytest.raises(SettingsError, match=expected_fragment):
+        Settings.load(**values)

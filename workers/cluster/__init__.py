@@ -1,0 +1,1 @@
+"""The cluster of index nodes: static partition placement and Redis-backed membership."""
