@@ -226,6 +226,11 @@ class PartitionUnavailableError(RequestError):
         self.missing = missing
 
 
+class ReplicaError(SimstreamError):
+    """A replica did not answer the router usefully (no connection, a timeout, a 5xx, a
+    409 or a 429): the router asks another replica of the same partition set."""
+
+
 class NotFoundError(RequestError):
     """The requested item or model does not exist."""
 

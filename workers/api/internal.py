@@ -6,8 +6,9 @@ of each partition set. This route searches this node's generation of exactly
 that version (serving, building or retained), never another one: a node
 without it answers 409 ``version_unavailable`` and the router asks another
 replica. A write token (``after``) is waited for in that generation; the
-router sends it only to the owners of its partitions. No result cache here (the router caches whole answers); the same
-bearer tokens as ``/v1`` (read scope).
+router sends it only to the owners of its partitions. No result cache here
+(the router caches whole answers); the same bearer tokens as ``/v1`` (read
+scope).
 """
 
 from __future__ import annotations

@@ -216,27 +216,8 @@ class Searcher:
         return Plan(options.k, ef, to_filter(options.filter), options.max_distance)
 
     def check_batch(self, queries: Sequence[Query]) -> None:
-        """Check the number of queries of a batch, and of images among them.
-
-        Raises:
-            RequestError: (422) outside ``1 ≤ len(queries) ≤ max_batch``, or more than
-                ``max_batch_images`` images.
-        """
-        most, size = self.config.max_batch, len(queries)
-        if not 1 <= size <= most:
-            raise RequestError(
-                f"Invalid value for `queries`. Expected 1 ≤ len(queries) ≤ {most}. "
-                f"Received: {size} queries",
-                422,
-            )
-        images = sum(q.image is not None for q in queries)
-        most_images = self.config.max_batch_images
-        if images > most_images:
-            raise RequestError(
-                f"Invalid value for `queries`. Expected at most {most_images} `image` queries "
-                f"in one batch (SIMSTREAM_API_MAX_BATCH_IMAGES). Received: {images} images",
-                422,
-            )
+        """Check the number of queries of a batch, and of images among them (`check_batch`)."""
+        check_batch(self.config, queries)
 
     # --- queries ---------------------------------------------------------------------
 
@@ -381,6 +362,30 @@ class Searcher:
             for i, value in zip(missing, computed, strict=True):
                 cached[i] = value
         return [v for v in cached if v is not None], "miss" if missing else "hit"
+
+
+def check_batch(config: SearchConfig, queries: Sequence[Query]) -> None:
+    """Check the number of queries of a batch, and of images among them.
+
+    Raises:
+        RequestError: (422) outside ``1 ≤ len(queries) ≤ max_batch``, or more than
+            ``max_batch_images`` images.
+    """
+    most, size = config.max_batch, len(queries)
+    if not 1 <= size <= most:
+        raise RequestError(
+            f"Invalid value for `queries`. Expected 1 ≤ len(queries) ≤ {most}. "
+            f"Received: {size} queries",
+            422,
+        )
+    images = sum(q.image is not None for q in queries)
+    most_images = config.max_batch_images
+    if images > most_images:
+        raise RequestError(
+            f"Invalid value for `queries`. Expected at most {most_images} `image` queries "
+            f"in one batch (SIMSTREAM_API_MAX_BATCH_IMAGES). Received: {images} images",
+            422,
+        )
 
 
 def check_limits(config: SearchConfig, k: int, ef: int | None) -> None:

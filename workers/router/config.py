@@ -24,6 +24,9 @@ class RouterConfig:
         refresh_s: seconds between two reads of the cluster's membership.
         space: the index space of models that declare none.
         ef_search: the default ``ef`` (sent to every node, so all search alike).
+        partition_sets: the cluster's partition sets (``SIMSTREAM_PARTITION_SETS``).
+        coordination_url: the Redis the nodes announce themselves in (the Celery broker's).
+        node_ttl_s: how long a node's record outlives its last announcement.
     """
 
     search: SearchConfig
@@ -33,6 +36,9 @@ class RouterConfig:
     refresh_s: float
     space: str
     ef_search: int
+    partition_sets: int
+    coordination_url: str
+    node_ttl_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterConfig:
@@ -45,4 +51,7 @@ class RouterConfig:
             refresh_s=0.5,
             space=settings.index_space,
             ef_search=settings.index_ef_search,
+            partition_sets=settings.partition_sets,
+            coordination_url=settings.celery_broker_url,
+            node_ttl_s=settings.node_ttl_s,
         )

@@ -20,16 +20,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from simstream.errors import RequestError
+from simstream.errors import ReplicaError, RequestError
 from simstream.log import get_logger
 from workers import metrics
 from workers.cluster.membership import ClusterView, NodeRecord
+
+Send = Callable[[NodeRecord], Awaitable[httpx.Response]]
+"""Sends one request to a node."""
 
 log = get_logger("router")
 
@@ -53,13 +56,13 @@ class SetAnswer:
     body: dict[str, Any] | None
 
 
-class _Failed(Exception):
-    """A replica did not answer usefully (the next one is asked)."""
-
-
 def holds(record: NodeRecord, version: str) -> bool:
-    """Whether a replica may answer for ``version``: ready and holding its generation."""
-    return record.ready and version in record.generations
+    """Whether a replica may answer for ``version``: ready, holding its generation, and
+    that generation complete (serving, retained, or built and caught up)."""
+    generation = record.generations.get(version)
+    if not record.ready or generation is None:
+        return False
+    return generation.state != "building" or generation.caught_up
 
 
 class Fanout:
@@ -89,42 +92,20 @@ class Fanout:
         now = time.monotonic()
         return sorted(rotated, key=lambda r: self._suspect.get(r.id, 0.0) > now)
 
-    async def ask_sets(
-        self,
-        view: ClusterView,
-        version: str,
-        path: str,
-        body: Mapping[str, Any],
-        headers: Mapping[str, str],
-        sets: Sequence[int] | None = None,
-    ) -> list[SetAnswer]:
-        """Ask one replica of every set (or of ``sets``) concurrently.
+    async def ask(
+        self, replicas: Sequence[NodeRecord], send: Send, partition_set: int = -1
+    ) -> SetAnswer:
+        """Ask ``replicas`` in order until one answers usefully; hedge after ``hedge_s``.
 
         Raises:
             RequestError: a replica refused the request itself (a 4xx but 409/429).
         """
-        chosen = sorted(view.sets) if sets is None else list(sets)
-        asked = [
-            self.ask(self.replicas(view, s, version), path, body, headers, s) for s in chosen
-        ]
-        return list(await asyncio.gather(*asked))
-
-    async def ask(
-        self,
-        replicas: Sequence[NodeRecord],
-        path: str,
-        body: Mapping[str, Any],
-        headers: Mapping[str, str],
-        partition_set: int,
-    ) -> SetAnswer:
-        """Ask ``replicas`` in order until one answers; hedge after ``hedge_s``."""
         waiting = list(replicas)
         running: dict[asyncio.Task[dict[str, Any]], NodeRecord] = {}
 
         def launch() -> None:
             node = waiting.pop(0)
-            task = asyncio.ensure_future(self._post(node, path, body, headers))
-            running[task] = node
+            running[asyncio.ensure_future(self._answer(node, send))] = node
 
         if waiting:
             launch()
@@ -142,24 +123,39 @@ class Fanout:
                     node = running.pop(task)
                     try:
                         return SetAnswer(partition_set, node, task.result())
-                    except _Failed as e:
+                    except ReplicaError as e:
                         self._suspect[node.id] = time.monotonic() + _SUSPECT_S
                         metrics.ROUTER_RETRIES.inc()
                         log.warning("router.replica_failed", node=node.id, error=str(e))
-                        if waiting and len(running) == 0:
-                            launch()
+                if waiting and not running:
+                    launch()
             return SetAnswer(partition_set, None, None)
         finally:
             for task in running:
                 task.cancel()
 
-    async def _post(
-        self, node: NodeRecord, path: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> dict[str, Any]:
+    def post(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Send:
+        """A `Send` that POSTs ``body`` as JSON to ``path`` of a node."""
+
+        def send(node: NodeRecord) -> Awaitable[httpx.Response]:
+            return self.client.post(node.url + path, json=body, headers=dict(headers))
+
+        return send
+
+    def get(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> Send:
+        """A `Send` that GETs ``path`` of a node."""
+
+        def send(node: NodeRecord) -> Awaitable[httpx.Response]:
+            return self.client.get(node.url + path, params=dict(params), headers=dict(headers))
+
+        return send
+
+    @staticmethod
+    async def _answer(node: NodeRecord, send: Send) -> dict[str, Any]:
         try:
-            response = await self.client.post(node.url + path, json=body, headers=dict(headers))
+            response = await send(node)
         except httpx.HTTPError as e:
-            raise _Failed(f"{type(e).__name__}: {e}") from None
+            raise ReplicaError(f"{type(e).__name__}: {e}") from None
         return answer_of(response)
 
 
@@ -168,7 +164,7 @@ def answer_of(response: httpx.Response) -> dict[str, Any]:
 
     Raises:
         RequestError: a 4xx (but 409/429) passed on as it came.
-        _Failed: any other failure (the next replica is asked).
+        ReplicaError: any other failure (the next replica is asked).
     """
     status = response.status_code
     if status == 200:
@@ -181,4 +177,4 @@ def answer_of(response: httpx.Response) -> dict[str, Any]:
         except (ValueError, KeyError, TypeError):
             detail, code = response.text, None
         raise RequestError(detail, status, code)
-    raise _Failed(f"HTTP {status}: {response.text[:200]}")
+    raise ReplicaError(f"HTTP {status}: {response.text[:200]}")

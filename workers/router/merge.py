@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def merge(answers: Sequence[dict[str, Any]], queries: int, k: int) -> list[tuple[list[dict[str, Any]], bool]]:
+def merge(
+    answers: Sequence[dict[str, Any]], queries: int, k: int
+) -> list[tuple[list[dict[str, Any]], bool]]:
     """Per query, the k nearest neighbours over ``answers`` and whether the answer is exhaustive.
 
     Args:
