@@ -1,0 +1,168 @@
+"""A cluster of real index node processes (2 partition sets × 2 replicas) on the embedded
+stack, a reference node that holds every partition, and the query router over them.
+
+The digits are published and embedded once (the workers' own `RangeEmbedder`,
+in-process); every node process (``simstream serve``) restores nothing and
+builds its partitions from the embeddings log, so all of them, and the
+reference node, index exactly the same records.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from model.registry import Registry
+from simstream.kafka import ensure_topics
+from simstream.settings import Settings
+from simstream.stack.local import LocalStack
+from simstream.stack.process import free_port
+from tests.processes import Child
+from tests.waiting import wait_for
+from tests.workers.api.conftest import (
+    Digits,
+    api_settings,
+    publish_digits,
+    register_cnn,
+    start_serving,
+)
+from tests.workers.pipeline import items_end
+from workers.api import create_app
+from workers.cluster.membership import Membership
+from workers.ingest.config import IngestConfig
+from workers.ingest.embedder import RangeEmbedder
+from workers.node.node import IndexNode
+from workers.router import create_router_app
+
+PARTITIONS = 4
+SETS = 2
+REPLICAS = 2
+
+
+@dataclass
+class Node:
+    """One index node process of the cluster."""
+
+    id: str
+    partition_set: int
+    url: str
+    child: Child
+
+    def ready(self) -> bool:
+        """Whether it answers ``/readyz`` with 200."""
+        try:
+            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+@dataclass
+class Cluster:
+    """The node processes, the router over them and a reference node holding everything."""
+
+    settings: Settings
+    version: str
+    digits: Digits
+    nodes: list[Node]
+    router: TestClient
+    reference: TestClient
+    membership: Membership
+
+    def replicas(self, partition_set: int) -> list[Node]:
+        """The nodes of one partition set."""
+        return [n for n in self.nodes if n.partition_set == partition_set]
+
+    def live(self) -> set[str]:
+        """Ids of the nodes whose records are live and ready."""
+        return {r.id for r in self.membership.nodes() if r.ready}
+
+    def restart(self, node: Node) -> None:
+        """Start a killed node again and wait until the router's view has it ready."""
+        node.child.start()
+        wait_for(lambda: node.ready() and node.id in self.live(), 120, 0.2, f"{node.id} back")
+
+
+def embed_everything(settings: Settings, version: str) -> None:
+    """Emulate the dispatcher and an embed worker: embed every items event once."""
+    encoder = Registry(settings.registry_dir).load(version)
+    ensure_topics(settings, [settings.embeddings_topic(version)])
+    embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
+    try:
+        for partition, end in items_end(settings).items():
+            if end > 0:
+                embedder.run(settings.topic_items, partition, 0, end, version)
+    finally:
+        embedder.close()
+
+
+def _node(settings: Settings, root: Path, index: int, logs: Path) -> Node:
+    port = free_port()
+    data = root / f"node-{index}"
+    shutil.copytree(settings.registry_dir, data / "models")
+    node_id = f"node-{index}"
+    url = f"http://127.0.0.1:{port}"
+    env = settings.to_env(
+        data_dir=data,
+        api_port=port,
+        node_id=node_id,
+        node_url=url,
+        partition_sets=SETS,
+        node_heartbeat_s=0.5,
+        node_ttl_s=2.0,
+        log_format="json",
+    )
+    child = Child(
+        [sys.executable, "-m", "simstream.cli.main", "serve"], env, logs / f"{node_id}.log"
+    )
+    return Node(node_id, index % SETS, url, child)
+
+
+@pytest.fixture(scope="package")
+def cluster(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Four node processes (sets 0 and 1, two replicas each), the router, a reference node."""
+    root = tmp_path_factory.mktemp("cluster")
+    settings = api_settings(
+        stack.settings, root / "reference", partitions=PARTITIONS, router_hedge_ms=200.0
+    )
+    version = register_cnn(settings)
+    digits = publish_digits(settings)
+    embed_everything(settings, version)
+    nodes = [_node(settings, root, i, root) for i in range(SETS * REPLICAS)]
+    reference: IndexNode | None = None
+    try:
+        for node in nodes:
+            node.child.start()
+        encoder = Registry(settings.registry_dir).load(version)
+        # The reference announces itself elsewhere (another Redis database): not a cluster member.
+        alone = settings.model_copy(
+            update={"celery_broker_url": settings.celery_broker_url.rsplit("/", 1)[0] + "/7"}
+        )
+        reference = start_serving(alone, encoder, digits)
+        membership = Membership.connect(settings.celery_broker_url, settings.topic_items)
+        router_settings = settings.model_copy(update={"partition_sets": SETS})
+
+        def all_ready() -> bool:
+            exited = [n.id for n in nodes if n.child.exited()]
+            assert not exited, f"{exited} exited: " + nodes[0].child.output()[-3000:]
+            return all(n.ready() for n in nodes) and len(
+                {r.id for r in membership.nodes() if r.ready}
+            ) == len(nodes)
+
+        wait_for(all_ready, 180, 0.5, "every node ready and announced")
+        with (
+            TestClient(create_router_app(router_settings)) as router,
+            TestClient(create_app(alone, reference)) as ref,
+        ):
+            yield Cluster(settings, version, digits, nodes, router, ref, membership)
+    finally:
+        for node in nodes:
+            node.child.stop()
+        if reference is not None:
+            reference.stop()
