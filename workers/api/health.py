@@ -33,9 +33,17 @@ async def readyz(state: ApiState = Depends(get_state)) -> JSONResponse:  # noqa:
     """Ready when the node can answer queries correctly: a generation serves, its
     consumer is healthy, and it has caught up (lag ≤ `SIMSTREAM_API_READY_MAX_LAG`
     events) once; a later burst of lag makes answers say `degraded` but does not
-    take the node out of rotation. 503 with the reason otherwise."""
-    ready, reason = state.node.ready()
-    return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
+    take the node out of rotation. 503 with the reason otherwise. Only the
+    partitions the node holds count (named in `partitions`)."""
+    node = state.node
+    ready, reason = node.ready()
+    body = {
+        "ready": ready,
+        "reason": reason,
+        "node": node.config.cluster.node_id,
+        "partitions": list(node.config.owned),
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get(

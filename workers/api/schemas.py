@@ -588,6 +588,10 @@ class Readiness(BaseModel):
 
     ready: bool
     reason: str
+    node: str | None = Field(None, description="The node's id (SIMSTREAM_NODE_ID).")
+    partitions: list[int] | None = Field(
+        None, description="The partitions (shards) the node holds: those of its partition set."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -604,8 +608,8 @@ class ErrorResponse(BaseModel):
         ...,
         description="A stable machine-readable code (see the table in docs/api.md): "
         "invalid_request, invalid_filter, invalid_payload, unsupported_query, unauthorized, "
-        "forbidden, not_found, method_not_allowed, payload_too_large, rate_limited, "
-        "not_ready, unavailable, internal, or a wire reason code (bad_image, "
+        "forbidden, not_found, not_owner, method_not_allowed, payload_too_large, "
+        "rate_limited, not_ready, unavailable, internal, or a wire reason code (bad_image, "
         "image_too_large, bad_token …).",
         examples=["invalid_request"],
     )

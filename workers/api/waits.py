@@ -18,6 +18,7 @@ import time
 
 from simstream.errors import DecodeError, NotReadyError, RequestError
 from simstream.wire import Reason, WriteToken
+from workers.api.codes import ErrorCode
 from workers.api.config import SearchConfig
 from workers.api.end_offsets import PartitionEnds
 from workers.node.generation import IndexGeneration
@@ -84,8 +85,25 @@ class WriteWaiter:
         await self._wait(generation, token, after, deadline)
 
     def tokens(self, after: str) -> tuple[WriteToken, ...]:
-        """Parse and check a write token (see `parse_tokens`)."""
-        return parse_tokens(self.config, after)
+        """Parse and check a write token (see `parse_tokens`), and that this node holds
+        its partitions.
+
+        Raises:
+            RequestError: 400 as `parse_tokens`; 421 (``not_owner``) for a partition this
+                node does not hold (its owners can answer).
+        """
+        tokens = parse_tokens(self.config, after)
+        owned = self.node.config.owned
+        for token in tokens:
+            if token.partition not in owned:
+                raise RequestError(
+                    f"Invalid value for `after`. Expected a write token of a partition this "
+                    f"node ({self.node.config.cluster.node_id}) holds, one of {list(owned)}. "
+                    f"Received: partition {token.partition}: ask the nodes of its partition set",
+                    421,
+                    ErrorCode.NOT_OWNER,
+                )
+        return tokens
 
     async def _wait(
         self, generation: IndexGeneration, token: WriteToken, after: str, deadline: float

@@ -272,8 +272,9 @@ class Membership:
             return []
         return list(_parse(zip(keys, values, strict=True)))
 
-    def view(self, partition_sets: int) -> ClusterView:
-        """The `ClusterView` of the live records."""
+    def view(self, partition_sets: int = 1) -> ClusterView:
+        """The `ClusterView` of the live records (``partition_sets`` matters only to the
+        questions about sets)."""
         return ClusterView(tuple(self.nodes()), partition_sets)
 
 

@@ -211,13 +211,15 @@ def merge(parts: Sequence[Hits], k: int) -> Hits:
 
 
 class ShardedIndex:
-    """S hnswlib shards, one per partition of the embeddings topic.
+    """hnswlib shards, one per owned partition of the embeddings topic.
 
     Args:
         config: parameters every shard shares.
-        partitions: number of partitions, and so of shards.
+        partitions: number of partitions of the topic.
         model_version: the encoder version whose embeddings this index holds.
-        shards: ready shards (from a snapshot), one per partition in order.
+        owned: the partitions this index holds a shard of, ascending (default:
+            all; an index node of a partition set holds only its set's).
+        shards: ready shards (from a snapshot), one per owned partition in order.
         epoch: starting epoch (from a snapshot).
     """
 
@@ -227,6 +229,7 @@ class ShardedIndex:
         partitions: int,
         *,
         model_version: str = "",
+        owned: Sequence[int] | None = None,
         shards: Sequence[Shard] | None = None,
         epoch: int = 0,
     ) -> None:
@@ -234,28 +237,35 @@ class ShardedIndex:
             raise IndexStoreError(
                 f"Invalid value for `partitions`. Expected ≥ 1. Received: partitions={partitions}"
             )
-        if shards is not None and [s.partition for s in shards] != list(range(partitions)):
+        held = list(range(partitions)) if owned is None else list(owned)
+        if not held or held != sorted(set(held)) or not 0 <= held[0] <= held[-1] < partitions:
             raise IndexStoreError(
-                f"Expected one shard per partition 0..{partitions - 1} in order. "
+                f"Invalid value for `owned`. Expected distinct partitions below {partitions} in "
+                f"ascending order, at least one. Received: {held}"
+            )
+        if shards is not None and [s.partition for s in shards] != held:
+            raise IndexStoreError(
+                f"Expected one shard per owned partition {held} in order. "
                 f"Received partitions {[s.partition for s in shards]}"
             )
         self.config = config
         self.model_version = model_version
-        self._shards = (
-            list(shards) if shards is not None else [Shard(config, p) for p in range(partitions)]
-        )
+        self._partitions = partitions
+        self._owned = tuple(held)
+        self._position = {p: n for n, p in enumerate(held)}
+        self._shards = list(shards) if shards is not None else [Shard(config, p) for p in held]
         self._epoch = epoch
         self._epoch_lock = threading.Lock()
         self._cpus = _cpus()
         self._per_query_s = 0.0
         self._pool = (
-            ThreadPoolExecutor(max_workers=partitions, thread_name_prefix="index-shard")
-            if partitions > 1
+            ThreadPoolExecutor(max_workers=len(held), thread_name_prefix="index-shard")
+            if len(held) > 1
             else None
         )
         # One permit per pool thread: work is handed to the pool only when a thread
         # is free, so a search never queues behind another request's shards.
-        self._free_threads = threading.Semaphore(partitions)
+        self._free_threads = threading.Semaphore(len(held))
         self._log = get_logger("index.sharded", model_version=model_version)
 
     @classmethod
@@ -273,8 +283,13 @@ class ShardedIndex:
 
     @property
     def partitions(self) -> int:
-        """Number of shards (= partitions)."""
-        return len(self._shards)
+        """Number of partitions of the topic (the shards held: `owned`)."""
+        return self._partitions
+
+    @property
+    def owned(self) -> tuple[int, ...]:
+        """The partitions this index holds a shard of, ascending."""
+        return self._owned
 
     @property
     def shards(self) -> tuple[Shard, ...]:
@@ -298,15 +313,21 @@ class ShardedIndex:
 
     def shard(self, partition: int) -> Shard:
         """The shard of a partition."""
-        self._check_partition(partition)
-        return self._shards[partition]
+        return self._shards[self._check_partition(partition)]
 
-    def _check_partition(self, partition: int) -> None:
-        if not 0 <= partition < len(self._shards):
+    def _check_partition(self, partition: int) -> int:
+        """The position of ``partition``'s shard.
+
+        Raises:
+            IndexStoreError: this index holds no shard of ``partition``.
+        """
+        position = self._position.get(partition)
+        if position is None:
             raise IndexStoreError(
-                f"Invalid value for `partition`. Expected 0 ≤ partition < {len(self._shards)}. "
-                f"Received: partition={partition}"
+                f"Invalid value for `partition`. Expected one of the partitions held, "
+                f"{list(self._owned)}. Received: partition={partition}"
             )
+        return position
 
     # --- writes ----------------------------------------------------------------------
 
@@ -326,8 +347,7 @@ class ShardedIndex:
             next_offset: the log offset to read next in that partition (last + 1).
             num_threads: hnswlib threads for bulk inserts (default: the config's).
         """
-        self._check_partition(partition)
-        result = self._shards[partition].apply(
+        result = self.shard(partition).apply(
             records, next_offset=next_offset, num_threads=num_threads
         )
         if result.changed:
@@ -490,11 +510,13 @@ class ShardedIndex:
 
     def get(self, item_id: str) -> Item | None:
         """The live item with this id (the partition Kafka would pick is asked first)."""
-        first = partition_for(item_id, len(self._shards))
-        order = [first, *(p for p in range(len(self._shards)) if p != first)]
-        for p in order:
-            if item_id in self._shards[p]:
-                item = self._shards[p].get(item_id)
+        first = self._position.get(partition_for(item_id, self._partitions))
+        shards = list(self._shards)
+        if first is not None:
+            shards.insert(0, shards.pop(first))
+        for shard in shards:
+            if item_id in shard:
+                item = shard.get(item_id)
                 if item is not None:
                     return item
         return None
@@ -544,8 +566,8 @@ class ShardedIndex:
 
     def replace_shard(self, shard: Shard) -> None:
         """Put ``shard`` in place of the shard of its partition (which is closed)."""
-        self._check_partition(shard.partition)
-        old, self._shards[shard.partition] = self._shards[shard.partition], shard
+        position = self._check_partition(shard.partition)
+        old, self._shards[position] = self._shards[position], shard
         with self._epoch_lock:
             self._epoch += 1
         old.close()

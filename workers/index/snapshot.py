@@ -50,7 +50,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -214,6 +214,12 @@ def check_hnsw_file(path: Path, elements: int) -> None:
             "elements its header names (a write error such as a full disk?). Expected a "
             "complete index file."
         )
+
+
+def _owned(manifest: Mapping[str, Any]) -> list[int]:
+    """The partitions a snapshot holds (snapshots without ``owned`` hold them all)."""
+    owned = manifest.get("owned")
+    return list(range(int(manifest["partitions"]))) if owned is None else [int(p) for p in owned]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -387,6 +393,7 @@ class SnapshotStore:
             "hnswlib_version": hnswlib_version(),
             "simstream_version": simstream.__version__,
             "partitions": index.partitions,
+            "owned": list(index.owned),
             "epoch": index.epoch,
             "next_offsets": offsets,
             "totals": {
@@ -468,8 +475,8 @@ class SnapshotStore:
                 f"{path.name}: {name} does not match its SHA-256 in the manifest.",
             )
         _check(
-            [s["partition"] for s in manifest["shards"]] == list(range(manifest["partitions"])),
-            f"{path.name}: expected one shard per partition.",
+            [s["partition"] for s in manifest["shards"]] == _owned(manifest),
+            f"{path.name}: expected one shard per owned partition.",
         )
         states = [self._verify_shard(path, manifest, shard) for shard in manifest["shards"]]
         return manifest, states
@@ -540,6 +547,7 @@ class SnapshotStore:
             loaded,
             manifest["partitions"],
             model_version=manifest["model_version"],
+            owned=_owned(manifest),
             shards=shards,
             epoch=int(manifest["epoch"]),
         )
@@ -603,9 +611,13 @@ class SnapshotStore:
             try:
                 manifest, states = self._verify(info.path)
                 loaded = self._expect(info.path, manifest, config, model_version)
-                shard = self._load_shard(
-                    info.path, loaded, manifest["shards"][partition], states[partition]
-                )
+                owned = _owned(manifest)
+                if partition not in owned:
+                    raise SnapshotCorruptError(
+                        f"{info.path.name}: holds partitions {owned}, not {partition}."
+                    )
+                n = owned.index(partition)
+                shard = self._load_shard(info.path, loaded, manifest["shards"][n], states[n])
             except SnapshotCorruptError as e:
                 self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
                 continue
@@ -624,6 +636,7 @@ class SnapshotStore:
         config: IndexConfig,
         model_version: str | None = None,
         accept: SourceCheck | None = None,
+        owned: Sequence[int] | None = None,
     ) -> LoadedSnapshot | None:
         """Like `load_latest`, with the snapshot's path, ``extra`` state and ``source``.
 
@@ -633,9 +646,11 @@ class SnapshotStore:
             accept: checks each snapshot's recorded source against the log as it
                 is now, before anything is loaded; a snapshot it finds a reason
                 against is discarded (logged, left on disk, never loaded).
+            owned: the partitions the caller holds (None: any); a snapshot of
+                other partitions (the node's placement changed) is discarded.
         """
         for info in self.list():
-            reason = self._source_mismatch(info, accept)
+            reason = self._placement_mismatch(info, owned) or self._source_mismatch(info, accept)
             if reason is not None:
                 self._log.warning("index.snapshot_discarded", path=str(info.path), reason=reason)
                 continue
@@ -661,6 +676,18 @@ class SnapshotStore:
                 dict(manifest.get("source") or {}),
             )
         return None
+
+    @staticmethod
+    def _placement_mismatch(info: SnapshotInfo, owned: Sequence[int] | None) -> str | None:
+        if owned is None or info.manifest is None:
+            return None
+        try:
+            held = _owned(info.manifest)
+        except (KeyError, TypeError, ValueError):
+            return None  # malformed: verification rejects it with the details
+        if held == list(owned):
+            return None
+        return f"it holds partitions {held}; this node holds {list(owned)}"
 
     @staticmethod
     def _source_mismatch(info: SnapshotInfo, accept: SourceCheck | None) -> str | None:

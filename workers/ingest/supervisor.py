@@ -11,9 +11,9 @@ from celery import Celery
 
 from simstream.log import get_logger
 from simstream.settings import Settings
+from workers.cluster.membership import Membership
 from workers.ingest.config import IngestConfig
 from workers.ingest.dispatcher import Dispatcher
-from workers.node.serving import ServingStatusBoard
 
 log = get_logger("dispatcher")
 
@@ -26,11 +26,12 @@ def active_version(registry_dir: Path) -> str | None:
 
 
 class DispatcherSupervisor:
-    """Keeps a dispatcher running for every wanted or serving version, and no other.
+    """Keeps a dispatcher running for every version the registry or a live node needs,
+    and no other.
 
     Args:
         config: the ingest config.
-        board: where the index node publishes what it serves and builds.
+        membership: where the index nodes announce what they serve, build and retain.
         celery_app: makes the Celery app of each new dispatcher.
         fixed_version: dispatch for this version only.
         poll_s: how often the wanted versions are reconciled.
@@ -39,13 +40,13 @@ class DispatcherSupervisor:
     def __init__(
         self,
         config: IngestConfig,
-        board: ServingStatusBoard,
+        membership: Membership,
         celery_app: Callable[[], Celery],
         fixed_version: str | None = None,
         poll_s: float = 1.0,
     ) -> None:
         self.config = config
-        self.board = board
+        self.membership = membership
         self.celery_app = celery_app
         self.fixed_version = fixed_version
         self.poll_s = poll_s
@@ -55,25 +56,24 @@ class DispatcherSupervisor:
     def from_settings(
         cls, settings: Settings, fixed_version: str | None = None, poll_s: float = 1.0
     ) -> DispatcherSupervisor:
-        """A supervisor with the settings' config, serving board and Celery broker."""
+        """A supervisor with the settings' config, the cluster's membership and Celery broker."""
         from workers.celery_app import make_celery
 
         return cls(
             IngestConfig.from_settings(settings),
-            ServingStatusBoard.connect(settings.celery_broker_url, settings.topic_items),
+            Membership.connect(settings.celery_broker_url, settings.topic_items),
             functools.partial(make_celery, settings),
             fixed_version=fixed_version,
             poll_s=poll_s,
         )
 
     def wanted(self) -> set[str]:
-        """Versions to dispatch for: the fixed one, or registry active ∪ node's generations."""
+        """Versions to dispatch for: the fixed one, or the registry's active one and every
+        version a live node serves, builds or retains (the union: nodes in different
+        states never make a version's dispatcher start and stop in turn)."""
         if self.fixed_version:
             return {self.fixed_version}
-        state = self.board.read()
-        versions = set(state.building)
-        if state.serving:
-            versions.add(state.serving)
+        versions = self.membership.view().versions_needed()
         active = active_version(self.config.registry_dir)
         if active:
             versions.add(active)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from simstream.kafka import KafkaClientConfig
 from simstream.settings import Settings
 from simstream.wire import WireLimits
+from workers.cluster.config import ClusterConfig
 from workers.index.config import IndexConfig
 
 
@@ -37,6 +38,7 @@ class NodeConfig(KafkaClientConfig):
         reindex_allow_dead_letters: flip even when ranges of the new generation were
             dead-lettered (an operator's decision).
         ready_max_lag: source events the serving generation may lag and be ready.
+        cluster: this node's id, partition set and membership timing.
     """
 
     topic_items: str
@@ -57,6 +59,7 @@ class NodeConfig(KafkaClientConfig):
     reindex_allow_dead_letters: bool
     ready_max_lag: int
     delete_marker_retention_s: float = 86400.0
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NodeConfig:
@@ -81,7 +84,13 @@ class NodeConfig(KafkaClientConfig):
             reindex_grace_s=settings.reindex_grace_s,
             reindex_allow_dead_letters=settings.reindex_allow_dead_letters,
             ready_max_lag=settings.api_ready_max_lag,
+            cluster=ClusterConfig.from_settings(settings),
         )
+
+    @property
+    def owned(self) -> tuple[int, ...]:
+        """The partitions (shards) this node holds: those of its partition set."""
+        return self.cluster.owned(self.partitions)
 
     def embeddings_topic(self, model_version: str) -> str:
         """Name of the embeddings topic of a model version."""

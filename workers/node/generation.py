@@ -86,10 +86,9 @@ class IndexGeneration:
         self.space = space or config.index.space
         self.topic = config.embeddings_topic(version)
         self.store = SnapshotStore(config.snapshots_dir, version, config.snapshot_keep)
-        self.index = ShardedIndex(
-            config.index.with_(dim=dim, space=self.space), config.partitions, model_version=version
-        )
-        self.watermarks = {p: SourceWatermark() for p in range(config.partitions)}
+        self.owned = config.owned
+        self.index = self._empty_index()
+        self.watermarks = {p: SourceWatermark() for p in self.owned}
         self.applied = 0
         self.lag: dict[int, int] = {}
         self.source_end: dict[int, int] = {}
@@ -114,6 +113,14 @@ class IndexGeneration:
         self._log_end: dict[int, int] = {}
         self._rebuild_reason: str | None = None
 
+    def _empty_index(self) -> ShardedIndex:
+        return ShardedIndex(
+            self.config.index.with_(dim=self.dim, space=self.space),
+            self.config.partitions,
+            owned=self.owned,
+            model_version=self.version,
+        )
+
     # --- lifecycle -------------------------------------------------------------------
 
     def restore(self) -> bool:
@@ -134,7 +141,9 @@ class IndexGeneration:
                 discarded.append(reason)
             return reason
 
-        loaded = self.store.load_latest_state(self.index.config, self.version, accept=accept)
+        loaded = self.store.load_latest_state(
+            self.index.config, self.version, accept=accept, owned=self.owned
+        )
         if discarded:
             metrics.LOG_MISMATCH.labels(self.version, "restore").inc()
             self.log.warning(
@@ -149,7 +158,7 @@ class IndexGeneration:
         self.index.close()
         self.index = loaded.index
         marks = loaded.extra.get("watermarks", {})
-        for p in range(self.config.partitions):
+        for p in self.owned:
             if str(p) in marks:
                 self.watermarks[p] = SourceWatermark.from_dict(marks[str(p)])
         self.last_snapshot_at = time.time()
@@ -166,8 +175,7 @@ class IndexGeneration:
         """Read the identity of the embeddings log as it is now (`source`)."""
         probe = Consumer(self.config.kafka_config(**{"group.id": "simstream-probe"}))
         try:
-            partitions = range(self.config.partitions)
-            self.source = log_identity(self.config, probe, self.topic, partitions)
+            self.source = log_identity(self.config, probe, self.topic, self.owned)
         finally:
             probe.close()
         self._log_end = dict(self.source.log_end)
@@ -212,10 +220,7 @@ class IndexGeneration:
         offsets = self.index.next_offsets()
         # A partition never applied starts at the log start, which may be above 0.
         consumer.assign(
-            [
-                TopicPartition(self.topic, p, offsets.get(p, OFFSET_BEGINNING))
-                for p in range(self.config.partitions)
-            ]
+            [TopicPartition(self.topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in self.owned]
         )
         lag_thread = threading.Thread(
             target=self._lag_loop, name=f"lag-{self.version}", daemon=True
@@ -337,21 +342,15 @@ class IndexGeneration:
             action="rebuilding from the start of the embeddings log",
         )
         previous = self.index
-        self.index = ShardedIndex(
-            self.config.index.with_(dim=self.dim, space=self.space),
-            self.config.partitions,
-            model_version=self.version,
-        )
-        self.watermarks = {p: SourceWatermark() for p in range(self.config.partitions)}
+        self.index = self._empty_index()
+        self.watermarks = {p: SourceWatermark() for p in self.owned}
         previous.close()
-        consumer.assign(
-            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.config.partitions)]
-        )
+        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.owned])
         self._identify()
         self._since_snapshot += 1  # the next snapshot replaces those of the old log
 
     def _measure_lag(self, probe: Consumer) -> None:
-        partitions = range(self.config.partitions)
+        partitions = self.owned
         # Applied first: what was applied before the ends were read lies below them.
         applied = self.index.next_offsets()
         ends = end_offsets(probe, self.topic, partitions)
@@ -477,6 +476,7 @@ class IndexGeneration:
         index_stats = self.index.stats()
         return {
             "version": self.version,
+            "partitions": list(self.owned),
             "epoch": self.index.epoch,
             "live": index_stats.live,
             "tombstones": index_stats.tombstones,

@@ -1,16 +1,25 @@
 """`IndexNode`: serves one generation and builds the next beside it (blue-green).
 
+The node holds the partitions (shards) of its partition set only
+(`workers.cluster.placement`) and announces itself every heartbeat
+(`workers.cluster.membership`): id, URL, partitions, generations with their
+applied offsets, readiness.
+
 The model registry's active version is the *wanted* generation. When it differs
 from the *serving* one, the node builds the wanted generation beside it (the
-dispatcher embeds ``items`` from offset 0 into ``embeddings.<wanted>``), and
-flips the alias once that generation has accounted for all but
-``reindex_max_lag`` events of ``items`` and none of its ranges was dead-lettered
-whole (unless ``reindex_allow_dead_letters``: an operator accepts the hole).
-Queries take the serving generation
-once, at their start, so every answer comes from exactly one model version.
-The previous generation is kept ``reindex_grace_s`` for a rollback, then closed.
-The alias is persisted (``<data dir>/alias.json``) so a restart serves the
-same generation.
+dispatcher embeds ``items`` from offset 0 into ``embeddings.<wanted>``). The
+generation is *caught up* once it has accounted for all but ``reindex_max_lag``
+events of ``items`` of the node's partitions and none of its ranges was
+dead-lettered whole (unless ``reindex_allow_dead_letters``: an operator accepts
+the hole). The node flips its alias only when it has the wanted generation
+caught up **and** the cluster view shows every partition set with a live owner
+that has it caught up, so no node serves a version before every partition can
+be answered with it; a rollback follows the same rule. Queries take the serving
+generation once, at their start, so every answer comes from exactly one model
+version. The previous generation is kept, and announced as ``retained``, until
+every live node serves the new one and ``reindex_grace_s`` has passed, then
+closed. The alias is persisted (``<data dir>/alias.json``) so a restart serves
+the same generation.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from model.registry import Encoder, Registry
@@ -26,9 +36,9 @@ from simstream.errors import NotReadyError
 from simstream.kafka import check_partitions
 from simstream.log import get_logger
 from workers import metrics
+from workers.cluster.membership import ClusterView, GenerationState, Membership, NodeRecord
 from workers.node.config import NodeConfig
 from workers.node.generation import IndexGeneration
-from workers.node.serving import ServingStatus, ServingStatusBoard
 
 log = get_logger("node")
 
@@ -40,15 +50,19 @@ class IndexNode:
         self,
         config: NodeConfig,
         registry: Registry | None = None,
-        board: ServingStatusBoard | None = None,
+        membership: Membership | None = None,
         control_interval_s: float = 0.5,
     ) -> None:
         self.config = config
         self.registry = registry or Registry(config.registry_dir)
-        self.board = board or ServingStatusBoard.connect(
-            config.coordination_url, config.topic_items
+        self.membership = membership or Membership.connect(
+            config.coordination_url, config.topic_items, config.cluster.ttl_s
         )
         self.control_interval_s = control_interval_s
+        self.view = ClusterView((), config.cluster.partition_sets)
+        self._announced: tuple[Any, ...] | None = None
+        self._announced_at = 0.0
+        self._waiting: set[str] = set()
         self.generations: dict[str, IndexGeneration] = {}
         self.serving: IndexGeneration | None = None
         self.flipped_at: float | None = None
@@ -83,10 +97,11 @@ class IndexNode:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop every generation with a final snapshot."""
+        """Withdraw from the cluster, then stop every generation with a final snapshot."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self.membership.withdraw(self.config.cluster.node_id)
         with self._lock:
             for generation in self.generations.values():
                 generation.stop(snapshot=True)
@@ -103,27 +118,55 @@ class IndexNode:
     # --- reconciliation --------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Open the wanted generation, flip when it is caught up, drop expired ones."""
+        """Open the wanted generation, flip when the cluster has it caught up, drop
+        expired ones, announce."""
         wanted = self.registry.active()
         with self._lock:
-            if wanted and wanted not in self.generations:
-                self._open(wanted)
-            if wanted and self.serving is None:
-                self._flip(self.generations[wanted])
-            elif wanted and self.serving is not None and self.serving.version != wanted:
+            others = self.membership.view(self.config.cluster.partition_sets)
+            if self.serving is None:
+                # A node joining mid re-index first serves what the cluster serves.
+                start = _most_served(others) or wanted
+                for version in (start, wanted):
+                    if version and version not in self.generations:
+                        self._open(version)
+                if start:
+                    self._flip(self.generations[start])
+            elif wanted and self.serving.version != wanted:
+                if wanted not in self.generations:
+                    self._open(wanted)
                 candidate = self.generations[wanted]
-                if self.caught_up(candidate):
+                if self.caught_up(candidate) and self._cluster_has(others, wanted):
                     self._flip(candidate)
+            self.view = others.with_node(self.record())
             now = time.time()
+            serving = self.serving.version if self.serving else None
             for version, since in list(self._retired.items()):
-                keep = version == wanted or (self.serving and version == self.serving.version)
-                if keep:
+                if version in (wanted, serving):
                     self._retired.pop(version)
-                elif now - since >= self.config.reindex_grace_s:
+                elif (
+                    now - since >= self.config.reindex_grace_s
+                    and serving is not None
+                    and self.view.everyone_serves(serving)
+                ):
                     self._drop(version)
             progress = self.reindex_progress()
             metrics.REINDEX_PROGRESS.set(1.0 if progress is None else progress["done"] or 0.0)
-            self._publish()
+            self._announce(now)
+
+    def _cluster_has(self, others: ClusterView, version: str) -> bool:
+        """Whether every partition set has a live owner with ``version`` caught up (this
+        node's own, current record counts); logs once per version while it waits."""
+        view = others.with_node(self.record())
+        if view.caught_up_everywhere(version):
+            self._waiting.discard(version)
+            return True
+        if version not in self._waiting:
+            self._waiting.add(version)
+            lacking = [
+                s for s, nodes in view.sets.items() if not any(n.caught_up(version) for n in nodes)
+            ]
+            log.info("node.flip_waiting", generation=version, sets_not_caught_up=lacking)
+        return False
 
     def caught_up(self, generation: IndexGeneration) -> bool:
         """Whether ``generation`` may serve: it has accounted for all but
@@ -135,7 +178,7 @@ class IndexNode:
             return False
         holes = generation.dead_lettered_ranges()
         if holes and not self.config.reindex_allow_dead_letters:
-            if generation.version not in self._held:
+            if generation is not self.serving and generation.version not in self._held:
                 self._held.add(generation.version)
                 log.error(
                     "node.flip_held",
@@ -182,17 +225,45 @@ class IndexNode:
         self._encoders.pop(version, None)
         log.info("node.generation_dropped", generation=version)
 
-    def _publish(self) -> None:
+    def record(self) -> NodeRecord:
+        """What this node announces now (see `workers.cluster.membership.NodeRecord`)."""
         serving = self.serving.version if self.serving else None
-        building = tuple(v for v in self.generations if v != serving and v not in self._retired)
-        self.board.publish(
-            ServingStatus(
-                serving=serving,
-                building=building,
-                retained=tuple(self._retired),
-                updated_at=time.time(),
+        retired = dict(self._retired)
+        generations = {
+            version: GenerationState(
+                "serving"
+                if version == serving
+                else "retained"
+                if version in retired
+                else "building",
+                self.caught_up(generation),
+                generation.index.next_offsets(),
             )
+            for version, generation in dict(self.generations).items()
+        }
+        cluster = self.config.cluster
+        return NodeRecord(
+            id=cluster.node_id,
+            url=cluster.node_url,
+            partition_set=cluster.partition_set,
+            partitions=self.config.owned,
+            serving=serving,
+            generations=generations,
+            ready=self.ready()[0],
+            updated_at=time.time(),
         )
+
+    def _announce(self, now: float) -> None:
+        """Announce the record every heartbeat, and at once when its state changed."""
+        record = self.record()
+        state = (
+            record.serving,
+            record.ready,
+            sorted((v, g.state, g.caught_up) for v, g in record.generations.items()),
+        )
+        due = now - self._announced_at >= self.config.cluster.heartbeat_s
+        if (due or state != self._announced) and self.membership.announce(record):
+            self._announced, self._announced_at = state, now
 
     # --- alias -----------------------------------------------------------------------
 
@@ -301,7 +372,21 @@ class IndexNode:
         Reads copies without the node lock, so it answers while a generation restores.
         """
         serving = self.serving
+        view = self.view
+        cluster = self.config.cluster
         return {
+            "node": {
+                "id": cluster.node_id,
+                "url": cluster.node_url,
+                "partition_set": cluster.partition_set,
+                "partitions": list(self.config.owned),
+            },
+            "cluster": {
+                "partition_sets": view.partition_sets,
+                "nodes": sorted(n.id for n in view.nodes),
+                "serving": view.serving_version(),
+                "versions_needed": sorted(view.versions_needed()),
+            },
             "serving": serving.version if serving else None,
             "wanted": self.registry.active(),
             "flipped_at": self.flipped_at,
@@ -310,3 +395,9 @@ class IndexNode:
             "reindex": self.reindex_progress(),
             "degraded": serving is not None and serving.source_lag() > self.config.ready_max_lag,
         }
+
+
+def _most_served(view: ClusterView) -> str | None:
+    """The version the most ready live nodes serve (None: none serves)."""
+    counts = Counter(n.serving for n in view.nodes if n.ready and n.serving)
+    return max(counts, key=lambda v: (counts[v], v)) if counts else None

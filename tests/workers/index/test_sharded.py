@@ -46,7 +46,7 @@ def test_records_go_to_the_shard_of_the_partition_they_came_from(
 
 def test_an_unknown_partition_is_refused_with_the_valid_range() -> None:
     index = ShardedIndex(IndexConfig(dim=8), 2)
-    with pytest.raises(IndexStoreError, match=r"0 ≤ partition < 2"):
+    with pytest.raises(IndexStoreError, match=r"partitions held, \[0, 1\]. Received: partition=2"):
         index.apply(2, [])
 
 
@@ -309,3 +309,25 @@ def test_the_scaled_ef_is_the_full_ef_for_one_shard_and_never_below_one() -> Non
     assert shard_ef(64, 2250, 9000) == 32
     assert shard_ef(20, 1, 10**6) == 1
     assert shard_ef(64, 0, 0) == 64
+
+
+def test_an_index_of_a_partition_set_holds_and_answers_only_its_partitions(
+    rng: np.random.Generator,
+) -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 4, owned=(1, 3))
+    vectors = unit_vectors(rng, 2, 8)
+    index.apply(3, [Mutation.upsert("x", vectors[0], 1)], next_offset=2)
+    index.apply(1, [Mutation.upsert("y", vectors[1], 1)], next_offset=5)
+    assert (index.partitions, index.owned) == (4, (1, 3))
+    assert [s.partition for s in index.stats().shards] == [1, 3]
+    assert index.next_offsets() == {1: 5, 3: 2}
+    assert index.search(vectors[0], 2).ids == ["x", "y"]
+    assert index.get("y") is not None and index.get("y").partition == 1  # type: ignore[union-attr]
+    with pytest.raises(IndexStoreError, match=r"partitions held, \[1, 3\]. Received: partition=0"):
+        index.apply(0, [])
+
+
+def test_owned_partitions_must_be_distinct_ascending_and_below_the_partition_count() -> None:
+    for owned in [(), (2, 1), (1, 1), (4,)]:
+        with pytest.raises(IndexStoreError, match="Invalid value for `owned`"):
+            ShardedIndex(IndexConfig(dim=8), 4, owned=owned)

@@ -458,3 +458,24 @@ def test_a_damaged_snapshot_is_detected_before_hnswlib_loads_it_and_the_previous
     assert report["offsets"] == {"0": 100, "1": 100}
     assert report["live"] == 200
     assert "index.snapshot_skipped" in child.stdout + child.stderr
+
+
+def test_a_snapshot_of_a_partition_set_restores_only_for_the_same_partitions(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    index = ShardedIndex(CONFIG, 4, model_version="v1", owned=(1, 3))
+    vectors = unit_vectors(rng, 2, 8)
+    index.apply(1, [Mutation.upsert("a", vectors[0], 0)], next_offset=1)
+    index.apply(3, [Mutation.upsert("b", vectors[1], 0)], next_offset=7)
+    store = SnapshotStore(tmp_path, "v1")
+    path = store.save(index)
+    manifest = json.loads((path / MANIFEST).read_text())
+    assert (manifest["partitions"], manifest["owned"]) == (4, [1, 3])
+    assert [s["partition"] for s in manifest["shards"]] == [1, 3]
+    loaded = store.load_latest_state(CONFIG, owned=(1, 3))
+    assert loaded is not None
+    assert (loaded.index.owned, loaded.next_offsets) == ((1, 3), {1: 1, 3: 7})
+    assert store.load_latest_state(CONFIG, owned=(0, 2)) is None
+    shard = store.load_latest_shard(CONFIG, 3)
+    assert shard is not None and shard[0].get("b") is not None
+    assert store.load_latest_shard(CONFIG, 2) is None

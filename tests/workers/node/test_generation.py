@@ -19,7 +19,6 @@ from workers.index.graph import Graph
 from workers.node.config import NodeConfig
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
-from workers.node.serving import ServingStatusBoard
 
 pytestmark = pytest.mark.services
 
@@ -103,8 +102,7 @@ def test_a_shard_whose_batch_failed_is_rebuilt_from_its_snapshot_and_the_log(
 def test_a_node_with_an_unhealthy_shard_is_not_ready(
     generation: IndexGeneration, settings: Settings, tmp_path: Path
 ) -> None:
-    board = ServingStatusBoard.connect(settings.celery_broker_url, settings.topic_items)
-    node = IndexNode(generation.config, Registry(tmp_path / "registry"), board)
+    node = IndexNode(generation.config, Registry(tmp_path / "registry"))
     node.serving = generation
     generation.index.shard(0).failure = "MemoryError: std::bad_alloc"
     ready, reason = node.ready()
