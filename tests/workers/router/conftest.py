@@ -35,6 +35,7 @@ from tests.workers.api.conftest import (
 )
 from tests.workers.pipeline import items_end
 from workers.api import create_app
+from workers.cache import CacheConfig, RedisResultCache
 from workers.cluster.membership import Membership
 from workers.ingest.config import IngestConfig
 from workers.ingest.embedder import RangeEmbedder
@@ -147,6 +148,7 @@ def cluster(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
         reference = start_serving(alone, encoder, digits)
         membership = Membership.connect(settings.celery_broker_url, settings.topic_items)
         router_settings = settings.model_copy(update={"partition_sets": SETS})
+        cache = RedisResultCache(CacheConfig.from_settings(settings))
 
         def all_ready() -> bool:
             exited = [n.id for n in nodes if n.child.exited()]
@@ -157,7 +159,7 @@ def cluster(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         wait_for(all_ready, 180, 0.5, "every node ready and announced")
         with (
-            TestClient(create_router_app(router_settings)) as router,
+            TestClient(create_router_app(router_settings, cache=cache)) as router,
             TestClient(create_app(alone, reference)) as ref,
         ):
             yield Cluster(settings, version, digits, nodes, router, ref, membership)

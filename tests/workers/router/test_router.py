@@ -7,10 +7,12 @@ replica costs no query; a set without any replica answers 503
 
 from __future__ import annotations
 
+import signal
 import threading
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.waiting import wait_for
 from tests.workers.api.test_lookup import b64
@@ -101,9 +103,14 @@ def _stream(cluster: Cluster, stop: threading.Event, failures: list[str], count:
                 failures.append(f"{response.status_code} {response.text[:200]}")
 
 
+def _counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def test_sigkill_of_one_replica_during_a_query_stream_fails_no_query(cluster: Cluster) -> None:
     victim = cluster.replicas(0)[0]
-    stop, failures, count = threading.Event(), [], [0]
+    failed_before = _counter("simstream_router_replica_failures_total")
+    stop, failures, count = threading.Event(), list[str](), [0]
     stream = threading.Thread(target=_stream, args=(cluster, stop, failures, count))
     stream.start()
     try:
@@ -118,7 +125,46 @@ def test_sigkill_of_one_replica_during_a_query_stream_fails_no_query(cluster: Cl
         stream.join(60)
     assert failures == []
     assert count[0] > killed_at
+    # The kill did hit queries: the router asked the dead replica and moved on.
+    assert _counter("simstream_router_replica_failures_total") > failed_before
     cluster.restart(victim)
+
+
+def test_a_stalled_replica_is_hedged_by_the_other_replica_of_its_set(cluster: Cluster) -> None:
+    stalled = cluster.replicas(1)[0]
+    hedged_before = _counter("simstream_router_hedged_requests_total")
+    stop, failures, count = threading.Event(), list[str](), [0]
+    stream = threading.Thread(target=_stream, args=(cluster, stop, failures, count))
+    stream.start()
+    assert stalled.child.process is not None
+    try:
+        wait_for(lambda: count[0] >= 10, 60, 0.05, "queries before the stall")
+        stalled.child.process.send_signal(signal.SIGSTOP)
+        stalled_at = count[0]
+        wait_for(lambda: count[0] >= stalled_at + 20, 60, 0.05, "queries during the stall")
+    finally:
+        stalled.child.process.send_signal(signal.SIGCONT)
+        stop.set()
+        stream.join(60)
+    assert failures == []
+    assert _counter("simstream_router_hedged_requests_total") > hedged_before
+
+
+def test_a_rolling_restart_of_every_node_under_load_fails_no_query(cluster: Cluster) -> None:
+    stop, failures, count = threading.Event(), list[str](), [0]
+    stream = threading.Thread(target=_stream, args=(cluster, stop, failures, count))
+    stream.start()
+    try:
+        for node in cluster.nodes:
+            node.child.stop()
+            stopped_at = count[0]
+            wait_for(lambda at=stopped_at: count[0] >= at + 10, 60, 0.05, "queries while down")
+            cluster.restart(node)
+    finally:
+        stop.set()
+        stream.join(60)
+    assert failures == []
+    assert count[0] >= 10 * len(cluster.nodes)
 
 
 def test_sigkill_of_every_replica_of_a_set_is_a_503_or_a_flagged_partial_answer(
