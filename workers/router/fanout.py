@@ -76,7 +76,7 @@ class Fanout:
     def __init__(self, client: httpx.AsyncClient, hedge_s: float) -> None:
         self.client = client
         self.hedge_s = hedge_s
-        self._turn = itertools.count()
+        self._turns: dict[int, itertools.count[int]] = {}
         self._suspect: dict[str, float] = {}
 
     def replicas(self, view: ClusterView, partition_set: int, version: str) -> list[NodeRecord]:
@@ -87,7 +87,7 @@ class Fanout:
         )
         if not candidates:
             return []
-        turn = next(self._turn) % len(candidates)
+        turn = next(self._turns.setdefault(partition_set, itertools.count())) % len(candidates)
         rotated = candidates[turn:] + candidates[:turn]
         now = time.monotonic()
         return sorted(rotated, key=lambda r: self._suspect.get(r.id, 0.0) > now)
