@@ -90,17 +90,28 @@ class Cluster:
         wait_for(lambda: node.ready() and node.id in self.live(), 120, 0.2, f"{node.id} back")
 
 
-def embed_everything(settings: Settings, version: str) -> None:
-    """Emulate the dispatcher and an embed worker: embed every items event once."""
+def embed_everything(settings: Settings, version: str, since: dict[int, int] | None = None) -> None:
+    """Emulate the dispatcher and an embed worker: embed every items event from ``since``
+    (default: the start) to the end once."""
     encoder = Registry(settings.registry_dir).load(version)
     ensure_topics(settings, [settings.embeddings_topic(version)])
     embedder = RangeEmbedder(IngestConfig.from_settings(settings), encoder)
     try:
         for partition, end in items_end(settings).items():
-            if end > 0:
-                embedder.run(settings.topic_items, partition, 0, end, version)
+            start = (since or {}).get(partition, 0)
+            if end > start:
+                embedder.run(settings.topic_items, partition, start, end, version)
     finally:
         embedder.close()
+    _embedded.update(items_end(settings))
+
+
+_embedded: dict[int, int] = {}
+
+
+def embed_new(settings: Settings, version: str) -> None:
+    """Embed what was published since the last `embed_everything` or `embed_new`."""
+    embed_everything(settings, version, dict(_embedded))
 
 
 def _node(settings: Settings, root: Path, index: int, logs: Path) -> Node:

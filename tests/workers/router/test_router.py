@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from tests.waiting import wait_for
 from tests.workers.api.test_lookup import b64
-from tests.workers.router.conftest import PARTITIONS, SETS, Cluster
+from tests.workers.router.conftest import PARTITIONS, SETS, Cluster, embed_new
 
 pytestmark = pytest.mark.services
 
@@ -196,3 +196,18 @@ def _partition_set(cluster: Cluster, item_id: str) -> int:
     from workers.index.partitioning import partition_for
 
     return partition_for(item_id, PARTITIONS) % SETS
+
+
+def test_a_write_token_is_waited_for_only_by_the_owners_of_its_partition(
+    cluster: Cluster,
+) -> None:
+    image = b64(cluster.digits.pngs[4])
+    written = cluster.reference.post("/v1/items", json={"id": "routed-new", "image": image})
+    assert written.status_code == 202, written.text
+    token = written.json()["token"]
+    embed_new(cluster.settings, cluster.version)
+    query = {"image": image, "k": 3, "after": token}
+    routed = cluster.router.post("/v1/lookup", json=query)
+    assert routed.status_code == 200, routed.text
+    assert "routed-new" in [n["id"] for n in routed.json()["neighbors"]]
+    assert routed.headers["X-Cache"] == "bypass"
