@@ -261,7 +261,11 @@ def create_router_app(
     decoder = QueryDecoder(settings.wire_limits(), ImageLimits.from_settings(settings))
     registry = Registry(config.registry_dir)
     service = RouterService(
-        config, Fanout(client, config.hedge_s), decoder, cache or NullCache(), registry
+        config,
+        Fanout(client, config.hedge_s, config.search.partitions),
+        decoder,
+        cache or NullCache(),
+        registry,
     )
     state = RouterState(
         config=config,

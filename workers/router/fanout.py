@@ -30,6 +30,7 @@ from simstream.errors import ReplicaError, RequestError
 from simstream.log import get_logger
 from workers import metrics
 from workers.cluster.membership import ClusterView, NodeRecord
+from workers.cluster.placement import partitions_of
 
 Send = Callable[[NodeRecord], Awaitable[httpx.Response]]
 """Sends one request to a node."""
@@ -71,18 +72,30 @@ class Fanout:
     Args:
         client: the pooled HTTP client (the router's, closed by the router).
         hedge_s: seconds before a hedged request to another replica (0: off).
+        partitions: the items topic's partitions (a replica must hold exactly its set's).
     """
 
-    def __init__(self, client: httpx.AsyncClient, hedge_s: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, hedge_s: float, partitions: int) -> None:
         self.client = client
         self.hedge_s = hedge_s
+        self.partitions = partitions
         self._turns: dict[int, itertools.count[int]] = {}
         self._suspect: dict[str, float] = {}
 
     def replicas(self, view: ClusterView, partition_set: int, version: str) -> list[NodeRecord]:
-        """The replicas of a set that may answer for ``version``, in the order to ask them."""
+        """The replicas of a set that may answer for ``version``, in the order to ask them.
+
+        A record whose partitions are not exactly its set's (a node configured with
+        another ``SIMSTREAM_PARTITION_SETS``) is left out: its answers would overlap
+        another set's or miss partitions.
+        """
+        own = partitions_of(partition_set, view.partition_sets, self.partitions)
         candidates = sorted(
-            (r for r in view.sets.get(partition_set, []) if holds(r, version)),
+            (
+                r
+                for r in view.sets.get(partition_set, [])
+                if holds(r, version) and tuple(r.partitions) == own
+            ),
             key=lambda r: r.id,
         )
         if not candidates:

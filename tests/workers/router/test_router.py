@@ -157,8 +157,12 @@ def test_a_rolling_restart_of_every_node_under_load_fails_no_query(cluster: Clus
     try:
         for node in cluster.nodes:
             node.child.stop()
-            stopped_at = count[0]
-            wait_for(lambda at=stopped_at: count[0] >= at + 10, 60, 0.05, "queries while down")
+            target = count[0] + 10
+
+            def answered(target: int = target) -> bool:
+                return count[0] >= target
+
+            wait_for(answered, 60, 0.05, "queries while it is down")
             cluster.restart(node)
     finally:
         stop.set()
