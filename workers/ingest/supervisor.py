@@ -86,8 +86,16 @@ class DispatcherSupervisor:
                 self.reconcile()
                 stop.wait(self.poll_s)
         finally:
-            for version in list(self._threads):
-                self._stop(version)
+            self.stop_all()
+
+    def running(self) -> dict[str, threading.Thread]:
+        """The dispatcher thread of each version dispatched for now."""
+        return {version: thread for version, (thread, _) in self._threads.items()}
+
+    def stop_all(self) -> None:
+        """Stop every dispatcher cleanly."""
+        for version in list(self._threads):
+            self._stop(version)
 
     def reconcile(self) -> None:
         """Start dispatchers for new versions and stop those no longer needed."""

@@ -135,7 +135,8 @@ def publish_digits(settings: Settings) -> Digits:
 
 
 def embed_pending(settings: Settings, encoder: Encoder, node: IndexNode) -> None:
-    """Emulate the dispatcher and an embed worker: embed every not yet accounted event."""
+    """Emulate the dispatcher and an embed worker: embed every not yet accounted event of
+    the partitions the node holds."""
     from confluent_kafka import Consumer
 
     from workers.ingest.config import IngestConfig
@@ -143,7 +144,7 @@ def embed_pending(settings: Settings, encoder: Encoder, node: IndexNode) -> None
 
     probe = Consumer(settings.kafka_config(**{"group.id": "test-probe"}))
     try:
-        ends = end_offsets(probe, settings.topic_items, range(settings.partitions))
+        ends = end_offsets(probe, settings.topic_items, node.config.owned)
     finally:
         probe.close()
     generation = node.current()

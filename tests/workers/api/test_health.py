@@ -66,7 +66,12 @@ def test_a_node_that_caught_up_once_stays_ready_through_a_burst_and_answers_say_
             embed_pending(settings, Registry(settings.registry_dir).load(version), node)
             wait_for(lambda: generation.source_lag() == 0, 30, message="caught up again")
             assert client.post("/v1/lookup", json=query).json()["degraded"] is False
-            assert client.get("/readyz").json() == {"ready": True, "reason": "ok"}
+            assert client.get("/readyz").json() == {
+                "ready": True,
+                "reason": "ok",
+                "node": settings.cluster_node_id,
+                "partitions": list(range(settings.partitions)),
+            }
     finally:
         node.stop()
 

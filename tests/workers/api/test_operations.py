@@ -124,9 +124,14 @@ def test_ready_when_serving_and_503_with_the_reason_when_no_model_is_active(
         lookup = idle.post("/v1/lookup", json={"id": "x"})
         alive = idle.get("/healthz")
 
-    assert client.get("/readyz").json() == {"ready": True, "reason": "ok"}
+    assert client.get("/readyz").json()["ready"] is True
     assert not_ready.status_code == 503
-    assert not_ready.json() == {"ready": False, "reason": "no generation is serving"}
+    assert not_ready.json() == {
+        "ready": False,
+        "reason": "no generation is serving",
+        "node": idle_settings.cluster_node_id,
+        "partitions": list(range(idle_settings.partitions)),
+    }
     assert lookup.status_code == 503
     assert "No index generation is serving yet" in lookup.json()["detail"]
     assert alive.status_code == 200

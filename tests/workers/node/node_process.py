@@ -5,7 +5,8 @@ Usage: ``python -m tests.workers.node.node_process [STATUS_FILE]`` with
 crash under test. With ``STATUS_FILE`` the process rewrites that file every few
 milliseconds with the serving generation's applied position (see `read_status`)
 from the moment a generation serves, so a test can tell from outside that the
-node is up and how far it had applied its log when it was killed.
+node is up and how far it had applied its log when it was killed; and, every
+quarter second, the node's `IndexNode.stats` (see `read_stats`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from simstream.errors import NotReadyError
 from simstream.log import configure_logging
@@ -24,6 +27,7 @@ from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
 _STATUS_EVERY_S = 0.01
+_STATS_EVERY_S = 0.25
 
 
 def read_status(path: Path) -> dict[int, int]:
@@ -35,14 +39,26 @@ def read_status(path: Path) -> dict[int, int]:
     return {int(p): int(offset) for p, offset in status["next_offsets"].items()}
 
 
+def read_stats(path: Path) -> dict[str, Any]:
+    """The node's last written `IndexNode.stats` (empty: none yet)."""
+    try:
+        return dict(json.loads(path.read_text()).get("stats") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def _write_status(node: IndexNode, path: Path, stop: threading.Event) -> None:
     tmp = path.with_suffix(".tmp")
+    stats: dict[str, Any] = {}
+    stats_at = 0.0
     while not stop.wait(_STATUS_EVERY_S):
         try:
             offsets = node.current().index.next_offsets()
         except NotReadyError:
             continue
-        tmp.write_text(json.dumps({"next_offsets": offsets}))
+        if time.monotonic() - stats_at >= _STATS_EVERY_S:
+            stats, stats_at = node.stats(), time.monotonic()
+        tmp.write_text(json.dumps({"next_offsets": offsets, "stats": stats}))
         os.replace(tmp, path)
 
 
