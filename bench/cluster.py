@@ -56,6 +56,22 @@ def _rss(pid: int) -> int:
     return 0
 
 
+def _embeddings_end(settings: Any) -> dict[int, int]:
+    """The end offset of every partition of the active version's embeddings topic."""
+    from confluent_kafka import Consumer
+
+    from model.registry import Registry
+    from simstream.kafka import end_offsets
+
+    version = Registry(settings.registry_dir).active()
+    assert version is not None
+    consumer = Consumer(settings.kafka_config(**{"group.id": "bench-cluster-probe"}))
+    try:
+        return end_offsets(consumer, settings.embeddings_topic(version), range(settings.partitions))
+    finally:
+        consumer.close()
+
+
 def _ready(url: str) -> bool:
     import httpx
 
@@ -110,12 +126,25 @@ def nodes(settings: Any, root: Path, count: int, sets: int) -> Iterator[list[tup
             urls.append(url)
         ids = {node_id for node_id, _ in started}
 
+        ends = _embeddings_end(settings)
+
         def all_ready() -> bool:
             dead = [n for n, p in started if p.poll() is not None]
             if dead:
                 raise RuntimeError(f"benchmark: nodes {dead} exited (see their node.log)")
-            live = {r.id for r in membership.nodes() if r.ready}
-            return ids <= live and all(_ready(u) for u in urls)
+            # Ready and every owned partition applied to the end of the log (a node is
+            # ready once it caught up with `items`, which this benchmark leaves empty).
+            done = {
+                r.id
+                for r in membership.nodes()
+                if r.ready
+                and all(
+                    g.applied.get(p, 0) >= ends[p]
+                    for g in r.generations.values()
+                    for p in r.partitions
+                )
+            }
+            return ids <= done and all(_ready(u) for u in urls)
 
         _wait(all_ready, 900, f"{count} nodes ready")
         yield started
@@ -219,14 +248,14 @@ def _failover(settings: Any, root: Path, queries: np.ndarray) -> dict[str, Any]:
 
         thread = threading.Thread(target=stream)
         thread.start()
-        time.sleep(2.0)  # a steady stream before the kill
+        _wait(lambda: len(samples) >= 50, 300, "a steady stream before the kill")
         victim_id, victim = started[0]
         killed_at = time.monotonic()
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         _wait(lambda: victim_id not in {r.id for r in membership.nodes()}, 60, "record expiry")
         dropped_s = time.monotonic() - killed_at
-        time.sleep(1.0)
+        _wait(lambda: sum(t >= killed_at for t, _, _ in list(samples)) >= 100, 300, "queries after")
         stop.set()
         thread.join(30)
     after = [(t, d, s) for t, d, s in samples if t >= killed_at]

@@ -609,7 +609,8 @@ class ErrorResponse(BaseModel):
         description="A stable machine-readable code (see the table in docs/api.md): "
         "invalid_request, invalid_filter, invalid_payload, unsupported_query, unauthorized, "
         "forbidden, not_found, not_owner, method_not_allowed, payload_too_large, "
-        "rate_limited, not_ready, unavailable, internal, or a wire reason code (bad_image, "
+        "rate_limited, not_ready, unavailable, version_unavailable, partition_unavailable, "
+        "internal, or a wire reason code (bad_image, "
         "image_too_large, bad_token …).",
         examples=["invalid_request"],
     )
