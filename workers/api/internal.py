@@ -23,7 +23,14 @@ from simstream.errors import RequestError, VersionUnavailableError
 from workers.api.auth import read_scope
 from workers.api.filters import to_filter
 from workers.api.schemas import ErrorResponse, FilterSpec
-from workers.api.searcher import Plan, Resolved, Searcher, check_limits, checked_vector
+from workers.api.searcher import (
+    Plan,
+    Resolved,
+    Searcher,
+    check_limits,
+    checked_vector,
+    indexed_item,
+)
 from workers.api.state import ApiState, get_state
 from workers.node.generation import IndexGeneration
 
@@ -69,6 +76,45 @@ class InternalResults(_Strict):
     results: list[ShardResult]
 
 
+class StoredVector(_Strict):
+    """An item's stored embedding in one model version's generation."""
+
+    id: str
+    version: str
+    vector: list[float]
+
+
+@router.get(
+    "/items/{item_id:path}",
+    response_model=StoredVector,
+    responses={
+        404: {"model": ErrorResponse, "description": "No live item with this id."},
+        409: {"model": ErrorResponse, "description": "No generation of that version."},
+    },
+    summary="An item's embedding in one model version (router to node; query by id)",
+)
+async def stored_vector(
+    item_id: str,
+    version: str,
+    state: ApiState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
+    """The embedding of `item_id` in this node's generation of `version`."""
+    item = indexed_item(_generation(state, version), item_id)
+    vector = [float(x) for x in item.vector]
+    return {"id": item_id, "version": version, "vector": vector}
+
+
+def _generation(state: ApiState, version: str) -> IndexGeneration:
+    generation = state.node.generations.get(version)
+    if generation is None:
+        held = sorted(state.node.generations)
+        raise VersionUnavailableError(
+            f"Model version {version!r} is not held by this node. Expected one of "
+            f"its generations {held}. Received: {version!r}"
+        )
+    return generation
+
+
 @router.post(
     "/search",
     response_model=InternalResults,
@@ -77,13 +123,7 @@ class InternalResults(_Strict):
 )
 async def search(request: InternalSearch, state: ApiState = Depends(get_state)) -> dict[str, Any]:  # noqa: B008
     """Search the vectors in this node's generation of `version`."""
-    generation = state.node.generations.get(request.version)
-    if generation is None:
-        held = sorted(state.node.generations)
-        raise VersionUnavailableError(
-            f"Model version {request.version!r} is not held by this node. Expected one of "
-            f"its generations {held}. Received: {request.version!r}"
-        )
+    generation = _generation(state, request.version)
     if request.after is not None:
         await state.waiter.wait_in(generation, request.after)
     return await run_in_threadpool(search_generation, state.searcher, generation, request)

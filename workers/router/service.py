@@ -40,10 +40,11 @@ from workers.cluster.membership import ClusterView, NodeRecord
 from workers.cluster.placement import partitions_of, set_of
 from workers.index.partitioning import partition_for
 from workers.router.config import RouterConfig
-from workers.router.fanout import Fanout
+from workers.router.fanout import Fanout, holds
 from workers.router.merge import merge
 
 SEARCH_PATH = "/internal/v1/search"
+ITEMS_PATH = "/internal/v1/items"
 _PARTIAL = b"~"
 
 
@@ -138,13 +139,16 @@ class RouterService:
 
     @staticmethod
     def version(view: ClusterView) -> str:
-        """The version the whole cluster answers with now.
+        """The version the whole cluster answers with now: the one every set has a ready
+        replica serving, else (mid flip, when one set already serves the new version
+        and another still the old) one every set has a ready replica holding complete
+        (`held_everywhere`).
 
         Raises:
             NotReadyError: some partition set has no ready replica, or the sets serve
                 no common version.
         """
-        version = view.serving_version()
+        version = view.serving_version() or held_everywhere(view)
         if version is None:
             idle = [s for s, nodes in view.sets.items() if not any(n.ready for n in nodes)]
             reason = (
@@ -264,22 +268,22 @@ class RouterService:
     async def stored_vector(
         self, view: ClusterView, version: str, item_id: str, headers: Mapping[str, str]
     ) -> np.ndarray:
-        """The stored embedding of an item in ``version``, read from an owner of its partition.
+        """The stored embedding of an item in ``version`` (that version's generation, even
+        while the owner serves another), read from an owner of its partition.
 
         Raises:
             NotFoundError: no owner knows the id (404 passed on).
             NotReadyError: no owner of its partition answered with ``version``.
         """
         replicas = self.owners(view, version, item_id)
-        send = self.fanout.get(f"/v1/items/{item_id}", {"vector": "true"}, headers)
+        send = self.fanout.get(f"{ITEMS_PATH}/{item_id}", {"version": version}, headers)
         answer = await self.fanout.ask(replicas, send)
-        body = answer.body
-        if body is None or body.get("model_version") != version or body.get("vector") is None:
+        if answer.body is None:
             raise NotReadyError(
-                f"No owner of item {item_id!r}'s partition answered with model {version}; "
-                "retry (a flip or a failover is under way)."
+                f"No owner of item {item_id!r}'s partition answered for model {version}; "
+                "retry (a failover is under way)."
             )
-        return np.asarray(body["vector"], dtype=np.float32)
+        return np.asarray(answer.body["vector"], dtype=np.float32)
 
     def owners(self, view: ClusterView, version: str, item_id: str) -> list[NodeRecord]:
         """The replicas of the set that owns ``item_id``'s partition, in the order to ask them."""
@@ -342,6 +346,19 @@ class RouterService:
                 metrics.ROUTER_MISSING.inc()
                 missing += partitions_of(answer.partition_set, sets, self.config.search.partitions)
         return [a.body for a in answers if a.body is not None], sorted(missing)
+
+
+def held_everywhere(view: ClusterView) -> str | None:
+    """A version every partition set has a ready replica holding complete (serving,
+    retained, or built and caught up); the one most ready nodes serve, then the greatest."""
+    common: set[str] | None = None
+    for nodes in view.sets.values():
+        held = {v for n in nodes for v in n.generations if holds(n, v)}
+        common = held if common is None else common & held
+    if not common:
+        return None
+    serving = [n.serving for n in view.nodes if n.ready]
+    return max(common, key=lambda v: (serving.count(v), v))
 
 
 def _dumps(value: Any) -> bytes:

@@ -63,3 +63,16 @@ def test_an_internal_search_refuses_a_vector_of_another_size_naming_both_sizes(
     assert response.status_code == 422
     assert "Expected 16 numbers" in response.json()["detail"]
     assert "Received: 2 numbers" in response.json()["detail"]
+
+
+def test_an_internal_item_read_answers_the_stored_vector_of_the_asked_version(
+    client: TestClient, served: Served
+) -> None:
+    item_id = served.digits.ids[12]
+    response = client.get(f"/internal/v1/items/{item_id}", params={"version": served.version})
+    assert response.status_code == 200, response.text
+    assert response.json()["vector"] == pytest.approx(stored_vector(client, item_id))
+    other = client.get(f"/internal/v1/items/{item_id}", params={"version": "v999"})
+    assert other.status_code == 409 and other.json()["code"] == "version_unavailable"
+    missing = client.get("/internal/v1/items/nope", params={"version": served.version})
+    assert missing.status_code == 404

@@ -55,6 +55,7 @@ class Node:
     partition_set: int
     url: str
     child: Child
+    registry: Path
 
     def ready(self) -> bool:
         """Whether it answers ``/readyz`` with 200."""
@@ -109,9 +110,10 @@ def embed_everything(settings: Settings, version: str, since: dict[int, int] | N
 _embedded: dict[int, int] = {}
 
 
-def embed_new(settings: Settings, version: str) -> None:
-    """Embed what was published since the last `embed_everything` or `embed_new`."""
-    embed_everything(settings, version, dict(_embedded))
+def embed_new(settings: Settings, version: str, everything: bool = False) -> None:
+    """Embed what was published since the last `embed_everything` or `embed_new` (or, for
+    a new version, ``everything``)."""
+    embed_everything(settings, version, None if everything else dict(_embedded))
 
 
 def _node(settings: Settings, root: Path, index: int, logs: Path) -> Node:
@@ -133,7 +135,7 @@ def _node(settings: Settings, root: Path, index: int, logs: Path) -> Node:
     child = Child(
         [sys.executable, "-m", "simstream.cli.main", "serve"], env, logs / f"{node_id}.log"
     )
-    return Node(node_id, index % SETS, url, child)
+    return Node(node_id, index % SETS, url, child, data / "models")
 
 
 @pytest.fixture(scope="package")
