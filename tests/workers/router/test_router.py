@@ -91,6 +91,88 @@ def test_a_cached_router_answer_is_reused_until_a_partition_moves(cluster: Clust
     assert second.json()["neighbors"] == first.json()["neighbors"]
 
 
+def test_a_write_token_is_waited_for_only_by_the_owners_of_its_partition(
+    cluster: Cluster,
+) -> None:
+    image = b64(cluster.digits.pngs[4])
+    written = cluster.reference.post("/v1/items", json={"id": "routed-new", "image": image})
+    assert written.status_code == 202, written.text
+    token = written.json()["token"]
+    embed_new(cluster.settings, cluster.version)
+    query = {"image": image, "k": 3, "after": token}
+    routed = cluster.router.post("/v1/lookup", json=query)
+    assert routed.status_code == 200, routed.text
+    assert "routed-new" in [n["id"] for n in routed.json()["neighbors"]]
+    assert routed.headers["X-Cache"] == "bypass"
+
+
+def _register_everywhere(cluster: Cluster, seed: int) -> str:
+    """Register and promote a CNN of other weights in the registry of every node and of the
+    router (each node process has its own copy); return its version."""
+    import keras
+
+    from model import encoders
+    from model.inputs import InputSpec
+    from model.registry import Registry
+    from tests.workers.api.conftest import EMBEDDING_DIM
+
+    keras.utils.set_random_seed(seed)
+    builder = encoders.get({"name": "cnn", "filters": [8, 16], "convs_per_block": 1})
+    model, spec = builder.build(InputSpec.image(8, 8, 1), EMBEDDING_DIM, seed=seed)
+    config = {"distance": "cosine", "embedding_dim": EMBEDDING_DIM}
+    roots = [cluster.settings.registry_dir] + [n.registry for n in cluster.nodes]
+    versions = {
+        Registry(r).register(model, spec, config=config, promote=True).version for r in roots
+    }
+    [version] = versions
+    return version
+
+
+def test_a_retrain_flip_under_load_answers_each_query_from_one_version(cluster: Cluster) -> None:
+    ids = cluster.digits.ids[10:15]
+    answers: list[tuple[str, str, list[str]]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            for item_id in ids:
+                query = {"id": item_id, "k": 5, "fresh": True}
+                response = cluster.router.post("/v1/lookup", json=query)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                body = response.json()
+                answers.append(
+                    (item_id, body["model_version"], [n["id"] for n in body["neighbors"]])
+                )
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        wait_for(lambda: len(answers) >= 10, 60, 0.05, "answers before the flip")
+        new = _register_everywhere(cluster, seed=7)
+        embed_new(cluster.settings, new, everything=True)
+        wait_for(lambda: answers[-1][1] == new, 180, 0.2, f"the cluster serving {new}")
+        seen = len(answers)
+        wait_for(lambda: len(answers) >= seen + 10, 60, 0.05, "answers after the flip")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert failures == []
+    versions = [v for _, v, _ in answers]
+    assert versions[0] == cluster.version and versions[-1] == new
+    # Each version answers each query one way: a mixed answer (one version's vector in
+    # the other's shards, or sets of different versions) would be a third way.
+    by_query: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for item_id, version, neighbours in answers:
+        by_query.setdefault((item_id, version), set()).add(tuple(neighbours))
+    assert all(len(ways) == 1 for ways in by_query.values()), by_query
+    assert any(
+        by_query[(i, cluster.version)] != by_query[(i, new)] for i in ids if (i, new) in by_query
+    )
+
+
 def _stream(cluster: Cluster, stop: threading.Event, failures: list[str], count: list[int]) -> None:
     vectors = [_vector(cluster, i) for i in cluster.digits.ids[:20]]
     while not stop.is_set():
@@ -200,85 +282,3 @@ def _partition_set(cluster: Cluster, item_id: str) -> int:
     from workers.index.partitioning import partition_for
 
     return partition_for(item_id, PARTITIONS) % SETS
-
-
-def test_a_write_token_is_waited_for_only_by_the_owners_of_its_partition(
-    cluster: Cluster,
-) -> None:
-    image = b64(cluster.digits.pngs[4])
-    written = cluster.reference.post("/v1/items", json={"id": "routed-new", "image": image})
-    assert written.status_code == 202, written.text
-    token = written.json()["token"]
-    embed_new(cluster.settings, cluster.version)
-    query = {"image": image, "k": 3, "after": token}
-    routed = cluster.router.post("/v1/lookup", json=query)
-    assert routed.status_code == 200, routed.text
-    assert "routed-new" in [n["id"] for n in routed.json()["neighbors"]]
-    assert routed.headers["X-Cache"] == "bypass"
-
-
-def _register_everywhere(cluster: Cluster, seed: int) -> str:
-    """Register and promote a CNN of other weights in the registry of every node and of the
-    router (each node process has its own copy); return its version."""
-    import keras
-
-    from model import encoders
-    from model.inputs import InputSpec
-    from model.registry import Registry
-    from tests.workers.api.conftest import EMBEDDING_DIM
-
-    keras.utils.set_random_seed(seed)
-    builder = encoders.get({"name": "cnn", "filters": [8, 16], "convs_per_block": 1})
-    model, spec = builder.build(InputSpec.image(8, 8, 1), EMBEDDING_DIM, seed=seed)
-    config = {"distance": "cosine", "embedding_dim": EMBEDDING_DIM}
-    roots = [cluster.settings.registry_dir] + [n.registry for n in cluster.nodes]
-    versions = {
-        Registry(r).register(model, spec, config=config, promote=True).version for r in roots
-    }
-    [version] = versions
-    return version
-
-
-def test_a_retrain_flip_under_load_answers_each_query_from_one_version(cluster: Cluster) -> None:
-    ids = cluster.digits.ids[10:15]
-    answers: list[tuple[str, str, list[str]]] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def stream() -> None:
-        while not stop.is_set():
-            for item_id in ids:
-                query = {"id": item_id, "k": 5, "fresh": True}
-                response = cluster.router.post("/v1/lookup", json=query)
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code} {response.text[:200]}")
-                    continue
-                body = response.json()
-                answers.append(
-                    (item_id, body["model_version"], [n["id"] for n in body["neighbors"]])
-                )
-
-    thread = threading.Thread(target=stream)
-    thread.start()
-    try:
-        wait_for(lambda: len(answers) >= 10, 60, 0.05, "answers before the flip")
-        new = _register_everywhere(cluster, seed=7)
-        embed_new(cluster.settings, new, everything=True)
-        wait_for(lambda: answers[-1][1] == new, 180, 0.2, f"the cluster serving {new}")
-        seen = len(answers)
-        wait_for(lambda: len(answers) >= seen + 10, 60, 0.05, "answers after the flip")
-    finally:
-        stop.set()
-        thread.join(60)
-    assert failures == []
-    versions = [v for _, v, _ in answers]
-    assert versions[0] == cluster.version and versions[-1] == new
-    # Each version answers each query one way: a mixed answer (one version's vector in
-    # the other's shards, or sets of different versions) would be a third way.
-    by_query: dict[tuple[str, str], set[tuple[str, ...]]] = {}
-    for item_id, version, neighbours in answers:
-        by_query.setdefault((item_id, version), set()).add(tuple(neighbours))
-    assert all(len(ways) == 1 for ways in by_query.values()), by_query
-    assert any(
-        by_query[(i, cluster.version)] != by_query[(i, new)] for i in ids if (i, new) in by_query
-    )
