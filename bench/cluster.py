@@ -89,11 +89,41 @@ def _wait(condition: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def node_process_env(
+    settings: Any, data: Path, node_id: str, sets: int, **overrides: Any
+) -> tuple[str, dict[str, str]]:
+    """The URL and environment of a ``simstream serve`` process of a cluster: its own data
+    directory (with a copy of the registry), a free port, a fast heartbeat.
+
+    Args:
+        settings: the stack's settings.
+        data: the node's data directory (created).
+        node_id: its id (an ordinal at the end picks its set).
+        sets: the cluster's partition sets.
+        overrides: more settings for the node.
+    """
+    from simstream.stack.process import free_port
+
+    port = free_port()
+    shutil.copytree(settings.registry_dir, data / "models")
+    url = f"http://127.0.0.1:{port}"
+    env = settings.to_env(
+        data_dir=data,
+        api_port=port,
+        node_id=node_id,
+        node_url=url,
+        partition_sets=sets,
+        node_heartbeat_s=HEARTBEAT_S,
+        node_ttl_s=TTL_S,
+        **overrides,
+    )
+    return url, env
+
+
 @contextmanager
 def nodes(settings: Any, root: Path, count: int, sets: int) -> Iterator[list[tuple[str, Any]]]:
     """``count`` node processes in ``sets`` partition sets; yields (id, process) pairs once
     every node is ready and announced."""
-    from simstream.stack.process import free_port
     from workers.cluster.membership import Membership
 
     started: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -101,20 +131,9 @@ def nodes(settings: Any, root: Path, count: int, sets: int) -> Iterator[list[tup
     urls = []
     try:
         for i in range(count):
-            node_id, port = f"bench-node-{i}", free_port()
+            node_id = f"bench-node-{i}"
             data = root / f"{node_id}-{sets}x{count // sets}"
-            shutil.copytree(settings.registry_dir, data / "models")
-            url = f"http://127.0.0.1:{port}"
-            env = settings.to_env(
-                data_dir=data,
-                api_port=port,
-                node_id=node_id,
-                node_url=url,
-                partition_sets=sets,
-                node_heartbeat_s=HEARTBEAT_S,
-                node_ttl_s=TTL_S,
-                log_level="WARNING",
-            )
+            url, env = node_process_env(settings, data, node_id, sets, log_level="WARNING")
             with (data / "node.log").open("wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "simstream.cli.main", "serve"],

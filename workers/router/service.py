@@ -126,14 +126,14 @@ class RouterService:
         return shape
 
     def encoder(self, version: str) -> Encoder:
-        """The encoder of ``version`` (loaded once, warmed up)."""
+        """The encoder of ``version`` (loaded and warmed up once; under one lock, so
+        concurrent first queries load it once)."""
         with self._lock:
-            encoder = self._encoders.get(version)
-            if encoder is None:
-                encoder = self.registry.load(version)
-                encoder.warmup(batch_size=8)
-                self._encoders[version] = encoder
-            return encoder
+            if version not in self._encoders:
+                loaded = self.registry.load(version)
+                loaded.warmup(batch_size=8)
+                self._encoders[version] = loaded
+        return self._encoders[version]
 
     # --- requests --------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ reference node, index exactly the same records.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.cluster import node_process_env
 from model.registry import Registry
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.stack.local import LocalStack
-from simstream.stack.process import free_port
 from tests.processes import Child
 from tests.waiting import wait_for
 from tests.workers.api.conftest import (
@@ -117,25 +116,13 @@ def embed_new(settings: Settings, version: str, everything: bool = False) -> Non
 
 
 def _node(settings: Settings, root: Path, index: int, logs: Path) -> Node:
-    port = free_port()
-    data = root / f"node-{index}"
-    shutil.copytree(settings.registry_dir, data / "models")
     node_id = f"node-{index}"
-    url = f"http://127.0.0.1:{port}"
-    env = settings.to_env(
-        data_dir=data,
-        api_port=port,
-        node_id=node_id,
-        node_url=url,
-        partition_sets=SETS,
-        node_heartbeat_s=0.5,
-        node_ttl_s=2.0,
-        log_format="json",
+    data = root / node_id
+    url, env = node_process_env(settings, data, node_id, SETS, log_format="json")
+    argv = [sys.executable, "-m", "simstream.cli.main", "serve"]
+    return Node(
+        node_id, index % SETS, url, Child(argv, env, logs / f"{node_id}.log"), data / "models"
     )
-    child = Child(
-        [sys.executable, "-m", "simstream.cli.main", "serve"], env, logs / f"{node_id}.log"
-    )
-    return Node(node_id, index % SETS, url, child, data / "models")
 
 
 @pytest.fixture(scope="package")
