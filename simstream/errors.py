@@ -204,6 +204,33 @@ class RequestError(SimstreamError):
         super().__init__(message)
 
 
+class VersionUnavailableError(RequestError):
+    """A node holds no generation of the model version a router asked for (409)."""
+
+    status = 409
+    code = "version_unavailable"
+
+
+class PartitionUnavailableError(RequestError):
+    """No healthy replica of some partitions answered the router (503).
+
+    Attributes:
+        missing: the partitions no replica answered for.
+    """
+
+    status = 503
+    code = "partition_unavailable"
+
+    def __init__(self, message: str, missing: list[int]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class ReplicaError(SimstreamError):
+    """A replica did not answer the router usefully (no connection, a timeout, a 5xx, a
+    409 or a 429): the router asks another replica of the same partition set."""
+
+
 class NotFoundError(RequestError):
     """The requested item or model does not exist."""
 

@@ -207,6 +207,16 @@ class Settings(BaseSettings):
         description="largest POST /v1/items/batch body in bytes (SIMSTREAM_API_MAX_BODY_BYTES "
         "applies too)",
     )
+    # --- query router ----------------------------------------------------------------
+    router_hedge_ms: float = Field(
+        50.0,
+        ge=0,
+        description="milliseconds the router waits for a replica before asking another "
+        "replica of the same partition set too (a hedged request; 0: off)",
+    )
+    router_timeout_s: float = Field(
+        10.0, gt=0, description="longest the router waits for one node's answer"
+    )
     classify_threshold: float = Field(
         0.5,
         gt=0,

@@ -189,6 +189,19 @@ DISPATCHER_BACKING_OFF = Gauge(
 #: Label values known before anything happens; their counters start at zero.
 RETRAIN_DECISIONS = ("promoted", "rejected", "skipped", "failed")
 CACHE_RESULTS = ("hit", "miss", "error")
+ROUTER_HEDGES = Counter(
+    "simstream_router_hedged_requests_total",
+    "Requests the router also sent to another replica after the hedge deadline",
+)
+ROUTER_RETRIES = Counter(
+    "simstream_router_replica_failures_total",
+    "Replica requests that failed (another replica of the set was asked, if any)",
+)
+ROUTER_MISSING = Counter(
+    "simstream_router_missing_sets_total",
+    "Partition sets left without an answer for a query (no replica answered)",
+)
+
 ROUTE_CLASSES = ("lookups", "writes", "images", "admin")
 CONSUMERS = ("embedder", "node", "item_images")
 RETRY_REASONS = ("failed", "overdue")

@@ -247,6 +247,33 @@ def bench_api(
     typer.echo(json.dumps(result, indent=2))
 
 
+# --- cluster -----------------------------------------------------------------------
+
+
+@bench_app.command("cluster")
+def bench_cluster(
+    out: JsonOutOption = Path("docs/bench/cluster.json"),
+    items: Annotated[int, typer.Option(min=100, help="Random vectors indexed.")] = 100_000,
+    dim: Annotated[int, typer.Option(min=2, help="Vector size.")] = 64,
+    queries: Annotated[int, typer.Option(min=10, help="Queries of the recall check.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, help="Client threads of the QPS phase.")] = 4,
+    duration: Annotated[float, typer.Option(min=0.5, help="Seconds per load phase.")] = 5.0,
+) -> None:
+    """The query router over 1, 2 and 4 node processes holding the same items.
+
+    RSS per node, recall@10 against exact search, router p50/p99 and QPS against
+    the same shards searched in-process, and the failover after a SIGKILL of one
+    of 2 × 2 replicas. Starts its own embedded broker and Valkey on free ports.
+    """
+    load_settings()
+    with _needs_bench():
+        from bench.cluster import run
+
+    with exit_on_error():
+        result = run(out, items, dim, queries, concurrency, duration)
+    typer.echo(json.dumps(result, indent=2))
+
+
 # --- abuse -------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from simstream import __version__
-from simstream.cli import bench, demo, dlq, doctor, ingest, publish, serve, stack, stats
+from simstream.cli import bench, demo, dlq, doctor, ingest, publish, router, serve, stack, stats
 from simstream.cli import model as model_cli
 from simstream.cli import retrain as retrain_cli
 
@@ -58,6 +58,7 @@ ingest.register(app)
 demo.register(app)
 retrain_cli.register(app)
 serve.register(app)
+router.register(app)
 dlq.register(app)
 stats.register(app)
 doctor.register(app)

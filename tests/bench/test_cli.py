@@ -20,6 +20,7 @@ OPTIONS = {
                "--work-dir"],
     "api": ["--out", "--items", "--dim", "--concurrency", "--duration", "--ingest-rate"],
     "abuse": ["--out", "--items", "--rate", "--idle", "--filter-batches", "--rounds"],
+    "cluster": ["--out", "--items", "--dim", "--queries", "--concurrency", "--duration"],
 }  # fmt: skip
 
 

@@ -900,7 +900,9 @@ MUTATIONS: list[tuple[str, str, str, str, Check, str]] = [
     (
         "index node without its token secrets",
         COMPOSE,
-        "    environment: *index-env\n    secrets: [api-read-tokens, api-admin-tokens]\n"
+        "    environment:\n      <<: *index-env\n      SIMSTREAM_NODE_ID: index-0\n"
+        "      SIMSTREAM_NODE_URL: http://index:8000\n"
+        "    secrets: [api-read-tokens, api-admin-tokens]\n"
         '    ports:\n      - "127.0.0.1:8000:8000"',
         '    ports:\n      - "127.0.0.1:8000:8000"',
         compose_problems,
@@ -1040,3 +1042,24 @@ def test_a_mutated_copy_is_reported(
     file: str, old: str, new: str, check: Check, expected: str
 ) -> None:
     assert_mutation_reported(_files(), file, old, new, check, expected)
+
+
+def test_the_ha_profile_runs_two_partition_sets_of_two_replicas_and_the_router() -> None:
+    from workers.cluster.placement import derive_set
+
+    compose = services(load_yaml(read(COMPOSE)))
+    nodes = {
+        name: service["environment"]
+        for name, service in compose.items()
+        if service.get("command") == ["simstream", "serve"]
+    }
+    ids = [env["SIMSTREAM_NODE_ID"] for env in nodes.values()]
+    assert len(set(ids)) == len(ids) == 4
+    assert sorted(derive_set(i, 2) for i in ids) == [0, 0, 1, 1]
+    for name, env in nodes.items():
+        assert env["SIMSTREAM_NODE_URL"] == f"http://{name}:8000"
+    assert "# [ha] SIMSTREAM_PARTITION_SETS=2" in read(ENV_EXAMPLE).splitlines()
+    router = compose["router"]
+    assert router["command"] == ["simstream", "router"]
+    assert router["profiles"] == ["ha"]
+    assert "registry:/var/lib/simstream/models" in router["volumes"]

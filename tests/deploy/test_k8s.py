@@ -668,3 +668,33 @@ def test_a_mutated_copy_is_reported(
     file: str, old: str, new: str, check: Check, expected: str
 ) -> None:
     assert_mutation_reported(_files(), file, old, new, check, expected)
+
+
+def test_index_pods_split_into_partition_sets_by_ordinal_and_the_router_fronts_them() -> None:
+    from workers.cluster.placement import derive_set
+
+    docs = {(doc["kind"], name_of(doc)): doc for _, doc in objects(parse(read_manifests()))}
+    settings = docs[("ConfigMap", "simstream-settings")]["data"]
+    sets = int(settings["SIMSTREAM_PARTITION_SETS"])
+    index = docs[("StatefulSet", "simstream-index")]
+    replicas = index["spec"]["replicas"]
+    pods = [f"simstream-index-{n}" for n in range(replicas)]
+    per_set = [sum(derive_set(p, sets) == s for p in pods) for s in range(sets)]
+    assert sets == 2 and per_set == [2, 2]
+    [node] = index["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in node["env"]}
+    assert env["SIMSTREAM_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    service = index["spec"]["serviceName"]
+    assert env["SIMSTREAM_NODE_URL"]["value"] == f"http://$(SIMSTREAM_NODE_ID).{service}:8000"
+    assert node["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # One index pod down at a time: every set keeps a replica through a drain.
+    assert docs[("PodDisruptionBudget", "simstream-index")]["spec"] == {
+        "maxUnavailable": 1,
+        "selector": index["spec"]["selector"],
+    }
+    router = docs[("Deployment", "simstream-router")]
+    [container] = router["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["simstream", "router"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert ("Service", "simstream-router") in docs
+    assert ("PodDisruptionBudget", "simstream-router") in docs

@@ -17,7 +17,7 @@ import simstream
 from producers.config import ProducerConfig
 from producers.producer import ItemProducer
 from simstream.settings import Settings
-from workers.api import admin, handlers, health, items, lookup, page
+from workers.api import admin, handlers, health, internal, items, lookup, page
 from workers.api.auth import TokenStore
 from workers.api.classifier import Classifier
 from workers.api.config import (
@@ -132,7 +132,7 @@ def create_app(
     )
     app.state.api = state
     handlers.install(app)
-    for module in (lookup, items, admin, health, page):
+    for module in (lookup, items, admin, health, page, internal):
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)

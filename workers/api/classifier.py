@@ -39,10 +39,8 @@ class Classifier:
     """
 
     def __init__(self, config: ClassifierConfig, searcher: Searcher, registry: Registry) -> None:
-        self.config = config
         self.searcher = searcher
-        self.registry = registry
-        self._thresholds: dict[str, tuple[float, Literal["model", "settings"]]] = {}
+        self.thresholds = Thresholds(config, registry)
 
     def classify(self, request: ClassifyRequest, generation: IndexGeneration) -> dict[str, Any]:
         """Classify one query in ``generation`` (the request's, pinned by `WriteWaiter`).
@@ -54,42 +52,14 @@ class Classifier:
         answer = self.searcher.search(request, [request], generation)
         [raw] = answer.neighbours
         threshold, source = self.threshold(answer.version, request.threshold)
-        label, votes, evidence = self.vote(json.loads(raw), threshold, request.vote)
-        return {
-            "label": label,
-            "known": bool(votes),
-            "threshold": threshold,
-            "threshold_source": source,
-            "vote": request.vote,
-            "votes": votes,
-            "neighbors": evidence,
-            "model_version": answer.version,
-            "index_epoch": answer.epoch,
-            "degraded": answer.degraded,
+        rows = json.loads(raw)
+        return verdict(rows, threshold, source, answer.version, answer.epoch, request.vote) | {
+            "degraded": answer.degraded
         }
 
     def threshold(self, version: str, requested: float | None) -> tuple[float, ThresholdSource]:
-        """The distance threshold of classification and where it came from.
-
-        The serving model's ``metrics.json`` is read once per version: its
-        ``calibration.threshold`` (what the benchmark and retraining record), else a
-        top-level ``threshold``/``calibration_threshold``/``distance_threshold``;
-        failing those, the configured default (``SIMSTREAM_CLASSIFY_THRESHOLD``).
-        """
-        if requested is not None:
-            return requested, "request"
-        if version not in self._thresholds:
-            try:
-                metrics = self.registry.get(version).metrics
-            except RegistryError:
-                metrics = {}
-            found = _calibrated(metrics)
-            self._thresholds[version] = (
-                (found, "model")
-                if found is not None
-                else (self.config.default_threshold, "settings")
-            )
-        return self._thresholds[version]
+        """The distance threshold of classification and where it came from (`Thresholds`)."""
+        return self.thresholds.threshold(version, requested)
 
     @staticmethod
     def vote(
@@ -123,6 +93,67 @@ class Classifier:
         ]
         label = ranked[0] if ranked else UNKNOWN_LABEL
         return label, votes, evidence
+
+
+class Thresholds:
+    """The classification threshold of each model version, read once from the registry.
+
+    Args:
+        config: the default threshold.
+        registry: where a model's metrics (its calibrated threshold) are read.
+    """
+
+    def __init__(self, config: ClassifierConfig, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self._thresholds: dict[str, tuple[float, Literal["model", "settings"]]] = {}
+
+    def threshold(self, version: str, requested: float | None) -> tuple[float, ThresholdSource]:
+        """The distance threshold of classification and where it came from.
+
+        The serving model's ``metrics.json`` is read once per version: its
+        ``calibration.threshold`` (what the benchmark and retraining record), else a
+        top-level ``threshold``/``calibration_threshold``/``distance_threshold``;
+        failing those, the configured default (``SIMSTREAM_CLASSIFY_THRESHOLD``).
+        """
+        if requested is not None:
+            return requested, "request"
+        if version not in self._thresholds:
+            try:
+                metrics = self.registry.get(version).metrics
+            except RegistryError:
+                metrics = {}
+            found = _calibrated(metrics)
+            self._thresholds[version] = (
+                (found, "model")
+                if found is not None
+                else (self.config.default_threshold, "settings")
+            )
+        return self._thresholds[version]
+
+
+def verdict(
+    rows: Sequence[dict[str, Any]],
+    threshold: float,
+    source: ThresholdSource,
+    version: str,
+    epoch: int,
+    rule: ClassifyVote = "nearest",
+) -> dict[str, Any]:
+    """The body of a `ClassifyResponse` (without ``degraded``) from a query's neighbours,
+    voted by ``rule`` (see `Classifier.vote`)."""
+    label, votes, evidence = Classifier.vote(rows, threshold, rule)
+    return {
+        "label": label,
+        "known": bool(votes),
+        "threshold": threshold,
+        "threshold_source": source,
+        "vote": rule,
+        "votes": votes,
+        "neighbors": evidence,
+        "model_version": version,
+        "index_epoch": epoch,
+    }
 
 
 def _calibrated(metrics: dict[str, Any]) -> float | None:

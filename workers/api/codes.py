@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_READY = "not_ready"
     UNAVAILABLE = "unavailable"
+    VERSION_UNAVAILABLE = "version_unavailable"
+    PARTITION_UNAVAILABLE = "partition_unavailable"
     INTERNAL = "internal"
     HTTP_ERROR = "http_error"
 

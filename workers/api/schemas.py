@@ -179,6 +179,13 @@ class LookupOptions(_Strict):
         examples=[0.25],
     )
     fresh: bool = Field(False, description="Bypass the result cache (neither read nor write).")
+    partial: bool = Field(
+        False,
+        description="Through the query router: when a partition set has no replica that "
+        "answers, return the other partitions' answer flagged `partial: true` with the "
+        "`missing_partitions` (true) instead of a 503 `partition_unavailable` (false). "
+        "A node alone holds every partition and ignores it.",
+    )
     after: str | None = Field(
         None,
         description="A write token from POST/DELETE /v1/items: wait (at most "
@@ -308,6 +315,20 @@ def _degraded() -> Any:
     )
 
 
+def _partial() -> Any:
+    return Field(
+        False,
+        description="Router answers: true when some partitions had no replica that answered "
+        "(asked for with `partial: true`); the neighbours come from the other partitions.",
+    )
+
+
+def _missing() -> Any:
+    return Field(
+        default_factory=list, description="Router answers: the partitions left out (partial)."
+    )
+
+
 class LookupResponse(BaseModel):
     """The neighbours of one query and what produced them."""
 
@@ -316,6 +337,8 @@ class LookupResponse(BaseModel):
     degraded: bool = _degraded()
     neighbors: list[Neighbor]
     exhaustive: bool = Field(True, description=_EXHAUSTIVE)
+    partial: bool = _partial()
+    missing_partitions: list[int] = _missing()
 
 
 class NeighborList(BaseModel):
@@ -332,6 +355,8 @@ class BatchLookupResponse(BaseModel):
     index_epoch: int
     degraded: bool = _degraded()
     results: list[NeighborList]
+    partial: bool = _partial()
+    missing_partitions: list[int] = _missing()
 
 
 class Vote(BaseModel):
@@ -365,6 +390,8 @@ class ClassifyResponse(BaseModel):
     model_version: str
     index_epoch: int
     degraded: bool = _degraded()
+    partial: bool = _partial()
+    missing_partitions: list[int] = _missing()
 
 
 class WriteAccepted(BaseModel):
@@ -598,7 +625,8 @@ class ErrorResponse(BaseModel):
         description="A stable machine-readable code (see the table in docs/api.md): "
         "invalid_request, invalid_filter, invalid_payload, unsupported_query, unauthorized, "
         "forbidden, not_found, not_owner, method_not_allowed, payload_too_large, "
-        "rate_limited, not_ready, unavailable, internal, or a wire reason code (bad_image, "
+        "rate_limited, not_ready, unavailable, version_unavailable, partition_unavailable, "
+        "internal, or a wire reason code (bad_image, "
         "image_too_large, bad_token …).",
         examples=["invalid_request"],
     )

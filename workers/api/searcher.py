@@ -239,41 +239,13 @@ class Searcher:
         Raises:
             RequestError: (422) naming the bound and the value received.
         """
-        max_k, max_ef = self.config.max_k, self.config.max_ef
-        if not 1 <= options.k <= max_k:
-            raise RequestError(
-                f"Invalid value for `k`. Expected 1 ≤ k ≤ {max_k}. Received: k={options.k}", 422
-            )
-        if options.ef is not None and not 1 <= options.ef <= max_ef:
-            raise RequestError(
-                f"Invalid value for `ef`. Expected 1 ≤ ef ≤ {max_ef}. Received: ef={options.ef}",
-                422,
-            )
+        check_limits(self.config, options.k, options.ef)
         ef = options.ef if options.ef is not None else generation.index.config.ef_search
         return Plan(options.k, ef, to_filter(options.filter), options.max_distance)
 
     def check_batch(self, queries: Sequence[Query]) -> None:
-        """Check the number of queries of a batch, and of images among them.
-
-        Raises:
-            RequestError: (422) outside ``1 ≤ len(queries) ≤ max_batch``, or more than
-                ``max_batch_images`` images.
-        """
-        most, size = self.config.max_batch, len(queries)
-        if not 1 <= size <= most:
-            raise RequestError(
-                f"Invalid value for `queries`. Expected 1 ≤ len(queries) ≤ {most}. "
-                f"Received: {size} queries",
-                422,
-            )
-        images = sum(q.image is not None for q in queries)
-        most_images = self.config.max_batch_images
-        if images > most_images:
-            raise RequestError(
-                f"Invalid value for `queries`. Expected at most {most_images} `image` queries "
-                f"in one batch (SIMSTREAM_API_MAX_BATCH_IMAGES). Received: {images} images",
-                422,
-            )
+        """Check the number of queries of a batch, and of images among them (`check_batch`)."""
+        check_batch(self.config, queries)
 
     # --- queries ---------------------------------------------------------------------
 
@@ -323,36 +295,10 @@ class Searcher:
         return out
 
     def _vector(self, generation: IndexGeneration, values: Sequence[float]) -> Resolved:
-        dim = generation.dim
-        if len(values) != dim:
-            raise RequestError(
-                f"Invalid value for `vector`. Expected {dim} numbers (the embedding size of "
-                f"model {generation.version}). Received: {len(values)} numbers",
-                422,
-            )
-        with np.errstate(over="ignore", invalid="ignore"):
-            vector = np.asarray(values, dtype=np.float32)
-        bad = np.flatnonzero(~np.isfinite(vector))
-        if len(bad):
-            raise RequestError(
-                "Invalid value for `vector`. Expected finite float32 numbers. "
-                f"Received: {values[int(bad[0])]!r} at index {int(bad[0])}",
-                422,
-            )
-        norm = float(np.linalg.norm(vector))
-        space = generation.index.space
-        if space == "cosine":
-            if norm == 0.0:
-                raise RequestError(
-                    "Invalid value for `vector`. Expected a non-zero vector (cosine distance "
-                    "has no direction for zero). Received: all zeros",
-                    422,
-                )
-            normalised = vector / norm
-        else:
-            normalised = vector
-        rounded = np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0
-        return Resolved(vector, b"v:" + rounded.astype(np.float32).tobytes())
+        vector, key = checked_vector(
+            values, generation.dim, generation.index.space, generation.version
+        )
+        return Resolved(vector, key)
 
     def embed(self, generation: IndexGeneration, inputs: np.ndarray) -> np.ndarray:
         """Embed model inputs with the generation's own encoder (one call at a time)."""
@@ -446,6 +392,83 @@ class Searcher:
             for i, value in zip(missing, computed, strict=True):
                 cached[i] = value
         return [v for v in cached if v is not None], "miss" if missing else "hit"
+
+
+def check_batch(config: SearchConfig, queries: Sequence[Query]) -> None:
+    """Check the number of queries of a batch, and of images among them.
+
+    Raises:
+        RequestError: (422) outside ``1 ≤ len(queries) ≤ max_batch``, or more than
+            ``max_batch_images`` images.
+    """
+    most, size = config.max_batch, len(queries)
+    if not 1 <= size <= most:
+        raise RequestError(
+            f"Invalid value for `queries`. Expected 1 ≤ len(queries) ≤ {most}. "
+            f"Received: {size} queries",
+            422,
+        )
+    images = sum(q.image is not None for q in queries)
+    most_images = config.max_batch_images
+    if images > most_images:
+        raise RequestError(
+            f"Invalid value for `queries`. Expected at most {most_images} `image` queries "
+            f"in one batch (SIMSTREAM_API_MAX_BATCH_IMAGES). Received: {images} images",
+            422,
+        )
+
+
+def check_limits(config: SearchConfig, k: int, ef: int | None) -> None:
+    """Check ``k`` and ``ef`` against the configured limits.
+
+    Raises:
+        RequestError: (422) naming the bound and the value received.
+    """
+    max_k, max_ef = config.max_k, config.max_ef
+    if not 1 <= k <= max_k:
+        raise RequestError(f"Invalid value for `k`. Expected 1 ≤ k ≤ {max_k}. Received: k={k}", 422)
+    if ef is not None and not 1 <= ef <= max_ef:
+        raise RequestError(
+            f"Invalid value for `ef`. Expected 1 ≤ ef ≤ {max_ef}. Received: ef={ef}", 422
+        )
+
+
+def checked_vector(
+    values: Sequence[float], dim: int, space: str, version: str
+) -> tuple[np.ndarray, bytes]:
+    """A query embedding as float32, and its cache key (normalised in the cosine space).
+
+    Raises:
+        RequestError: (422) not ``dim`` finite numbers, or all zeros in the cosine space.
+    """
+    if len(values) != dim:
+        raise RequestError(
+            f"Invalid value for `vector`. Expected {dim} numbers (the embedding size of "
+            f"model {version}). Received: {len(values)} numbers",
+            422,
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        vector = np.asarray(values, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(vector))
+    if len(bad):
+        raise RequestError(
+            "Invalid value for `vector`. Expected finite float32 numbers. "
+            f"Received: {values[int(bad[0])]!r} at index {int(bad[0])}",
+            422,
+        )
+    norm = float(np.linalg.norm(vector))
+    if space == "cosine":
+        if norm == 0.0:
+            raise RequestError(
+                "Invalid value for `vector`. Expected a non-zero vector (cosine distance "
+                "has no direction for zero). Received: all zeros",
+                422,
+            )
+        normalised = vector / norm
+    else:
+        normalised = vector
+    rounded = np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0
+    return vector, b"v:" + rounded.astype(np.float32).tobytes()
 
 
 def indexed_item(generation: IndexGeneration, item_id: str) -> Item:

@@ -52,12 +52,20 @@ class WriteWaiter:
                 within ``write_wait_s``.
         """
         generation = self.node.current()
-        if after is None:
-            return generation
+        if after is not None:
+            await self.wait_in(generation, after)
+        return generation
+
+    async def wait_in(self, generation: IndexGeneration, after: str) -> None:
+        """Return once ``generation`` (any of the node's) has applied the write ``after`` names.
+
+        Raises:
+            RequestError: as `generation`.
+            NotReadyError: the write is not visible within ``write_wait_s``.
+        """
         deadline = time.monotonic() + self.config.write_wait_s
         for token in self.tokens(after):
             await self._visible(generation, token, after, deadline)
-        return generation
 
     async def _visible(
         self, generation: IndexGeneration, token: WriteToken, after: str, deadline: float
@@ -77,49 +85,25 @@ class WriteWaiter:
         await self._wait(generation, token, after, deadline)
 
     def tokens(self, after: str) -> tuple[WriteToken, ...]:
-        """Parse and check a write token of one or more partitions (a batch's) against the
-        items topic and its partitions.
+        """Parse and check a write token (see `parse_tokens`), and that this node holds
+        its partitions.
 
         Raises:
-            RequestError: (400) malformed, of another topic or of a missing partition.
+            RequestError: 400 as `parse_tokens`; 421 (``not_owner``) for a partition this
+                node does not hold (its owners can answer).
         """
-        try:
-            tokens = WriteToken.decode_all(after, self.config.items_topic)
-        except DecodeError as e:
-            raise RequestError(
-                f"Invalid value for `after`. {e.detail or e.reason}", 400, Reason.BAD_TOKEN
-            ) from None
-        for token in tokens:
-            self._check(token)
-        return tokens
-
-    def _check(self, token: WriteToken) -> None:
-        """Raises `RequestError`: 400 for a token of another topic or a missing partition,
-        421 (``not_owner``) for a partition this node does not hold (its owners can answer)."""
-        topic, partitions = self.config.items_topic, self.config.partitions
-        if token.topic != topic:
-            raise RequestError(
-                f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
-                f"Received: a token of topic {token.topic!r}",
-                400,
-                Reason.BAD_TOKEN,
-            )
-        if token.partition >= partitions:
-            raise RequestError(
-                f"Invalid value for `after`. Expected a partition below "
-                f"{partitions}. Received: partition {token.partition}",
-                400,
-                Reason.BAD_TOKEN,
-            )
+        tokens = parse_tokens(self.config, after)
         owned = self.node.config.owned
-        if token.partition not in owned:
-            raise RequestError(
-                f"Invalid value for `after`. Expected a write token of a partition this node "
-                f"({self.node.config.cluster.node_id}) holds, one of {list(owned)}. Received: "
-                f"partition {token.partition}: ask the nodes of its partition set",
-                421,
-                ErrorCode.NOT_OWNER,
-            )
+        for token in tokens:
+            if token.partition not in owned:
+                raise RequestError(
+                    f"Invalid value for `after`. Expected a write token of a partition this "
+                    f"node ({self.node.config.cluster.node_id}) holds, one of {list(owned)}. "
+                    f"Received: partition {token.partition}: ask the nodes of its partition set",
+                    421,
+                    ErrorCode.NOT_OWNER,
+                )
+        return tokens
 
     async def _wait(
         self, generation: IndexGeneration, token: WriteToken, after: str, deadline: float
@@ -137,3 +121,35 @@ class WriteWaiter:
                 )
             await asyncio.sleep(min(poll, remaining))
             poll = min(poll * 2, _LONGEST_POLL_S)
+
+
+def parse_tokens(config: SearchConfig, after: str) -> tuple[WriteToken, ...]:
+    """Parse and check a write token of one or more partitions (a batch's) against the
+    items topic and its partitions.
+
+    Raises:
+        RequestError: (400) malformed, of another topic or of a missing partition.
+    """
+    try:
+        tokens = WriteToken.decode_all(after, config.items_topic)
+    except DecodeError as e:
+        raise RequestError(
+            f"Invalid value for `after`. {e.detail or e.reason}", 400, Reason.BAD_TOKEN
+        ) from None
+    topic, partitions = config.items_topic, config.partitions
+    for token in tokens:
+        if token.topic != topic:
+            raise RequestError(
+                f"Invalid value for `after`. Expected a write token of topic {topic!r}. "
+                f"Received: a token of topic {token.topic!r}",
+                400,
+                Reason.BAD_TOKEN,
+            )
+        if token.partition >= partitions:
+            raise RequestError(
+                f"Invalid value for `after`. Expected a partition below "
+                f"{partitions}. Received: partition {token.partition}",
+                400,
+                Reason.BAD_TOKEN,
+            )
+    return tokens
