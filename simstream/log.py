@@ -18,10 +18,16 @@ if TYPE_CHECKING:
 
 _configured = False
 
+
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    """A logger on the standard error of the moment (not the one seen at import)."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 if not structlog.is_configured():
     # Until `configure_logging` runs, structlog's default prints to standard output,
     # which would mix log lines into a command's JSON answer: send them to stderr.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=_stderr_logger)
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
