@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: What an outer ``make test PYTEST_ARGS=…`` passes down to the commands it runs.
+_OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ARGS")
 
 
 def planned(target: str, venv: Path) -> str:
-    """The commands ``make TARGET`` would run on a machine without a venv (``make -n``)."""
+    """The commands ``make TARGET`` would run on a machine without a venv (``make -n``).
+
+    Run as its own make, not a sub-make: under ``make test PYTEST_ARGS=…`` (CI) the
+    inherited MAKEFLAGS would carry the outer command line's variables in.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE}
     return subprocess.run(
         ["make", "-n", target, f"VENV={venv}"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
