@@ -56,6 +56,15 @@ def test_only_the_known_elided_curl_example_is_left_out() -> None:
     assert all("..." not in command for _, command, _ in curl_examples())
 
 
+def test_every_curl_example_is_one_complete_shell_command() -> None:
+    """A quote left open across lines (no ``\\`` continuation) would run as a broken command."""
+    for document, command, _ in curl_examples():
+        parsed = subprocess.run(
+            ["bash", "-n", "-c", command], capture_output=True, text=True, check=False
+        )
+        assert parsed.returncode == 0, f"{document}: {command}\n{parsed.stderr}"
+
+
 def client_examples() -> list[tuple[str, str]]:
     """(document, code) of every python block that uses `simstream.client`."""
     return [
@@ -136,7 +145,7 @@ def test_every_curl_example_answers_2xx_against_the_demos_data(tmp_path: Path) -
                 check=False,
             )
             body, _, status = done.stdout.rpartition("\n")
-            assert status.startswith("2"), f"{document}: {command}\n{status} {body}"
+            assert status.startswith("2"), f"{document}: {command}\n{status} {body} {done.stderr}"
             shown_token = re.search(r'"token":"([^"]+)"', expected)
             if shown_token:
                 tokens[shown_token.group(1)] = json.loads(body)["token"]

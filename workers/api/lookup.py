@@ -4,9 +4,8 @@ Handlers are coroutines that first pin the request's generation, waiting for
 its write token on the event loop (`WriteWaiter`: no thread is held while
 waiting), then run the search in the thread pool, where the blocking parts
 (Redis, the encoder, hnswlib, which releases the GIL) do not stall the loop.
-A lookup that is only an in-memory search (`Searcher.inline`: an unfiltered
-``fresh`` lookup by vector or id, micro-batching off) runs on the loop itself:
-the hop to a worker thread and back costs more than the search.
+No search runs on the loop itself, however cheap: one blocked on a shard's
+write lock would hold every request behind it, health probes included.
 """
 
 from __future__ import annotations
@@ -67,8 +66,6 @@ async def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -
     With `after`, the lookup first waits until that write is searchable.
     """
     generation = await state.waiter.generation(request.after)
-    if state.searcher.inline(request, generation):
-        return _response(state.searcher.lookup(request, generation))
     return _response(await run_in_threadpool(state.searcher.lookup, request, generation))
 
 

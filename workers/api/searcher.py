@@ -161,27 +161,6 @@ class Searcher:
 
     # --- requests --------------------------------------------------------------------
 
-    def inline(self, request: LookupRequest, generation: IndexGeneration) -> bool:
-        """Whether a lookup is short enough to run on the event loop (no thread-pool hop).
-
-        True for an unfiltered lookup by vector or id that bypasses the cache
-        (``fresh``) while micro-batching is off: it does no I/O and no embedding,
-        only one search of the in-memory index (hnswlib, a fraction of a
-        millisecond), so handing it to a worker thread and back costs more than
-        the search. Everything else (Redis, the encoder, a filtered search that
-        may scan, a micro-batch window) runs in the thread pool, and so does a costly
-        search (``max(ef, k)`` above the default ``ef``), which must take a search
-        slot (`SearchSlots`) and may wait for one: never on the event loop.
-        """
-        light = generation.index.config.ef_search
-        return (
-            request.fresh
-            and request.filter is None
-            and self.batcher.window_s <= 0
-            and (request.vector is not None or request.id is not None)
-            and max(request.ef or light, request.k + 1) <= light
-        )
-
     def lookup(self, request: LookupRequest, generation: IndexGeneration) -> Reply:
         """The body of a `LookupResponse` for one query, searched in ``generation``.
 

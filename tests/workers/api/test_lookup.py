@@ -340,38 +340,3 @@ def test_the_in_process_cache_is_invalidated_by_a_new_write(
 
     assert after.headers["X-Cache"] == "miss"
     assert [n["id"] for n in after.json()["neighbors"]] == ["lru-moved"]
-
-
-def test_a_fresh_lookup_by_vector_is_answered_while_every_worker_thread_is_busy(
-    app: Any, served: Served
-) -> None:
-    """An uncached lookup that is only an in-memory search runs on the event loop: it
-    needs no thread of the pool (the hop costs more than the search)."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import anyio.to_thread
-
-    release = threading.Event()
-    with TestClient(app) as client, ThreadPoolExecutor(1) as requests:
-        vector = stored_vector(client, "digit-0007")
-        assert client.portal is not None
-
-        async def one_thread() -> None:
-            anyio.to_thread.current_default_thread_limiter().total_tokens = 1
-
-        async def hold_it() -> None:
-            await anyio.to_thread.run_sync(release.wait)
-
-        client.portal.call(one_thread)
-        client.portal.start_task_soon(hold_it)
-        try:
-            answer = requests.submit(
-                client.post, "/v1/lookup", json={"vector": vector, "k": 3, "fresh": True}
-            )
-            response = answer.result(timeout=20)
-        finally:
-            release.set()
-
-    assert response.status_code == 200, response.text
-    assert response.json()["neighbors"][0]["id"] == "digit-0007"

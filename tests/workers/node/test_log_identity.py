@@ -140,11 +140,17 @@ class _OffsetGoneOnce:
     def assign(self, partitions: list[TopicPartition]) -> None:
         self.consumer.assign(partitions)
 
+    def _gone(self) -> Message:
+        self.injected = True
+        error = RdKafkaError(RdKafkaError._AUTO_OFFSET_RESET, "offset 99 out of range")
+        return Message(topic=self.topic, partition=0, offset=99, error=error)
+
+    def poll(self, timeout: float) -> Message | None:
+        return self.consumer.poll(timeout) if self.injected else self._gone()
+
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         if not self.injected:
-            self.injected = True
-            error = RdKafkaError(RdKafkaError._AUTO_OFFSET_RESET, "offset 99 out of range")
-            return [Message(topic=self.topic, partition=0, offset=99, error=error)]
+            return [self._gone()]
         return list(self.consumer.consume(num_messages, timeout))
 
     def close(self) -> None:
