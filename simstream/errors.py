@@ -231,6 +231,19 @@ class ReplicaError(SimstreamError):
     409 or a 429): the router asks another replica of the same partition set."""
 
 
+class ReplicaBehindError(ReplicaError):
+    """A healthy replica has not applied the request's write token in time (its 503
+    ``not_ready``): another replica may have; if none has, the client gets that 503.
+
+    Attributes:
+        retry_after_s: the replica's ``Retry-After``.
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class NotFoundError(RequestError):
     """The requested item or model does not exist."""
 

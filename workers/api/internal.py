@@ -48,6 +48,13 @@ class InternalSearch(_Strict):
     vectors: list[list[float]] = Field(..., min_length=1, description="Query embeddings.")
     k: int = Field(10, description="Neighbours per query.")
     ef: int | None = Field(None, description="hnswlib ef (default: the node's).")
+    total_live: int | None = Field(
+        None,
+        ge=1,
+        description="Live items of this version over the whole cluster: each shard's ef "
+        "is scaled by its share of them, as in one node holding every partition "
+        "(default: this node's own live items).",
+    )
     filter: FilterSpec | None = None
     max_distance: float | None = Field(None, allow_inf_nan=False)
     exclude: list[str | None] | None = Field(
@@ -152,7 +159,7 @@ def search_generation(
         for values, ex in zip(request.vectors, excluded, strict=True)
     ]
     ef = request.ef if request.ef is not None else generation.index.config.ef_search
-    plan = Plan(request.k, ef, to_filter(request.filter), request.max_distance)
+    plan = Plan(request.k, ef, to_filter(request.filter), request.max_distance, request.total_live)
     results = []
     for rows, exhaustive in searcher.neighbours(generation, queries, plan):
         results.append(

@@ -56,15 +56,17 @@ class MicroBatcher:
         *,
         ef: int,
         filter: Filter | None,
+        total_live: int | None = None,
     ) -> list[Neighbors]:
         """The neighbours of each row of ``vectors``, as `ShardedIndex.search_batch` finds them."""
         if self.window_s <= 0 or len(vectors) != 1:
-            return list(index.search_batch(vectors, k, ef=ef, filter=filter))
+            return list(index.search_batch(vectors, k, ef=ef, filter=filter, total_live=total_live))
         options: tuple[Any, ...] = (
             id(index),
             k,
             ef,
             "" if filter is None else filter.cache_key(),
+            total_live,
         )
         with self._lock:
             group = self._open.get(options)
@@ -86,7 +88,9 @@ class MicroBatcher:
             if self._open.get(options) is group:
                 del self._open[options]
         try:
-            group.results = index.search_batch(np.stack(group.vectors), k, ef=ef, filter=filter)
+            group.results = index.search_batch(
+                np.stack(group.vectors), k, ef=ef, filter=filter, total_live=total_live
+            )
             self.batches += 1
         except BaseException as e:
             group.error = e

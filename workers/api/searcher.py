@@ -74,12 +74,15 @@ class Plan:
         ef: hnswlib ef (default resolved).
         filter: the filter, or None.
         max_distance: leave out neighbours farther than this (reported units), or None.
+        total_live: the cluster's live items of the version when this node holds only
+            some partitions (the router's search; see `ShardedIndex.search`), or None.
     """
 
     k: int
     ef: int
     filter: Filter | None
     max_distance: float | None = None
+    total_live: int | None = None
 
     @property
     def filter_key(self) -> str:
@@ -306,6 +309,7 @@ class Searcher:
                 plan.k + extra,
                 ef=plan.ef,
                 filter=plan.filter,
+                total_live=plan.total_live,
             )
         out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):

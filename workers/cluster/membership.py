@@ -45,11 +45,13 @@ class GenerationState:
             for a rollback and for nodes that have not flipped yet).
         caught_up: whether it may serve (lag within the re-index bound, no hole).
         applied: next embeddings-log offset per owned partition applied so far.
+        live: the live items it holds (the router scales each node's search by it).
     """
 
     state: State
     caught_up: bool = False
     applied: Mapping[int, int] = field(default_factory=dict)
+    live: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (partition keys as strings)."""
@@ -57,6 +59,7 @@ class GenerationState:
             "state": self.state,
             "caught_up": self.caught_up,
             "applied": {str(p): int(o) for p, o in sorted(self.applied.items())},
+            "live": self.live,
         }
 
     @classmethod
@@ -70,7 +73,8 @@ class GenerationState:
         if state not in _STATES:
             raise ValueError(f"Expected a state in {_STATES}. Received: {state!r}")
         applied = {int(p): int(o) for p, o in dict(data.get("applied", {})).items()}
-        return cls(state, bool(data.get("caught_up", False)), applied)
+        live = int(data.get("live", 0))
+        return cls(state, bool(data.get("caught_up", False)), applied, live)
 
 
 @dataclass(frozen=True, slots=True)

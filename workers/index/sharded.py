@@ -419,6 +419,7 @@ class ShardedIndex:
         *,
         ef: int | None = None,
         filter: Filter | None = None,
+        total_live: int | None = None,
     ) -> Neighbors:
         """The k nearest live items to one vector over all shards.
 
@@ -428,8 +429,12 @@ class ShardedIndex:
             ef: the beam for the whole index (default: the config's ``ef_search``);
                 each shard searches with it scaled to its size (`shard_ef`).
             filter: which items may be returned.
+            total_live: the live items of the whole cluster when this index holds
+                only some of its partitions: each shard's ef is then scaled by its
+                share of that total, as in one node holding every partition
+                (default: this index's own live items).
         """
-        return self.search_batch(vector, k, ef=ef, filter=filter)[0]
+        return self.search_batch(vector, k, ef=ef, filter=filter, total_live=total_live)[0]
 
     def search_batch(
         self,
@@ -438,6 +443,7 @@ class ShardedIndex:
         *,
         ef: int | None = None,
         filter: Filter | None = None,
+        total_live: int | None = None,
     ) -> NeighborsBatch:
         """`search` for many query vectors at once, shape (batch, dim)."""
         if k < 1:
@@ -447,13 +453,23 @@ class ShardedIndex:
         q = self._queries(vectors)
         shards = self._shards
         if len(shards) == 1:
+            if total_live is not None:
+                base = self.config.ef_search if ef is None else ef
+                ef = shard_ef(base, len(shards[0]), total_live)
             hits = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
         else:
-            hits = self._fan_out(q, k, ef, filter)
+            hits = self._fan_out(q, k, ef, filter, total_live)
         padded = filter is not None and not filter.empty
         return NeighborsBatch(hits.ids, hits.distances, padded, hits.exhaustive)
 
-    def _fan_out(self, q: np.ndarray, k: int, ef: int | None, filter: Filter | None) -> Hits:
+    def _fan_out(
+        self,
+        q: np.ndarray,
+        k: int,
+        ef: int | None,
+        filter: Filter | None,
+        total_live: int | None,
+    ) -> Hits:
         """Search every shard, each at its scaled ef (`shard_ef`), and merge by distance.
 
         Shards are searched in parallel threads when the expected time of one
@@ -466,7 +482,7 @@ class ShardedIndex:
         shards = self._shards
         base = self.config.ef_search if ef is None else ef
         sizes = [len(s) for s in shards]
-        total = sum(sizes)
+        total = max(sum(sizes), total_live or 0)
         efs = [shard_ef(base, size, total) for size in sizes]
         parallel = self._per_query_s * len(q) > self.config.fan_out_min_s
         # CPU time of the calling thread: a preempted search on busy cores does

@@ -238,6 +238,7 @@ class IndexNode:
                 else "building",
                 self.caught_up(generation),
                 generation.index.next_offsets(),
+                len(generation.index),
             )
             for version, generation in dict(self.generations).items()
         }

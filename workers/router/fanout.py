@@ -9,7 +9,10 @@ last), asks the first, and
   request is cancelled;
 - asks the next one when a replica fails (no connection, a timeout, a 5xx, a
   409 ``version_unavailable``, a 429);
-- gives the set up when no replica is left: its partitions are *missing*.
+- gives the set up when no replica is left: its partitions are *missing*,
+  unless a replica answered that it has not applied the request's write token
+  yet (503 ``not_ready``): then the set is *behind*, and the client gets that
+  503 with its ``Retry-After`` (the write exists; it is not searchable yet).
 
 A replica's 4xx other than 409 and 429 is the request's own fault (every
 replica would answer the same) and goes back to the client as it came.
@@ -26,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from simstream.errors import ReplicaError, RequestError
+from simstream.errors import ReplicaBehindError, ReplicaError, RequestError
 from simstream.log import get_logger
 from workers import metrics
 from workers.cluster.membership import ClusterView, NodeRecord
@@ -50,11 +53,14 @@ class SetAnswer:
         partition_set: the set.
         node: the replica that answered, or None when none did.
         body: its JSON body, or None.
+        behind: when none answered, a replica's refusal for not having applied the
+            request's write token yet (None: every replica failed otherwise).
     """
 
     partition_set: int
     node: NodeRecord | None
     body: dict[str, Any] | None
+    behind: ReplicaBehindError | None = None
 
 
 def holds(record: NodeRecord, version: str) -> bool:
@@ -115,6 +121,7 @@ class Fanout:
         """
         waiting = list(replicas)
         running: dict[asyncio.Task[dict[str, Any]], NodeRecord] = {}
+        behind: ReplicaBehindError | None = None
 
         def launch() -> None:
             node = waiting.pop(0)
@@ -136,22 +143,35 @@ class Fanout:
                     node = running.pop(task)
                     try:
                         return SetAnswer(partition_set, node, task.result())
+                    except ReplicaBehindError as e:  # healthy, only not caught up yet
+                        behind = e
+                        log.info("router.replica_behind", node=node.id, error=str(e))
                     except ReplicaError as e:
                         self._suspect[node.id] = time.monotonic() + _SUSPECT_S
                         metrics.ROUTER_RETRIES.inc()
                         log.warning("router.replica_failed", node=node.id, error=str(e))
                 if waiting and not running:
                     launch()
-            return SetAnswer(partition_set, None, None)
+            return SetAnswer(partition_set, None, None, behind)
         finally:
             for task in running:
                 task.cancel()
 
-    def post(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> Send:
-        """A `Send` that POSTs ``body`` as JSON to ``path`` of a node."""
+    def post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        timeout_s: float | None = None,
+    ) -> Send:
+        """A `Send` that POSTs ``body`` as JSON to ``path`` of a node, waiting at most
+        ``timeout_s`` for the answer (None: the client's own timeout)."""
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
 
         def send(node: NodeRecord) -> Awaitable[httpx.Response]:
-            return self.client.post(node.url + path, json=body, headers=dict(headers))
+            return self.client.post(
+                node.url + path, json=body, headers=dict(headers), timeout=timeout
+            )
 
         return send
 
@@ -177,12 +197,19 @@ def answer_of(response: httpx.Response) -> dict[str, Any]:
 
     Raises:
         RequestError: a 4xx (but 409/429) passed on as it came.
+        ReplicaBehindError: a 503 ``not_ready``: the write token is not applied yet.
         ReplicaError: any other failure (the next replica is asked).
     """
     status = response.status_code
     if status == 200:
         body: dict[str, Any] = response.json()
         return body
+    if status == 503 and _code(response) == "not_ready":
+        retry_after = response.headers.get("Retry-After", "1")
+        raise ReplicaBehindError(
+            str(response.json().get("detail", response.text)),
+            float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 1.0,
+        )
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
         try:
             error = response.json()
@@ -191,3 +218,12 @@ def answer_of(response: httpx.Response) -> dict[str, Any]:
             detail, code = response.text, None
         raise RequestError(detail, status, code)
     raise ReplicaError(f"HTTP {status}: {response.text[:200]}")
+
+
+def _code(response: httpx.Response) -> str | None:
+    """The ``code`` of an error body, or None when it has none."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) else None

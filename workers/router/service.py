@@ -201,6 +201,7 @@ class RouterService:
                 "vectors": [v.tolist() for v in vectors],
                 "k": plan.k,
                 "ef": plan.ef,
+                "total_live": total_live(order, version),
                 "filter": None
                 if options.filter is None
                 else options.filter.model_dump(by_alias=True, exclude_none=True),
@@ -329,23 +330,45 @@ class RouterService:
 
         Returns:
             The answers of the sets that answered, and the partitions of those that did not.
+
+        Raises:
+            NotReadyError: a set whose write token no replica has applied in time
+                (the write exists and is on its way: not a partition lost).
         """
         sets = self.config.partition_sets
         calls = []
         for partition_set in sorted(order):
             body = dict(base)
             own = [t for t in tokens if set_of(t.partition, sets) == partition_set]
+            timeout_s = None
             if own:
                 body["after"] = WriteToken.encode_all(own)
-            send = self.fanout.post(SEARCH_PATH, body, headers)
+                # The owner may wait up to write_wait_s for the write before it searches.
+                timeout_s = self.config.timeout_s + self.config.search.write_wait_s
+            send = self.fanout.post(SEARCH_PATH, body, headers, timeout_s)
             calls.append(self.fanout.ask(order[partition_set], send, partition_set))
         answers = await asyncio.gather(*calls)
+        behind = [a.behind for a in answers if a.body is None and a.behind is not None]
+        if behind:
+            raise NotReadyError(str(behind[0]), retry_after_s=behind[0].retry_after_s)
         missing: list[int] = []
         for answer in answers:
             if answer.body is None:
                 metrics.ROUTER_MISSING.inc()
                 missing += partitions_of(answer.partition_set, sets, self.config.search.partitions)
         return [a.body for a in answers if a.body is not None], sorted(missing)
+
+
+def total_live(order: Mapping[int, Sequence[NodeRecord]], version: str) -> int | None:
+    """The live items of ``version`` over every set (its first replica's count), or None
+    when none is known.
+
+    Each node scales its shards' ef by their share of this total (`shard_ef`), so
+    the cluster searches each shard as one node holding every partition would:
+    the same work and the same recall, however many nodes the shards are split over.
+    """
+    live = sum(r[0].generations[version].live for r in order.values() if r)
+    return live or None
 
 
 def held_everywhere(view: ClusterView) -> str | None:

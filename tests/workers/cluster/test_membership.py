@@ -17,7 +17,7 @@ def _record(node_id: str, serving: str | None = "v1", **changes: object) -> Node
         "partitions": (1, 3),
         "serving": serving,
         "generations": {
-            "v1": GenerationState("serving", True, {1: 40, 3: 12}),
+            "v1": GenerationState("serving", True, {1: 40, 3: 12}, live=51),
             "v2": GenerationState("building", False, {1: 7}),
         },
         "ready": True,

@@ -304,6 +304,38 @@ def test_each_shard_searches_with_the_ef_scaled_by_the_root_of_its_share(
     index.close()
 
 
+def test_a_partition_sets_shards_search_with_the_ef_one_index_of_every_partition_gives_them(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the cluster's live count (``total_live``, sent by the router), a node holding
+    partitions 1 and 3 asks each shard for the ef the single node asks it for."""
+    full, vectors = filled(rng, n=400, partitions=4, fan_out_min_s=10.0)
+    owned = ShardedIndex(IndexConfig(dim=8, fan_out_min_s=10.0), 4, owned=(1, 3))
+    batches: dict[int, list[Mutation]] = {}
+    for j, vector in enumerate(vectors):
+        partition = partition_for(f"i{j}", 4)
+        if partition in owned.owned:
+            batches.setdefault(partition, []).append(Mutation.upsert(f"i{j}", vector, j))
+    owned.apply_many(batches, {p: len(b) for p, b in batches.items()})
+    spies: dict[tuple[str, int], KnnSpy] = {}
+    for name, index in (("full", full), ("owned", owned)):
+        for shard in index.shards:
+            spy = spies[name, shard.partition] = KnnSpy(shard._graph.index)
+            monkeypatch.setattr(shard._graph, "index", spy)
+
+    full.search(vectors[0], 5, ef=64)
+    owned.search(vectors[0], 5, ef=64, total_live=len(full))
+    own_share = owned.search(vectors[0], 5, ef=64)
+
+    for p in (1, 3):
+        single, routed = spies["full", p].asked[0], spies["owned", p].asked[0]
+        assert routed == single, f"partition {p}"
+        assert spies["owned", p].asked[1] > single, "scaled by the node's own share: more work"
+    assert len(own_share.ids) == 5
+    full.close()
+    owned.close()
+
+
 def test_the_scaled_ef_is_the_full_ef_for_one_shard_and_never_below_one() -> None:
     assert shard_ef(64, 9000, 9000) == 64
     assert shard_ef(64, 2250, 9000) == 32

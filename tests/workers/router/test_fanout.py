@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from workers.cluster.membership import ClusterView, GenerationState, NodeRecord
-from workers.router.fanout import Fanout
+from workers.router.fanout import Fanout, SetAnswer
 from workers.router.merge import merge
 
 
@@ -59,14 +59,14 @@ def test_a_replica_not_ready_without_the_version_or_with_other_partitions_is_nev
 
 
 def test_a_set_whose_replicas_all_refuse_to_connect_is_answered_as_missing() -> None:
-    async def ask() -> object:
+    async def ask() -> SetAnswer:
         async with httpx.AsyncClient(timeout=1) as client:
             fanout = Fanout(client, hedge_s=0.05, partitions=4)
             dead = [_record("gone", 0, (0, 2), url="http://127.0.0.1:9")]
             return await fanout.ask(dead, fanout.post("/internal/v1/search", {}, {}), 0)
 
     answer = asyncio.run(ask())
-    assert answer.node is None and answer.body is None  # type: ignore[attr-defined]
+    assert answer.node is None and answer.body is None
 
 
 def test_merged_answers_are_nearest_first_ties_by_id_and_exhaustive_only_if_every_set_was() -> None:
@@ -87,3 +87,45 @@ def test_merged_answers_are_nearest_first_ties_by_id_and_exhaustive_only_if_ever
     [(rows, exhaustive)] = merge(answers, 1, 3)
     assert [(r["id"], r["distance"]) for r in rows] == [("a", 0.1), ("b", 0.1), ("c", 0.2)]
     assert exhaustive is False
+
+
+def test_the_cluster_total_is_the_first_replica_of_each_set_and_none_when_unknown() -> None:
+    from workers.router.service import total_live
+
+    def held(node_id: str, partition_set: int, live: int) -> NodeRecord:
+        state = GenerationState("serving", True, {partition_set: 5}, live=live)
+        return _record(node_id, partition_set, (partition_set,), generations={"v1": state})
+
+    order = {0: [held("a", 0, 300), held("a2", 0, 299)], 1: [held("b", 1, 200)], 2: []}
+    assert total_live(order, "v1") == 500
+    assert total_live({0: [_record("old", 0, (0,))]}, "v1") is None
+
+
+def _replying(statuses: dict[str, int]) -> Fanout:
+    """A Fanout whose nodes answer with the given status (503: ``not_ready``)."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        status = statuses[request.url.host]
+        if status == 200:
+            return httpx.Response(200, json={"version": "v1", "partitions": [0], "results": []})
+        body = {"code": "not_ready" if status == 503 else "internal", "detail": f"{status}"}
+        return httpx.Response(status, json=body, headers={"Retry-After": "4"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(reply))
+    return Fanout(client, hedge_s=0.0, partitions=4)
+
+
+def test_a_set_whose_replicas_have_not_applied_the_write_is_behind_not_missing() -> None:
+    replicas = [_record("a", 0, (0, 2)), _record("b", 0, (0, 2))]
+
+    def ask(statuses: dict[str, int]) -> SetAnswer:
+        fanout = _replying(statuses)
+        return asyncio.run(fanout.ask(replicas, fanout.post("/s", {}, {}), 0))
+
+    behind = ask({"a": 503, "b": 503})
+    assert behind.node is None and behind.behind is not None
+    assert behind.behind.retry_after_s == 4.0
+    failed = ask({"a": 500, "b": 500})
+    assert failed.node is None and failed.behind is None
+    answered = ask({"a": 503, "b": 200})
+    assert answered.node is not None and answered.node.id == "b"

@@ -106,6 +106,25 @@ def test_a_write_token_is_waited_for_only_by_the_owners_of_its_partition(
     assert routed.headers["X-Cache"] == "bypass"
 
 
+def test_a_write_token_its_owners_have_not_applied_is_a_503_not_ready_with_retry_after(
+    cluster: Cluster,
+) -> None:
+    """Not ``partition_unavailable``: the set's replicas are healthy, the write is on its way."""
+    image = b64(cluster.digits.pngs[5])
+    written = cluster.reference.post("/v1/items", json={"id": "routed-later", "image": image})
+    assert written.status_code == 202, written.text
+    try:
+        routed = cluster.router.post(
+            "/v1/lookup", json={"image": image, "k": 3, "after": written.json()["token"]}
+        )
+        assert routed.status_code == 503, routed.text
+        assert routed.json()["code"] == "not_ready", routed.text
+        assert "has not applied write" in routed.json()["detail"]
+        assert float(routed.headers["Retry-After"]) >= 1
+    finally:
+        embed_new(cluster.settings, cluster.version)  # the next tests expect it searchable
+
+
 def _register_everywhere(cluster: Cluster, seed: int) -> str:
     """Register and promote a CNN of other weights in the registry of every node and of the
     router (each node process has its own copy); return its version."""
