@@ -46,6 +46,7 @@ from tests.workers.faults import (
     with_fast_recovery,
 )
 from tests.workers.pipeline import Expected, items_end, publish
+from workers.ingest.dispatcher import dispatch_group
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.services]
 
@@ -219,7 +220,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(1800 + ITEMS // 10)  # 20,000 items: 3,800 s
 def test_a_soak_with_poison_events_and_killed_processes_ends_with_exactly_the_expected_index(
     settings: Settings, encoder_version: str, api: httpx.Client, tmp_path: Path
 ) -> None:
@@ -228,7 +229,7 @@ def test_a_soak_with_poison_events_and_killed_processes_ends_with_exactly_the_ex
     rng = random.Random(seed)
     work = Workload(settings, rng)
     embeddings = EmbeddingsLog(settings, encoder_version)
-    committed = CommittedOffsets(settings, f"simstream-dispatch.{encoder_version}")
+    committed = CommittedOffsets(settings, dispatch_group(settings.topic_items, encoder_version))
     env = settings.to_env(metrics_port=0)
 
     def child(name: str, *args: str) -> Child:

@@ -1,7 +1,10 @@
 """The dispatcher: cuts the ``items`` log into offset ranges and sends one embed task each.
 
-One consumer group per model version (``simstream-dispatch.<version>``): a new
-version's group starts at offset 0, which is how a re-index replays ``items``.
+One consumer group per items topic and model version
+(``simstream-dispatch.<items topic>.<version>``, `dispatch_group`): a new
+version's group starts at offset 0, which is how a re-index replays ``items``;
+the topic in the name keeps deployments that share a Kafka cluster (or tests
+that share a broker) out of each other's groups.
 
 Per partition the ranges are contiguous — ``[base, e1), [e1, e2), …`` — so
 committing is simple and safe: the committed offset is the end of the longest
@@ -118,6 +121,15 @@ class PartitionState:
 Sender = Callable[[OffsetRange], AsyncResult]
 
 
+def dispatch_group(topic_items: str, model_version: str) -> str:
+    """The consumer group that dispatches ``topic_items`` for ``model_version``.
+
+    Two deployments on one Kafka cluster (other items topics) never share it: a
+    member of one would join the other's rebalances and hold up its assignment.
+    """
+    return f"simstream-dispatch.{topic_items}.{model_version}"
+
+
 class Dispatcher:
     """Consumes ``items`` in a consumer group and dispatches embed ranges to Celery.
 
@@ -148,7 +160,7 @@ class Dispatcher:
         self.model_version = model_version
         metrics.initialise_version(model_version)
         self.topic = config.topic_items
-        self.group_id = f"simstream-dispatch.{model_version}"
+        self.group_id = dispatch_group(config.topic_items, model_version)
         self._consumer = consumer or Consumer(
             config.kafka_config(
                 **{

@@ -30,7 +30,7 @@ from tests.workers.faults import CommittedOffsets, EmbeddingsLog
 from tests.workers.ingest.dead_letters import read_dead_letters
 from tests.workers.pipeline import vector_for
 from workers.ingest.config import IngestConfig
-from workers.ingest.dispatcher import Dispatcher, OffsetRange
+from workers.ingest.dispatcher import Dispatcher, OffsetRange, dispatch_group
 from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
@@ -135,7 +135,7 @@ def test_a_poison_event_too_large_to_dead_letter_whole_does_not_wedge_its_partit
         settings, [("poison", poison), *((item_id, _upsert(item_id)) for item_id in good)]
     )
     poison_offset = offsets[0]
-    committed = CommittedOffsets(settings, f"simstream-dispatch.{encoder_version}")
+    committed = CommittedOffsets(settings, dispatch_group(settings.topic_items, encoder_version))
     try:
         with dispatching(settings, encoder_version, celery_worker):
             generation = node.current()
@@ -227,7 +227,7 @@ def test_write_tokens_of_a_transactional_producer_become_visible_and_lag_reaches
         producer.commit_transaction(10)
         return offsets
 
-    group = f"simstream-dispatch.{encoder_version}"
+    group = dispatch_group(settings.topic_items, encoder_version)
     committed = CommittedOffsets(settings, group)
     embeddings = EmbeddingsLog(settings, encoder_version)
     try:
@@ -311,7 +311,7 @@ def test_a_commit_the_broker_refuses_is_tried_again_and_dispatching_goes_on(
     settings: Settings, encoder_version: str, celery_worker: Celery
 ) -> None:
     ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
-    committed = CommittedOffsets(settings, f"simstream-dispatch.{encoder_version}")
+    committed = CommittedOffsets(settings, dispatch_group(settings.topic_items, encoder_version))
     stop = threading.Event()
     dispatcher = Dispatcher(
         IngestConfig.from_settings(settings), encoder_version, celery_app=celery_worker

@@ -33,7 +33,7 @@ from tests.workers.faults import (
 )
 from tests.workers.pipeline import assert_index_matches, wait_until_caught_up
 from workers.ingest.config import IngestConfig
-from workers.ingest.dispatcher import Dispatcher
+from workers.ingest.dispatcher import Dispatcher, dispatch_group
 from workers.node.config import NodeConfig
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
@@ -156,7 +156,7 @@ def test_a_dispatcher_killed_with_ranges_in_flight_loses_and_duplicates_nothing(
 
     embedder_for(ingest_topics)  # the worker's encoder is loaded and warm before the first range
     dispatcher.start()
-    committed = CommittedOffsets(settings, f"simstream-dispatch.{ingest_topics}")
+    committed = CommittedOffsets(settings, dispatch_group(settings.topic_items, ingest_topics))
     node = IndexNode(NodeConfig.from_settings(settings))
     node.start()
 
