@@ -315,7 +315,10 @@ class Settings(BaseSettings):
         300, ge=1, description="seconds before an unacknowledged task is redelivered"
     )
     dispatch_redispatch_s: float = Field(
-        120.0, gt=0, description="seconds after which an unfinished range is sent again"
+        120.0,
+        gt=0,
+        description="seconds after which an unfinished range is sent again (each further "
+        "queued copy of a range waits twice as long, up to 16 times this)",
     )
     dispatch_max_attempts: int = Field(
         5, ge=1, description="sends of a failed range before the dispatcher dead-letters it"

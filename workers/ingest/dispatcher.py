@@ -26,9 +26,14 @@ below half of that.
 Every send of a range is a copy; the first copy that succeeds completes the
 range and the others are revoked. A range is sent again when no copy is alive:
 queued longer than ``dispatch_redispatch_s`` (a lost message), started with a
-heartbeat older than that (a dead worker), or failed. Failed ranges wait with
-exponential backoff; after ``dispatch_max_attempts`` failures the dispatcher
-dead-letters the range itself and moves on.
+heartbeat older than that (a dead worker), or failed. Each further queued copy
+of a range waits twice as long as the one before (`overdue_after`): behind a
+backlog longer than ``dispatch_redispatch_s`` (a re-index on slow workers, a
+dispatcher restarted behind its predecessor's tasks) every queued range would
+otherwise be sent again each period, faster than the workers drain the queue,
+and the queue would grow without end. Failed ranges wait with exponential
+backoff; after ``dispatch_max_attempts`` failures the dispatcher dead-letters
+the range itself and moves on.
 """
 
 from __future__ import annotations
@@ -58,6 +63,18 @@ log = get_logger("dispatcher")
 _RESULT_POLL_S = 0.05
 #: Longest wait before a failed range is sent again.
 _MAX_BACKOFF_S = 30.0
+#: A queued copy waits at most this many times ``dispatch_redispatch_s`` (`overdue_after`).
+_MAX_OVERDUE_SCALE = 16
+
+
+def overdue_after(redispatch_s: float, copies: int) -> float:
+    """Seconds a range's newest queued copy may wait before it is taken as lost.
+
+    ``redispatch_s`` for the first copy, doubling with each copy already sent
+    (at most `_MAX_OVERDUE_SCALE` times): a range queued behind a long backlog
+    gets O(log wait) copies, not one per ``redispatch_s``.
+    """
+    return redispatch_s * min(2 ** max(copies - 1, 0), _MAX_OVERDUE_SCALE)
 
 
 @dataclass
@@ -365,7 +382,7 @@ class Dispatcher:
                 offset_range.error = f"{status}: {meta.get('result')}"
                 failed = True
             else:
-                alive |= self._alive(status, meta.get("result"), copy, now)
+                alive |= self._alive(status, meta.get("result"), copy, now, offset_range)
         if alive:
             return False
         if failed:
@@ -374,14 +391,17 @@ class Dispatcher:
             self._send_again(offset_range, "overdue")
         return False
 
-    def _alive(self, status: str, info: Any, copy: Copy, now: float) -> bool:
-        """Whether an unfinished copy may still complete: queued (or retrying) for less
-        than ``dispatch_redispatch_s``, or started with a recent heartbeat."""
-        limit = self.config.dispatch_redispatch_s
+    def _alive(
+        self, status: str, info: Any, copy: Copy, now: float, offset_range: OffsetRange
+    ) -> bool:
+        """Whether an unfinished copy may still complete: started with a recent
+        heartbeat, or queued (or retrying) for less than `overdue_after` its range's
+        copies."""
         if status == "STARTED":
             beat = info.get("beat") if isinstance(info, dict) else None
             if isinstance(beat, int | float):
-                return time.time() - beat <= limit
+                return time.time() - beat <= self.config.dispatch_redispatch_s
+        limit = overdue_after(self.config.dispatch_redispatch_s, len(offset_range.copies))
         if status == "RETRY":
             limit += self.config.task_retry_window_s
         return now - copy.sent_at <= limit

@@ -30,7 +30,7 @@ from tests.workers.faults import CommittedOffsets, EmbeddingsLog
 from tests.workers.ingest.dead_letters import read_dead_letters
 from tests.workers.pipeline import vector_for
 from workers.ingest.config import IngestConfig
-from workers.ingest.dispatcher import Dispatcher, OffsetRange, dispatch_group
+from workers.ingest.dispatcher import Dispatcher, OffsetRange, dispatch_group, overdue_after
 from workers.node.config import NodeConfig
 from workers.node.node import IndexNode
 
@@ -335,3 +335,21 @@ def test_a_commit_the_broker_refuses_is_tried_again_and_dispatching_goes_on(
         committed.close()
     after = _metric("simstream_dispatcher_commit_failures_total", model_version=encoder_version)
     assert after == refused + 1
+
+
+def test_each_further_queued_copy_of_a_range_waits_twice_as_long_up_to_sixteen_periods() -> None:
+    """Behind a backlog of an hour, at 120 s a period: 5 copies of a range, not 30."""
+    assert [overdue_after(120.0, n) for n in (0, 1, 2, 3, 4, 5, 6)] == [
+        120.0,
+        120.0,
+        240.0,
+        480.0,
+        960.0,
+        1920.0,
+        1920.0,
+    ]
+    waited, copies = 0.0, 1
+    while waited + overdue_after(120.0, copies) < 3600.0:
+        waited += overdue_after(120.0, copies)
+        copies += 1
+    assert copies == 5

@@ -91,13 +91,18 @@ def test_a_cached_router_answer_is_reused_until_a_partition_moves(cluster: Clust
     assert second.json()["neighbors"] == first.json()["neighbors"]
 
 
+def _write(cluster: Cluster, item_id: str, digit: int) -> tuple[str, str]:
+    """Write a digit's image as ``item_id`` through a node; return the image and its token."""
+    image = b64(cluster.digits.pngs[digit])
+    written = cluster.reference.post("/v1/items", json={"id": item_id, "image": image})
+    assert written.status_code == 202, written.text
+    return image, written.json()["token"]
+
+
 def test_a_write_token_is_waited_for_only_by_the_owners_of_its_partition(
     cluster: Cluster,
 ) -> None:
-    image = b64(cluster.digits.pngs[4])
-    written = cluster.reference.post("/v1/items", json={"id": "routed-new", "image": image})
-    assert written.status_code == 202, written.text
-    token = written.json()["token"]
+    image, token = _write(cluster, "routed-new", 4)
     embed_new(cluster.settings, cluster.version)
     query = {"image": image, "k": 3, "after": token}
     routed = cluster.router.post("/v1/lookup", json=query)
@@ -110,13 +115,9 @@ def test_a_write_token_its_owners_have_not_applied_is_a_503_not_ready_with_retry
     cluster: Cluster,
 ) -> None:
     """Not ``partition_unavailable``: the set's replicas are healthy, the write is on its way."""
-    image = b64(cluster.digits.pngs[5])
-    written = cluster.reference.post("/v1/items", json={"id": "routed-later", "image": image})
-    assert written.status_code == 202, written.text
+    image, token = _write(cluster, "routed-later", 5)
     try:
-        routed = cluster.router.post(
-            "/v1/lookup", json={"image": image, "k": 3, "after": written.json()["token"]}
-        )
+        routed = cluster.router.post("/v1/lookup", json={"image": image, "k": 3, "after": token})
         assert routed.status_code == 503, routed.text
         assert routed.json()["code"] == "not_ready", routed.text
         assert "has not applied write" in routed.json()["detail"]
