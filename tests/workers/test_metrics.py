@@ -41,13 +41,15 @@ def test_an_item_embedded_in_a_prefork_child_is_counted_in_the_workers_scrape(
 
     port = _free_port()
     publish_to_partition_0(settings, 3)
+    celery = make_celery(settings)
+    # Tasks another test left in the session broker's queues would be counted too.
+    celery.control.purge()
     worker = Child(
         [sys.executable, "-m", "simstream.cli.main", "worker", "--pool", "prefork"],
         settings.to_env(metrics_port=port, worker_processes=1),
         tmp_path / "worker.log",
     )
     worker.start()
-    celery = make_celery(settings)
     try:
         wait_for(
             lambda: "tasks.encoder_loaded" in worker.output(),
