@@ -5,6 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter; its output, as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
 LOG_BEFORE_CONFIGURING = """
 from simstream.log import get_logger
 get_logger("probe").info("probe.logged", n=1)
@@ -13,13 +21,7 @@ print("answer")
 
 
 def test_a_line_logged_before_logging_is_configured_goes_to_stderr_not_stdout() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", LOG_BEFORE_CONFIGURING],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = _python(LOG_BEFORE_CONFIGURING)
 
     assert done.stdout == "answer\n"
     assert "probe.logged" in done.stderr
@@ -37,12 +39,6 @@ print(replaced.getvalue())
 
 
 def test_before_configuring_a_line_goes_to_the_standard_error_of_the_moment() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", LOG_TO_A_REPLACED_STDERR],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = _python(LOG_TO_A_REPLACED_STDERR)
 
     assert "probe.now" in done.stdout

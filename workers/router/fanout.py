@@ -204,26 +204,22 @@ def answer_of(response: httpx.Response) -> dict[str, Any]:
     if status == 200:
         body: dict[str, Any] = response.json()
         return body
-    if status == 503 and _code(response) == "not_ready":
+    detail, code = _error(response)
+    if status == 503 and code == "not_ready":
         retry_after = response.headers.get("Retry-After", "1")
         raise ReplicaBehindError(
-            str(response.json().get("detail", response.text)),
-            float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 1.0,
+            detail, float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 1.0
         )
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-        try:
-            error = response.json()
-            detail, code = str(error["detail"]), error.get("code")
-        except (ValueError, KeyError, TypeError):
-            detail, code = response.text, None
         raise RequestError(detail, status, code)
     raise ReplicaError(f"HTTP {status}: {response.text[:200]}")
 
 
-def _code(response: httpx.Response) -> str | None:
-    """The ``code`` of an error body, or None when it has none."""
+def _error(response: httpx.Response) -> tuple[str, str | None]:
+    """The ``detail`` and ``code`` of an error body (its text and None when it has none)."""
     try:
-        code = response.json().get("code")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, str) else None
+        error = response.json()
+        code = error.get("code")
+        return str(error["detail"]), code if isinstance(code, str) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return response.text, None
