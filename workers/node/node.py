@@ -71,8 +71,9 @@ class IndexNode:
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self._encoder_lock = threading.Lock()
+        self._announce_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._alias_path = config.data_dir / "alias.json"
 
     # --- lifecycle -------------------------------------------------------------------
@@ -92,15 +93,18 @@ class IndexNode:
         alias = self._read_alias()
         if alias:
             self.serving = self._open(alias)
+            self.preload(alias)
         self.reconcile()
-        self._thread = threading.Thread(target=self._control, name="node-control", daemon=True)
-        self._thread.start()
+        for target, name in ((self._control, "node-control"), (self._heartbeat, "node-heartbeat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         """Withdraw from the cluster, then stop every generation with a final snapshot."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
         self.membership.withdraw(self.config.cluster.node_id)
         with self._lock:
             for generation in self.generations.values():
@@ -114,6 +118,16 @@ class IndexNode:
                 self.reconcile()
             except Exception:
                 log.exception("node.control_failed")
+
+    def _heartbeat(self) -> None:
+        """Announce every heartbeat on a thread of its own, so that slow control work
+        (restoring a snapshot, loading a model under the node lock) never lets the
+        record expire while the node still serves."""
+        while not self._stop.wait(self.config.cluster.heartbeat_s / 2):
+            try:
+                self._announce(time.time())
+            except Exception:
+                log.exception("node.heartbeat_failed")
 
     # --- reconciliation --------------------------------------------------------------
 
@@ -134,6 +148,7 @@ class IndexNode:
             elif wanted and self.serving.version != wanted:
                 if wanted not in self.generations:
                     self._open(wanted)
+                    self.preload(wanted)
                 candidate = self.generations[wanted]
                 if self.caught_up(candidate) and self._cluster_has(others, wanted):
                     self._flip(candidate)
@@ -255,16 +270,19 @@ class IndexNode:
         )
 
     def _announce(self, now: float) -> None:
-        """Announce the record every heartbeat, and at once when its state changed."""
-        record = self.record()
-        state = (
-            record.serving,
-            record.ready,
-            sorted((v, g.state, g.caught_up) for v, g in record.generations.items()),
-        )
-        due = now - self._announced_at >= self.config.cluster.heartbeat_s
-        if (due or state != self._announced) and self.membership.announce(record):
-            self._announced, self._announced_at = state, now
+        """Announce the record every heartbeat, and at once when its state changed (from
+        the control loop and the heartbeat thread: one at a time, each with a record
+        taken under the same lock, so an older record never overwrites a newer one)."""
+        with self._announce_lock:
+            record = self.record()
+            state = (
+                record.serving,
+                record.ready,
+                sorted((v, g.state, g.caught_up) for v, g in record.generations.items()),
+            )
+            due = now - self._announced_at >= self.config.cluster.heartbeat_s
+            if (due or state != self._announced) and self.membership.announce(record):
+                self._announced, self._announced_at = state, now
 
     # --- alias -----------------------------------------------------------------------
 
@@ -310,6 +328,19 @@ class IndexNode:
                 encoder.warmup(batch_size=8)
                 self._encoders[version] = encoder
             return encoder
+
+    def preload(self, version: str) -> None:
+        """Load and warm ``version``'s encoder on a thread of its own (a generation about
+        to serve), so the flip, which needs it, does not load a model under the node
+        lock. A failure is logged; the flip then loads it itself."""
+
+        def load() -> None:
+            try:
+                self.encoder(version)
+            except Exception:
+                log.exception("node.encoder_preload_failed", generation=version)
+
+        threading.Thread(target=load, name=f"preload-{version}", daemon=True).start()
 
     def ready(self) -> tuple[bool, str]:
         """Readiness: the node can answer queries correctly.

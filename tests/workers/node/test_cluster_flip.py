@@ -4,13 +4,15 @@ and rolls back by the same rule. The other set's node is its record in the real 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 from confluent_kafka import Producer
 
-from model.registry import Registry
+from model.registry import Encoder, Registry
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.wire import EmbeddingRecord, ItemEvent
@@ -159,3 +161,54 @@ def test_a_node_stopped_cleanly_withdraws_its_record_at_once(
     assert "index-0" in [n.id for n in membership.nodes()]
     reindexing.stop()
     assert [n.id for n in membership.nodes()] == ["index-1"]
+
+
+class _SlowRegistry(Registry):
+    """A registry whose loads of one version take ``seconds`` (a cold process loading a
+    model on a busy machine); ``loading`` is set when such a load starts."""
+
+    def __init__(self, root: object, slow: str, seconds: float) -> None:
+        super().__init__(root)  # type: ignore[arg-type]
+        self.slow, self.seconds, self.loading = slow, seconds, threading.Event()
+
+    def load(self, version: str | None = None) -> Encoder:
+        if version == self.slow:
+            self.loading.set()
+            time.sleep(self.seconds)
+        return super().load(version)
+
+
+def test_a_node_loading_the_new_model_for_its_flip_stays_announced_throughout(
+    cluster_settings: Settings,
+) -> None:
+    """Loading the flipped-to version's model takes 3 record lifetimes: the node's record
+    never expires meanwhile (its set would have no replica: the router would refuse
+    every query), and the flip still happens once the model is loaded."""
+    settings = Settings.load(
+        **{**cluster_settings.model_dump(), "node_heartbeat_s": 0.2, "node_ttl_s": 1.0}
+    )
+    client = redis.Redis.from_url(settings.celery_broker_url)
+    membership = Membership(client, settings.topic_items, ttl_s=settings.node_ttl_s)
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
+    register_encoder(settings, seed=0)
+    registry = _SlowRegistry(settings.registry_dir, slow="v2", seconds=3.0)
+    other = Membership(client, settings.topic_items, ttl_s=60)
+    other.announce(_other_set("v1", {"v1": True, "v2": True}))
+    node = IndexNode(NodeConfig.from_settings(settings), registry=registry, membership=membership)
+    node.start()
+    try:
+        _embedded(settings, node, "v1")
+        register_encoder(settings, seed=1)
+        for partition in (0, 2):
+            _marker(settings, "v2", partition)
+        missing = 0
+        deadline = time.monotonic() + 30
+        while node.current().version != "v2" and time.monotonic() < deadline:
+            missing += "index-0" not in [n.id for n in membership.nodes()]
+            time.sleep(0.05)
+        assert registry.loading.is_set(), "the slow load never ran"
+        assert node.current().version == "v2"
+        assert missing == 0, f"the record was absent at {missing} polls during the flip"
+    finally:
+        node.stop()
+        other.withdraw("index-1")

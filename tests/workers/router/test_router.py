@@ -148,51 +148,6 @@ def _register_everywhere(cluster: Cluster, seed: int) -> str:
     return version
 
 
-def test_a_retrain_flip_under_load_answers_each_query_from_one_version(cluster: Cluster) -> None:
-    ids = cluster.digits.ids[10:15]
-    answers: list[tuple[str, str, list[str]]] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def stream() -> None:
-        while not stop.is_set():
-            for item_id in ids:
-                query = {"id": item_id, "k": 5, "fresh": True}
-                response = cluster.router.post("/v1/lookup", json=query)
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code} {response.text[:200]}")
-                    continue
-                body = response.json()
-                answers.append(
-                    (item_id, body["model_version"], [n["id"] for n in body["neighbors"]])
-                )
-
-    thread = threading.Thread(target=stream)
-    thread.start()
-    try:
-        wait_for(lambda: len(answers) >= 10, 60, 0.05, "answers before the flip")
-        new = _register_everywhere(cluster, seed=7)
-        embed_new(cluster.settings, new, everything=True)
-        wait_for(lambda: answers[-1][1] == new, 180, 0.2, f"the cluster serving {new}")
-        seen = len(answers)
-        wait_for(lambda: len(answers) >= seen + 10, 60, 0.05, "answers after the flip")
-    finally:
-        stop.set()
-        thread.join(60)
-    assert failures == []
-    versions = [v for _, v, _ in answers]
-    assert versions[0] == cluster.version and versions[-1] == new
-    # Each version answers each query one way: a mixed answer (one version's vector in
-    # the other's shards, or sets of different versions) would be a third way.
-    by_query: dict[tuple[str, str], set[tuple[str, ...]]] = {}
-    for item_id, version, neighbours in answers:
-        by_query.setdefault((item_id, version), set()).add(tuple(neighbours))
-    assert all(len(ways) == 1 for ways in by_query.values()), by_query
-    assert any(
-        by_query[(i, cluster.version)] != by_query[(i, new)] for i in ids if (i, new) in by_query
-    )
-
-
 def _stream(cluster: Cluster, stop: threading.Event, failures: list[str], count: list[int]) -> None:
     vectors = [_vector(cluster, i) for i in cluster.digits.ids[:20]]
     while not stop.is_set():
@@ -271,6 +226,51 @@ def test_a_rolling_restart_of_every_node_under_load_fails_no_query(cluster: Clus
         stream.join(60)
     assert failures == []
     assert count[0] >= 10 * len(cluster.nodes)
+
+
+def test_a_retrain_flip_under_load_answers_each_query_from_one_version(cluster: Cluster) -> None:
+    ids = cluster.digits.ids[10:15]
+    answers: list[tuple[str, str, list[str]]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            for item_id in ids:
+                query = {"id": item_id, "k": 5, "fresh": True}
+                response = cluster.router.post("/v1/lookup", json=query)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                body = response.json()
+                answers.append(
+                    (item_id, body["model_version"], [n["id"] for n in body["neighbors"]])
+                )
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        wait_for(lambda: len(answers) >= 10, 60, 0.05, "answers before the flip")
+        new = _register_everywhere(cluster, seed=7)
+        embed_new(cluster.settings, new, everything=True)
+        wait_for(lambda: answers[-1][1] == new, 180, 0.2, f"the cluster serving {new}")
+        seen = len(answers)
+        wait_for(lambda: len(answers) >= seen + 10, 60, 0.05, "answers after the flip")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert failures == []
+    versions = [v for _, v, _ in answers]
+    assert versions[0] == cluster.version and versions[-1] == new
+    # Each version answers each query one way: a mixed answer (one version's vector in
+    # the other's shards, or sets of different versions) would be a third way.
+    by_query: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for item_id, version, neighbours in answers:
+        by_query.setdefault((item_id, version), set()).add(tuple(neighbours))
+    assert all(len(ways) == 1 for ways in by_query.values()), by_query
+    assert any(
+        by_query[(i, cluster.version)] != by_query[(i, new)] for i in ids if (i, new) in by_query
+    )
 
 
 def test_sigkill_of_every_replica_of_a_set_is_a_503_or_a_flagged_partial_answer(
