@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     api_max_concurrent_lookups: int = Field(
         24, ge=1, description="lookups, classifications and reads in flight at once (else 429)"
     )
+    api_max_waiting: int = Field(
+        256,
+        ge=1,
+        description="requests waiting for their write token at once, outside their route "
+        "class's limit (else 429)",
+    )
     api_max_concurrent_writes: int = Field(
         8, ge=1, description="item writes in flight at once (else 429)"
     )
@@ -168,8 +174,8 @@ class Settings(BaseSettings):
     api_search_slots: int = Field(
         0,
         ge=0,
-        description="costly searches (above one lookup at the default ef) running at once; "
-        "more wait (0: max(2, CPU cores))",
+        description="costly searches (above one lookup at the default ef) running at once, "
+        "one thread each; more wait (0: half the CPU cores, at least 1)",
     )
     api_search_queue_s: float = Field(
         2.0, gt=0, description="longest wait of a costly search for a slot (then 429)"

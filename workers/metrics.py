@@ -135,8 +135,13 @@ API_SEARCH_SHED = Counter(
 )
 API_REJECTED = Counter(
     "simstream_api_rejected_requests_total",
-    "API requests answered 429 over their route class's concurrency limit",
+    "API requests answered 429 over their route class's concurrency limit "
+    "(route_class waiting: over SIMSTREAM_API_MAX_WAITING)",
     ["route_class"],
+)
+API_WAITING = Gauge(
+    "simstream_api_waiting_requests",
+    "API requests waiting on the event loop for their write token, outside their route class",
 )
 
 # --- retraining ------------------------------------------------------------------------
@@ -216,7 +221,7 @@ def initialise_labels() -> None:
         RETRAIN_RUNS.labels(decision)
     for result in CACHE_RESULTS:
         CACHE_REQUESTS.labels(result)
-    for route_class in ROUTE_CLASSES:
+    for route_class in (*ROUTE_CLASSES, "waiting"):
         API_REJECTED.labels(route_class)
     for consumer in CONSUMERS:
         OFFSET_OUT_OF_RANGE.labels(consumer)

@@ -140,6 +140,7 @@ def create_app(
         ConcurrencyLimitMiddleware,
         limits=concurrency.limits,
         retry_after_s=concurrency.retry_after_s,
+        max_waiting=concurrency.max_waiting,
     )
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -75,7 +75,7 @@ class SearchConfig:
             max_batch_images=settings.api_max_batch_images,
             degraded_lag=settings.api_ready_max_lag,
             batch_window_s=settings.api_batch_window_ms / 1000,
-            search_slots=settings.api_search_slots or max(2, os.cpu_count() or 1),
+            search_slots=settings.api_search_slots or max(1, (os.cpu_count() or 1) // 2),
             search_queue_s=settings.api_search_queue_s,
             retry_after_s=settings.api_retry_after_s,
         )
@@ -164,11 +164,13 @@ class ConcurrencyConfig:
         retry_after_s: the ``Retry-After`` of such a 429.
         wait_threads: threads for blocking waits (image reads, end offsets), apart
             from the pool that runs request handlers.
+        max_waiting: most requests waiting for their write token at once.
     """
 
     limits: Mapping[RouteClass, int]
     retry_after_s: int = 1
     wait_threads: int = 4
+    max_waiting: int = 256
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConcurrencyConfig:
@@ -182,6 +184,7 @@ class ConcurrencyConfig:
             },
             retry_after_s=settings.api_retry_after_s,
             wait_threads=settings.api_wait_threads,
+            max_waiting=settings.api_max_waiting,
         )
 
 

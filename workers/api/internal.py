@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from simstream.errors import RequestError, VersionUnavailableError
 from workers.api.auth import read_scope
 from workers.api.filters import to_filter
+from workers.api.json_body import JsonBodyRoute
 from workers.api.schemas import ErrorResponse, FilterSpec
 from workers.api.searcher import (
     Plan,
@@ -34,7 +35,9 @@ from workers.api.searcher import (
 from workers.api.state import ApiState, get_state
 from workers.node.generation import IndexGeneration
 
-router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[read_scope])
+router = APIRouter(
+    prefix="/internal/v1", tags=["internal"], dependencies=[read_scope], route_class=JsonBodyRoute
+)
 
 
 class _Strict(BaseModel):

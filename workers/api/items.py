@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from simstream.errors import RequestError
 from workers.api.auth import admin_scope, read_scope
 from workers.api.handlers import describe
+from workers.api.json_body import JsonBodyRoute
 from workers.api.lookup import ERRORS
 from workers.api.schemas import (
     BatchWriteAccepted,
@@ -41,7 +42,7 @@ from workers.api.schemas import (
 )
 from workers.api.state import ApiState, get_state
 
-router = APIRouter(prefix="/v1/items", tags=["items"])
+router = APIRouter(prefix="/v1/items", tags=["items"], route_class=JsonBodyRoute)
 
 ItemId = Path(..., min_length=1, description="The item id.", examples=["item-0042"])
 MAX_SAMPLE = 100

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from workers.api.auth import read_scope
+from workers.api.json_body import JsonBodyRoute
 from workers.api.schemas import (
     BatchLookupRequest,
     BatchLookupResponse,
@@ -29,7 +30,9 @@ from workers.api.schemas import (
 from workers.api.searcher import Reply
 from workers.api.state import ApiState, get_state
 
-router = APIRouter(prefix="/v1", tags=["lookup"], dependencies=[read_scope])
+router = APIRouter(
+    prefix="/v1", tags=["lookup"], dependencies=[read_scope], route_class=JsonBodyRoute
+)
 
 JSON = "application/json"
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -57,10 +57,16 @@ class MicroBatcher:
         ef: int,
         filter: Filter | None,
         total_live: int | None = None,
+        threads: int | None = None,
     ) -> list[Neighbors]:
-        """The neighbours of each row of ``vectors``, as `ShardedIndex.search_batch` finds them."""
-        if self.window_s <= 0 or len(vectors) != 1:
-            return list(index.search_batch(vectors, k, ef=ef, filter=filter, total_live=total_live))
+        """The neighbours of each row of ``vectors``, as `ShardedIndex.search_batch` finds them
+        (a search capped to ``threads`` is a costly one: never grouped)."""
+        if self.window_s <= 0 or len(vectors) != 1 or threads is not None:
+            return list(
+                index.search_batch(
+                    vectors, k, ef=ef, filter=filter, total_live=total_live, threads=threads
+                )
+            )
         options: tuple[Any, ...] = (
             id(index),
             k,

@@ -1,13 +1,17 @@
-"""`SearchSlots`: at most N costly searches run at once; the others queue, boundedly.
+"""`SearchSlots`: at most N costly searches run at once, one thread each; the others queue,
+boundedly.
 
 hnswlib releases the GIL, so every search in flight is a runnable thread: fifty
 lookups with ``ef`` in the thousands, eight at a time on two cores, kept the
 event loop (probes included) waiting for a CPU. A search costs about
 ``queries × max(ef, k)`` graph steps; one whose cost exceeds that of a single
-lookup at the index's default ``ef`` takes one of ``slots`` slots (a number
-near the core count) and waits for a free one at most ``queue_s``, after which
-it is refused (`BusyError`, a 429 with ``Retry-After``). Single lookups at the
-default ``ef`` never wait: they are what the node is for, and they are short.
+lookup at the index's default ``ef`` takes one of ``slots`` slots and waits for
+a free one at most ``queue_s``, after which it is refused (`BusyError`, a 429
+with ``Retry-After``). A costly search runs on one thread (its batch and its
+shards one after another), so costly work keeps at most ``slots`` cores busy:
+by default half of them, and the other half stays with the single lookups at
+the default ``ef``, which never wait: they are what the node is for, and they
+are short.
 """
 
 from __future__ import annotations
@@ -37,14 +41,17 @@ class SearchSlots:
         self._free = threading.BoundedSemaphore(slots)
 
     @contextmanager
-    def hold(self, cost: int, light_cost: int) -> Iterator[None]:
+    def hold(self, cost: int, light_cost: int) -> Iterator[int | None]:
         """Run the block in a slot when ``cost`` exceeds ``light_cost``, else at once.
+
+        Yields:
+            The threads the search may use: 1 in a slot, None (no cap) for a light one.
 
         Raises:
             BusyError: no slot came free within ``queue_s``.
         """
         if cost <= light_cost:
-            yield
+            yield None
             return
         started = time.perf_counter()
         if not self._free.acquire(timeout=self.queue_s):
@@ -59,6 +66,6 @@ class SearchSlots:
             )
         API_SEARCH_WAIT.observe(time.perf_counter() - started)
         try:
-            yield
+            yield 1
         finally:
             self._free.release()

@@ -302,7 +302,7 @@ class Searcher:
         extra = 1 if any(q.exclude is not None for q in queries) else 0
         space = generation.index.space
         cost = len(queries) * max(plan.ef, plan.k + extra)
-        with self.slots.hold(cost, light_cost=generation.index.config.ef_search):
+        with self.slots.hold(cost, light_cost=generation.index.config.ef_search) as threads:
             found = self.batcher.search(
                 generation.index,
                 np.stack([q.vector for q in queries if q.vector is not None]),
@@ -310,6 +310,7 @@ class Searcher:
                 ef=plan.ef,
                 filter=plan.filter,
                 total_live=plan.total_live,
+                threads=threads,
             )
         out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):

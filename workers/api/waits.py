@@ -8,7 +8,7 @@ of them are waited for within that one bound. A token past the known end awaits 
 spaced end-offset refresh (`PartitionEnds`), whose broker call runs in the
 small wait pool, never in the pool that runs request handlers nor on the event
 loop, so waiting requests hold no thread and cannot starve other routes or the
-probes.
+probes; they wait outside their route class's count (`workers.api.limits.waiting`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from simstream.wire import Reason, WriteToken
 from workers.api.codes import ErrorCode
 from workers.api.config import SearchConfig
 from workers.api.end_offsets import PartitionEnds
+from workers.api.limits import waiting
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
@@ -73,16 +74,17 @@ class WriteWaiter:
         """Return once ``generation`` has applied ``token``'s write (see `generation`)."""
         if generation.visible(token.partition, token.offset):
             return
-        end = await self.ends.end(token.partition, token.offset)
-        if end is not None and token.offset >= end:
-            raise RequestError(
-                f"Invalid value for `after`. Expected an offset below {end}, the end offset "
-                f"of {token.topic} partition {token.partition}. Received: offset {token.offset} "
-                "(no event was written there)",
-                400,
-                Reason.BAD_TOKEN,
-            )
-        await self._wait(generation, token, after, deadline)
+        async with waiting():
+            end = await self.ends.end(token.partition, token.offset)
+            if end is not None and token.offset >= end:
+                raise RequestError(
+                    f"Invalid value for `after`. Expected an offset below {end}, the end "
+                    f"offset of {token.topic} partition {token.partition}. Received: offset "
+                    f"{token.offset} (no event was written there)",
+                    400,
+                    Reason.BAD_TOKEN,
+                )
+            await self._wait(generation, token, after, deadline)
 
     def tokens(self, after: str) -> tuple[WriteToken, ...]:
         """Parse and check a write token (see `parse_tokens`), and that this node holds

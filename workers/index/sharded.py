@@ -420,6 +420,7 @@ class ShardedIndex:
         ef: int | None = None,
         filter: Filter | None = None,
         total_live: int | None = None,
+        threads: int | None = None,
     ) -> Neighbors:
         """The k nearest live items to one vector over all shards.
 
@@ -433,8 +434,13 @@ class ShardedIndex:
                 only some of its partitions: each shard's ef is then scaled by its
                 share of that total, as in one node holding every partition
                 (default: this index's own live items).
+            threads: most threads the search may keep busy at once (default: every
+                core); a node caps costly searches so they never take every core
+                from the cheap ones (`workers.api.search_slots`).
         """
-        return self.search_batch(vector, k, ef=ef, filter=filter, total_live=total_live)[0]
+        return self.search_batch(
+            vector, k, ef=ef, filter=filter, total_live=total_live, threads=threads
+        )[0]
 
     def search_batch(
         self,
@@ -444,21 +450,28 @@ class ShardedIndex:
         ef: int | None = None,
         filter: Filter | None = None,
         total_live: int | None = None,
+        threads: int | None = None,
     ) -> NeighborsBatch:
         """`search` for many query vectors at once, shape (batch, dim)."""
         if k < 1:
             raise IndexStoreError(f"Invalid value for `k`. Expected k ≥ 1. Received: k={k}")
         if ef is not None and ef < 1:
             raise IndexStoreError(f"Invalid value for `ef`. Expected ef ≥ 1. Received: ef={ef}")
+        if threads is not None and threads < 1:
+            raise IndexStoreError(
+                f"Invalid value for `threads`. Expected threads ≥ 1. Received: {threads}"
+            )
         q = self._queries(vectors)
         shards = self._shards
+        cpus = self._cpus if threads is None else min(self._cpus, threads)
         if len(shards) == 1:
             if total_live is not None:
                 base = self.config.ef_search if ef is None else ef
                 ef = shard_ef(base, len(shards[0]), total_live)
-            hits = shards[0].search(q, k, ef=ef, filter=filter, num_threads=self._cpus)
+            hits = shards[0].search(q, k, ef=ef, filter=filter, num_threads=cpus)
         else:
-            hits = self._fan_out(q, k, ef, filter, total_live)
+            width = len(shards) if threads is None else cpus
+            hits = self._fan_out(q, k, ef, filter, total_live, cpus, width)
         padded = filter is not None and not filter.empty
         return NeighborsBatch(hits.ids, hits.distances, padded, hits.exhaustive)
 
@@ -469,8 +482,11 @@ class ShardedIndex:
         ef: int | None,
         filter: Filter | None,
         total_live: int | None,
+        cpus: int,
+        width: int,
     ) -> Hits:
-        """Search every shard, each at its scaled ef (`shard_ef`), and merge by distance.
+        """Search every shard, each at its scaled ef (`shard_ef`), and merge by distance:
+        at most ``width`` shards at once, with ``cpus`` hnswlib threads among them.
 
         Shards are searched in parallel threads when the expected time of one
         shard's search beats the cost of handing work to a thread; small
@@ -484,16 +500,16 @@ class ShardedIndex:
         sizes = [len(s) for s in shards]
         total = max(sum(sizes), total_live or 0)
         efs = [shard_ef(base, size, total) for size in sizes]
-        parallel = self._per_query_s * len(q) > self.config.fan_out_min_s
+        parallel = width > 1 and self._per_query_s * len(q) > self.config.fan_out_min_s
         # CPU time of the calling thread: a preempted search on busy cores does
         # not look costly and send later small searches to threads.
         started = time.thread_time()
         if parallel:
             assert self._pool is not None
-            threads = max(1, self._cpus // len(shards))
+            threads = max(1, cpus // len(shards))
             futures, inline = [], []
-            for s, e in zip(shards[1:], efs[1:], strict=True):
-                if self._free_threads.acquire(blocking=False):
+            for n, (s, e) in enumerate(zip(shards[1:], efs[1:], strict=True)):
+                if n + 1 < width and self._free_threads.acquire(blocking=False):
                     futures.append(
                         self._pool.submit(
                             self._releasing,
@@ -513,7 +529,7 @@ class ShardedIndex:
             parts += [s.search(q, k, ef=e, filter=filter, num_threads=threads) for s, e in inline]
             parts += [f.result() for f in futures]
         else:
-            threads = self._cpus if len(q) > 1 else 1
+            threads = cpus if len(q) > 1 else 1
             first = shards[0].search(q, k, ef=efs[0], filter=filter, num_threads=threads)
             elapsed = time.thread_time() - started
             parts = [first]

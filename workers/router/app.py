@@ -34,6 +34,7 @@ from workers.api.auth import TokenStore, read_scope
 from workers.api.classifier import Thresholds, verdict
 from workers.api.config import AuthConfig, ClassifierConfig, ImageLimits
 from workers.api.decoding import QueryDecoder
+from workers.api.json_body import JsonBodyRoute
 from workers.api.lookup import ERRORS
 from workers.api.middleware import BodyLimitMiddleware, RequestContextMiddleware, request_id
 from workers.api.schemas import (
@@ -129,7 +130,9 @@ def _reply(body: bytes, routed: Routed) -> Response:
     return Response(body[:-1] + _flags(routed), media_type=JSON, headers={"X-Cache": routed.cache})
 
 
-lookups = APIRouter(prefix="/v1", tags=["lookup"], dependencies=[read_scope])
+lookups = APIRouter(
+    prefix="/v1", tags=["lookup"], dependencies=[read_scope], route_class=JsonBodyRoute
+)
 ROUTER_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     503: {

@@ -98,14 +98,14 @@ def test_an_unknown_item_is_not_found(client: TestClient) -> None:
 
 @pytest.fixture
 def strict(served: Served) -> Iterator[TestClient]:
-    """An app over the shared node with tokens, a small body limit, one lookup at a time
-    and short waits for write tokens."""
+    """An app over the shared node with tokens, a small body limit, one lookup waiting for
+    its write at a time and short waits for write tokens."""
     settings = served.settings.model_copy(
         update={
             "api_read_tokens": "reader",
             "api_admin_tokens": "admin",
             "api_max_body_bytes": 4096,
-            "api_max_concurrent_lookups": 1,
+            "api_max_waiting": 1,
             "api_write_wait_s": 5.0,  # the rate-limited request must come while it waits
         }
     )
@@ -113,9 +113,8 @@ def strict(served: Served) -> Iterator[TestClient]:
         yield client
 
 
-def _inflight(kind: str) -> float:
-    value = REGISTRY.get_sample_value("simstream_api_inflight_requests", {"route_class": kind})
-    return value or 0.0
+def _waiting() -> float:
+    return REGISTRY.get_sample_value("simstream_api_waiting_requests") or 0.0
 
 
 def test_auth_size_limit_rate_limit_and_waits_answer_their_codes(strict: TestClient) -> None:
@@ -133,8 +132,8 @@ def test_auth_size_limit_rate_limit_and_waits_answer_their_codes(strict: TestCli
         waiting = pool.submit(
             strict.post, "/v1/lookup", json={"id": "digit-0001", "after": token}, headers=read
         )
-        wait_for(lambda: _inflight("lookups") >= 1, 10, message="a lookup in flight")
-        limited = strict.post("/v1/lookup", json={"id": "digit-0001"}, headers=read)
+        wait_for(lambda: _waiting() >= 1, 10, message="a lookup waiting")
+        limited = strict.post("/v1/lookup", json={"id": "digit-0001", "after": token}, headers=read)
         not_ready = waiting.result(timeout=30)
 
     assert (missing.status_code, _code(missing)) == (401, "unauthorized")

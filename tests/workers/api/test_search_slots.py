@@ -105,3 +105,34 @@ def test_a_costly_search_waits_for_a_slot_that_frees_within_the_queue_bound(
         threading.Timer(0.1, blocking.release.set).start()
         statuses = [first.result(timeout=30).status_code, second.result(timeout=30).status_code]
     assert statuses == [200, 200]
+
+
+def test_a_costly_search_runs_on_one_thread_and_a_default_lookup_is_not_capped(
+    served: Served, one_slot: tuple[TestClient, _HeavySearchesBlock]
+) -> None:
+    client, blocking = one_slot
+    blocking.release.set()
+    caps: list[tuple[int, int | None]] = []
+    search = blocking.search
+
+    def recording(*args: Any, ef: int, threads: int | None = None, **kwargs: Any) -> Any:
+        caps.append((ef, threads))
+        return search(*args, ef=ef, threads=threads, **kwargs)
+
+    blocking.search = recording
+    heavy = _heavy(served, 2)
+    assert client.post("/v1/lookup", json=heavy).status_code == 200
+    assert client.post("/v1/lookup", json={**heavy, "ef": None}).status_code == 200
+    default_ef = served.node.current().index.config.ef_search
+    assert caps == [(HEAVY_EF, 1), (default_ef, None)]
+
+
+def test_the_default_search_slots_leave_half_the_cores_to_default_lookups(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.api import config
+
+    for cores, slots in ((1, 1), (2, 1), (8, 4)):
+        monkeypatch.setattr(config.os, "cpu_count", lambda cores=cores: cores)
+        settings = served.settings.model_copy(update={"api_search_slots": 0})
+        assert config.SearchConfig.from_settings(settings).search_slots == slots

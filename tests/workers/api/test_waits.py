@@ -89,6 +89,10 @@ def _inflight_lookups() -> float:
     return value or 0.0
 
 
+def _waiting() -> float:
+    return REGISTRY.get_sample_value("simstream_api_waiting_requests") or 0.0
+
+
 def test_the_probes_answer_fast_while_dozens_of_lookups_wait_for_writes(
     server: str, served: Served
 ) -> None:
@@ -113,7 +117,7 @@ def test_the_probes_answer_fast_while_dozens_of_lookups_wait_for_writes(
                     status = http.get(path).status_code
                     probe_seconds.append(time.monotonic() - started)
                     assert status == 200, path
-                most_waiting = max(most_waiting, _inflight_lookups())
+                most_waiting = max(most_waiting, _waiting())
 
     assert max(probe_seconds) < 1.0, sorted(probe_seconds)[-5:]
     assert most_waiting >= WAITERS * 3 // 4  # the probes ran while the waits were in flight
@@ -234,3 +238,42 @@ def test_stats_and_lookups_by_image_answer_while_the_node_lock_is_held(
     assert stats_status == 200
     assert lookup_response.status_code == 200, lookup_response.text
     assert lookup_response.json()["neighbors"][0]["id"] == served.digits.ids[3]
+
+
+def test_lookups_waiting_for_writes_leave_the_lookup_class_to_plain_lookups(
+    served: Served,
+) -> None:
+    """Two lookups may be in flight, six may wait for writes: six waiting lookups leave
+    room for plain ones, and a seventh waiter is refused with a 429."""
+    settings = served.settings.model_copy(
+        update={"api_write_wait_s": 4.0, "api_max_concurrent_lookups": 2, "api_max_waiting": 6}
+    )
+    port = free_port()
+    with (
+        ThreadedServer(create_app(settings, served.node), "127.0.0.1", port) as threaded,
+        httpx.Client(base_url=threaded.url, timeout=30) as http,
+        ThreadPoolExecutor(6) as pool,
+    ):
+        token = _pending_token(http)
+        before = _waiting()
+
+        def lookup() -> int:
+            with httpx.Client(base_url=threaded.url, timeout=30) as own:
+                return own.post("/v1/lookup", json={"id": "digit-0001", "after": token}).status_code
+
+        waiters = []
+        for n in range(1, 7):
+            waiters.append(pool.submit(lookup))
+
+            def joined(n: int = n) -> bool:
+                return _waiting() - before >= n
+
+            wait_for(joined, 10, 0.01, f"{n} waiting")
+        plain = [http.post("/v1/lookup", json={"id": "digit-0001"}) for _ in range(3)]
+        refused = http.post("/v1/lookup", json={"id": "digit-0001", "after": token})
+        assert _waiting() - before == 6  # the plain lookups ran while all six waited
+        statuses = [f.result() for f in waiters]
+    assert [r.status_code for r in plain] == [200] * 3, plain[0].text
+    assert refused.status_code == 429, refused.text
+    assert "SIMSTREAM_API_MAX_WAITING" in refused.json()["detail"]
+    assert statuses == [503] * 6

@@ -363,3 +363,28 @@ def test_owned_partitions_must_be_distinct_ascending_and_below_the_partition_cou
     for owned in [(), (2, 1), (1, 1), (4,)]:
         with pytest.raises(IndexStoreError, match="Invalid value for `owned`"):
             ShardedIndex(IndexConfig(dim=8), 4, owned=owned)
+
+
+def test_a_search_capped_to_one_thread_searches_every_shard_in_the_calling_thread(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, vectors = filled(rng, n=400, partitions=4, fan_out_min_s=0.0)
+    index.search_batch(vectors[:8], 5)  # a measured search time: later batches fan out
+    calls: list[tuple[int, int]] = []
+    for shard in index.shards:
+        graph = shard._graph.index
+
+        class Spy(KnnSpy):
+            def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
+                calls.append((threading.get_ident(), num_threads))
+                return super().knn_query(data, k, num_threads)
+
+        monkeypatch.setattr(shard._graph, "index", Spy(graph))
+    capped = index.search_batch(vectors[:8], 5, threads=1)
+    assert calls == [(threading.get_ident(), 1)] * 4
+    calls.clear()
+    uncapped = index.search_batch(vectors[:8], 5)
+    assert len({ident for ident, _ in calls}) > 1, "an uncapped batch fans out to the pool"
+    assert [list(n.ids) for n in capped] == [list(n.ids) for n in uncapped]
+    with pytest.raises(IndexStoreError, match="threads ≥ 1"):
+        index.search_batch(vectors[:1], 5, threads=0)
