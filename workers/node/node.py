@@ -31,6 +31,7 @@ from collections import Counter
 from typing import Any
 
 from model.registry import Encoder, Registry
+from simstream import heap
 from simstream.durable import atomic_write_bytes
 from simstream.errors import NotReadyError
 from simstream.kafka import check_partitions
@@ -68,6 +69,8 @@ class IndexNode:
         self.flipped_at: float | None = None
         self._retired: dict[str, float] = {}
         self._held: set[str] = set()
+        self._settled: set[str] = set()
+        self._settled_at_applied = 0
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self._encoder_lock = threading.Lock()
@@ -152,6 +155,7 @@ class IndexNode:
                 candidate = self.generations[wanted]
                 if self.caught_up(candidate) and self._cluster_has(others, wanted):
                     self._flip(candidate)
+            self._settle_heap()
             self.view = others.with_node(self.record())
             now = time.time()
             serving = self.serving.version if self.serving else None
@@ -167,6 +171,21 @@ class IndexNode:
             progress = self.reindex_progress()
             metrics.REINDEX_PROGRESS.set(1.0 if progress is None else progress["done"] or 0.0)
             self._announce(now)
+
+    def _settle_heap(self) -> None:
+        """Settle the heap (`simstream.heap`) when a generation first catches up and when
+        a quarter of the index is new since the last settle, so the garbage collector's
+        full passes stop walking the index's entries."""
+        applied = sum(sum(g.index.next_offsets().values()) for g in self.generations.values())
+        live = sum(len(g.index) for g in self.generations.values())
+        self._settled_at_applied = min(self._settled_at_applied, applied)  # one dropped
+        caught_up = [v for v, g in self.generations.items() if g.caught_up]
+        new = [v for v in caught_up if v not in self._settled]
+        if new or heap.due(applied - self._settled_at_applied, live):
+            self._settled.update(caught_up)
+            self._settled_at_applied = applied
+            reason = f"caught up: {', '.join(new)}" if new else "a quarter of the index is new"
+            heap.settle(reason)
 
     def _cluster_has(self, others: ClusterView, version: str) -> bool:
         """Whether every partition set has a live owner with ``version`` caught up (this
@@ -238,6 +257,7 @@ class IndexNode:
         generation.stop(snapshot=True)
         generation.index.close()
         self._encoders.pop(version, None)
+        self._settled.discard(version)
         log.info("node.generation_dropped", generation=version)
 
     def record(self) -> NodeRecord:

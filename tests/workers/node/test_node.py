@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer
 
+from simstream import heap
 from simstream.kafka import ensure_topics
 from simstream.settings import Settings
 from simstream.wire import EmbeddingRecord, ItemEvent
@@ -99,3 +100,25 @@ def test_an_operator_may_let_a_reindex_flip_over_dead_lettered_ranges(
     node.reconcile()
 
     assert node.current().version == "v2"
+
+
+def test_the_heap_is_settled_once_for_each_generation_that_catches_up(
+    settings: Settings,
+    reindexing: tuple[IndexNode, IndexGeneration],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node, building = reindexing
+    settled: list[str] = []
+    monkeypatch.setattr(heap, "settle", settled.append)
+    _marker(settings, 0, 4)
+    _accounted_for(building, 4)
+    wait_for(lambda: all(g.caught_up for g in node.generations.values()), message="caught up")
+
+    node.reconcile()
+    before = list(settled)
+    for _ in range(3):
+        node.reconcile()
+
+    # v1 may have caught up (and been settled) before the patch; each once, then never again
+    assert any("v2" in reason for reason in before), before
+    assert settled == before and len(settled) <= 2, settled
