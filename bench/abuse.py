@@ -27,8 +27,10 @@ Protocol, one run on one machine, everything on 127.0.0.1:
      (1-bit, 8000×8000 pixels, a few kB each), then the same 200 one lookup each;
    - ``random_ef``: 50 uncached lookups with ``ef`` drawn from 1 to its maximum.
 
-   The sequence runs ``rounds`` times, so that the normal load has enough
-   samples under abuse for a p99.
+   The sequence runs at least ``rounds`` times, and again until the abuse has
+   lasted as long as the idle period, so that both p99s come from about as many
+   normal lookups (a p99 of fewer than a hundred samples is their maximum; the
+   faster the node refuses abuse, the shorter a fixed count of rounds lasts).
 
 3. Meanwhile this process samples its own RSS. Reported: normal p99 idle and
    under abuse (successful lookups, client wall time) and their ratio, the worst
@@ -88,7 +90,7 @@ class Plan:
     phases: list[tuple[str, str, list[bytes], int]] = field(default_factory=list)
     """Per abuse phase: name, path, bodies (sent once each per round), client threads."""
     rounds: int = 1
-    """Times the sequence of phases runs (more samples of the normal load under abuse)."""
+    """Least times the sequence of phases runs; it runs again until it has lasted ``idle_s``."""
 
 
 Observation = tuple[float, float, int]
@@ -156,7 +158,8 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
         of exhaustive and non-exhaustive answers, neighbours returned, one
         refusal's detail and its ``windows`` (one per round); ``abuse_window``:
         start and end of the abuse phases; ``idle_start``: when every client was
-        made and warm and the idle period began (monotonic seconds).
+        made and warm and the idle period began (monotonic seconds); ``rounds``:
+        how many times the sequence ran.
     """
     progress = get_logger("bench.abuse.client")
     clients = [
@@ -172,19 +175,26 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
         time.sleep(plan.idle_s)
         abuse_start = time.monotonic()
         phases: dict[str, dict[str, Any]] = {}
-        for round_ in range(plan.rounds):
+        round_ = 0
+        while round_ < plan.rounds or time.monotonic() - abuse_start < plan.idle_s:
             for name, path, bodies, threads in plan.phases:
                 progress.info("bench.abuse_phase", phase=name, round=round_, requests=len(bodies))
                 began = time.monotonic()
                 result = _attack(clients[:threads], path, bodies)
                 result["windows"] = [(began, time.monotonic())]
                 phases[name] = _merged(phases[name], result) if name in phases else result
+            round_ += 1
         abuse_end = time.monotonic()
     finally:
         stop.set()
         for client in clients:
             client.close()
-    return {"phases": phases, "abuse_window": (abuse_start, abuse_end), "idle_start": idle_start}
+    return {
+        "phases": phases,
+        "abuse_window": (abuse_start, abuse_end),
+        "idle_start": idle_start,
+        "rounds": round_,
+    }
 
 
 def _post(client: httpx.Client, path: str, body: bytes) -> tuple[float, int, bytes]:
@@ -468,6 +478,9 @@ def _report(raw: dict[str, Any], rss: RssSampler, started: float, rss_end: float
         "normal_p99_ms_idle": round(p99_idle, 3),
         "normal_p99_ms_under_abuse": round(p99_under, 3),
         "normal_p99_ratio": round(ratio, 3),
+        "normal_samples_idle": len(idle),
+        "normal_samples_under_abuse": len(under),
+        "rounds_run": raw["rounds"],
         "normal_p50_ms_idle": round(percentiles_ms(idle)[0], 3),
         "normal_p50_ms_under_abuse": round(percentiles_ms(under)[0], 3),
         "healthz_max_ms": round(healthz_max, 3),

@@ -78,11 +78,15 @@ class QueryDecoder:
 
         An image is keyed by its base64 text, an array by its values and shape, so
         a repeated query finds its cached answer before any decoding or embedding.
+        An image's header is checked first (`check_size`): a refused image costs no
+        cache round trip.
 
         Raises:
-            RequestError: (422) see `array`.
+            RequestError: (400) see `image_payload`; (422) see `check_size` and `array`.
         """
         if query.image is not None:
+            if spec.kind == "image":  # a bomb is refused before the cache is asked
+                self.check_size(image_payload(query.image), spec)
             return b"pi:" + _blake(query.image.encode())
         assert query.array is not None
         array = self.array(query.array, spec.kind)
@@ -128,6 +132,20 @@ class QueryDecoder:
             RequestError: (422) too many pixels (a decompression bomb guard: refused
                 from the header, before decoding); (400) the pixels cannot be decoded.
         """
+        self.check_size(payload, spec)
+        height, width = spec.shape[0], spec.shape[1]
+        try:
+            return payload.to_array(draft=(width, height))
+        except PayloadError as e:
+            raise RequestError(f"Invalid value for `image`. {e}", 400, Reason.BAD_IMAGE) from None
+
+    def check_size(self, payload: ImagePayload, spec: InputSpec) -> None:
+        """Refuse, from its header, an image that would decode to too many pixels for a
+        model of input ``spec`` (a JPEG counted at its draft size).
+
+        Raises:
+            RequestError: (422) too many pixels; (400) an unreadable header.
+        """
         height, width = spec.shape[0], spec.shape[1]
         most = self.images.pixels_for(height, width)
         try:
@@ -146,10 +164,6 @@ class QueryDecoder:
                 422,
                 Reason.IMAGE_TOO_LARGE,
             )
-        try:
-            return payload.to_array(draft=(width, height))
-        except PayloadError as e:
-            raise RequestError(f"Invalid value for `image`. {e}", 400, Reason.BAD_IMAGE) from None
 
     @staticmethod
     def array(values: list[Any], kind: str) -> np.ndarray:

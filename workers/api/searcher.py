@@ -238,12 +238,19 @@ class Searcher:
             RequestError: invalid vector or array (422).
             NotFoundError: an unknown id (404).
         """
+        given = [q.vector for q in queries if q.kind == "vector"]
+        checked = iter(checked_vectors(given, generation.dim, generation.index.space))
         resolved: list[Resolved] = []
         for query in queries:
             kind = query.kind
             if kind == "vector":
                 assert query.vector is not None
-                resolved.append(self._vector(generation, query.vector))
+                found = next(checked, None)
+                if found is None:  # some vector is invalid: checked one by one, in order
+                    found = checked_vector(
+                        query.vector, generation.dim, generation.index.space, generation.version
+                    )
+                resolved.append(Resolved(*found))
             elif kind == "id":
                 assert query.id is not None
                 item = indexed_item(generation, query.id)
@@ -275,12 +282,6 @@ class Searcher:
         for i, vector in zip(pending, vectors, strict=True):
             out[i] = Resolved(vector, queries[i].key)
         return out
-
-    def _vector(self, generation: IndexGeneration, values: Sequence[float]) -> Resolved:
-        vector, key = checked_vector(
-            values, generation.dim, generation.index.space, generation.version
-        )
-        return Resolved(vector, key)
 
     def embed(self, generation: IndexGeneration, inputs: np.ndarray) -> np.ndarray:
         """Embed model inputs with the generation's own encoder (one call at a time)."""
@@ -321,7 +322,7 @@ class Searcher:
                     break  # nearest first: the rest are farther still
                 if item_id == query.exclude:
                     continue
-                item = generation.index.get(item_id)
+                item = generation.index.get(item_id, vector=False)
                 if item is None:  # deleted since the search
                     continue
                 rows.append(
@@ -417,6 +418,44 @@ def check_limits(config: SearchConfig, k: int, ef: int | None) -> None:
         )
 
 
+def checked_vectors(
+    given: Sequence[Sequence[float] | None], dim: int, space: str
+) -> list[tuple[np.ndarray, bytes]]:
+    """Query embeddings as float32 and their cache keys (see `checked_vector`), checked
+    together: NumPy calls per batch, not per query. Empty when any is invalid: the
+    caller then checks them one by one, so the first invalid one in order is reported.
+    """
+    if not given or any(v is None or len(v) != dim for v in given):
+        return []
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            vectors = np.asarray(given, dtype=np.float32)
+    except (TypeError, ValueError):
+        return []
+    if vectors.shape != (len(given), dim) or not np.isfinite(vectors).all():
+        return []
+    norms = _norms(vectors)
+    if space == "cosine":
+        if not norms.all():
+            return []
+        vectors_for_keys = vectors / norms[:, None]
+    else:
+        vectors_for_keys = vectors
+    keys = _keys(vectors_for_keys)
+    return [(vectors[n], keys[n]) for n in range(len(given))]
+
+
+def _norms(vectors: np.ndarray) -> np.ndarray:
+    """Each row's L2 norm, float32; a row's does not depend on the other rows."""
+    return np.sqrt((vectors * vectors).sum(axis=1))
+
+
+def _keys(normalised: np.ndarray) -> list[bytes]:
+    """Cache keys of normalised query rows: rounded, so that float noise maps to one key."""
+    rounded = (np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0).astype(np.float32)
+    return [b"v:" + row.tobytes() for row in rounded]
+
+
 def checked_vector(
     values: Sequence[float], dim: int, space: str, version: str
 ) -> tuple[np.ndarray, bytes]:
@@ -440,7 +479,7 @@ def checked_vector(
             f"Received: {values[int(bad[0])]!r} at index {int(bad[0])}",
             422,
         )
-    norm = float(np.linalg.norm(vector))
+    norm = float(_norms(vector[None, :])[0])
     if space == "cosine":
         if norm == 0.0:
             raise RequestError(
@@ -451,8 +490,7 @@ def checked_vector(
         normalised = vector / norm
     else:
         normalised = vector
-    rounded = np.round(normalised.astype(np.float64), _ROUND_DECIMALS) + 0.0
-    return vector, b"v:" + rounded.astype(np.float32).tobytes()
+    return vector, _keys(normalised[None, :])[0]
 
 
 def indexed_item(generation: IndexGeneration, item_id: str) -> Item:

@@ -11,7 +11,9 @@ so entries written together do not expire together.
 Single-flight: on a miss, the first caller takes a short lock
 (``SET <key>:lock NX PX``) and computes; the others poll for the value for at
 most ``wait_s`` and then compute themselves, so a slow or dead lock holder
-only costs them a short wait. The leader releases its lock with a
+only costs them a short wait; a holder that fails (an invalid payload) releases
+its lock without a value, and the others stop waiting as soon as they see it
+gone (each poll is one ``MGET`` of the value and the lock). The leader releases its lock with a
 compare-and-delete that needs no script (the production ACL denies the cache
 user ``@scripting``): ``WATCH`` the lock, ``GET`` it, and only if it still holds
 the leader's token ``MULTI``/``DEL``/``EXEC``; a lock that expired and was retaken
@@ -189,7 +191,7 @@ class RedisResultCache(ResultCache):
             self._failed(e, 1)
             return compute(), False
         if not leader:
-            value = self._wait_for(name)
+            value = self._wait_for(name, f"{name}:lock")
             if value is not None:
                 CACHE_REQUESTS.labels("hit").inc()
                 return value, True
@@ -202,19 +204,23 @@ class RedisResultCache(ResultCache):
                 self._release(f"{name}:lock", token)
         return value, False
 
-    def _wait_for(self, name: str) -> bytes | None:
+    def _wait_for(self, name: str, lock: str) -> bytes | None:
+        """The value the lock holder stores, or None once the lock is gone without one
+        (its computation failed, say on an invalid payload) or after ``wait_s``."""
         deadline = time.monotonic() + self.wait_s
         attempt = 0
         while time.monotonic() < deadline:
             time.sleep(_POLL_S[min(attempt, len(_POLL_S) - 1)])
             attempt += 1
             try:
-                value = self._redis.get(name)
+                value, held = self._redis.mget(name, lock)
             except _ERRORS as e:
                 self._failed(e, 0)
                 return None
             if isinstance(value, bytes):
                 return value
+            if held is None:
+                return None
         return None
 
     def _store(self, name: str, value: bytes) -> None:

@@ -589,12 +589,12 @@ class Shard:
         entry = self._entries.get(item_id)
         return entry is not None and flt.matches(entry.label, entry.metadata)
 
-    def get(self, item_id: str) -> Item | None:
-        """The live item with this id, or None."""
+    def get(self, item_id: str, *, vector: bool = True) -> Item | None:
+        """The live item with this id, or None (with an empty vector unless ``vector``)."""
         with self._lock.read():
             if item_id not in self._entries:
                 return None
-            return self._item(item_id, self._graph.vectors([item_id])[0])
+            return self._item(item_id, self._graph.vectors([item_id])[0] if vector else _NO_VECTOR)
 
     def page(
         self,

@@ -540,15 +540,21 @@ class ShardedIndex:
         self._per_query_s = 0.9 * self._per_query_s + 0.1 * elapsed / len(q)
         return merge(parts, k)
 
-    def get(self, item_id: str) -> Item | None:
-        """The live item with this id (the partition Kafka would pick is asked first)."""
+    def get(self, item_id: str, *, vector: bool = True) -> Item | None:
+        """The live item with this id (the partition Kafka would pick is asked first).
+
+        Args:
+            item_id: the id.
+            vector: whether to read its stored vector (else the item's is empty:
+                describing a neighbour needs only its label and metadata).
+        """
         first = self._position.get(partition_for(item_id, self._partitions))
         shards = list(self._shards)
         if first is not None:
             shards.insert(0, shards.pop(first))
         for shard in shards:
             if item_id in shard:
-                item = shard.get(item_id)
+                item = shard.get(item_id, vector=vector)
                 if item is not None:
                     return item
         return None

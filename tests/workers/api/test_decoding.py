@@ -9,6 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from model.inputs import InputSpec
 from simstream.wire import WireLimits
@@ -55,6 +56,27 @@ def test_a_small_png_that_decodes_to_a_huge_image_is_refused_fast_with_the_reaso
     assert "decompression bomb" in detail
     assert "decompression bomb" in write.json()["detail"]
     assert elapsed < 1.0
+
+
+def cache_requests() -> dict[str, float]:
+    return {
+        result: REGISTRY.get_sample_value("simstream_cache_requests_total", {"result": result})
+        or 0.0
+        for result in ("hit", "miss", "error")
+    }
+
+
+@pytest.mark.services
+def test_a_refused_image_is_refused_before_the_cache_is_asked(
+    client: TestClient, bomb: str
+) -> None:
+    before = cache_requests()
+
+    lookups = [client.post("/v1/lookup", json={"image": bomb, "k": 1}) for _ in range(3)]
+
+    assert [r.status_code for r in lookups] == [422] * 3, lookups[0].text
+    assert "decompression bomb" in lookups[0].json()["detail"]
+    assert cache_requests() == before, "a refused image took no cache round trip"
 
 
 @pytest.mark.services

@@ -282,6 +282,42 @@ def test_equal_queries_share_a_cache_entry_whatever_the_vector_scale_or_the_defa
     assert scaled.headers["X-Cache"] == "hit"
 
 
+def test_the_vectors_of_a_batch_share_cache_entries_with_single_lookups(
+    client: TestClient,
+) -> None:
+    # The batch's vectors are checked and keyed together (one NumPy call for all),
+    # a single lookup's alone: the keys must still agree, whatever the scale.
+    vectors = [np.asarray(stored_vector(client, f"digit-00{n}")) for n in (63, 64, 65)]
+    sent = [vectors[0], vectors[1] * 3.0, vectors[2] * 0.5]
+
+    batch = client.post(
+        "/v1/lookup/batch", json={"queries": [{"vector": v.tolist()} for v in sent], "k": 4}
+    )
+    singles = [client.post("/v1/lookup", json={"vector": v.tolist(), "k": 4}) for v in sent]
+
+    assert batch.headers["X-Cache"] == "miss", batch.text
+    assert [r.headers["X-Cache"] for r in singles] == ["hit"] * 3
+    assert [r.json()["neighbors"] for r in singles] == [
+        result["neighbors"] for result in batch.json()["results"]
+    ]
+
+
+def test_an_invalid_vector_of_a_batch_is_refused_as_a_single_lookup_of_it_is(
+    client: TestClient, served: Served
+) -> None:
+    good = stored_vector(client, "digit-0066")
+    dim = len(good)
+    for bad in (good[:3], [0.0] * dim, [*good[:-1], 1e39]):
+        single = client.post("/v1/lookup", json={"vector": bad, "k": 2})
+        batch = client.post(
+            "/v1/lookup/batch", json={"queries": [{"vector": good}, {"vector": bad}], "k": 2}
+        )
+
+        assert (single.status_code, batch.status_code) == (422, 422), batch.text
+        assert batch.json()["detail"] == single.json()["detail"]
+        assert single.json()["detail"].startswith("Invalid value for `vector`. Expected")
+
+
 @pytest.fixture
 def tiered_client(served: Served) -> Iterator[TestClient]:
     """An app over the shared node whose cache is the in-process LRU before Valkey."""

@@ -199,6 +199,42 @@ def test_a_waiter_computes_itself_when_the_leader_never_stores(
     assert time.monotonic() - started < shared.wait_s + 0.2
 
 
+def test_waiters_stop_waiting_as_soon_as_a_failing_leader_releases_its_lock(
+    production: OwnValkey, tmp_path: Path
+) -> None:
+    # A long wait bound makes the difference plain: waiters that only poll for the
+    # value would each wait it out, as every refused image of a burst once did.
+    cache = RedisResultCache(cache_config(production.url, tmp_path), wait_s=2.0)
+    leading = threading.Event()
+    calls = 0
+
+    def refuse() -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            leading.set()
+            time.sleep(0.1)  # the others arrive and wait meanwhile
+        raise ValueError("an invalid payload")
+
+    def one(_: int) -> float:
+        if _:
+            leading.wait(5)
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="invalid payload"):
+            cache.get_or_compute(KEY, refuse)
+        return time.monotonic() - started
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            seconds = list(pool.map(one, range(4)))
+    finally:
+        cache.close()
+
+    assert calls == 4, "each waiter computed (and failed) itself"
+    assert max(seconds[1:]) < 0.5, f"waiters waited {seconds[1:]} s, not until the bound of 2 s"
+    assert not redis.Redis.from_url(production.url).exists(cache.redis_key(KEY) + ":lock")
+
+
 def test_a_stopped_redis_is_a_miss_and_the_breaker_skips_it_until_it_returns(
     own: OwnValkey, tmp_path: Path
 ) -> None:
