@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         description="requests waiting for their write token at once, outside their route "
         "class's limit (else 429)",
     )
+    api_access_log_per_s: int = Field(
+        50,
+        ge=0,
+        description="most access-log lines a second per route and status; the rest are "
+        "counted in the next line's `suppressed` (0: no access log)",
+    )
     api_max_concurrent_writes: int = Field(
         8, ge=1, description="item writes in flight at once (else 429)"
     )

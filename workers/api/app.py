@@ -142,5 +142,5 @@ def create_app(
         retry_after_s=concurrency.retry_after_s,
         max_waiting=concurrency.max_waiting,
     )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, access_log_per_s=settings.api_access_log_per_s)
     return app

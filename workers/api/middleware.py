@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bound_contextvars
 
 from simstream.log import get_logger
+from workers.api.access_log import AccessLogBudget
 from workers.api.codes import for_status
 from workers.metrics import REQUEST_SECONDS
 
@@ -62,7 +63,8 @@ def request_id(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (``X-Request-ID`` in and out), times it and logs it.
+    """Gives each request an id (``X-Request-ID`` in and out), times it and logs it
+    (at most ``access_log_per_s`` lines a second per route and status: `AccessLogBudget`).
 
     An incoming ``X-Request-ID`` of 1..128 characters ``[A-Za-z0-9._:-]`` is kept,
     anything else replaced by a fresh one. The latency histogram is labelled by
@@ -70,8 +72,9 @@ class RequestContextMiddleware:
     cardinality stays bounded.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log_per_s: int = 50) -> None:
         self.app = app
+        self.budget = AccessLogBudget(access_log_per_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,16 +102,19 @@ class RequestContextMiddleware:
                 elapsed = time.perf_counter() - started
                 route = _route(scope)
                 REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
-                level = "debug" if route in _QUIET and status < 400 else "info"
-                getattr(log, level)(
-                    "api.request",
-                    method=scope["method"],
-                    route=route,
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 3),
-                    client=(scope.get("client") or ("-",))[0],
-                )
+                left_out = self.budget.take(route, status)
+                if left_out is not None:
+                    level = "debug" if route in _QUIET and status < 400 else "info"
+                    getattr(log, level)(
+                        "api.request",
+                        method=scope["method"],
+                        route=route,
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round(elapsed * 1000, 3),
+                        client=(scope.get("client") or ("-",))[0],
+                        **({"suppressed": left_out} if left_out else {}),
+                    )
 
 
 class BodyTooLargeError(HTTPException):
