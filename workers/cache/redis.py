@@ -11,14 +11,14 @@ so entries written together do not expire together.
 Single-flight: on a miss, the first caller takes a short lock
 (``SET <key>:lock NX PX``) and computes; the others poll for the value for at
 most ``wait_s`` and then compute themselves, so a slow or dead lock holder
-only costs them a short wait; a holder that fails (an invalid payload) releases
-its lock without a value, and the others stop waiting as soon as they see it
-gone (each poll is one ``MGET`` of the value and the lock). The leader releases its lock with a
-compare-and-delete that needs no script (the production ACL denies the cache
-user ``@scripting``): ``WATCH`` the lock, ``GET`` it, and only if it still holds
-the leader's token ``MULTI``/``DEL``/``EXEC``; a lock that expired and was retaken
-in between changes the watched key, so ``EXEC`` aborts and the new holder's lock
-stays. The commands the cache runs are ``GET``, ``MGET``, ``SET``, ``WATCH``,
+only costs them a short wait; a holder that fails (an invalid payload)
+releases its lock without a value, and the others stop waiting as soon as
+they see it gone (each poll is one ``MGET`` of the value and the lock). The
+leader releases its lock with a compare-and-delete that needs no script (the
+production ACL denies the cache user ``@scripting``): ``WATCH`` the lock,
+``GET`` it, and only if it still holds the leader's token
+``MULTI``/``DEL``/``EXEC``; a lock that expired and was retaken in between
+changes the watched key, so ``EXEC`` aborts and the new holder's lock stays. The commands the cache runs are ``GET``, ``MGET``, ``SET``, ``WATCH``,
 ``MULTI``, ``DEL``, ``EXEC`` and ``UNWATCH``.
 
 Failures: every command runs with ``socket_timeout_s`` as its socket
