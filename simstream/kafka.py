@@ -8,6 +8,7 @@ the real end; on Apache Kafka that read returns at most one record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -191,23 +192,32 @@ def end_offsets(
 ) -> dict[int, int]:
     """The offset after the last record of each partition, correct on Tansu too.
 
+    Tansu may report a stale high watermark, so the records from the last one it
+    reports on are read: every partition's first fetch is waited for (up to
+    ``timeout_s``; a slow first fetch under load once ended the read early and
+    gave the stale end), then reading stops at the first empty poll.
     ``consumer`` must not be subscribed to a group; its assignment is replaced.
     """
     result: dict[int, int] = {}
     starts = []
     for p in partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
         result[p] = max(high, 0)
-        if result[p] > 0:
+        if result[p] > max(low, 0):  # the record before the watermark is still there
             starts.append(TopicPartition(topic, p, result[p] - 1))
     if starts:
         consumer.assign(starts)
+        unread = {tp.partition for tp in starts}
+        deadline = time.monotonic() + timeout_s
         while True:
             records = [m for m in consumer.consume(1000, timeout=0.2) if m.error() is None]
             if not records:
+                if unread and time.monotonic() < deadline:
+                    continue  # a record at the watermark exists: its fetch is on its way
                 break
             for m in records:
                 partition, offset = m.partition() or 0, m.offset() or 0
+                unread.discard(partition)
                 result[partition] = max(result[partition], offset + 1)
         consumer.unassign()
     return result

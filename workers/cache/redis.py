@@ -18,7 +18,8 @@ leader releases its lock with a compare-and-delete that needs no script (the
 production ACL denies the cache user ``@scripting``): ``WATCH`` the lock,
 ``GET`` it, and only if it still holds the leader's token
 ``MULTI``/``DEL``/``EXEC``; a lock that expired and was retaken in between
-changes the watched key, so ``EXEC`` aborts and the new holder's lock stays. The commands the cache runs are ``GET``, ``MGET``, ``SET``, ``WATCH``,
+changes the watched key, so ``EXEC`` aborts and the new holder's lock stays.
+The commands the cache runs are ``GET``, ``MGET``, ``SET``, ``WATCH``,
 ``MULTI``, ``DEL``, ``EXEC`` and ``UNWATCH``.
 
 Failures: every command runs with ``socket_timeout_s`` as its socket
