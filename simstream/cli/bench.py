@@ -291,7 +291,12 @@ def bench_abuse(
         int, typer.Option(min=1, help="256-query batches of each filter phase.")
     ] = 2,
     rounds: Annotated[
-        int, typer.Option(min=1, help="Times the sequence of abuse phases runs.")
+        int,
+        typer.Option(
+            min=1,
+            help="Least times the sequence of abuse phases runs; it repeats until the "
+            "abuse has lasted as long as --idle.",
+        ),
     ] = 5,
 ) -> None:
     """Normal lookups while a hostile client sends costly, stuck and oversized requests.
