@@ -308,5 +308,5 @@ def create_router_app(
     app.add_api_route("/healthz", health.healthz, methods=["GET"], tags=["health"])
     app.add_api_route("/metrics", health.prometheus, methods=["GET"], tags=["health"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, access_log_per_s=settings.api_access_log_per_s)
     return app
