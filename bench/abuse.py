@@ -49,6 +49,7 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import threading
 import time
 from collections import Counter
@@ -91,6 +92,8 @@ class Plan:
     """Per abuse phase: name, path, bodies (sent once each per round), client threads."""
     rounds: int = 1
     """Least times the sequence of phases runs; it runs again until it has lasted ``idle_s``."""
+    tokens: tuple[str, str] = ("", "")
+    """Bearer tokens of the normal client and of the attacker: two clients (read scope)."""
 
 
 Observation = tuple[float, float, int]
@@ -108,7 +111,7 @@ def observe_normal(plan: Plan, warmed: threading.Event, stop: threading.Event) -
 
     def post(body: bytes) -> tuple[float, int, bytes]:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
+            local.client = _client(plan.base, plan.tokens[0])
         return _post(local.client, "/v1/lookup", body)
 
     normal: list[Observation] = []
@@ -162,11 +165,12 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
         how many times the sequence ran.
     """
     progress = get_logger("bench.abuse.client")
-    clients = [
-        httpx.Client(base_url=plan.base, timeout=TIMEOUT_S)
-        for _ in range(max(threads for *_, threads in plan.phases))
-    ]
+    clients: list[httpx.Client] = []
     try:
+        clients += [
+            _client(plan.base, plan.tokens[1])
+            for _ in range(max(threads for *_, threads in plan.phases))
+        ]
         for client in clients:
             client.get("/healthz")  # connected: the phases reuse the connection
         warmed.wait(TIMEOUT_S)
@@ -195,6 +199,12 @@ def attack(plan: Plan, warmed: threading.Event, stop: threading.Event) -> dict[s
         "idle_start": idle_start,
         "rounds": round_,
     }
+
+
+def _client(base: str, token: str) -> httpx.Client:
+    """A keep-alive client sending ``token`` as its bearer token."""
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=base, timeout=TIMEOUT_S, headers=headers)
 
 
 def _post(client: httpx.Client, path: str, body: bytes) -> tuple[float, int, bytes]:
@@ -394,14 +404,15 @@ def run(
         metadata=lambda n: {"one": n % 10 == 1},
         index_limits=index_limits,
     ) as served:
-        settings = served.settings
+        tokens = ("normal-" + secrets.token_hex(8), "attacker-" + secrets.token_hex(8))
+        settings = served.settings.model_copy(update={"api_read_tokens": ",".join(tokens)})
         app = create_app(
             settings, served.node, cache=RedisResultCache(CacheConfig.from_settings(settings))
         )
         base = f"http://127.0.0.1:{settings.api_port}"
         max_ef = 4 * settings.api_max_k
         plan = plan_for(base, settings.topic_items, rng, dim, max_ef, rate, idle_s, filter_batches)
-        plan = replace(plan, rounds=rounds)
+        plan = replace(plan, rounds=rounds, tokens=tokens)
         context = multiprocessing.get_context("spawn")
         with (
             ThreadedServer(app, "127.0.0.1", settings.api_port),

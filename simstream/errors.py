@@ -191,16 +191,27 @@ class RequestError(SimstreamError):
         status: the HTTP status code to answer with.
         code: the machine-readable error code of the answer (None: the API's code
             for ``status``).
+        delayed: answered after the API's refusal delay: a refusal that a flood could
+            repeat at the node's cost (a decompression bomb, a far-future write token).
     """
 
     status: int = 400
     code: str | None = None
+    delayed: bool = False
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        *,
+        delayed: bool = False,
+    ) -> None:
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
+        self.delayed = delayed
         super().__init__(message)
 
 

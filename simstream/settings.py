@@ -159,6 +159,30 @@ class Settings(BaseSettings):
         description="requests waiting for their write token at once, outside their route "
         "class's limit (else 429)",
     )
+    api_refusal_delay_s: float = Field(
+        0.1,
+        ge=0,
+        le=5,
+        description="decompression-bomb and far-future-token refusals are answered after a "
+        "random delay up to this, so a flood of them neither keeps the event loop busy nor "
+        "is answered in one burst (0: at once)",
+    )
+    api_client_busy_per_s: float = Field(
+        0.25,
+        ge=0,
+        description="CPU-seconds of the node each client (bearer token, else address) earns "
+        "a second; one over it is refused 429 while other clients compete (0: off)",
+    )
+    api_client_burst_s: float = Field(
+        0.5, gt=0, description="CPU-seconds a client can save up for a burst"
+    )
+    api_client_tarpit_s: float = Field(
+        0.25,
+        ge=0,
+        le=5,
+        description="delay before a client over its budget is answered 429 (a client "
+        "ignoring Retry-After cannot spin)",
+    )
     api_access_log_per_s: int = Field(
         50,
         ge=0,

@@ -20,9 +20,11 @@ from simstream.settings import Settings
 from workers.api import admin, handlers, health, internal, items, lookup, page
 from workers.api.auth import TokenStore
 from workers.api.classifier import Classifier
+from workers.api.client_budget import ClientBudgetMiddleware
 from workers.api.config import (
     AuthConfig,
     ClassifierConfig,
+    ClientBudgetConfig,
     ConcurrencyConfig,
     EndOffsetsConfig,
     ImageLimits,
@@ -141,6 +143,12 @@ def create_app(
         limits=concurrency.limits,
         retry_after_s=concurrency.retry_after_s,
         max_waiting=concurrency.max_waiting,
+    )
+    app.add_middleware(
+        ClientBudgetMiddleware,
+        config=ClientBudgetConfig.from_settings(settings),
+        known_token=tokens.known,
+        retry_after_s=concurrency.retry_after_s,
     )
     app.add_middleware(RequestContextMiddleware, access_log_per_s=settings.api_access_log_per_s)
     return app

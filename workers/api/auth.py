@@ -160,6 +160,10 @@ class TokenStore:
         admin = self._of(Scope.ADMIN)
         return admin if scope is Scope.ADMIN else self._of(Scope.READ) | admin
 
+    def known(self, token: str) -> bool:
+        """Whether ``token`` is valid now for any scope (False while auth is off)."""
+        return self.enabled and _known(token, self.tokens(Scope.READ))
+
 
 def is_loopback(host: str) -> bool:
     """Whether a bind address is reachable from this machine only."""

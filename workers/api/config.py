@@ -189,6 +189,38 @@ class ConcurrencyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientBudgetConfig:
+    """Each client's share of the node's CPU time while clients compete
+    (`ClientBudgetMiddleware`).
+
+    Attributes:
+        busy_per_s: CPU-seconds a client earns a second (0: no budget).
+        burst_s: most CPU-seconds it can save up (and most debt it can run).
+        tarpit_s: delay before a refusal is answered.
+        contended_s: a client is refused only if another was seen this recently.
+    """
+
+    busy_per_s: float = 0.25
+    burst_s: float = 0.5
+    tarpit_s: float = 0.25
+    contended_s: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether budgets are kept."""
+        return self.busy_per_s > 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientBudgetConfig:
+        """The config ``SIMSTREAM_API_CLIENT_*`` describe."""
+        return cls(
+            busy_per_s=settings.api_client_busy_per_s,
+            burst_s=settings.api_client_burst_s,
+            tarpit_s=settings.api_client_tarpit_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EndOffsetsConfig:
     """Where the end offsets of the items topic are read (to check write tokens).
 

@@ -163,6 +163,7 @@ class QueryDecoder:
                 "possible decompression bomb)",
                 422,
                 Reason.IMAGE_TOO_LARGE,
+                delayed=True,
             )
 
     @staticmethod

@@ -9,6 +9,7 @@ entry per invalid field. Only a bug reaches the catch-all
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,10 +29,18 @@ from simstream.errors import (
 )
 from simstream.log import get_logger
 from workers.api.codes import ErrorCode, for_status
+from workers.api.limits import sleep_outside
 from workers.api.middleware import request_id
 
 log = get_logger("api.errors")
 _MAX_SHOWN = 80
+
+
+async def refusal_delay(most_s: float) -> None:
+    """Wait a random time up to ``most_s`` before answering a delayed refusal
+    (`RequestError.delayed`): on the event loop, outside the route class's count."""
+    if most_s > 0:
+        await sleep_outside(random.uniform(0.0, most_s))
 
 
 def _body(request: Request, code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -111,6 +120,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _request(request: Request, exc: RequestError) -> JSONResponse:
+        if exc.delayed:
+            await refusal_delay(request.app.state.api.settings.api_refusal_delay_s)
         return _json(request, exc.status, str(exc), exc.code)
 
     @app.exception_handler(NotReadyError)

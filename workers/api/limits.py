@@ -19,6 +19,7 @@ behind them was answered 429.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -96,6 +97,16 @@ async def waiting() -> AsyncIterator[None]:
         limiter.inflight[kind] += 1  # admitted once: it finishes even over the limit
         API_WAITING.dec()
         API_INFLIGHT.labels(kind).inc()
+
+
+async def sleep_outside(seconds: float) -> None:
+    """Sleep on the event loop outside the current request's route class count (as
+    `waiting`); at once when ``max_waiting`` requests wait already."""
+    admitted = _admitted.get()
+    if admitted is not None and admitted.limiter.waiting >= admitted.limiter.max_waiting:
+        return
+    async with waiting():
+        await asyncio.sleep(seconds)
 
 
 class ConcurrencyLimitMiddleware:

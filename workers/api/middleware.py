@@ -80,7 +80,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, REQUEST_ID_HEADER)
+        incoming = header(scope, REQUEST_ID_HEADER)
         rid = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
         scope[REQUEST_ID_KEY] = rid
         status = 500
@@ -144,7 +144,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, "content-length")
+        declared = header(scope, "content-length")
         if declared is not None:
             if not declared.isdigit():
                 await reply(scope, receive, send, 400, f"Invalid Content-Length {declared!r}")
@@ -197,7 +197,7 @@ async def reply(
     await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
 
 
-def _header(scope: Scope, name: str) -> str | None:
+def header(scope: Scope, name: str) -> str | None:
     key = name.encode()
     for header, value in scope.get("headers", []):
         if header.lower() == key:

@@ -18,6 +18,7 @@ import time
 
 from simstream.errors import DecodeError, NotReadyError, RequestError
 from simstream.wire import Reason, WriteToken
+from workers.api.client_budget import charge_waits
 from workers.api.codes import ErrorCode
 from workers.api.config import SearchConfig
 from workers.api.end_offsets import PartitionEnds
@@ -74,7 +75,7 @@ class WriteWaiter:
         """Return once ``generation`` has applied ``token``'s write (see `generation`)."""
         if generation.visible(token.partition, token.offset):
             return
-        async with waiting():
+        async with waiting(), charge_waits():
             end = await self.ends.end(token.partition, token.offset)
             if end is not None and token.offset >= end:
                 raise RequestError(
@@ -83,6 +84,7 @@ class WriteWaiter:
                     f"{token.offset} (no event was written there)",
                     400,
                     Reason.BAD_TOKEN,
+                    delayed=True,
                 )
             await self._wait(generation, token, after, deadline)
 
