@@ -166,7 +166,6 @@ def test_time_waiting_for_a_write_is_not_charged() -> None:
     async def scenario() -> None:
         app = _middleware()
         async with _client(app, "ta") as a, _client(app, "tb") as b:
-
             levels: dict[str, float] = {}
 
             async def work_while_b_waits() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,7 +14,9 @@ from prometheus_client import REGISTRY
 
 from model.inputs import InputSpec
 from simstream.wire import WireLimits
+from tests.waiting import wait_for
 from tests.workers.api.conftest import Served
+from workers.api import create_app
 from workers.api.decoding import QueryDecoder
 
 BOMB_SIDE = 5000  # 25 Mpx: under the old fixed 2**25, tens of kB as a PNG
@@ -112,3 +115,40 @@ def test_a_png_is_decoded_at_its_size_within_the_limit() -> None:
     pixels = decoder.image(b64(png), InputSpec.image(64, 64, 1), "v1")
 
     assert pixels.shape == (400, 500)
+
+
+def _waiting() -> float:
+    return REGISTRY.get_sample_value("simstream_api_waiting_requests") or 0.0
+
+
+@pytest.mark.services
+def test_bomb_refusals_are_spread_over_the_refusal_delay_outside_the_lookup_class(
+    served: Served, bomb: str
+) -> None:
+    delay_s, bombs, limit = 0.8, 8, 4
+    settings = served.settings.model_copy(
+        update={"api_refusal_delay_s": delay_s, "api_max_concurrent_lookups": limit}
+    )
+
+    with TestClient(create_app(settings, served.node)) as client:
+
+        def refused() -> tuple[int, float]:
+            response = client.post("/v1/lookup", json={"image": bomb, "k": 1})
+            return response.status_code, time.monotonic()
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(bombs) as pool:
+            answers = [pool.submit(refused) for _ in range(bombs)]
+            wait_for(lambda: _waiting() >= limit, 5, message="a class's worth of refusals delayed")
+            plain = client.post("/v1/lookup", json={"id": "digit-0001", "k": 1})
+            delayed_meanwhile = _waiting()
+            done = [f.result(timeout=10) for f in answers]
+
+    statuses = [status for status, _ in done]
+    assert set(statuses) <= {422, 429} and statuses.count(422) >= limit, statuses
+    times = sorted(t - started for status, t in done if status == 422)
+    assert times[-1] - times[0] > delay_s / 4, f"answered in one burst: {times}"
+    assert times[-1] < delay_s + 1.0
+    # the delayed refusals wait outside the lookup class: a plain lookup is served
+    assert plain.status_code == 200, plain.text
+    assert delayed_meanwhile >= 1
