@@ -7,6 +7,9 @@ Protocol, one run on one machine, everything on 127.0.0.1:
    the real decoder; lookups by vector never call the encoder. Items carry label
    ``n % 10`` and metadata ``{"one": label == "1"}``. The app (with the Redis result
    cache) is served by uvicorn on a free port in this process.
+   Auth is on: the normal client and the attacker each hold a read token, two
+   clients as in production (where the node refuses to serve without tokens), so
+   the per-client budgets (`workers.api.client_budget`) tell them apart.
 2. Three client processes, apart from the server's and from each other, so
    that neither the server nor an observer competes for another's GIL: one sends
    **normal lookups** (a random vector, ``k`` = 10, uncached) at a steady
@@ -445,7 +448,8 @@ def run(
             "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]},
             "client": (
                 "three processes (normal lookups, /healthz probe, attackers); "
-                "keep-alive httpx clients, one per thread, made before a phase starts"
+                "keep-alive httpx clients, one per thread, made before a phase starts; "
+                "the normal client and the attacker each with a read token of their own"
             ),
         }
     write_json(out, report)

@@ -136,7 +136,8 @@ API_SEARCH_SHED = Counter(
 API_REJECTED = Counter(
     "simstream_api_rejected_requests_total",
     "API requests answered 429 over their route class's concurrency limit "
-    "(route_class waiting: over SIMSTREAM_API_MAX_WAITING)",
+    "(route_class waiting: over SIMSTREAM_API_MAX_WAITING; client_budget: a client over "
+    "its share of the node's CPU time)",
     ["route_class"],
 )
 API_WAITING = Gauge(
@@ -221,7 +222,7 @@ def initialise_labels() -> None:
         RETRAIN_RUNS.labels(decision)
     for result in CACHE_RESULTS:
         CACHE_REQUESTS.labels(result)
-    for route_class in (*ROUTE_CLASSES, "waiting"):
+    for route_class in (*ROUTE_CLASSES, "waiting", "client_budget"):
         API_REJECTED.labels(route_class)
     for consumer in CONSUMERS:
         OFFSET_OUT_OF_RANGE.labels(consumer)
