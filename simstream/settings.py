@@ -176,6 +176,12 @@ class Settings(BaseSettings):
     api_client_burst_s: float = Field(
         0.5, gt=0, description="CPU-seconds a client can save up for a burst"
     )
+    api_client_max_inflight: int = Field(
+        8,
+        ge=1,
+        description="requests a client holds at once (waiting ones included) while other "
+        "clients compete; more are refused 429",
+    )
     api_client_tarpit_s: float = Field(
         0.25,
         ge=0,

@@ -13,6 +13,11 @@ flight pays for eight parts; a request waiting on the event loop for a write
 snapshots) spent while requests are in flight is charged to them too: a node
 busy with its own work has less to lend.
 
+While clients compete, a client may also hold at most ``max_inflight``
+requests at once, waiting ones included: sixty-four requests sent in the same
+millisecond cost the event loop sixty-four parses before any budget could see
+their cost, so the ones past the cap are refused before their body is read.
+
 A client is the bearer token it presents, when that token is valid (by its
 SHA-256 digest: no token is kept), else its address. A client whose bucket is
 empty is refused only while another client has been seen (a request of it
@@ -48,6 +53,15 @@ MAX_CLIENTS = 10_000
 """Buckets kept at most; past it, the full ones (clients idle long enough) are dropped."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request is refused: ``budget`` (its client's bucket is empty; credit is
+    back in ``retry_s``) or ``held`` (its client holds ``max_inflight`` requests)."""
+
+    reason: str
+    retry_s: float
+
+
 @dataclass(slots=True)
 class _Bucket:
     """One client's credit in CPU-seconds, as of ``at`` (monotonic)."""
@@ -78,6 +92,7 @@ class ClientBudgets:
         self.cpu = cpu
         self._buckets: dict[str, _Bucket] = {}
         self._inflight: dict[str, int] = {}
+        self._held: dict[str, int] = {}
         self._total = 0
         self._cpu_at = cpu()
         self._latest: tuple[str, float] = ("", -math.inf)
@@ -128,16 +143,29 @@ class ClientBudgets:
             bucket = self._bucket(client, now)
             bucket.level = max(floor, bucket.level - spent * n / self._total)
 
-    def admit(self, client: str) -> float | None:
-        """None to serve a request of ``client``; else the seconds until its bucket is
-        back in credit (it is refused)."""
+    def admit(self, client: str) -> Refusal | None:
+        """None to serve a request of ``client`` (it is held until `done`); else why it
+        is refused."""
         now = self.clock()
         others_seen = self._seen(client, now)
         self._share_out(now)
         bucket = self._bucket(client, now)
-        if bucket.level > 0 or now - others_seen > self.config.contended_s:
-            return None
-        return -bucket.level / self.config.busy_per_s
+        held = self._held.get(client, 0)
+        if now - others_seen <= self.config.contended_s:
+            if held >= self.config.max_inflight:
+                return Refusal("held", 0.0)
+            if bucket.level <= 0:
+                return Refusal("budget", -bucket.level / self.config.busy_per_s)
+        self._held[client] = held + 1
+        return None
+
+    def done(self, client: str) -> None:
+        """A request `admit` let through has been answered."""
+        left = self._held[client] - 1
+        if left:
+            self._held[client] = left
+        else:
+            del self._held[client]
 
     def started(self, client: str) -> None:
         """A request of ``client`` is in flight (admitted, or back from a wait)."""
@@ -232,11 +260,11 @@ class ClientBudgetMiddleware:
             await self.app(scope, receive, send)
             return
         client = self.client(scope)
-        wait_s = self.budgets.admit(client)
-        if wait_s is not None:
-            await self._refuse(scope, receive, send, wait_s)
-            return
         budgets = self.budgets
+        refusal = budgets.admit(client)
+        if refusal is not None:
+            await self._refuse(scope, receive, send, refusal)
+            return
         budgets.started(client)
         reset = _current.set(_InFlight(budgets, client))
         try:
@@ -244,16 +272,24 @@ class ClientBudgetMiddleware:
         finally:
             _current.reset(reset)
             budgets.ended(client)
+            budgets.done(client)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, wait_s: float) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
         API_REJECTED.labels("client_budget").inc()
-        await asyncio.sleep(self.config.tarpit_s)
-        retry = max(self.retry_after_s, math.ceil(wait_s - self.config.tarpit_s))
         config = self.config
-        detail = (
-            f"Too much of the node's CPU time for this client while others wait. Expected "
-            f"at most {config.busy_per_s:g} CPU-seconds a second, in bursts of "
-            f"{config.burst_s:g} (SIMSTREAM_API_CLIENT_BUSY_PER_S, "
-            f"SIMSTREAM_API_CLIENT_BURST_S). Received: more; retry after {retry} s"
-        )
+        await asyncio.sleep(config.tarpit_s)
+        retry = max(self.retry_after_s, math.ceil(refusal.retry_s - config.tarpit_s))
+        if refusal.reason == "held":
+            detail = (
+                f"Too many requests in flight from this client while others wait. Expected "
+                f"at most {config.max_inflight} (SIMSTREAM_API_CLIENT_MAX_INFLIGHT). "
+                f"Received: one more; retry after {retry} s"
+            )
+        else:
+            detail = (
+                f"Too much of the node's CPU time for this client while others wait. "
+                f"Expected at most {config.busy_per_s:g} CPU-seconds a second, in bursts of "
+                f"{config.burst_s:g} (SIMSTREAM_API_CLIENT_BUSY_PER_S, "
+                f"SIMSTREAM_API_CLIENT_BURST_S). Received: more; retry after {retry} s"
+            )
         await reply(scope, receive, send, 429, detail, {"Retry-After": str(retry)})

@@ -197,12 +197,14 @@ class ClientBudgetConfig:
         busy_per_s: CPU-seconds a client earns a second (0: no budget).
         burst_s: most CPU-seconds it can save up (and most debt it can run).
         tarpit_s: delay before a refusal is answered.
+        max_inflight: most requests a client holds at once while clients compete.
         contended_s: a client is refused only if another was seen this recently.
     """
 
     busy_per_s: float = 0.25
     burst_s: float = 0.5
     tarpit_s: float = 0.25
+    max_inflight: int = 8
     contended_s: float = 1.0
 
     @property
@@ -217,6 +219,7 @@ class ClientBudgetConfig:
             busy_per_s=settings.api_client_busy_per_s,
             burst_s=settings.api_client_burst_s,
             tarpit_s=settings.api_client_tarpit_s,
+            max_inflight=settings.api_client_max_inflight,
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -57,7 +58,9 @@ def test_a_client_over_its_budget_is_refused_only_while_another_client_is_seen()
     assert budgets.admit("a") is None, "alone on the node, a client is lent everything"
     assert budgets.admit("b") is None
     clock.now += 0.1
-    assert budgets.admit("a") == pytest.approx(0.3), "b was seen: a waits to repay its debt"
+    refusal = budgets.admit("a")
+    assert refusal is not None and refusal.reason == "budget", "b was seen: a is refused"
+    assert refusal.retry_s == pytest.approx(0.3), "until its debt is repaid"
     assert budgets.admit("b") is None, "b has credit"
 
     clock.now += 0.31
@@ -67,6 +70,22 @@ def test_a_client_over_its_budget_is_refused_only_while_another_client_is_seen()
     budgets.ended("a")
     clock.now += CONFIG.contended_s + 0.01
     assert budgets.admit("a") is None, "b has not been seen for a while: a is served"
+
+
+def test_a_client_holding_its_cap_is_refused_while_others_compete_and_only_then() -> None:
+    clock = _Clock()
+    budgets = ClientBudgets(replace(CONFIG, max_inflight=2), clock, _Clock(0.0))
+    assert budgets.admit("b") is None
+    budgets.done("b")
+    assert budgets.admit("a") is None
+    assert budgets.admit("a") is None
+    refusal = budgets.admit("a")
+    assert refusal is not None and refusal.reason == "held"
+    budgets.done("a")
+    assert budgets.admit("a") is None, "one of a's requests was answered"
+
+    clock.now += CONFIG.contended_s + 0.01
+    assert budgets.admit("a") is None, "alone, a may hold more"
 
 
 def test_the_buckets_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
