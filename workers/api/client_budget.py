@@ -5,7 +5,7 @@ client that keeps it busy (a closed loop of costly or refused requests, however
 cheap each one is) delays everyone else's lookups, and no per-request bound
 stops it. Each client therefore has a budget of the node's *CPU time*: a token
 bucket holding up to ``burst_s`` CPU-seconds, refilled at ``busy_per_s`` a
-second (0.5: half a core). The process's CPU time is shared out among the
+second (by default 0.25: a quarter of a core). The process's CPU time is shared out among the
 requests in flight as it is spent (processor sharing: between two events, each
 request in flight is charged an equal part), so a client with eight requests in
 flight pays for eight parts; a request waiting on the event loop for a write
@@ -115,12 +115,12 @@ class ClientBudgets:
         full_after = self.config.burst_s * 2 / self.config.busy_per_s
         idle = [c for c, b in self._buckets.items() if now - b.at > full_after]
         for client in idle:
-            if client not in self._inflight:
+            if client not in self._held:
                 del self._buckets[client]
         if len(self._buckets) >= MAX_CLIENTS:  # all recent: forget the oldest half
             oldest = sorted(self._buckets.items(), key=lambda cb: cb[1].at)
             for client, _ in oldest[: len(oldest) // 2]:
-                if client not in self._inflight:
+                if client not in self._held:
                     del self._buckets[client]
 
     def _seen(self, client: str, now: float) -> float:
