@@ -93,7 +93,8 @@ def test_the_buckets_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
     budgets = ClientBudgets(CONFIG, clock, _Clock(0.0))
     for n in range(100):
-        budgets.admit(f"client-{n}")
+        assert budgets.admit(f"client-{n}") is None
+        budgets.done(f"client-{n}")
         clock.now += 0.001
     assert len(budgets._buckets) <= 8
     assert "client-99" in budgets._buckets, "the newest client keeps its bucket"
