@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simstream.heap import MIN_RECORDS, due, settle
+from simstream.heap import FULL_EVERY_S, MIN_RECORDS, due, full_due, settle
 
 
 class _Item:
@@ -59,3 +59,31 @@ def test_a_settle_is_due_once_a_quarter_of_the_index_is_new() -> None:
     assert due(MIN_RECORDS, 0)
     assert not due(24_999, 100_000)
     assert due(25_000, 100_000)
+
+
+def test_a_light_settle_freezes_new_survivors_without_walking_the_frozen_objects(
+    unfrozen: None,
+) -> None:
+    a, b = _Item(), _Item()
+    a.other, b.other = b, a
+    settle("first")
+    frozen_cycle = weakref.ref(a)
+    del a, b  # garbage, but frozen
+    kept = [_Item() for _ in range(1000)]
+    frozen_before = gc.get_freeze_count()
+
+    settle("light", full=False)
+
+    assert frozen_cycle() is not None, "a light settle walked the frozen objects"
+    assert gc.get_freeze_count() >= frozen_before + len(kept)
+    tracked = {id(o) for o in gc.get_objects()}
+    assert not any(id(item) in tracked for item in kept), "a new survivor is not frozen"
+    settle("full")
+    assert frozen_cycle() is None, "the next full settle collects it"
+
+
+def test_a_serving_node_settles_fully_only_hourly() -> None:
+    assert full_due(serving=False, last_full=0.0, now=1.0)
+    assert not full_due(serving=True, last_full=0.0, now=FULL_EVERY_S - 1)
+    assert full_due(serving=True, last_full=0.0, now=FULL_EVERY_S)
+    assert full_due(serving=True, last_full=-float("inf"), now=0.0)

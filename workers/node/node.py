@@ -71,6 +71,7 @@ class IndexNode:
         self._held: set[str] = set()
         self._settled: set[str] = set()
         self._settled_at_applied = 0
+        self._settled_full_at = -float("inf")
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self._encoder_lock = threading.Lock()
@@ -175,7 +176,8 @@ class IndexNode:
     def _settle_heap(self) -> None:
         """Settle the heap (`simstream.heap`) when a generation first catches up and when
         a quarter of the index is new since the last settle, so the garbage collector's
-        full passes stop walking the index's entries."""
+        full passes stop walking the index's entries; fully only while nothing is served
+        or hourly (`heap.full_due`), so a re-index does not pause the serving generation."""
         applied = sum(sum(g.index.next_offsets().values()) for g in self.generations.values())
         live = sum(len(g.index) for g in self.generations.values())
         self._settled_at_applied = min(self._settled_at_applied, applied)  # one dropped
@@ -185,7 +187,11 @@ class IndexNode:
             self._settled.update(caught_up)
             self._settled_at_applied = applied
             reason = f"caught up: {', '.join(new)}" if new else "a quarter of the index is new"
-            heap.settle(reason)
+            now = time.monotonic()
+            full = heap.full_due(self.serving is not None, self._settled_full_at, now)
+            if full:
+                self._settled_full_at = now
+            heap.settle(reason, full=full)
 
     def _cluster_has(self, others: ClusterView, version: str) -> bool:
         """Whether every partition set has a live owner with ``version`` caught up (this
