@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         "a second; one over it is refused 429 while other clients compete (0: off)",
     )
     api_client_burst_s: float = Field(
-        0.5, gt=0, description="CPU-seconds a client can save up for a burst"
+        0.25, gt=0, description="CPU-seconds a client can save up for a burst"
     )
     api_client_max_inflight: int = Field(
         16,
