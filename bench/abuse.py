@@ -370,7 +370,7 @@ def run(
     items: int = 100_000,
     dim: int = 64,
     rate: float = 20.0,
-    idle_s: float = 10.0,
+    idle_s: float = 30.0,
     filter_batches: int = 2,
     rounds: int = 5,
     seed: int = 0,

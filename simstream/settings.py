@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         0.25, gt=0, description="CPU-seconds a client can save up for a burst"
     )
     api_client_max_inflight: int = Field(
-        16,
+        8,
         ge=1,
         description="requests a client holds at once (waiting ones included) while other "
         "clients compete; more are refused 429",

@@ -204,7 +204,7 @@ class ClientBudgetConfig:
     busy_per_s: float = 0.25
     burst_s: float = 0.25
     tarpit_s: float = 0.25
-    max_inflight: int = 16
+    max_inflight: int = 8
     contended_s: float = 1.0
 
     @property
