@@ -327,7 +327,16 @@ class Settings(BaseSettings):
     )
     dispatch_max_items: int = Field(1024, ge=1, description="most events in one embed range")
     dispatch_max_wait_s: float = Field(
-        0.1, gt=0, description="longest wait before a partial range is dispatched"
+        0.1,
+        gt=0,
+        description="longest wait before a partial range is dispatched while none waits "
+        "in the queue unstarted",
+    )
+    dispatch_busy_max_wait_s: float = Field(
+        1.0,
+        gt=0,
+        description="longest wait before a partial range is dispatched while one waits in "
+        "the queue unstarted (it grows instead of queueing behind)",
     )
     dispatch_max_inflight: int = Field(
         32, ge=1, description="most embed ranges in flight before the dispatcher pauses"

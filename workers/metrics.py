@@ -38,6 +38,11 @@ DISPATCHER_INFLIGHT = Gauge(
     "Embed ranges sent and not yet completed",
     multiprocess_mode="max",
 )
+DISPATCHER_QUEUED = Gauge(
+    "simstream_dispatcher_queued_ranges",
+    "Embed ranges sent and not yet started by a worker (while any, open ranges grow)",
+    multiprocess_mode="max",
+)
 DISPATCHER_PAUSED = Gauge(
     "simstream_dispatcher_paused",
     "1 while the dispatcher pauses for backpressure",

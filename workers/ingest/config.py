@@ -25,7 +25,10 @@ class IngestConfig(KafkaClientConfig):
         session_timeout_ms: the dispatcher's consumer group session timeout.
         max_poll_interval_ms: the dispatcher's consumer max poll interval.
         dispatch_max_items: most events in one offset range.
-        dispatch_max_wait_s: longest an open range waits before it is sent.
+        dispatch_max_wait_s: longest an open range waits before it is sent while no
+            range waits in the queue unstarted.
+        dispatch_busy_max_wait_s: longest an open range waits while one does (it
+            grows instead of queueing behind).
         dispatch_max_inflight: unfinished ranges at which the dispatcher pauses.
         dispatch_redispatch_s: a range queued this long, or running without a heartbeat
             this long, is sent again.
@@ -60,6 +63,7 @@ class IngestConfig(KafkaClientConfig):
     worker_processes: int
     encoder_threads: int
     fault_embed_batch_delay_s: float = 0.0
+    dispatch_busy_max_wait_s: float = 1.0
     index_space: Literal["cosine", "l2", "ip"] = "cosine"
 
     @classmethod
@@ -76,6 +80,7 @@ class IngestConfig(KafkaClientConfig):
             max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             dispatch_max_items=settings.dispatch_max_items,
             dispatch_max_wait_s=settings.dispatch_max_wait_s,
+            dispatch_busy_max_wait_s=settings.dispatch_busy_max_wait_s,
             dispatch_max_inflight=settings.dispatch_max_inflight,
             dispatch_redispatch_s=settings.dispatch_redispatch_s,
             dispatch_max_attempts=settings.dispatch_max_attempts,

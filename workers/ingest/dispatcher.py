@@ -19,6 +19,16 @@ idle ends at the consumer's position: offsets that hold no record (transaction
 markers, a log start above 0, compacted records) are covered too, so the index's
 watermarks stay contiguous.
 
+Ranges grow while the workers are busy: an open range is sent
+``dispatch_max_wait_s`` after its first event only while none of this
+dispatcher's ranges waits in the queue unstarted; while one does, sending
+another would only queue it behind, so the open range keeps growing until the
+queue drains (a worker took the waiting range), it holds
+``dispatch_max_items`` events, or it is ``dispatch_busy_max_wait_s`` old. An
+idle pipeline sends a trickle at once; a loaded one sends fewer, larger ranges,
+so the fixed cost of a task (a Kafka read, a produce and flush, a result write:
+about 0.05 s) is not paid per 0.1 s of events while the queue grows behind it.
+
 Backpressure: with ``dispatch_max_inflight`` ranges unfinished the dispatcher
 pauses its partitions (it keeps polling so it stays in the group) and resumes
 below half of that.
@@ -200,6 +210,7 @@ class Dispatcher:
         self._partitions: dict[int, PartitionState] = {}
         self._paused = False
         self._polled_at = 0.0
+        self._queued = 0
         self._dead_letter_producer: Producer | None = None
         self.dispatched = 0
         self.completed = 0
@@ -289,17 +300,18 @@ class Dispatcher:
         return {tp.partition: max(tp.offset, 0) for tp in found}
 
     def _cut(self, now: float) -> None:
-        """Send open ranges older than ``dispatch_max_wait_s``, each ending at the
-        consumer's position; open a range over offsets the consumer passed without a
-        record (a trailing transaction marker)."""
+        """Send open ranges that waited long enough (`wait_before_cut`), each ending
+        at the consumer's position; open a range over offsets the consumer passed
+        without a record (a trailing transaction marker)."""
         positions = self._positions()
+        wait = self.wait_before_cut
         for partition, state in self._partitions.items():
             position = positions.get(partition, -1)
             passed = state.next_start is not None and position > state.next_start
             if state.open is None and passed:
                 assert state.next_start is not None
                 state.open = _Open(start=state.next_start, end=position, opened_at=now)
-            if state.open and now - state.open.opened_at >= self.config.dispatch_max_wait_s:
+            if state.open and now - state.open.opened_at >= wait:
                 state.open.end = max(state.open.end, position)
                 self._close_open(partition, state)
 
@@ -352,9 +364,20 @@ class Dispatcher:
             queue=EMBED_QUEUE,
         )
 
+    @property
+    def wait_before_cut(self) -> float:
+        """How old an open range must be to be sent: ``dispatch_max_wait_s`` while no
+        range of this dispatcher waits in the queue unstarted, else
+        ``dispatch_busy_max_wait_s`` (see the module docstring)."""
+        if self._queued:
+            return max(self.config.dispatch_busy_max_wait_s, self.config.dispatch_max_wait_s)
+        return self.config.dispatch_max_wait_s
+
     def _poll_results(self) -> bool:
-        """Settle every unfinished range (see the module docstring). True if any completed."""
+        """Settle every unfinished range (see the module docstring) and count those
+        queued unstarted. True if any completed."""
         finished = False
+        queued = 0
         now = self._polled_at = time.monotonic()
         for state in self._partitions.values():
             for offset_range in state.ranges:
@@ -364,17 +387,23 @@ class Dispatcher:
                     if now >= offset_range.retry_at:
                         self._send_again(offset_range, "failed")
                     continue
-                finished |= self._settle(offset_range, now)
+                statuses: list[str] = []
+                finished |= self._settle(offset_range, now, statuses)
+                queued += not offset_range.done and all(s == "PENDING" for s in statuses)
+        self._queued = queued
         metrics.DISPATCHER_INFLIGHT.set(self.inflight)
+        metrics.DISPATCHER_QUEUED.set(queued)
         metrics.DISPATCHER_BACKING_OFF.set(self.backing_off)
         return finished
 
-    def _settle(self, offset_range: OffsetRange, now: float) -> bool:
-        """Look at every copy of a range: complete it, back off, or send it again."""
+    def _settle(self, offset_range: OffsetRange, now: float, statuses: list[str]) -> bool:
+        """Look at every copy of a range: complete it, back off, or send it again.
+        Appends each copy's task status to ``statuses``."""
         alive = failed = False
         for copy in offset_range.copies:
             meta = copy.result.backend.get_task_meta(copy.result.id)
             status = meta.get("status", "PENDING")
+            statuses.append(status)
             if status == "SUCCESS":
                 self._complete(offset_range, copy)
                 return True
@@ -572,6 +601,7 @@ class Dispatcher:
             "dispatched": self.dispatched,
             "completed": self.completed,
             "inflight": self.inflight,
+            "queued": self._queued,
             "backing_off": self.backing_off,
             "paused": self._paused,
         }

@@ -97,6 +97,17 @@ SLOW_RANGES = {
 }
 
 
+#: Ranges cut 0.3 s after their first event while none waits unstarted, else when the
+#: queue drains; each range is one encoder batch that takes 4 s.
+BUSY_WORKER = {
+    "dispatch_max_wait_s": 0.3,
+    "dispatch_busy_max_wait_s": 60.0,
+    "dispatch_redispatch_s": 60.0,
+    "embed_batch_size": 10,
+    "fault_embed_batch_delay_s": 4.0,
+}
+
+
 @pytest.fixture
 def node(settings: Settings, encoder_version: str) -> Iterator[IndexNode]:
     """An index node serving the active version, with the ingest topics created."""
@@ -284,6 +295,44 @@ def test_a_range_running_longer_than_the_redispatch_time_is_not_sent_again(
         assert stats["dispatched"] == 1, stats
         assert embeddings.poll().ranges[0] == [(0, 80)]
         assert _metric("simstream_dispatcher_retried_ranges_total", **labels) == overdue
+    finally:
+        embeddings.close()
+
+
+# --- ranges grow while the workers are busy --------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [BUSY_WORKER], indirect=True, ids=["busy-worker"])
+def test_events_arriving_while_a_range_waits_unstarted_join_one_range_cut_when_it_starts(
+    settings: Settings, encoder_version: str, celery_worker: Celery
+) -> None:
+    """Three waves 0.6 s apart (twice the 0.3 s range wait) arrive while range B waits
+    behind running range A: they make one range, sent when B starts, not three."""
+    ensure_topics(settings, [settings.topic_items, settings.topic_dlq])
+    embeddings = EmbeddingsLog(settings, encoder_version)
+
+    def wave(name: str, n: int) -> list[int]:
+        return _produce_to_partition_0(
+            settings, [(f"{name}-{i}", _upsert(f"{name}-{i}")) for i in range(n)]
+        )
+
+    try:
+        with dispatching(settings, encoder_version, celery_worker) as dispatcher:
+            wave("a", 5)
+            wait_for(lambda: dispatcher.dispatched == 1, message="range A sent")
+            time.sleep(0.3)  # the solo worker takes A (4 s)
+            wave("b", 5)
+            wait_for(lambda: dispatcher.dispatched == 2, message="range B sent")
+            wait_for(lambda: dispatcher.stats()["queued"] == 1, message="B queued behind A")
+            last = 0
+            for name in ("c1", "c2", "c3"):
+                last = wave(name, 3)[-1]
+                time.sleep(0.6)
+            during = dispatcher.stats()
+            stats = _settled(dispatcher, embeddings, last)
+        assert during["dispatched"] == 2 and during["queued"] == 1, during
+        assert stats["dispatched"] == 3, stats
+        assert embeddings.poll().ranges[0] == [(0, 5), (5, 10), (10, 19)]
     finally:
         embeddings.close()
 
