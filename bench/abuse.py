@@ -238,15 +238,18 @@ def _attack(clients: list[httpx.Client], path: str, bodies: list[bytes]) -> dict
     statuses = Counter(str(status) for _, status, _ in answers)
     exhaustive: Counter[str] = Counter()
     neighbours = 0
-    detail = None
+    details: dict[int, str] = {}  # the first refusal's detail per status
     for _, status, content in answers:
         data = json.loads(content) if content else {}
         if status == 200:
             for result in data.get("results", [data]):
                 exhaustive[str(result["exhaustive"]).lower()] += 1
                 neighbours += len(result["neighbors"])
-        elif detail is None:
-            detail = str(data.get("detail", ""))[:500]
+        elif status not in details:
+            details[status] = str(data.get("detail", ""))[:500]
+    # the phase's own refusal first; a 429 (the attacker's budget) only when nothing else
+    refusals = sorted(details, key=lambda status: status == 429)
+    detail = details[refusals[0]] if refusals else None
     return {
         "requests": len(answers),
         "status_counts": dict(statuses),

@@ -54,6 +54,16 @@ def test_the_report_has_every_figure_and_no_server_error(report: dict) -> None:
     assert set(report["status_counts"]["healthz"]) == {"200"}
 
 
+def _answered_or_shed(counts: dict[str, int], expected: str, total: int, least: int) -> int:
+    """Check that each of ``total`` requests got ``expected`` or a 429 (the attacker's
+    client budget or in-flight cap, or a full route class), and at least ``least``
+    got ``expected``; return how many did."""
+    assert set(counts) <= {expected, "429"}, counts
+    assert sum(counts.values()) == total, counts
+    assert counts.get(expected, 0) >= least, counts
+    return counts[expected]
+
+
 @pytest.mark.services
 @pytest.mark.slow
 def test_a_filter_nothing_passes_is_answered_empty_and_exhaustive(
@@ -61,12 +71,11 @@ def test_a_filter_nothing_passes_is_answered_empty_and_exhaustive(
 ) -> None:
     unmatched, disjoint = report["phases"]["unmatched_filter"], report["phases"]["disjoint_filter"]
     for phase in (unmatched, disjoint):
-        assert phase["status_counts"] == {"200": report["rounds_run"]}
+        answered = _answered_or_shed(phase["status_counts"], "200", report["rounds_run"], 1)
         assert phase["neighbours"] == 0
-    # no item holds the value, or two large lists never meet: the empty intersection
-    # of the posting lists answers exactly, without searching the graph
-    answered = {"true": report["rounds_run"] * BATCH}
-    assert unmatched["exhaustive"] == disjoint["exhaustive"] == answered
+        # no item holds the value, or two large lists never meet: the empty intersection
+        # of the posting lists answers exactly, without searching the graph
+        assert phase["exhaustive"] == {"true": answered * BATCH}
 
 
 @pytest.mark.services
@@ -85,12 +94,14 @@ def test_decompression_bombs_are_refused_with_a_reason(report: dict) -> None:
     batch, single = report["phases"]["bomb_batch"], report["phases"]["bomb_single"]
     assert set(batch["status_counts"]) <= {"413", "422"}, batch
     assert "SIMSTREAM_API_MAX_BATCH_IMAGES" in batch["detail"]
-    assert single["status_counts"] == {"422": report["rounds_run"] * BOMBS}
+    total = report["rounds_run"] * BOMBS
+    _answered_or_shed(single["status_counts"], "422", total, total // 2)
     assert "decompression bomb" in single["detail"]
 
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_random_ef_lookups_all_succeed(report: dict) -> None:
+def test_random_ef_lookups_succeed_unless_the_attackers_budget_sheds_them(report: dict) -> None:
     counts = report["phases"]["random_ef"]["status_counts"]
-    assert counts == {"200": report["rounds_run"] * EF_REQUESTS}
+    total = report["rounds_run"] * EF_REQUESTS
+    _answered_or_shed(counts, "200", total, total // 2)
