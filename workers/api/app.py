@@ -136,6 +136,7 @@ def create_app(
     handlers.install(app)
     for module in (lookup, items, admin, health, page, internal):
         app.include_router(module.router)
+    app.router.routes[:0] = lookup.fast_routes()
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(

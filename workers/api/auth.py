@@ -39,6 +39,7 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from simstream.errors import ConfigError
 from simstream.log import get_logger
@@ -244,6 +245,19 @@ def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, None]]:
             )
 
     return check
+
+
+def reads(store: TokenStore, authorization: str | None) -> bool:
+    """Whether a request with this ``Authorization`` header may read: what
+    `require` (``Scope.READ``) lets through, told without raising."""
+    if not store.enabled:
+        return True
+    scheme, token = get_authorization_scheme_param(authorization)
+    return (
+        bool(authorization and scheme and token)
+        and scheme.lower() == "bearer"
+        and _known(token, store.tokens(Scope.READ))
+    )
 
 
 read_scope = Depends(require(Scope.READ))

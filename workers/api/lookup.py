@@ -1,11 +1,14 @@
 """Routes of lookups: ``POST /v1/lookup``, ``POST /v1/lookup/batch``, ``POST /v1/classify``.
 
-Handlers are coroutines that first pin the request's generation, waiting for
-its write token on the event loop (`WriteWaiter`: no thread is held while
-waiting), then run the search in the thread pool, where the blocking parts
-(Redis, the encoder, hnswlib, which releases the GIL) do not stall the loop.
-No search runs on the loop itself, however cheap: one blocked on a shard's
-write lock would hold every request behind it, health probes included.
+`fast_routes` answers the two lookups without FastAPI's per-request machinery
+(`workers.api.fast_route`); the routes here document them and answer what
+those hand back (refusals). Handlers are coroutines that first pin the
+request's generation, waiting for its write token on the event loop
+(`WriteWaiter`: no thread is held while waiting), then run the search in the
+thread pool, where the blocking parts (Redis, the encoder, hnswlib, which
+releases the GIL) do not stall the loop. No search runs on the loop itself,
+however cheap: one blocked on a shard's write lock would hold every request
+behind it, health probes included.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from workers.api.auth import read_scope
+from workers.api.fast_route import FastRoute
 from workers.api.json_body import JsonBodyRoute
 from workers.api.schemas import (
     BatchLookupRequest,
@@ -110,6 +114,29 @@ async def classify(
     """
     generation = await state.waiter.generation(request.after)
     return await run_in_threadpool(state.classifier.classify, request, generation)
+
+
+def fast_routes() -> list[FastRoute]:
+    """`/v1/lookup` and `/v1/lookup/batch` as `FastRoute`s, to put before this router.
+
+    They answer what the routes above answer, with the same bodies; refusals
+    are handed to the routes above.
+    """
+    documented = {route.path: route for route in router.routes if hasattr(route, "path")}
+    return [
+        FastRoute(
+            "/v1/lookup",
+            documented["/v1/lookup"],
+            LookupRequest,
+            lambda state, request, generation: state.searcher.lookup(request, generation),
+        ),
+        FastRoute(
+            "/v1/lookup/batch",
+            documented["/v1/lookup/batch"],
+            BatchLookupRequest,
+            lambda state, request, generation: state.searcher.lookup_batch(request, generation),
+        ),
+    ]
 
 
 def _response(reply: Reply) -> Response:

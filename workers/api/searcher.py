@@ -315,14 +315,16 @@ class Searcher:
             )
         out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):
-            rows: list[dict[str, Any]] = []
+            kept: list[tuple[str, float]] = []
             for item_id, distance in zip(result.ids, result.distances, strict=True):
                 reported = reported_distance(space, float(distance))
                 if plan.max_distance is not None and reported > plan.max_distance:
                     break  # nearest first: the rest are farther still
-                if item_id == query.exclude:
-                    continue
-                item = generation.index.get(item_id, vector=False)
+                if item_id != query.exclude:
+                    kept.append((item_id, reported))
+            rows: list[dict[str, Any]] = []
+            described = generation.index.describe([item_id for item_id, _ in kept])
+            for (item_id, reported), item in zip(kept, described, strict=True):
                 if item is None:  # deleted since the search
                     continue
                 rows.append(

@@ -20,7 +20,10 @@ class RWLock:
     """Readers–writer lock with phase-fair hand-over between the two sides."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Held directly (a C-level lock) on the paths that do not wait; the
+        # condition shares it for the ones that do.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
@@ -30,7 +33,7 @@ class RWLock:
 
     def acquire_read(self) -> None:
         """Block until no writer holds or (outside a reader phase) waits for the lock."""
-        with self._cond:
+        with self._mutex:
             self._last_read = time.monotonic()
             if not self._writer and not self._writers_waiting:
                 self._readers += 1
@@ -47,7 +50,7 @@ class RWLock:
 
     def release_read(self) -> None:
         """Leave the read side; the last reader out wakes a waiting writer."""
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
             # Only writers wait for the readers to leave.
             if not self._readers and self._writers_waiting:
@@ -55,7 +58,7 @@ class RWLock:
 
     def acquire_write(self) -> None:
         """Block until no reader and no other writer holds the lock."""
-        with self._cond:
+        with self._mutex:
             self._writers_waiting += 1
             try:
                 while self._writer or self._readers or self._passes:
@@ -66,7 +69,7 @@ class RWLock:
 
     def release_write(self) -> None:
         """Leave the write side, admitting every reader that was waiting."""
-        with self._cond:
+        with self._mutex:
             self._writer = False
             self._passes = self._readers_waiting
             self._cond.notify_all()
@@ -94,7 +97,7 @@ class RWLock:
 
         Writers use it to choose short write slices while searches are running.
         """
-        with self._cond:
+        with self._mutex:
             return bool(
                 self._readers
                 or self._readers_waiting

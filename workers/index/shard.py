@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import hnswlib
 import numpy as np
@@ -111,6 +111,18 @@ class Item:
     metadata: Mapping[str, Any]
     source_offset: int
     partition: int
+
+
+class Described(NamedTuple):
+    """What a neighbour's description needs of a stored item: its label and metadata.
+
+    Attributes:
+        label: the item's class label, if any.
+        metadata: the item's metadata (the stored mapping: do not change it).
+    """
+
+    label: ItemLabel | None
+    metadata: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,6 +607,21 @@ class Shard:
             if item_id not in self._entries:
                 return None
             return self._item(item_id, self._graph.vectors([item_id])[0] if vector else _NO_VECTOR)
+
+    def describe_into(self, ids: Sequence[str], out: list[Described | None]) -> None:
+        """Fill ``out[i]`` with the description of ``ids[i]`` where it is None and this
+        shard holds that id live (one shared hold for all of them, no vector read)."""
+        entries = self._entries
+        lock = self._lock
+        lock.acquire_read()
+        try:
+            for n, item_id in enumerate(ids):
+                if out[n] is None:
+                    entry = entries.get(item_id)
+                    if entry is not None:
+                        out[n] = Described(entry.label, entry.metadata)
+        finally:
+            lock.release_read()
 
     def page(
         self,

@@ -35,7 +35,7 @@ from workers.index.listing import Page, merge_pages
 from workers.index.partitioning import partition_for
 from workers.index.record import IndexRecord
 from workers.index.search import Hits
-from workers.index.shard import SCAN_BUDGET, ApplyResult, Item, Shard, ShardStats
+from workers.index.shard import SCAN_BUDGET, ApplyResult, Described, Item, Shard, ShardStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +558,18 @@ class ShardedIndex:
                 if item is not None:
                     return item
         return None
+
+    def describe(self, ids: Sequence[str]) -> list[Described | None]:
+        """Label and metadata of each of ``ids`` (None where it is not live), in order.
+
+        What a search's neighbours are described with: one shared hold per shard
+        for the whole list, no vector read and no partition hash per id (`get`
+        costs both per item).
+        """
+        out: list[Described | None] = [None] * len(ids)
+        for shard in self._shards:
+            shard.describe_into(ids, out)
+        return out
 
     def page(
         self,

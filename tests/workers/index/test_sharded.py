@@ -117,6 +117,26 @@ def test_get_finds_items_in_any_shard(rng: np.random.Generator) -> None:
     assert index.get("missing") is None
 
 
+def test_describe_gives_label_and_metadata_in_order_and_none_for_ids_not_live(
+    rng: np.random.Generator,
+) -> None:
+    index, _ = filled(rng, n=40)
+    deleted = "i7"
+    index.apply(partition_for(deleted, 4), [Mutation.delete(deleted, 100)])
+    asked = ["i12", "missing", deleted, "i3", "i12"]
+
+    described = index.describe(asked)
+
+    assert [None if d is None else (d.label, dict(d.metadata)) for d in described] == [
+        (12 % 5, {"even": True}),
+        None,
+        None,
+        (3 % 5, {"even": False}),
+        (12 % 5, {"even": True}),
+    ]
+    assert partition_for("i12", 4) != partition_for("i3", 4)  # read from two shards
+
+
 def test_stats_report_live_tombstones_and_capacity_per_shard(rng: np.random.Generator) -> None:
     index, _ = filled(rng, n=100, partitions=2, initial_capacity=16)
     index.apply(0, [Mutation.delete(i, 10_000) for i in index.shards[0]._entries][:3])
