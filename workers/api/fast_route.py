@@ -11,10 +11,11 @@ route's own pydantic model, then does what the documented route does: pin the
 generation (waiting for a write token on the loop), search in the thread pool,
 answer the serialised body.
 
-Whatever it does not accept as is (no valid read token, a body that is not
-JSON or fails validation) it hands back to the documented FastAPI route with
-the body replayed, so every refusal is the route's own, byte for byte; the
-documented route also stays the one in the OpenAPI schema.
+Whatever it does not accept as is (a Content-Type other than JSON, no valid
+read token, a body that is not JSON or fails validation) it hands back to the
+documented FastAPI route with the body replayed, so every refusal is the
+route's own, byte for byte; the documented route also stays the one in the
+OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -103,12 +104,19 @@ class FastRoute(BaseRoute):
 
     def _accepted(self, state: ApiState, scope: Scope, body: bytes) -> Any:
         """The validated request, or None when the documented route must answer."""
+        if not _json_type(header(scope, "content-type")):
+            return None  # FastAPI reads such a body as bytes, and refuses it
         if not reads(state.tokens, header(scope, "authorization")):
             return None
         try:
             return self.model.model_validate(orjson.loads(body))
         except (orjson.JSONDecodeError, ValidationError):
             return None
+
+
+def _json_type(value: str | None) -> bool:
+    """Whether a Content-Type is plainly JSON (others are left to the documented route)."""
+    return value is not None and value.split(";", 1)[0].strip().lower() == "application/json"
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -100,6 +100,8 @@ def test_fast_lookups_answer_what_the_documented_routes_answer(
         ({"vector": [0.1, 0.2], "k": 3}, {}, 401),  # no token
         ({"vector": [0.1, 0.2], "k": 3}, _auth("unknown"), 401),
         ({"vector": [0.1, 0.2], "k": 3}, {"Authorization": "Basic " + READ_TOKEN}, 401),
+        (b'{"vector": [0.1, 0.2]}', {**_auth(), "Content-Type": "text/plain"}, 422),
+        (b'{"vector": [0.1, 0.2]}', {**_auth(), "Content-Type": ""}, 422),
     ],
 )
 def test_refusals_are_the_documented_routes_own(
