@@ -73,7 +73,7 @@ from workers.index.postings import Postings
 from workers.index.rebuild import Rebuilder
 from workers.index.record import IndexRecord
 from workers.index.rwlock import RWLock
-from workers.index.search import Hits, filtered, nearest
+from workers.index.search import Hits, filtered, knn, nearest
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _NO_VECTOR = np.empty(0, dtype=np.float32)
@@ -584,6 +584,28 @@ class Shard:
             if filter is None or filter.empty:
                 return nearest(graph, queries, k, ef, num_threads)
             return filtered(graph, queries, k, ef, self._passing(filter), num_threads)
+        finally:
+            lock.release_read()
+
+    def nearest_one(self, query: np.ndarray, k: int, ef: int) -> list[tuple[float, str]]:
+        """The min(k, live) nearest live items of one unfiltered query, as
+        ``(distance, id)`` pairs nearest first: `search` for the hot path of a
+        single lookup, with no arrays built around hnswlib's answer.
+
+        Args:
+            query: float32 array of shape (1, dim), C-contiguous.
+            k: results.
+            ef: hnswlib ef.
+        """
+        lock = self._lock
+        lock.acquire_read()
+        try:
+            graph = self._graph
+            kk = min(k, graph.live)
+            if not kk:
+                return []
+            slots, dists = knn(graph, query, kk, ef, 1)
+            return list(zip(dists[0].tolist(), graph.ids[slots[0]].tolist(), strict=True))
         finally:
             lock.release_read()
 

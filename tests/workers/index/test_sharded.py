@@ -74,6 +74,27 @@ def test_a_batched_search_equals_single_searches(rng: np.random.Generator) -> No
     index.close()
 
 
+def test_a_single_query_over_small_and_empty_shards_equals_exact_search(
+    rng: np.random.Generator,
+) -> None:
+    index = ShardedIndex(IndexConfig(dim=8), 4)
+    vectors = unit_vectors(rng, 12, 8)
+    names = [f"a{j}" for j in range(3)] + [f"b{j}" for j in range(9)]
+    index.apply(0, [Mutation.upsert(names[j], vectors[j], j) for j in range(3)])
+    index.apply(2, [Mutation.upsert(names[j], vectors[j], j) for j in range(3, 12)])
+    for query in unit_vectors(rng, 10, 8):
+        found = index.search(query, 5, ef=100)
+        d = distances("cosine", query, vectors)
+        order = np.argsort(d, kind="stable")[:5]
+        assert found.ids == [names[j] for j in order]
+        np.testing.assert_allclose(found.distances, d[order], atol=1e-5)
+        assert found.exhaustive
+        everything = index.search(query, 50)
+        assert sorted(everything.ids) == sorted(names)  # k past the live items: all of them
+        assert everything.distances == sorted(everything.distances)
+    index.close()
+
+
 def test_a_filtered_search_returns_only_matching_items_over_all_shards(
     rng: np.random.Generator,
 ) -> None:
