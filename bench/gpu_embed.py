@@ -5,10 +5,11 @@ Run on a machine with a GPU (no TensorFlow needed)::
     KERAS_BACKEND=jax python bench/gpu_embed.py --out gpu_embed.json
 
 Measures, for the small CNN on 28×28 grey images (MNIST-sized) and the
-EfficientNetB0 backbone on 224×224 RGB, the encoder alone (``Encoder.embed``,
-the path embed workers use) at several batch sizes, against the same Keras
-model's jitted forward pass on device-resident inputs (the device limit), and
-the CPU cost of turning raw payloads into model inputs (``InputSpec``).
+EfficientNetB0 backbone on 224×224 RGB, the encoder alone (``Encoder.embed``)
+at several batch sizes, fed float32 model inputs and fed uint8 images (scaled
+on the device: the path embed workers use), against the same Keras model's
+jitted forward pass on device-resident inputs (the device limit), and the CPU
+cost of turning raw payloads into model inputs (``InputSpec``).
 """
 
 from __future__ import annotations
@@ -57,13 +58,18 @@ def measure(
     encoder = Encoder(model, spec, version="bench")
     rows = []
     for batch in batches:
-        x = np.random.default_rng(0).random((batch, *spec.shape), dtype=np.float32)
+        images = np.random.default_rng(0).integers(0, 256, (batch, *spec.shape), dtype=np.uint8)
+        x = spec.to_model_batch(images)
         seconds = _timed(lambda x=x, b=batch: encoder.embed(x, batch_size=b), repeats)
         row = {"batch": batch, "embed_items_per_s": batch / seconds}
+        # What embed workers send: uint8 images, scaled on the device.
+        seconds = _timed(lambda u=images, b=batch: encoder.embed(u, batch_size=b), repeats)
+        row["embed_uint8_items_per_s"] = batch / seconds
         if keras.backend.backend() == "jax":
             device = _device_forward(model, x, repeats)
             row["device_forward_items_per_s"] = batch / device
             row["embed_vs_device_ratio"] = row["embed_items_per_s"] / (batch / device)
+            row["embed_uint8_vs_device_ratio"] = row["embed_uint8_items_per_s"] / (batch / device)
         rows.append(row)
     raw = np.random.default_rng(1).integers(0, 256, (2048, *data_spec.shape[:2]), dtype=np.uint8)
     started = time.perf_counter()

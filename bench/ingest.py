@@ -137,7 +137,7 @@ def run(
             images, labels, train_set = _images(dataset, items, mnist_dir)
             version = _train_encoder(settings, epochs, dataset, train_set)
             encoder = Registry(settings.registry_dir).load(version)
-            inputs = np.stack([encoder.input_spec.to_model_input(x) for x in images])
+            inputs = np.stack([encoder.input_spec.to_compact_input(x) for x in images])
             _warm(encoder, inputs, settings.embed_batch_size)
 
             vectors = encoder.embed(inputs, settings.embed_batch_size)

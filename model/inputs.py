@@ -137,9 +137,24 @@ class InputSpec:
             PayloadError: when the payload has the wrong rank, channels, length,
                 dtype, non-finite values or values outside ``value_range``.
         """
+        return self._scale(self._raw(payload))
+
+    def to_compact_input(self, payload: Any) -> np.ndarray:
+        """`to_model_input` before scaling, for images: the uint8 image of ``shape``.
+
+        What embed workers hand the encoder: `model.registry.Encoder.embed` scales
+        uint8 images on its device, so a batch crosses to an accelerator as bytes,
+        four times fewer than float32. Vectors come back as `to_model_input` does.
+
+        Raises:
+            PayloadError: as `to_model_input`.
+        """
+        raw = self._raw(payload)
+        return raw if self.kind == "image" else self._scale(raw)
+
+    def _raw(self, payload: Any) -> np.ndarray:
         array = np.asarray(payload)
-        raw = self._image(array) if self.kind == "image" else self._vector(array)
-        return self._scale(raw)
+        return self._image(array) if self.kind == "image" else self._vector(array)
 
     def to_model_batch(self, payloads: np.ndarray | Iterable[Any]) -> np.ndarray:
         """Convert a batch of raw payloads (an array or an iterable of arrays).

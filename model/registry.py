@@ -34,6 +34,7 @@ import json
 import re
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ class Encoder:
         self.version = version
         self.distance = distance
         self.embedding_dim = int(model.output_shape[-1])
+        self._compact_lock = threading.Lock()
+        self._compact_wrapper: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -89,18 +92,25 @@ class Encoder:
         )
 
     def embed(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Embed model inputs (already converted by ``input_spec``).
+        """Embed model inputs (converted by ``input_spec``).
 
         Args:
             inputs: ``(N, *input_spec.shape)`` (a single input without the batch
-                axis is accepted too).
+                axis is accepted too): model inputs (`InputSpec.to_model_input`),
+                or for an image spec uint8 images (`InputSpec.to_compact_input`),
+                which are scaled inside the model's graph, on its device.
             batch_size: inputs per forward pass.
 
         Returns:
             float32 ``(N, D)`` embeddings of unit L2 norm; a ``passthrough`` spec's
             (your own vectors, `model.vectors`) as its model returns them.
         """
-        x = np.asarray(inputs, dtype=self.input_spec.dtype)
+        model = self.model
+        compact = self._compact(inputs)
+        if compact is not None:
+            x, model = compact, self._compact_model()
+        else:
+            x = np.asarray(inputs, dtype=self.input_spec.dtype)
         if x.shape == self.input_spec.shape:
             x = x[None]
         if x.shape[1:] != self.input_spec.shape:
@@ -113,7 +123,7 @@ class Encoder:
         if not len(x):
             return np.zeros((0, self.embedding_dim), np.float32)
         parts = [
-            np.asarray(self.model.predict_on_batch(x[i : i + batch_size]), dtype=np.float32)
+            np.asarray(model.predict_on_batch(x[i : i + batch_size]), dtype=np.float32)
             for i in range(0, len(x), batch_size)
         ]
         out = np.concatenate(parts)
@@ -122,14 +132,37 @@ class Encoder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
+    def _compact(self, inputs: Any) -> np.ndarray | None:
+        """``inputs`` as uint8 images to scale in the graph, or None for model inputs."""
+        spec = self.input_spec
+        if spec.kind != "image" or spec.passthrough:
+            return None
+        x = np.asarray(inputs)
+        return x if x.dtype == np.uint8 else None
+
+    def _compact_model(self) -> Any:
+        """The model behind a ``Rescaling`` of uint8 images (built once, on first use)."""
+        with self._compact_lock:
+            if self._compact_wrapper is None:
+                import keras
+
+                spec = self.input_spec
+                images = keras.Input(spec.shape, dtype="uint8")
+                scaled = keras.layers.Rescaling(spec.scale, spec.offset, dtype=spec.dtype)(images)
+                self._compact_wrapper = keras.Model(images, self.model(scaled))
+            return self._compact_wrapper
+
     def embed_payloads(self, payloads: Any, batch_size: int = 256) -> np.ndarray:
         """Convert raw payloads with ``input_spec`` and embed them."""
         return self.embed(self.input_spec.to_model_batch(payloads), batch_size)
 
     def warmup(self, batch_size: int = 256) -> None:
-        """Run a full and a single-item batch so the first real request is not slow."""
-        for size in {batch_size, 1}:
-            self.model.predict_on_batch(np.zeros((size, *self.input_spec.shape), np.float32))
+        """Run a full and a single-item batch so the first real request is not slow
+        (of uint8 images too, for an image spec: what embed workers send)."""
+        images = self.input_spec.kind == "image" and not self.input_spec.passthrough
+        for dtype in (np.float32, np.uint8) if images else (np.float32,):
+            for size in {batch_size, 1}:
+                self.embed(np.zeros((size, *self.input_spec.shape), dtype), batch_size)
 
 
 # --- records -----------------------------------------------------------------------

@@ -241,3 +241,29 @@ def test_a_temp_directory_left_by_a_crash_is_ignored_and_cleaned(
     assert registry.list() == []
     assert _register(registry, trained) == "v1"
     assert not (tmp_path / ".tmp-crashed").exists()
+
+
+def test_uint8_images_embed_as_their_scaled_model_inputs_do(
+    trained: TrainResult, digits: Dataset
+) -> None:
+    encoder = trained.encoder()
+    spec = encoder.input_spec
+    compact = np.stack([spec.to_compact_input(image) for image in digits.x[:40]])
+    scaled = np.stack([spec.to_model_input(image) for image in digits.x[:40]])
+    assert compact.dtype == np.uint8 and scaled.dtype == np.float32
+    assert compact.shape == scaled.shape == (40, *spec.shape)
+
+    from_bytes = encoder.embed(compact, batch_size=16)
+
+    np.testing.assert_allclose(from_bytes, encoder.embed(scaled, batch_size=16), atol=1e-5)
+    assert not np.allclose(from_bytes, encoder.embed(compact.astype(np.float32), batch_size=16))
+    wrapper = encoder._compact_model()
+    assert wrapper.inputs[0].dtype == "uint8"  # the batch crosses to the device as bytes
+    assert wrapper is encoder._compact_model()  # built once
+
+
+def test_vector_specs_keep_their_scaling_on_the_host() -> None:
+    spec = InputSpec.vector(4, scale=2.0, offset=1.0)
+    np.testing.assert_array_equal(
+        spec.to_compact_input(np.array([0.0, 1.0, 2.0, 3.0])), [1.0, 3.0, 5.0, 7.0]
+    )

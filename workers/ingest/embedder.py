@@ -3,7 +3,8 @@
 The unit of work of an embed task. It reads ``[start, end)`` of one partition
 (``assign`` at ``start``: no consumer group), decodes each event (an invalid
 one goes to the dead-letter topic with its reason and source offset), turns
-payloads into model inputs with the encoder's input spec, embeds in batches,
+payloads into encoder inputs with the encoder's input spec (images stay uint8,
+scaled on the encoder's device), embeds in batches,
 and produces `EmbeddingRecord`s to the same partition of
 ``embeddings.<version>``, closed by a range marker. Model inputs and encoder
 outputs are checked: an input with NaN or Inf (``non_finite_input``), an output
@@ -50,9 +51,10 @@ log = get_logger("embedder")
 
 
 class SpecLike(Protocol):
-    """Turns a raw payload into one model input (see `model.inputs.InputSpec`)."""
+    """Turns a raw payload into one encoder input: uint8 for images, scaled on the
+    encoder's device (see `model.inputs.InputSpec.to_compact_input`)."""
 
-    def to_model_input(self, payload: np.ndarray) -> np.ndarray: ...
+    def to_compact_input(self, payload: np.ndarray) -> np.ndarray: ...
 
 
 class EncoderLike(Protocol):
@@ -193,7 +195,7 @@ class RangeEmbedder:
                     result.deletes += 1
                     continue
                 assert event.payload is not None
-                model_input = self.encoder.input_spec.to_model_input(event.payload.to_array())
+                model_input = self.encoder.input_spec.to_compact_input(event.payload.to_array())
             except DecodeError as e:
                 letter = DeadLetter.from_error(e, topic, partition, offset)
                 self._submit(pending, outgoing)
