@@ -1,15 +1,14 @@
 """`FastRoute`: the lookup routes answered without FastAPI's per-request machinery.
 
-A lookup by vector spends about a tenth of its server time in the search; a
-third of the event loop's time per request went to FastAPI's routing,
-dependency solving, request objects and response model (profiled in
-``docs/benchmarks.md``, "API"). A `FastRoute` sits first in the app's router,
-under every middleware (request ids, budgets, limits, body size) and inside
-the exception middleware, so a raised error is answered by the same handlers.
-It reads the body, checks the read token and validates the body with the
-route's own pydantic model, then does what the documented route does: pin the
-generation (waiting for a write token on the loop), search in the thread pool,
-answer the serialised body.
+The search is a small part of a lookup's server time; a third of the event
+loop's time per lookup went to FastAPI's routing, dependency solving and
+request objects (profiled in ``docs/benchmarks.md``, "API"). A `FastRoute`
+sits first in the app's router, under every middleware (request ids,
+budgets, limits, body size) and inside the exception middleware, so a raised
+error is answered by the same handlers. It reads the body, checks the read
+token and validates the body with the route's own pydantic model, then does
+what the documented route does: pin the generation (waiting for a write
+token on the loop), search in the thread pool, answer the serialised body.
 
 Whatever it does not accept as is (a Content-Type other than JSON, no valid
 read token, a body that is not JSON or fails validation) it hands back to the
