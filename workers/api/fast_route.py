@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Match, NoMatchFound, get_route_path
@@ -44,17 +45,14 @@ class FastRoute(BaseRoute):
     """``POST path`` answered directly; see the module docstring.
 
     Args:
-        path: the documented route's path (``/v1/lookup``).
-        documented: the documented route (FastAPI's), whose path template labels
-            the request's metrics and access log.
+        documented: the documented route (FastAPI's): its path is this route's,
+            and its path template labels the request's metrics and access log.
         model: the request body's model.
         call: the blocking work: ``(state, request, generation) -> Reply``.
     """
 
-    def __init__(
-        self, path: str, documented: BaseRoute, model: type[BaseModel], call: Call
-    ) -> None:
-        self.path = path
+    def __init__(self, documented: APIRoute, model: type[BaseModel], call: Call) -> None:
+        self.path = documented.path
         self.documented = documented
         self.model = model
         self.call = call

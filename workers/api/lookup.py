@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from workers.api.auth import read_scope
@@ -122,16 +123,14 @@ def fast_routes() -> list[FastRoute]:
     They answer what the routes above answer, with the same bodies; refusals
     are handed to the routes above.
     """
-    documented = {route.path: route for route in router.routes if hasattr(route, "path")}
+    documented = {route.path: route for route in router.routes if isinstance(route, APIRoute)}
     return [
         FastRoute(
-            "/v1/lookup",
             documented["/v1/lookup"],
             LookupRequest,
             lambda state, request, generation: state.searcher.lookup(request, generation),
         ),
         FastRoute(
-            "/v1/lookup/batch",
             documented["/v1/lookup/batch"],
             BatchLookupRequest,
             lambda state, request, generation: state.searcher.lookup_batch(request, generation),

@@ -223,7 +223,7 @@ def _merge_one(pairs: list[tuple[float, str]], k: int) -> Hits:
     del pairs[k:]
     ids = np.empty((1, len(pairs)), dtype=object)
     ids[0, :] = [item_id for _, item_id in pairs]
-    dists = np.array([[d for d, _ in pairs]], dtype=np.float32).reshape(1, len(pairs))
+    dists = np.array([[d for d, _ in pairs]], dtype=np.float32)
     return Hits(ids, dists, _EXHAUSTIVE_ONE)
 
 
