@@ -105,6 +105,7 @@ BENCHMARK_CONFIG = TrainConfig(
     augment_shift=2,
     augment_rotation=15.0,
     augment_scale=0.15,
+    synthetic_classes=("rot90", "rot270", "hflip"),
     serve_features=True,
     verbose=2,
 )

@@ -36,6 +36,7 @@ from model.inputs import InputSpec
 from model.registry import Encoder, code_version
 from model.samplers import ClassBalancedSampler
 from model.schedules import warmup_cosine
+from model.synthetic_classes import check_transforms, with_synthetic_classes
 from simstream.errors import ModelError
 from simstream.log import get_logger
 
@@ -70,6 +71,10 @@ class TrainConfig:
         augment_shift: largest random image shift in pixels (0: none).
         augment_rotation: largest random image rotation in degrees (0: none).
         augment_scale: largest random relative zoom of images (0: none).
+        synthetic_classes: transforms (`model.synthetic_classes.TRANSFORMS`, e.g.
+            ``("rot90", "rot270", "hflip")``) each of which turns every training
+            class into one more class to tell apart; an epoch still counts the
+            real examples. Training only: validation and serving see the real classes.
         serve_features: serve the L2-normalised features that feed the embedding
             layer instead of the embedding: the ``Dense`` embedding then acts as a
             projection head that only training sees (as in SimCLR), and the
@@ -99,11 +104,13 @@ class TrainConfig:
     augment_shift: int = 0
     augment_rotation: float = 0.0
     augment_scale: float = 0.0
+    synthetic_classes: tuple[str, ...] = ()
     serve_features: bool = False
     deterministic: bool = True
     verbose: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "synthetic_classes", check_transforms(self.synthetic_classes))
         checks = [
             ("embedding_dim", self.embedding_dim >= 1, "≥ 1"),
             ("epochs", self.epochs >= 0, "≥ 0"),
@@ -309,6 +316,8 @@ def train(
             )
         model, spec = keras.models.clone_model(initial.model), initial.input_spec
         model.set_weights(initial.model.get_weights())
+    real = dataset
+    dataset = with_synthetic_classes(dataset, config.synthetic_classes)
     x = spec.to_model_batch(dataset.x)
     classes_per_batch = config.classes_per_batch
     available = len(np.unique(dataset.y))
@@ -320,7 +329,8 @@ def train(
         dataset.y,
         classes_per_batch=classes_per_batch,
         examples_per_class=config.examples_per_class,
-        steps_per_epoch=config.steps_per_epoch,
+        steps_per_epoch=config.steps_per_epoch
+        or max(1, len(real) // (classes_per_batch * config.examples_per_class)),
         seed=config.seed,
     )
     loss = _make_loss(config, dataset.num_classes)
@@ -390,7 +400,7 @@ def train(
         best_epoch=best_epoch,
         train_seconds=seconds,
         train_images=images,
-        dataset=dataset.summary(),
+        dataset=real.summary(),
         validation=None
         if validation is None
         else {

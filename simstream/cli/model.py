@@ -103,6 +103,14 @@ def train(
     warmup_epochs: Annotated[
         float, typer.Option(min=0.0, help="Epochs of learning-rate warm-up before the decay.")
     ] = 0.0,
+    synthetic_classes: Annotated[
+        str,
+        typer.Option(
+            help="Images only: comma-separated transforms (rot90, rot180, rot270, hflip, "
+            "vflip, transpose, antitranspose), each turning every training class into one "
+            "more class to tell apart, e.g. rot90,rot270,hflip (see docs/training.md)."
+        ),
+    ] = "",
     weights: Annotated[
         Path | None,
         typer.Option(
@@ -169,6 +177,7 @@ def train(
             patience=patience,
             augment_shift=augment_shift,
             warmup_epochs=warmup_epochs,
+            synthetic_classes=tuple(n.strip() for n in synthetic_classes.split(",") if n.strip()),
             verbose=1 if progress_wanted(quiet) else 0,
         )
         data = datasets.load(dataset or settings.model_dataset, mnist_dir or settings.mnist_dir)

@@ -103,3 +103,23 @@ def test_train_ssl_refuses_an_unknown_method(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--ssl", "byol", "--registry", str(tmp_path)])
     assert result.exit_code == 1
     assert "Expected one of ['simclr', 'barlowtwins', 'vicreg', 'simsiam']" in result.output
+
+
+def test_train_takes_synthetic_classes_and_names_the_transforms_it_knows(tmp_path: Path) -> None:
+    registry = tmp_path / "models"
+    train = runner.invoke(
+        app,
+        [
+            "train", "--dataset", "digits", "--encoder", TINY_ENCODER, "--embedding-dim", "8",
+            "--epochs", "1", "--steps-per-epoch", "2", "--classes-per-batch", "6",
+            "--examples-per-class", "4", "--synthetic-classes", "rot90, hflip",
+            "--registry", str(registry), "--quiet",
+        ],
+    )  # fmt: skip
+    assert train.exit_code == 0, train.output
+    summary = json.loads((registry / "v1" / "training.json").read_text())
+    assert summary["config"]["synthetic_classes"] == ["rot90", "hflip"]
+    bad = runner.invoke(app, ["train", "--synthetic-classes", "rot45", "--registry", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert "Expected distinct names from ['antitranspose', 'hflip'" in bad.output
+    assert "Received: ['rot45']" in bad.output
