@@ -23,7 +23,10 @@ scikit-learn's digits (1,797 8×8 images), with the same class split for both:
    unseen class (drawn from all their images, none of which was trained on)
    and classify the others by their nearest neighbour, as ``/v1/classify``
    does (`model.evaluation.few_shot`); ``few_shot_by_classifier`` adds, on the
-   same draws, a majority of 10 neighbours and the nearest class mean.
+   same draws, a majority of 10 neighbours and the nearest class mean, and
+   ``few_shot_known_by_classifier`` what each classifier then answers for the
+   seen classes' indexed images (leave-one-out): the price, if any, of its
+   few-shot accuracy.
 8. Speed: training images/s beside the forward + backward limit of the same
    model and batch, measured in the same run (`model.training.measure_step_limit`).
 
@@ -46,7 +49,7 @@ from bench.common import write_json
 from model.datasets import Dataset, load_digits, load_mnist
 from model.evaluation.calibration import calibrate, threshold_metrics
 from model.evaluation.classification import UNKNOWN, classification_report
-from model.evaluation.few_shot import CLASSIFIERS, few_shot_curve
+from model.evaluation.few_shot import CLASSIFIERS, few_shot_trial
 from model.evaluation.open_set import open_set_report
 from model.evaluation.retrieval import QueryResults, retrieve, split_by_class
 from model.inputs import InputSpec
@@ -78,6 +81,11 @@ _FIGURES = (
     *(
         ("few_shot_by_classifier", name, str(n))
         for name in (f"majority@{MAJORITY_K}", "class_mean")
+        for n in SHOTS
+    ),
+    *(
+        ("few_shot_known_by_classifier", name, str(n))
+        for name in _CLASSIFIER_NAMES.values()
         for n in SHOTS
     ),
 )
@@ -261,7 +269,8 @@ def _run_seed(data: Dataset, name: str, config: TrainConfig) -> tuple[dict[str, 
             "few_shot": f"open-set index + n images per unseen class (drawn from all "
             f"{len(split.unseen_all)} unseen-class images, 3 draws); 1-NN accuracy on the "
             f"rest (few_shot_by_classifier: also a majority of {MAJORITY_K} and the nearest "
-            "class mean)",
+            "class mean); few_shot_known_by_classifier: the seen classes' indexed images "
+            "classified leave-one-out against the same index",
             "baselines": f"cosine on raw pixels, and on PCA-{PCA_COMPONENTS} fitted on the "
             "training split",
             "distance": encoder.distance,
@@ -325,8 +334,8 @@ def _evaluate(
         unknown.nearest_distance,
         float(np.quantile(known.nearest_distance, 0.95)),
     )
-    curves = {
-        classifier: few_shot_curve(
+    trials = {
+        classifier: few_shot_trial(
             embeddings[seen_mask],
             labels[seen_mask],
             unseen_all,
@@ -339,6 +348,7 @@ def _evaluate(
         )
         for classifier in CLASSIFIERS
     }
+    curves = {classifier: trial.new for classifier, trial in trials.items()}
     curve = curves["nearest"]
     report: dict[str, Any] = {
         "seen": _metrics(seen),
@@ -351,6 +361,10 @@ def _evaluate(
         "few_shot": {str(n): round(a, 4) for n, a in curve.items()},
         "few_shot_by_classifier": {
             _CLASSIFIER_NAMES[c]: {str(n): round(a, 4) for n, a in curves[c].items()}
+            for c in CLASSIFIERS
+        },
+        "few_shot_known_by_classifier": {
+            _CLASSIFIER_NAMES[c]: {str(n): round(a, 4) for n, a in trials[c].known.items()}
             for c in CLASSIFIERS
         },
         "_known": known.nearest_distance,

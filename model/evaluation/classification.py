@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from model.evaluation.search import DistanceLike, nearest_neighbours
+from model.evaluation.search import DistanceLike, nearest_neighbours, pairwise_distances
 from simstream.errors import ModelError
 
 Vote = Literal["nearest", "majority"]
@@ -60,6 +60,7 @@ def knn_classify(
     distance: DistanceLike = "cosine",
     unknown: int = UNKNOWN,
     batch_size: int | None = None,
+    exclude_self: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label each query from its ``k`` nearest index items.
 
@@ -73,6 +74,8 @@ def knn_classify(
         distance: anything `model.distances.get` resolves.
         unknown: the label answered when no neighbour is within the threshold.
         batch_size: queries per distance matrix.
+        exclude_self: leave-one-out: the queries are the index's first items,
+            and none is its own neighbour.
 
     Returns:
         ``(labels, distances)``: the predicted label of each query and the
@@ -88,6 +91,7 @@ def knn_classify(
         index_embeddings,
         k if vote == "majority" else 1,
         distance,
+        exclude_self=exclude_self,
         batch_size=batch_size,
     )
     labels = index_labels[idx]
@@ -110,6 +114,7 @@ def nearest_class_mean(
     index_embeddings: np.ndarray,
     index_labels: np.ndarray,
     distance: DistanceLike = "cosine",
+    exclude_self: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label each query with the class whose mean embedding is nearest.
 
@@ -123,18 +128,32 @@ def nearest_class_mean(
         index_embeddings: ``(N, D)``.
         index_labels: ``(N,)`` integer labels.
         distance: anything `model.distances.get` resolves.
+        exclude_self: leave-one-out: the queries are the index's first items,
+            and each query's own class mean leaves the query out (a class it is
+            the only member of cannot be its answer).
 
     Returns:
         ``(labels, distances)``: each query's class and its distance to that
         class's mean.
     """
     index_labels = _checked_labels(index_embeddings, index_labels)
+    index = np.asarray(index_embeddings, np.float64)
     classes, members = np.unique(index_labels, return_inverse=True)
-    sums = np.zeros((len(classes), np.shape(index_embeddings)[1]), np.float64)
-    np.add.at(sums, members, np.asarray(index_embeddings, np.float64))
-    means = sums / np.bincount(members)[:, None]
-    idx, dist = nearest_neighbours(query_embeddings, means, 1, distance)
-    return classes[idx[:, 0]], dist[:, 0]
+    sums = np.zeros((len(classes), index.shape[1]), np.float64)
+    np.add.at(sums, members, index)
+    counts = np.bincount(members)
+    matrix = pairwise_distances(query_embeddings, sums / counts[:, None], distance)
+    if exclude_self:
+        rows = np.arange(len(matrix))
+        own, alone = members[rows], counts[members[rows]] == 1
+        others = (sums[own] - index[rows]) / np.maximum(counts[own] - 1, 1)[:, None]
+        own_distance = np.array([
+            pairwise_distances(q[None], m[None], distance)[0, 0]
+            for q, m in zip(np.asarray(query_embeddings, np.float64), others, strict=True)
+        ])  # fmt: skip
+        matrix[rows, own] = np.where(alone, np.inf, own_distance)
+    best = np.argmin(matrix, axis=1)
+    return classes[best], matrix[np.arange(len(matrix)), best]
 
 
 def _checked_labels(index_embeddings: np.ndarray, index_labels: np.ndarray) -> np.ndarray:

@@ -11,11 +11,18 @@ with known classes are errors.
 (a majority of ``k`` neighbours, biased toward the known classes whenever
 ``k`` exceeds the shots) and ``"class_mean"`` (the nearest class mean, see
 `model.evaluation.classification.nearest_class_mean`).
+
+A classifier can buy accuracy on the new classes with accuracy on the known
+ones (one that favours classes with few examples answers a new class more
+often, rightly or not), so `few_shot_trial` also measures, on the same draws,
+the known classes' indexed examples classified leave-one-out once the shots
+are indexed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,6 +33,21 @@ from simstream.errors import ModelError
 
 FewShotClassifier = Literal["nearest", "majority", "class_mean"]
 CLASSIFIERS: tuple[FewShotClassifier, ...] = ("nearest", "majority", "class_mean")
+
+
+@dataclass(frozen=True)
+class FewShotTrial:
+    """Mean accuracies per number of shots ``n`` over the draws.
+
+    Attributes:
+        new: on the new classes' examples that were not drawn as shots.
+        known: on the base index's examples, each classified leave-one-out
+            against the rest of the base index and the shots (empty when the
+            base index is).
+    """
+
+    new: dict[int, float]
+    known: dict[int, float]
 
 
 def few_shot_curve(
@@ -42,9 +64,34 @@ def few_shot_curve(
 ) -> dict[int, float]:
     """Accuracy on the new classes' remaining examples, for each number of shots.
 
+    `few_shot_trial`'s ``new``; see there.
+    """
+    return few_shot_trial(
+        base_embeddings, base_labels, new_embeddings, new_labels, shots, distance, draws, seed,
+        classifier, k, known=False,
+    ).new  # fmt: skip
+
+
+def few_shot_trial(
+    base_embeddings: np.ndarray,
+    base_labels: np.ndarray,
+    new_embeddings: np.ndarray,
+    new_labels: np.ndarray,
+    shots: Sequence[int] = (1, 5, 10, 50),
+    distance: DistanceLike = "cosine",
+    draws: int = 3,
+    seed: int = 0,
+    classifier: FewShotClassifier = "nearest",
+    k: int = 10,
+    known: bool = True,
+) -> FewShotTrial:
+    """Accuracy on the new classes' remaining examples, and on the known ones, per shot count.
+
     For each ``n`` in ``shots`` and each of ``draws`` random draws, ``n``
     examples of every new class are added to the base index; the other examples
-    of the new classes are the queries. Accuracies are averaged over the draws.
+    of the new classes are the queries. With ``known``, every base example is
+    also classified, leave-one-out, against that index. Accuracies are averaged
+    over the draws.
 
     Args:
         base_embeddings: the index before new classes, ``(N, D)`` (may be empty).
@@ -58,9 +105,11 @@ def few_shot_curve(
         classifier: ``"nearest"`` (1-NN), ``"majority"`` (of ``k`` neighbours) or
             ``"class_mean"``.
         k: neighbours of the majority vote.
+        known: also measure the base examples (``known``; a search over the
+            whole index per base example and draw).
 
     Returns:
-        ``n`` → mean accuracy.
+        ``new`` and ``known``: ``n`` → mean accuracy.
 
     Raises:
         ModelError: when a new class has no example left to query at some ``n``,
@@ -83,23 +132,43 @@ def few_shot_curve(
         )
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(new_labels == c) for c in classes]
+    measure_known = known and len(base_labels) > 0
     curve: dict[int, float] = {}
+    known_curve: dict[int, float] = {}
     for n in shots:
-        accuracies = []
+        accuracies, known_accuracies = [], []
         for _ in range(draws):
             chosen = np.concatenate([rng.choice(m, size=n, replace=False) for m in members])
             query = np.setdiff1d(np.arange(len(new_labels)), chosen)
             index = np.concatenate([base_embeddings, new_embeddings[chosen]])
             index_labels = np.concatenate([base_labels, new_labels[chosen]])
-            if classifier == "class_mean":
-                predicted, _ = nearest_class_mean(
-                    new_embeddings[query], index, index_labels, distance
-                )
-            else:
-                predicted, _ = knn_classify(
-                    new_embeddings[query], index, index_labels, k=k, vote=classifier,
-                    distance=distance,
-                )  # fmt: skip
+            predicted = _classify(new_embeddings[query], index, index_labels, classifier, k,
+                                  distance)  # fmt: skip
             accuracies.append(float(np.mean(predicted == new_labels[query])))
+            if measure_known:
+                predicted = _classify(base_embeddings, index, index_labels, classifier, k,
+                                      distance, exclude_self=True)  # fmt: skip
+                known_accuracies.append(float(np.mean(predicted == base_labels)))
         curve[int(n)] = float(np.mean(accuracies))
-    return curve
+        if measure_known:
+            known_curve[int(n)] = float(np.mean(known_accuracies))
+    return FewShotTrial(curve, known_curve)
+
+
+def _classify(
+    queries: np.ndarray,
+    index: np.ndarray,
+    labels: np.ndarray,
+    classifier: FewShotClassifier,
+    k: int,
+    distance: DistanceLike,
+    exclude_self: bool = False,
+) -> np.ndarray:
+    if classifier == "class_mean":
+        predicted, _ = nearest_class_mean(queries, index, labels, distance, exclude_self)
+    else:
+        predicted, _ = knn_classify(
+            queries, index, labels, k=k, vote=classifier, distance=distance,
+            exclude_self=exclude_self,
+        )  # fmt: skip
+    return predicted

@@ -68,7 +68,7 @@ def nearest_neighbours(
         k: neighbours per query; capped at the number of candidate keys.
         distance: anything `model.distances.get` resolves.
         exclude_self: leave-one-out: query ``i`` is key ``i`` and never its own
-            neighbour (``query`` and ``key`` must then be the same set).
+            neighbour (the queries must then be the first keys, or all of them).
         batch_size: queries per distance matrix; by default as many as fit in a
             64 MiB matrix.
 
@@ -78,9 +78,9 @@ def nearest_neighbours(
     """
     if k < 1:
         raise ModelError(f"Invalid value for argument `k`. Expected k ≥ 1. Received: k={k}")
-    if exclude_self and len(query) != len(key):
+    if exclude_self and len(query) > len(key):
         raise ModelError(
-            "Expected the same set as queries and keys for leave-one-out. "
+            "Expected the queries to be the first keys for leave-one-out. "
             f"Received: {len(query)} queries and {len(key)} keys"
         )
     indices, dists = [], []

@@ -64,6 +64,15 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
         assert set(by_classifier) == {"nearest", "majority@10", "class_mean"}
         assert by_classifier["nearest"] == figures["few_shot"]
         assert all(set(curve) == {"1", "5", "10", "50"} for curve in by_classifier.values())
+        known = figures["few_shot_known_by_classifier"]
+        assert set(known) == {"nearest", "majority@10", "class_mean"}
+        assert all(set(curve) == {"1", "5", "10", "50"} for curve in known.values())
+        assert all(0 <= a <= 1 for curve in known.values() for a in curve.values())
+    # Raw pixels tell the seen digits apart (leave-one-out), new classes indexed or not.
+    assert (
+        min(saved["baselines"]["raw_pixels"]["few_shot_known_by_classifier"]["nearest"].values())
+        > 0.9
+    )
     assert saved["train_seconds"] > 0
     assert saved["train_images_per_s"] > 0 and saved["train_limit_images_per_s"] > 0
     assert saved["train_speed_ratio"] == pytest.approx(

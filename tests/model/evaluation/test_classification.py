@@ -71,3 +71,25 @@ def test_the_nearest_class_mean_is_not_fooled_by_a_large_class_outlier() -> None
 
     assert (nearest.tolist(), by_mean.tolist()) == ([0], [1])
     assert distances[0] == pytest.approx(0.4)
+
+
+def test_leave_one_out_classifies_the_first_index_items_without_their_own_vote() -> None:
+    # On a line: class 0 at 0 and 2, class 1 at 1.2.
+    index = np.array([[0.0], [2.0], [1.2]])
+    labels = np.array([0, 0, 1])
+    nearest, distances = knn_classify(index[:1], index, labels, distance="euclidean")
+    assert (nearest.tolist(), distances.tolist()) == ([0], [0.0])
+    nearest, distances = knn_classify(
+        index[:1], index, labels, distance="euclidean", exclude_self=True
+    )
+    assert nearest.tolist() == [1] and distances == pytest.approx([1.2])
+    # Class 0's mean is 1 with the query, 2 without it: class 1's (1.2) is then nearer.
+    by_mean, distances = nearest_class_mean(index[:1], index, labels, distance="euclidean")
+    assert by_mean.tolist() == [0] and distances == pytest.approx([1.0])
+    by_mean, distances = nearest_class_mean(
+        index[:1], index, labels, distance="euclidean", exclude_self=True
+    )
+    assert by_mean.tolist() == [1] and distances == pytest.approx([1.2])
+    # The only member of its class cannot be answered with it.
+    alone, _ = nearest_class_mean(index[2:], index[::-1], labels[::-1], "euclidean", True)
+    assert alone.tolist() == [0]

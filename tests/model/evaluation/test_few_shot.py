@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.evaluation.few_shot import few_shot_curve
+from model.evaluation.few_shot import few_shot_curve, few_shot_trial
 from simstream.errors import ModelError
 
 
@@ -68,3 +68,25 @@ def test_an_unknown_few_shot_classifier_is_refused() -> None:
     points, labels = np.random.default_rng(0).random((4, 2)), np.repeat([0, 1], 2)
     with pytest.raises(ModelError, match="classifier"):
         few_shot_curve(points, labels, points, labels + 1, shots=(1,), classifier="vote")  # type: ignore[arg-type]
+
+
+def test_the_class_mean_pays_for_its_new_class_accuracy_with_known_class_accuracy() -> None:
+    base, base_labels, new, new_labels = _crowd_and_two_new_classes(seed=0)
+    trials = {
+        classifier: few_shot_trial(
+            base, base_labels, new, new_labels, (5,), "euclidean", 5, 0, classifier
+        )
+        for classifier in ("nearest", "class_mean")
+    }
+    nearest, mean = trials["nearest"], trials["class_mean"]
+    assert mean.new[5] > nearest.new[5]
+    assert mean.known[5] < nearest.known[5]
+    # The known queries are leave-one-out: with themselves indexed, 1-NN would be perfect.
+    assert nearest.known[5] < 1.0
+    assert few_shot_curve(base, base_labels, new, new_labels, (5,), "euclidean", 5) == nearest.new
+
+
+def test_an_empty_base_index_measures_no_known_accuracy() -> None:
+    points, labels = np.random.default_rng(0).random((10, 2)), np.repeat([0, 1], 5)
+    trial = few_shot_trial(points[:0], np.zeros(0, int), points, labels, shots=(2,))
+    assert trial.known == {} and set(trial.new) == {2}
