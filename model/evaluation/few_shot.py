@@ -16,7 +16,7 @@ A classifier can buy accuracy on the new classes with accuracy on the known
 ones (one that favours classes with few examples answers a new class more
 often, rightly or not), so `few_shot_trial` also measures, on the same draws,
 the known classes' indexed examples classified leave-one-out once the shots
-are indexed.
+are indexed (``FewShotTrial.known``, beside ``new``).
 """
 
 from __future__ import annotations
@@ -48,28 +48,6 @@ class FewShotTrial:
 
     new: dict[int, float]
     known: dict[int, float]
-
-
-def few_shot_curve(
-    base_embeddings: np.ndarray,
-    base_labels: np.ndarray,
-    new_embeddings: np.ndarray,
-    new_labels: np.ndarray,
-    shots: Sequence[int] = (1, 5, 10, 50),
-    distance: DistanceLike = "cosine",
-    draws: int = 3,
-    seed: int = 0,
-    classifier: FewShotClassifier = "nearest",
-    k: int = 10,
-) -> dict[int, float]:
-    """Accuracy on the new classes' remaining examples, for each number of shots.
-
-    `few_shot_trial`'s ``new``; see there.
-    """
-    return few_shot_trial(
-        base_embeddings, base_labels, new_embeddings, new_labels, shots, distance, draws, seed,
-        classifier, k, known=False,
-    ).new  # fmt: skip
 
 
 def few_shot_trial(

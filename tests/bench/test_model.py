@@ -107,7 +107,10 @@ def test_the_benchmark_meets_its_targets(tmp_path: Path) -> None:
     assert report["unseen"]["map@r"] >= 0.50
     assert report["open_set"]["auroc"] >= 0.90
     assert report["train_seconds"] < 300
-    # Not met yet (docs/benchmarks.md): seen recall@1 ≥ 0.99 (0.986–0.991 over
-    # seeds) and few-shot accuracy ≥ 0.90 at n = 5 (0.75); held to what is reached.
-    assert report["seen"]["recall@1"] >= 0.985
-    assert report["few_shot"]["5"] >= max(0.70, 2 * raw["few_shot"]["5"])
+    assert report["seen"]["recall@1"] >= 0.99
+    assert report["unseen"]["recall@1"] >= 0.97
+    # Not met yet (docs/benchmarks.md): few-shot 1-NN accuracy ≥ 0.90 at n = 5
+    # (0.79–0.80 over seeds); held to what is reached.
+    assert report["few_shot"]["5"] >= max(0.75, 2 * raw["few_shot"]["5"])
+    # What the new classes cost the seen ones under 1-NN: next to nothing.
+    assert report["few_shot_known_by_classifier"]["nearest"]["5"] >= 0.99
