@@ -33,6 +33,11 @@ scikit-learn's digits (1,797 8×8 images), with the same class split for both:
 ``--seeds`` repeats everything (split, training, draws) per seed; the JSON keeps
 the first seed's full report and adds each seed's headline figures and their
 mean, standard deviation, minimum and maximum (``summary``).
+
+``--validation`` runs the same protocol on `VALIDATION_CLASSES`: training on
+classes 0–3 and measuring with 4–5 as the unseen ones, classes 6–9 left out, so
+a configuration can be chosen without ever looking at the classes it is judged
+on.
 """
 
 from __future__ import annotations
@@ -58,7 +63,34 @@ from simstream.log import get_logger
 
 log = get_logger("bench.model")
 
-SEEN_CLASSES = (0, 1, 2, 3, 4, 5)
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """The classes a run trains on (*seen*) and those the encoder never sees (*unseen*);
+    any other class is left out of the run.
+
+    Attributes:
+        seen: classes trained on and indexed.
+        unseen: classes only indexed and queried.
+        name: ``test`` or ``validation`` (recorded in the report).
+    """
+
+    seen: tuple[int, ...]
+    unseen: tuple[int, ...]
+    name: str
+
+    @staticmethod
+    def describe(classes: Sequence[int]) -> str:
+        """``"0–5"`` for a run of consecutive classes, else ``"0, 2, 7"``."""
+        if list(classes) == list(range(classes[0], classes[-1] + 1)):
+            return f"{classes[0]}–{classes[-1]}"
+        return ", ".join(map(str, classes))
+
+
+TEST_CLASSES = ClassSplit((0, 1, 2, 3, 4, 5), (6, 7, 8, 9), "test")
+"""The benchmark: train on 0–5, judge on 6–9."""
+VALIDATION_CLASSES = ClassSplit((0, 1, 2, 3), (4, 5), "validation")
+"""Model selection: train on 0–3, judge on 4–5; 6–9 are never read."""
 TRAIN_SHARE = 0.7
 KS = (1, 5, 10)
 SHOTS = (1, 5, 10, 50)
@@ -147,6 +179,7 @@ class _Split:
     train: Dataset
     index: Dataset
     unseen_all: Dataset
+    classes: ClassSplit
 
 
 def run_model_benchmark(
@@ -155,6 +188,7 @@ def run_model_benchmark(
     mnist_dir: Path | str | None = None,
     config: TrainConfig | None = None,
     seeds: Sequence[int] = (0,),
+    classes: ClassSplit = TEST_CLASSES,
 ) -> dict[str, Any]:
     """Run the benchmark for each seed, write ``out`` (JSON) and a PNG next to it.
 
@@ -166,6 +200,8 @@ def run_model_benchmark(
         config: the training configuration (its seed is replaced by each seed);
             ``None``: the data set's in `BENCHMARK_CONFIGS`.
         seeds: one run per seed (split, weights, sampling, few-shot draws).
+        classes: which classes train and which are unseen (`VALIDATION_CLASSES`
+            to choose a configuration without the test's unseen classes).
 
     Returns:
         The first seed's report, with ``seeds``, ``per_seed`` and ``summary``.
@@ -175,11 +211,12 @@ def run_model_benchmark(
     if not seeds:
         raise ValueError("Expected at least one seed. Received: none")
     data = load_digits() if dataset == "digits" else _load(mnist_dir)
+    data = data.subset(np.flatnonzero(np.isin(data.y, classes.seen + classes.unseen)))
     config = config or BENCHMARK_CONFIGS[dataset]
     out = Path(out)
     reports, first_run = [], None
     for seed in seeds:
-        report, run = _run_seed(data, dataset, replace(config, seed=seed))
+        report, run = _run_seed(data, dataset, replace(config, seed=seed), classes)
         reports.append(report)
         first_run = first_run or run
     report = {
@@ -218,22 +255,29 @@ class _Run:
     few_shot: dict[str, dict[int, float]]
     unseen_embeddings: np.ndarray
     unseen_labels: np.ndarray
+    classes: ClassSplit = TEST_CLASSES
 
 
-def _split(data: Dataset, seed: int) -> _Split:
+def _split(data: Dataset, seed: int, classes: ClassSplit) -> _Split:
+    """``data`` holds the split's classes only; the 70 % / 30 % cut is per class, so
+    a class gets the same images whichever other classes are present."""
     train_idx, index_idx = split_per_class(data.y, TRAIN_SHARE, seed)
-    seen_train = train_idx[np.isin(data.y[train_idx], SEEN_CLASSES)]
+    seen_train = train_idx[np.isin(data.y[train_idx], classes.seen)]
+    seen, unseen = ClassSplit.describe(classes.seen), ClassSplit.describe(classes.unseen)
     return _Split(
-        train=data.subset(seen_train, name=f"{data.name} classes 0-5, 70%"),
-        index=data.subset(index_idx, name=f"{data.name} all classes, 30%"),
+        train=data.subset(seen_train, name=f"{data.name} classes {seen}, 70%"),
+        index=data.subset(index_idx, name=f"{data.name} classes {seen} and {unseen}, 30%"),
         unseen_all=data.subset(
-            np.flatnonzero(~np.isin(data.y, SEEN_CLASSES)), name=f"{data.name} classes 6-9"
+            np.flatnonzero(np.isin(data.y, classes.unseen)), name=f"{data.name} classes {unseen}"
         ),
+        classes=classes,
     )
 
 
-def _run_seed(data: Dataset, name: str, config: TrainConfig) -> tuple[dict[str, Any], _Run]:
-    split = _split(data, config.seed)
+def _run_seed(
+    data: Dataset, name: str, config: TrainConfig, classes: ClassSplit
+) -> tuple[dict[str, Any], _Run]:
+    split = _split(data, config.seed, classes)
     log.info("bench.model_split", seed=config.seed, train=len(split.train), index=len(split.index))
     result = train(split.train, config)
     encoder = result.encoder()
@@ -258,8 +302,9 @@ def _run_seed(data: Dataset, name: str, config: TrainConfig) -> tuple[dict[str, 
         "protocol": {
             "data": data.name,
             "seed": config.seed,
-            "seen_classes": list(SEEN_CLASSES),
-            "unseen_classes": sorted(set(range(10)) - set(SEEN_CLASSES)),
+            "class_split": classes.name,
+            "seen_classes": list(classes.seen),
+            "unseen_classes": list(classes.unseen),
             "train_share": TRAIN_SHARE,
             "train_examples": len(split.train),
             "index_examples": len(split.index),
@@ -302,6 +347,7 @@ def _run_seed(data: Dataset, name: str, config: TrainConfig) -> tuple[dict[str, 
         },
         unseen_embeddings=unseen_all,
         unseen_labels=split.unseen_all.y,
+        classes=classes,
     )
     return report, run
 
@@ -317,7 +363,7 @@ def _evaluate(
     """Retrieval, open set and few shot of one embedding of the index and unseen images."""
     labels = split.index.y
     results = retrieve(embeddings, labels, ks=KS, distance=distance)
-    seen_mask, unseen_mask = split_by_class(labels, SEEN_CLASSES)
+    seen_mask, unseen_mask = split_by_class(labels, split.classes.seen)
     seen, unseen = results.subset(seen_mask), results.subset(unseen_mask)
     # Open set: the index holds the seen classes only.
     known = retrieve(embeddings[seen_mask], labels[seen_mask], ks=(1,), distance=distance)
@@ -459,11 +505,12 @@ def plot_benchmark(run: _Run, path: Path) -> Path:
     loss_axis.plot(np.arange(1, len(losses) + 1), losses, marker="o")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss")
-    loss_axis.set_title(f"{run.result.config.loss} loss, training on classes 0–5")
+    seen, unseen = ClassSplit.describe(run.classes.seen), ClassSplit.describe(run.classes.unseen)
+    loss_axis.set_title(f"{run.result.config.loss} loss, training on classes {seen}")
     top = max(float(run.unknown_distances.max()), float(run.known_distances.max()), run.threshold)
     bins = np.linspace(0, top * 1.05, 50)
     distance_axis.hist(run.known_distances, bins=bins, alpha=0.7, label="known (seen classes)")
-    distance_axis.hist(run.unknown_distances, bins=bins, alpha=0.7, label="unknown (6–9)")
+    distance_axis.hist(run.unknown_distances, bins=bins, alpha=0.7, label=f"unknown ({unseen})")
     distance_axis.axvline(run.threshold, color="black", linestyle="--", label="seen threshold")
     distance_axis.set_yscale("log")
     distance_axis.set_xlabel("distance to nearest indexed neighbour")
@@ -475,7 +522,7 @@ def plot_benchmark(run: _Run, path: Path) -> Path:
     shot_axis.set_xscale("log")
     shot_axis.set_xlabel("examples indexed per new class")
     shot_axis.set_ylabel("accuracy on the new classes (1-NN unless named)")
-    shot_axis.set_title("few-shot new classes 6–9")
+    shot_axis.set_title(f"few-shot new classes {unseen}")
     shot_axis.legend()
     points = PCA(2, random_state=0).fit_transform(run.unseen_embeddings)
     for c in np.unique(run.unseen_labels):

@@ -70,6 +70,21 @@ def bench_model(
     epochs: Annotated[
         int | None, typer.Option(min=1, help="Override the benchmark's epochs.")
     ] = None,
+    synthetic_classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Override the benchmark's synthetic classes: comma-separated transforms "
+            "(rot90, rot270, hflip, …), or none."
+        ),
+    ] = None,
+    validation: Annotated[
+        bool,
+        typer.Option(
+            "--validation",
+            help="Choose a configuration without the test's unseen classes: train on "
+            "classes 0–3 and judge on 4–5; classes 6–9 are not read.",
+        ),
+    ] = False,
 ) -> None:
     """Train on classes 0–5; measure retrieval, open set and few shot on 6–9 against baselines."""
     settings = load_settings()
@@ -82,14 +97,23 @@ def bench_model(
         from dataclasses import replace
 
         with _needs_bench():
-            from bench.model import BENCHMARK_CONFIGS, run_model_benchmark
+            from bench.model import (
+                BENCHMARK_CONFIGS,
+                TEST_CLASSES,
+                VALIDATION_CLASSES,
+                run_model_benchmark,
+            )
 
         config = BENCHMARK_CONFIGS[dataset]
         if epochs is not None:
             config = replace(config, epochs=epochs)
+        if synthetic_classes is not None:
+            names = [n.strip() for n in synthetic_classes.split(",") if n.strip()]
+            config = replace(config, synthetic_classes=tuple(n for n in names if n != "none"))
         report = run_model_benchmark(
-            out, dataset, mnist_dir or settings.mnist_dir, config, seeds=seed_list
-        )
+            out, dataset, mnist_dir or settings.mnist_dir, config, seeds=seed_list,
+            classes=VALIDATION_CLASSES if validation else TEST_CLASSES,
+        )  # fmt: skip
         raw = report["baselines"]["raw_pixels"]
         rows = [metrics_row(name, report[name]) for name in ("seen", "unseen")]
         rows += [metrics_row(f"raw pixels {name}", raw[name]) for name in ("seen", "unseen")]
