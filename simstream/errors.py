@@ -169,6 +169,12 @@ class IndexStoreError(SimstreamError):
     """The vector index was used wrongly (wrong dimension, bad vector, bad k)."""
 
 
+class WouldBlockError(IndexStoreError):
+    """A search asked not to wait (`workers.index.rwlock.no_waiting`) would have waited:
+    for a lock a writer holds or waits for, or for other threads. The caller
+    searches again where it may wait."""
+
+
 class SnapshotError(IndexStoreError):
     """A snapshot cannot be written or loaded."""
 

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="milliseconds a single-vector search waits for concurrent ones to "
         "search them in one batch (0: off)",
     )
+    api_inline_lookups: bool = Field(
+        True,
+        description="answer a lookup on the event loop, without the thread hop, when it "
+        "cannot wait: one vector, no filter, at most the default ef, the cache bypassed, "
+        "absent or holding it in the process, and no shard lock busy",
+    )
     metrics_port: int = Field(
         9100, ge=0, le=65535, description="Prometheus port of non-API processes (0: off)"
     )

@@ -42,6 +42,8 @@ class SearchConfig:
         search_slots: costly searches running at once (`SearchSlots`).
         search_queue_s: longest wait of a costly search for a slot.
         retry_after_s: the ``Retry-After`` of a search refused for want of a slot.
+        inline_lookups: answer the lookups that cannot wait on the event loop
+            (`Searcher.lookup_now`).
     """
 
     max_k: int
@@ -56,6 +58,7 @@ class SearchConfig:
     search_slots: int = 2
     search_queue_s: float = 2.0
     retry_after_s: int = 1
+    inline_lookups: bool = True
 
     @property
     def max_ef(self) -> int:
@@ -78,6 +81,7 @@ class SearchConfig:
             search_slots=settings.api_search_slots or max(1, (os.cpu_count() or 1) // 2),
             search_queue_s=settings.api_search_queue_s,
             retry_after_s=settings.api_retry_after_s,
+            inline_lookups=settings.api_inline_lookups,
         )
 
 

@@ -8,7 +8,8 @@ budgets, limits, body size) and inside the exception middleware, so a raised
 error is answered by the same handlers. It reads the body, checks the read
 token and validates the body with the route's own pydantic model, then does
 what the documented route does: pin the generation (waiting for a write
-token on the loop), search in the thread pool, answer the serialised body.
+token on the loop), search (on the loop when the search cannot wait, see
+`Searcher.lookup_now`; else in the thread pool), answer the serialised body.
 
 Whatever it does not accept as is (a Content-Type other than JSON, no valid
 read token, a body that is not JSON or fails validation) it hands back to the
@@ -39,6 +40,7 @@ _DECLINED = "simstream.fast_route_declined"
 _JSON = b"application/json"
 
 Call = Callable[[ApiState, Any, IndexGeneration], Reply]
+CallNow = Callable[[ApiState, Any, IndexGeneration], Reply | None]
 
 
 class FastRoute(BaseRoute):
@@ -49,13 +51,18 @@ class FastRoute(BaseRoute):
             and its path template labels the request's metrics and access log.
         model: the request body's model.
         call: the blocking work: ``(state, request, generation) -> Reply``.
+        now: the same work on the event loop where it cannot wait, else None
+            (then ``call`` runs in the thread pool); None: always ``call``.
     """
 
-    def __init__(self, documented: APIRoute, model: type[BaseModel], call: Call) -> None:
+    def __init__(
+        self, documented: APIRoute, model: type[BaseModel], call: Call, now: CallNow | None = None
+    ) -> None:
         self.path = documented.path
         self.documented = documented
         self.model = model
         self.call = call
+        self.now = now
         self.include_in_schema = False
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
@@ -85,7 +92,9 @@ class FastRoute(BaseRoute):
             await scope["router"].app(scope, _replay(body, receive), send)
             return
         generation = await state.waiter.generation(request.after)
-        reply = await run_in_threadpool(self.call, state, request, generation)
+        reply = None if self.now is None else self.now(state, request, generation)
+        if reply is None:
+            reply = await run_in_threadpool(self.call, state, request, generation)
         await send(
             {
                 "type": "http.response.start",

@@ -74,7 +74,10 @@ async def lookup(request: LookupRequest, state: ApiState = Depends(get_state)) -
     With `after`, the lookup first waits until that write is searchable.
     """
     generation = await state.waiter.generation(request.after)
-    return _response(await run_in_threadpool(state.searcher.lookup, request, generation))
+    reply = state.searcher.lookup_now(request, generation)
+    if reply is None:
+        reply = await run_in_threadpool(state.searcher.lookup, request, generation)
+    return _response(reply)
 
 
 @router.post(
@@ -129,6 +132,7 @@ def fast_routes() -> list[FastRoute]:
             documented["/v1/lookup"],
             LookupRequest,
             lambda state, request, generation: state.searcher.lookup(request, generation),
+            lambda state, request, generation: state.searcher.lookup_now(request, generation),
         ),
         FastRoute(
             documented["/v1/lookup/batch"],

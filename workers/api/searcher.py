@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from simstream.errors import NotFoundError, RequestError
+from simstream.errors import NotFoundError, RequestError, WouldBlockError
 from workers.api.config import SearchConfig
 from workers.api.decoding import QueryDecoder
 from workers.api.filters import to_filter
@@ -37,6 +37,7 @@ from workers.api.search_slots import SearchSlots
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.index.config import reported_distance
 from workers.index.filter import Filter
+from workers.index.rwlock import no_waiting
 from workers.index.shard import Item
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
@@ -176,6 +177,52 @@ class Searcher:
         [exhaustive] = answer.exhaustive
         body = lookup_body(answer.version, answer.epoch, neighbours, answer.degraded, exhaustive)
         return Reply(body, answer.cache)
+
+    def lookup_now(self, request: LookupRequest, generation: IndexGeneration) -> Reply | None:
+        """`lookup` answered by a thread that must not wait (the event loop), or None.
+
+        Only a lookup that needs no I/O and no wait qualifies: one vector, no
+        filter, ``ef`` and ``k`` within the index's default ``ef``, micro-batching
+        off, and the cache bypassed (``fresh``), absent, or holding the answer in
+        this process. Its search runs in `no_waiting`: a shard lock that a writer
+        holds or waits for, or a search worth other threads, gives None too. A
+        None means: call `lookup` where waiting is allowed; nothing was changed.
+
+        Raises:
+            RequestError: invalid options or vector (as `lookup`).
+        """
+        if (
+            not self.config.inline_lookups
+            or request.kind != "vector"
+            or request.filter is not None
+            or self.batcher.window_s > 0
+        ):
+            return None
+        plan = self.plan(generation, request)
+        if max(plan.ef, plan.k) > generation.index.config.ef_search:
+            return None
+        position, epoch = state_of(generation)
+        [query] = self.resolve(generation, [request])
+        key = CacheKey(generation.version, position, query.key, plan.k, plan.ef, plan.filter_key)
+        status: CacheStatus = "bypass" if request.fresh else "miss"
+        value = None if request.fresh else self.cache.peek(key)
+        if value is not None:
+            status = "hit"
+        elif not request.fresh and self.cache.remote:
+            return None  # the shared cache is asked, and a result stored, off the loop
+        else:
+            try:
+                with no_waiting():
+                    [(rows, exhaustive)] = self.neighbours(generation, [query], plan)
+            except WouldBlockError:
+                return None
+            value = _dumps(rows) if exhaustive else _PARTIAL + _dumps(rows)
+        degraded = generation.source_lag() > self.config.degraded_lag
+        body = lookup_body(
+            generation.version, epoch, value.removeprefix(_PARTIAL), degraded,
+            not value.startswith(_PARTIAL),
+        )  # fmt: skip
+        return Reply(body, status)
 
     def lookup_batch(self, request: BatchLookupRequest, generation: IndexGeneration) -> Reply:
         """The body of a `BatchLookupResponse`: each query answered in order.

@@ -83,6 +83,14 @@ class ResultCache(ABC):
         """Store one value (best effort)."""
         self.set_many([(key, value)])
 
+    remote: bool = True
+    """Whether reading or storing a value may wait on I/O (a thread that must not
+    wait then asks only `peek`)."""
+
+    def peek(self, key: CacheKey) -> bytes | None:
+        """The value of ``key`` if this process holds it (no I/O, never waits), else None."""
+        return None
+
     def get_or_compute(self, key: CacheKey, compute: Callable[[], bytes]) -> tuple[bytes, bool]:
         """The cached value of ``key``, or ``compute()`` stored under it.
 
@@ -106,6 +114,8 @@ class ResultCache(ABC):
 
 class NullCache(ResultCache):
     """No caching: every lookup is computed (``SIMSTREAM_CACHE_TTL_S=0`` or no Redis)."""
+
+    remote = False
 
     def get_many(self, keys: Sequence[CacheKey]) -> list[bytes | None]:
         """Always misses."""

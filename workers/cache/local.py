@@ -38,6 +38,10 @@ class LocalFirstCache(ResultCache):
         self._lock = threading.Lock()
         self.hits = 0
 
+    def peek(self, key: CacheKey) -> bytes | None:
+        """The LRU's value of ``key`` (counted as a hit), or None; never asks the shared cache."""
+        return self._local(key)
+
     def _local(self, key: CacheKey) -> bytes | None:
         with self._lock:
             value = self._lru.get(key)

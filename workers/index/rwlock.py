@@ -6,6 +6,10 @@ starves: a waiting writer stops new readers from entering, and when a writer
 releases the lock every reader that was waiting at that moment is admitted
 before the next writer, even if that writer was already queued. Writers keep
 their hold short (see `Shard`), so a reader waits at most about one write slice.
+
+A thread that must never wait (the API's event loop answering a lookup itself)
+searches inside `no_waiting`: an acquisition that would wait raises
+`WouldBlockError` instead, and the caller searches again elsewhere.
 """
 
 from __future__ import annotations
@@ -14,6 +18,33 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from simstream.errors import WouldBlockError
+
+_thread = threading.local()
+
+
+@contextmanager
+def no_waiting() -> Iterator[None]:
+    """Within the block, this thread's lock acquisitions that would wait raise
+    `WouldBlockError` instead of waiting (nesting is allowed)."""
+    before = getattr(_thread, "no_wait", False)
+    _thread.no_wait = True
+    try:
+        yield
+    finally:
+        _thread.no_wait = before
+
+
+def waiting_allowed() -> bool:
+    """False inside `no_waiting`: whoever would wait (for a lock, for other threads)
+    must raise `WouldBlockError` instead."""
+    return not getattr(_thread, "no_wait", False)
+
+
+def _would_wait(side: str) -> None:
+    if not waiting_allowed():
+        raise WouldBlockError(f"The {side} lock is held or awaited by a writer; not waiting.")
 
 
 class RWLock:
@@ -38,6 +69,7 @@ class RWLock:
             if not self._writer and not self._writers_waiting:
                 self._readers += 1
                 return
+            _would_wait("read")
             self._readers_waiting += 1
             try:
                 while self._writer or (self._writers_waiting and not self._passes):
@@ -59,6 +91,8 @@ class RWLock:
     def acquire_write(self) -> None:
         """Block until no reader and no other writer holds the lock."""
         with self._mutex:
+            if self._writer or self._readers or self._passes:
+                _would_wait("write")
             self._writers_waiting += 1
             try:
                 while self._writer or self._readers or self._passes:

@@ -27,7 +27,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from simstream.errors import IndexStoreError
+from simstream.errors import IndexStoreError, WouldBlockError
 from simstream.log import get_logger
 from simstream.settings import Settings
 from workers.index.config import IndexConfig
@@ -35,6 +35,7 @@ from workers.index.filter import Filter
 from workers.index.listing import Page, merge_pages
 from workers.index.partitioning import partition_for
 from workers.index.record import IndexRecord
+from workers.index.rwlock import waiting_allowed
 from workers.index.search import Hits
 from workers.index.shard import SCAN_BUDGET, ApplyResult, Described, Item, Shard, ShardStats
 
@@ -522,6 +523,8 @@ class ShardedIndex:
         # not look costly and send later small searches to threads.
         started = time.thread_time()
         if parallel:
+            if not waiting_allowed():
+                raise WouldBlockError("A search worth threads would wait for them; not waiting.")
             assert self._pool is not None
             threads = max(1, cpus // len(shards))
             futures, inline = [], []

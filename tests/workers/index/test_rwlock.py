@@ -4,7 +4,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from workers.index.rwlock import RWLock
+import pytest
+
+from simstream.errors import WouldBlockError
+from workers.index.rwlock import RWLock, no_waiting, waiting_allowed
 
 
 def test_readers_share_the_lock() -> None:
@@ -124,3 +127,32 @@ def test_readers_recent_reports_reader_activity() -> None:
     with lock.read():
         assert lock.readers_recent(0.0)
     assert lock.readers_recent(10.0)
+
+
+def test_inside_no_waiting_an_acquisition_that_would_wait_raises_instead() -> None:
+    lock = RWLock()
+    with no_waiting(), lock.read():  # free: taken at once
+        pass
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with lock.write():
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    with no_waiting(), pytest.raises(WouldBlockError, match="read lock"):
+        lock.acquire_read()
+    assert time.monotonic() - started < 0.5
+    assert waiting_allowed()  # the mode ends with its block
+    release.set()
+    with lock.read():  # outside it, a reader waits for the writer as before
+        pass
+    thread.join(5)
+    with lock.read(), no_waiting(), pytest.raises(WouldBlockError, match="write lock"):
+        lock.acquire_write()
+    with lock.write():  # the refused writer left no trace
+        pass

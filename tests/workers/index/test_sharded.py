@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from simstream.errors import IndexStoreError
+from simstream.errors import IndexStoreError, WouldBlockError
 from simstream.settings import Settings
 from tests.waiting import wait_for
 from tests.workers.index.helpers import KnnSpy, distances, unit_vectors
@@ -15,6 +15,7 @@ from workers.index.config import IndexConfig
 from workers.index.filter import Filter
 from workers.index.partitioning import partition_for
 from workers.index.record import Mutation
+from workers.index.rwlock import no_waiting
 from workers.index.sharded import ShardedIndex, shard_ef
 
 
@@ -429,3 +430,20 @@ def test_a_search_capped_to_one_thread_searches_every_shard_in_the_calling_threa
     assert [list(n.ids) for n in capped] == [list(n.ids) for n in uncapped]
     with pytest.raises(IndexStoreError, match="threads ≥ 1"):
         index.search_batch(vectors[:1], 5, threads=0)
+
+
+def test_a_search_that_must_not_wait_refuses_to_hand_shards_to_threads(
+    rng: np.random.Generator,
+) -> None:
+    index, _ = filled(rng, fan_out_min_s=0.0)  # every search is worth threads
+    queries = unit_vectors(rng, 2, 8)
+    index.search_batch(queries, 5)  # measures a search time above 0
+    with no_waiting(), pytest.raises(WouldBlockError, match="threads"):
+        index.search_batch(queries, 5)
+    # The calling thread's single-query path needs no other thread.
+    cheap, _ = filled(rng, fan_out_min_s=10.0)
+    with no_waiting():
+        found = cheap.search(queries[0], 5)
+    assert found.ids == cheap.search(queries[0], 5).ids and len(found.ids) == 5
+    index.close()
+    cheap.close()
