@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     api_inline_lookups: bool = Field(
         True,
         description="answer a lookup on the event loop, without the thread hop, when it "
-        "cannot wait: one vector, no filter, at most the default ef, the cache bypassed, "
+        "cannot wait: by vector or id, no filter, at most the default ef, the cache bypassed, "
         "absent or holding it in the process, and no shard lock busy",
     )
     metrics_port: int = Field(

@@ -181,42 +181,47 @@ class Searcher:
     def lookup_now(self, request: LookupRequest, generation: IndexGeneration) -> Reply | None:
         """`lookup` answered by a thread that must not wait (the event loop), or None.
 
-        Only a lookup that needs no I/O and no wait qualifies: one vector, no
-        filter, ``ef`` and ``k`` within the index's default ``ef``, micro-batching
-        off, and the cache bypassed (``fresh``), absent, or holding the answer in
-        this process. Its search runs in `no_waiting`: a shard lock that a writer
-        holds or waits for, or a search worth other threads, gives None too. A
-        None means: call `lookup` where waiting is allowed; nothing was changed.
+        Only a lookup that needs no I/O and no wait qualifies: by vector or by
+        an indexed item's id, no filter, ``ef`` and ``k`` within the index's
+        default ``ef``, micro-batching off, and the cache bypassed (``fresh``),
+        absent, or holding the answer in this process. Reading the item and
+        searching run in `no_waiting`: a shard lock that a writer holds or waits
+        for, or a search worth other threads, gives None too. A None means:
+        call `lookup` where waiting is allowed; nothing was changed.
 
         Raises:
             RequestError: invalid options or vector (as `lookup`).
+            NotFoundError: a query by an unknown id (as `lookup`).
         """
         if (
             not self.config.inline_lookups
-            or request.kind != "vector"
+            or request.kind not in ("vector", "id")
             or request.filter is not None
             or self.batcher.window_s > 0
         ):
             return None
         plan = self.plan(generation, request)
-        if max(plan.ef, plan.k) > generation.index.config.ef_search:
+        extra = 1 if request.kind == "id" else 0  # the item itself is searched past
+        if max(plan.ef, plan.k + extra) > generation.index.config.ef_search:
             return None
         position, epoch = state_of(generation)
-        [query] = self.resolve(generation, [request])
-        key = CacheKey(generation.version, position, query.key, plan.k, plan.ef, plan.filter_key)
-        status: CacheStatus = "bypass" if request.fresh else "miss"
-        value = None if request.fresh else self.cache.peek(key)
-        if value is not None:
-            status = "hit"
-        elif not request.fresh and self.cache.remote:
-            return None  # the shared cache is asked, and a result stored, off the loop
-        else:
-            try:
-                with no_waiting():
+        try:
+            with no_waiting():
+                [query] = self.resolve(generation, [request])
+                key = CacheKey(
+                    generation.version, position, query.key, plan.k, plan.ef, plan.filter_key
+                )
+                status: CacheStatus = "bypass" if request.fresh else "miss"
+                value = None if request.fresh else self.cache.peek(key)
+                if value is not None:
+                    status = "hit"
+                elif not request.fresh and self.cache.remote:
+                    return None  # the shared cache is asked, and a result stored, off the loop
+                else:
                     [(rows, exhaustive)] = self.neighbours(generation, [query], plan)
-            except WouldBlockError:
-                return None
-            value = _dumps(rows) if exhaustive else _PARTIAL + _dumps(rows)
+                    value = _dumps(rows) if exhaustive else _PARTIAL + _dumps(rows)
+        except WouldBlockError:
+            return None
         degraded = generation.source_lag() > self.config.degraded_lag
         body = lookup_body(
             generation.version, epoch, value.removeprefix(_PARTIAL), degraded,

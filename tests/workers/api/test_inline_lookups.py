@@ -71,6 +71,7 @@ def test_lookups_that_cannot_wait_are_answered_on_the_loop_as_the_pool_answers_t
     fresh = [
         {"vector": vector, "k": 5, "fresh": True},
         {"vector": vector, "k": 10, "max_distance": 0.2, "fresh": True},
+        {"id": served.digits.ids[3], "k": 5, "fresh": True},  # its neighbours but itself
     ]
     for body in fresh:
         a, b = on_loop.post("/v1/lookup", json=body), in_pool.post("/v1/lookup", json=body)
@@ -93,7 +94,6 @@ def test_lookups_that_cannot_wait_are_answered_on_the_loop_as_the_pool_answers_t
 @pytest.mark.parametrize(
     "body",
     [
-        {"id": "digit-3", "k": 5, "fresh": True},  # reading the item could wait
         {"vector": None, "k": 5, "filter": {"labels": ["7"]}, "fresh": True},
         {"vector": None, "k": 5, "ef": 4000, "fresh": True},  # above the default cost
         {"vector": None, "k": 6},  # a first ask goes to the shared cache
@@ -106,16 +106,12 @@ def test_lookups_that_may_wait_go_to_the_thread_pool(
     body: dict[str, Any],
 ) -> None:
     on_loop, _ = clients
-    if "vector" in body:
-        body = {**body, "vector": _vector(served, 7)}
-    else:
-        body = {**body, "id": served.digits.ids[3]}
-    response = on_loop.post("/v1/lookup", json=body)
+    response = on_loop.post("/v1/lookup", json={**body, "vector": _vector(served, 7)})
     assert response.status_code == 200, response.text
     assert pool_calls == ["LookupRequest"]
 
 
-def test_a_shard_lock_held_by_a_writer_sends_the_lookup_to_the_pool_without_waiting(
+def test_shard_locks_held_by_a_writer_send_the_lookup_to_the_pool_without_waiting(
     clients: tuple[TestClient, TestClient], served: Served, pool_calls: list[str]
 ) -> None:
     on_loop, _ = clients
@@ -123,13 +119,18 @@ def test_a_shard_lock_held_by_a_writer_sends_the_lookup_to_the_pool_without_wait
     searcher = on_loop.app.state.api.searcher  # type: ignore[attr-defined]
     request = LookupRequest.model_validate({"vector": _vector(served, 2), "k": 5, "fresh": True})
     assert searcher.lookup_now(request, generation) is not None
-    shard = generation.index.shards[-1]
+    by_id = LookupRequest.model_validate({"id": served.digits.ids[0], "k": 5, "fresh": True})
+    assert searcher.lookup_now(by_id, generation) is not None
     held, release = threading.Event(), threading.Event()
 
     def writer() -> None:
-        with shard._lock.write():  # a write in progress (fault injection)
-            held.set()
-            release.wait(5)
+        shards = generation.index.shards
+        for shard in shards:  # writes in progress everywhere (fault injection)
+            shard._lock.acquire_write()
+        held.set()
+        release.wait(5)
+        for shard in shards:
+            shard._lock.release_write()
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -137,6 +138,7 @@ def test_a_shard_lock_held_by_a_writer_sends_the_lookup_to_the_pool_without_wait
         assert held.wait(5)
         started = time.monotonic()
         assert searcher.lookup_now(request, generation) is None
+        assert searcher.lookup_now(by_id, generation) is None  # reading the item would wait
         assert time.monotonic() - started < 0.5
         threading.Timer(0.3, release.set).start()
         response = on_loop.post("/v1/lookup", json=request.model_dump(exclude_none=True))
