@@ -120,12 +120,14 @@ def few_shot_trial(
             query = np.setdiff1d(np.arange(len(new_labels)), chosen)
             index = np.concatenate([base_embeddings, new_embeddings[chosen]])
             index_labels = np.concatenate([base_labels, new_labels[chosen]])
-            predicted = _classify(new_embeddings[query], index, index_labels, classifier, k,
-                                  distance)  # fmt: skip
+            predicted = _classify(
+                new_embeddings[query], index, index_labels, classifier, k, distance
+            )
             accuracies.append(float(np.mean(predicted == new_labels[query])))
             if measure_known:
-                predicted = _classify(base_embeddings, index, index_labels, classifier, k,
-                                      distance, exclude_self=True)  # fmt: skip
+                predicted = _classify(
+                    base_embeddings, index, index_labels, classifier, k, distance, True
+                )
                 known_accuracies.append(float(np.mean(predicted == base_labels)))
         curve[int(n)] = float(np.mean(accuracies))
         if measure_known:
