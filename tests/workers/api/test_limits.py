@@ -37,9 +37,14 @@ class _SearchesBlock:
 @pytest.fixture
 def limited(served: Served) -> Iterator[tuple[TestClient, _SearchesBlock]]:
     """An app over the shared node allowing two lookups at once, whose searches block
-    while ``release`` is clear."""
+    while ``release`` is clear (in the thread pool: the event loop answers only
+    lookups whose search cannot wait, which this fault makes every search do)."""
     settings = served.settings.model_copy(
-        update={"api_max_concurrent_lookups": LIMIT, "api_retry_after_s": 3}
+        update={
+            "api_max_concurrent_lookups": LIMIT,
+            "api_retry_after_s": 3,
+            "api_inline_lookups": False,
+        }
     )
     app = create_app(settings, served.node)
     blocking = _SearchesBlock(app.state.api.searcher.batcher.search)
