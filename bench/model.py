@@ -22,8 +22,10 @@ scikit-learn's digits (1,797 8×8 images), with the same class split for both:
 7. ``few_shot``: from the open-set index, add n = 1, 5, 10, 50 images of each
    unseen class (drawn from all their images, none of which was trained on)
    and classify the others by their nearest neighbour, as ``/v1/classify``
-   does (`model.evaluation.few_shot`); ``few_shot_by_classifier`` adds, on the
-   same draws, a majority of 10 neighbours and the nearest class mean, and
+   does by default (`model.evaluation.few_shot`); ``few_shot_by_classifier``
+   adds, on the same draws, a majority of 10 neighbours, the nearest class
+   mean over every class, and the centroid vote of ``/v1/classify`` (the
+   nearest class mean among the labels of the 10 or 50 nearest neighbours), and
    ``few_shot_known_by_classifier`` what each classifier then answers for the
    seen classes' indexed images (leave-one-out): the price, if any, of its
    few-shot accuracy.
@@ -54,7 +56,7 @@ from bench.common import write_json
 from model.datasets import Dataset, load_digits, load_mnist
 from model.evaluation.calibration import calibrate, threshold_metrics
 from model.evaluation.classification import UNKNOWN, classification_report
-from model.evaluation.few_shot import CLASSIFIERS, few_shot_trial
+from model.evaluation.few_shot import FewShotClassifier, few_shot_trial
 from model.evaluation.open_set import open_set_report
 from model.evaluation.retrieval import QueryResults, retrieve, split_by_class
 from model.inputs import InputSpec
@@ -97,11 +99,16 @@ SHOTS = (1, 5, 10, 50)
 PCA_COMPONENTS = 64
 MAJORITY_K = 10
 """Neighbours of the majority vote measured beside 1-NN (``/v1/classify``'s default ``k``)."""
-_CLASSIFIER_NAMES = {
-    "nearest": "nearest",
-    "majority": f"majority@{MAJORITY_K}",
-    "class_mean": "class_mean",
+CENTROID_K = 50
+"""Neighbours whose labels compete in the centroid vote measured beside the default ``k``."""
+_CLASSIFIERS: dict[str, tuple[FewShotClassifier, int]] = {
+    "nearest": ("nearest", 1),
+    f"majority@{MAJORITY_K}": ("majority", MAJORITY_K),
+    "class_mean": ("class_mean", 1),
+    f"centroid@{MAJORITY_K}": ("centroid", MAJORITY_K),
+    f"centroid@{CENTROID_K}": ("centroid", CENTROID_K),
 }
+"""The few-shot classifiers measured: name → (rule, k) (`few_shot_trial`)."""
 DATASETS = ("mnist", "digits")
 _FIGURES = (
     ("seen", "recall@1"),
@@ -110,16 +117,8 @@ _FIGURES = (
     ("open_set", "auroc"),
     ("open_set", "f1"),
     *(("few_shot", str(n)) for n in SHOTS),
-    *(
-        ("few_shot_by_classifier", name, str(n))
-        for name in (f"majority@{MAJORITY_K}", "class_mean")
-        for n in SHOTS
-    ),
-    *(
-        ("few_shot_known_by_classifier", name, str(n))
-        for name in _CLASSIFIER_NAMES.values()
-        for n in SHOTS
-    ),
+    *(("few_shot_by_classifier", name, str(n)) for name in list(_CLASSIFIERS)[1:] for n in SHOTS),
+    *(("few_shot_known_by_classifier", name, str(n)) for name in _CLASSIFIERS for n in SHOTS),
 )
 HEADLINE = (
     *_FIGURES,
@@ -313,9 +312,10 @@ def _run_seed(
             "unseen classes' 30 %",
             "few_shot": f"open-set index + n images per unseen class (drawn from all "
             f"{len(split.unseen_all)} unseen-class images, 3 draws); 1-NN accuracy on the "
-            f"rest (few_shot_by_classifier: also a majority of {MAJORITY_K} and the nearest "
-            "class mean); few_shot_known_by_classifier: the seen classes' indexed images "
-            "classified leave-one-out against the same index",
+            f"rest (few_shot_by_classifier: also a majority of {MAJORITY_K}, the nearest "
+            f"class mean, and the centroid vote among the labels of {MAJORITY_K} and "
+            f"{CENTROID_K} neighbours); few_shot_known_by_classifier: the seen classes' "
+            "indexed images classified leave-one-out against the same index",
             "baselines": f"cosine on raw pixels, and on PCA-{PCA_COMPONENTS} fitted on the "
             "training split",
             "distance": encoder.distance,
@@ -342,7 +342,7 @@ def _run_seed(
         threshold=evaluation["open_set"]["threshold"],
         few_shot={
             "model": evaluation["_few_shot"],
-            "model, nearest class mean": evaluation["_few_shot_class_mean"],
+            f"model, centroid vote (k = {CENTROID_K})": evaluation["_few_shot_centroid"],
             "raw pixels": baselines["raw_pixels"]["_few_shot"],
         },
         unseen_embeddings=unseen_all,
@@ -381,7 +381,7 @@ def _evaluate(
         float(np.quantile(known.nearest_distance, 0.95)),
     )
     trials = {
-        classifier: few_shot_trial(
+        name: few_shot_trial(
             embeddings[seen_mask],
             labels[seen_mask],
             unseen_all,
@@ -390,11 +390,11 @@ def _evaluate(
             distance=distance,
             seed=seed,
             classifier=classifier,
-            k=MAJORITY_K,
+            k=k,
         )
-        for classifier in CLASSIFIERS
+        for name, (classifier, k) in _CLASSIFIERS.items()
     }
-    curves = {classifier: trial.new for classifier, trial in trials.items()}
+    curves = {name: trial.new for name, trial in trials.items()}
     curve = curves["nearest"]
     report: dict[str, Any] = {
         "seen": _metrics(seen),
@@ -406,17 +406,16 @@ def _evaluate(
         },
         "few_shot": {str(n): round(a, 4) for n, a in curve.items()},
         "few_shot_by_classifier": {
-            _CLASSIFIER_NAMES[c]: {str(n): round(a, 4) for n, a in curves[c].items()}
-            for c in CLASSIFIERS
+            name: {str(n): round(a, 4) for n, a in curve.items()} for name, curve in curves.items()
         },
         "few_shot_known_by_classifier": {
-            _CLASSIFIER_NAMES[c]: {str(n): round(a, 4) for n, a in trials[c].known.items()}
-            for c in CLASSIFIERS
+            name: {str(n): round(a, 4) for n, a in trial.known.items()}
+            for name, trial in trials.items()
         },
         "_known": known.nearest_distance,
         "_unknown": unknown.nearest_distance,
         "_few_shot": curve,
-        "_few_shot_class_mean": curves["class_mean"],
+        "_few_shot_centroid": curves[f"centroid@{CENTROID_K}"],
     }
     if with_classification:
         report["all"] = _metrics(results)

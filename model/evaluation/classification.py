@@ -115,6 +115,7 @@ def nearest_class_mean(
     index_labels: np.ndarray,
     distance: DistanceLike = "cosine",
     exclude_self: bool = False,
+    candidates: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label each query with the class whose mean embedding is nearest.
 
@@ -131,11 +132,19 @@ def nearest_class_mean(
         exclude_self: leave-one-out: the queries are the index's first items,
             and each query's own class mean leaves the query out (a class it is
             the only member of cannot be its answer).
+        candidates: when set, only the classes of each query's ``candidates``
+            nearest index items compete (what ``/v1/classify`` answers with
+            ``vote="centroid"`` and ``k=candidates``); None: every class.
 
     Returns:
         ``(labels, distances)``: each query's class and its distance to that
         class's mean.
+
+    Raises:
+        ModelError: ``candidates`` below 1.
     """
+    if candidates is not None and candidates < 1:
+        raise ModelError(f"Expected candidates ≥ 1. Received: candidates={candidates}")
     index_labels = _checked_labels(index_embeddings, index_labels)
     index = np.asarray(index_embeddings, np.float64)
     classes, members = np.unique(index_labels, return_inverse=True)
@@ -152,6 +161,13 @@ def nearest_class_mean(
             for q, m in zip(np.asarray(query_embeddings, np.float64), others, strict=True)
         ])  # fmt: skip
         matrix[rows, own] = np.where(alone, np.inf, own_distance)
+    if candidates is not None:
+        near, _ = nearest_neighbours(
+            query_embeddings, index, candidates, distance, exclude_self=exclude_self
+        )
+        competing = np.zeros(matrix.shape, bool)
+        competing[np.arange(len(matrix))[:, None], members[near]] = True
+        matrix[~competing] = np.inf
     best = np.argmin(matrix, axis=1)
     return classes[best], matrix[np.arange(len(matrix)), best]
 

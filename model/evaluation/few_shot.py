@@ -9,8 +9,10 @@ with known classes are errors.
 
 ``classifier`` measures the alternatives on the same draws: ``"majority"``
 (a majority of ``k`` neighbours, biased toward the known classes whenever
-``k`` exceeds the shots) and ``"class_mean"`` (the nearest class mean, see
-`model.evaluation.classification.nearest_class_mean`).
+``k`` exceeds the shots), ``"class_mean"`` (the nearest class mean, see
+`model.evaluation.classification.nearest_class_mean`) and ``"centroid"`` (the
+nearest class mean among the classes of the ``k`` nearest neighbours: what
+``/v1/classify`` answers with ``vote="centroid"``).
 
 A classifier can buy accuracy on the new classes with accuracy on the known
 ones (one that favours classes with few examples answers a new class more
@@ -27,12 +29,12 @@ from typing import Literal
 
 import numpy as np
 
-from model.evaluation.classification import knn_classify, nearest_class_mean
+from model.evaluation.classification import Vote, knn_classify, nearest_class_mean
 from model.evaluation.search import DistanceLike
 from simstream.errors import ModelError
 
-FewShotClassifier = Literal["nearest", "majority", "class_mean"]
-CLASSIFIERS: tuple[FewShotClassifier, ...] = ("nearest", "majority", "class_mean")
+FewShotClassifier = Literal["nearest", "majority", "class_mean", "centroid"]
+CLASSIFIERS: tuple[FewShotClassifier, ...] = ("nearest", "majority", "class_mean", "centroid")
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ def few_shot_trial(
         distance: anything `model.distances.get` resolves.
         draws: random draws of the shots per ``n``.
         seed: seed of the draws.
-        classifier: ``"nearest"`` (1-NN), ``"majority"`` (of ``k`` neighbours) or
-            ``"class_mean"``.
-        k: neighbours of the majority vote.
+        classifier: ``"nearest"`` (1-NN), ``"majority"`` (of ``k`` neighbours),
+            ``"class_mean"`` or ``"centroid"`` (among the ``k`` neighbours' classes).
+        k: neighbours of the majority and centroid votes.
         known: also measure the base examples (``known``; a search over the
             whole index per base example and draw).
 
@@ -144,11 +146,14 @@ def _classify(
     distance: DistanceLike,
     exclude_self: bool = False,
 ) -> np.ndarray:
-    if classifier == "class_mean":
-        predicted, _ = nearest_class_mean(queries, index, labels, distance, exclude_self)
+    if classifier in ("class_mean", "centroid"):
+        candidates = k if classifier == "centroid" else None
+        predicted, _ = nearest_class_mean(
+            queries, index, labels, distance, exclude_self, candidates
+        )
     else:
+        vote: Vote = "majority" if classifier == "majority" else "nearest"
         predicted, _ = knn_classify(
-            queries, index, labels, k=k, vote=classifier, distance=distance,
-            exclude_self=exclude_self,
-        )  # fmt: skip
+            queries, index, labels, k=k, vote=vote, distance=distance, exclude_self=exclude_self
+        )
     return predicted

@@ -12,7 +12,7 @@ import base64
 import json as jsonlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
+from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -188,13 +188,17 @@ def classify(
     threshold: float | None = None,
     filter: Filter | None = None,
     after: str | None = None,
+    vote: Literal["nearest", "majority", "centroid"] | None = None,
     **query: Unpack[Query],
 ) -> Call[Json]:
     """k-NN label of one query (one of ``vector``, ``image``, ``array``, ``id``), or
-    ``"unknown"``. Returns the `ClassifyResponse` body."""
+    ``"unknown"``; ``vote`` picks the rule (default: the server's, ``nearest``). Returns
+    the `ClassifyResponse` body."""
     body = {**_query(query), **_options(k, None, filter, False, after)}
     if threshold is not None:
         body["threshold"] = threshold
+    if vote is not None:
+        body["vote"] = vote
     return Call(Request("POST", "/v1/classify", json=body), _json)
 
 

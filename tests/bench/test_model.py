@@ -61,11 +61,12 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
         assert set(figures["few_shot"]) == {"1", "5", "10", "50"}
         assert all(0 <= a <= 1 for a in figures["few_shot"].values())
         by_classifier = figures["few_shot_by_classifier"]
-        assert set(by_classifier) == {"nearest", "majority@10", "class_mean"}
+        names = {"nearest", "majority@10", "class_mean", "centroid@10", "centroid@50"}
+        assert set(by_classifier) == names
         assert by_classifier["nearest"] == figures["few_shot"]
         assert all(set(curve) == {"1", "5", "10", "50"} for curve in by_classifier.values())
         known = figures["few_shot_known_by_classifier"]
-        assert set(known) == {"nearest", "majority@10", "class_mean"}
+        assert set(known) == names
         assert all(set(curve) == {"1", "5", "10", "50"} for curve in known.values())
         assert all(0 <= a <= 1 for curve in known.values() for a in curve.values())
     # Raw pixels tell the seen digits apart (leave-one-out), new classes indexed or not.
@@ -83,9 +84,12 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
     summary = saved["summary"]["unseen.recall@1"]
     assert summary["mean"] == pytest.approx(np.mean(recalls), abs=1e-4)
     assert summary["min"] == min(recalls) and summary["max"] == max(recalls)
-    assert {"few_shot_by_classifier.class_mean.5", "few_shot_by_classifier.majority@10.5"} <= set(
-        saved["summary"]
-    )
+    assert {
+        "few_shot_by_classifier.class_mean.5",
+        "few_shot_by_classifier.majority@10.5",
+        "few_shot_by_classifier.centroid@50.5",
+        "few_shot_known_by_classifier.centroid@50.5",
+    } <= set(saved["summary"])
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 

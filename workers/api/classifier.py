@@ -6,6 +6,12 @@ nearest of them decides (``vote="nearest"``); ``vote="majority"`` answers the
 label with the most of them, which favours labels with many indexed items: a
 label added with five examples loses to a crowd of farther neighbours of a
 large label whenever ``k`` exceeds five (`model.evaluation.classification`).
+``vote="centroid"`` answers, among the labels of the voters, the one whose mean
+stored embedding over the whole index is nearest to the query
+(`workers.index.centroid`): every label counts once, so a label of five
+examples competes fairly with one of thousands, where the nearest neighbour
+still favours the crowd (more items, more chances to be nearest). The
+threshold decides ``unknown`` alike for every rule: on the neighbours.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 from model.registry import Registry
 from simstream.errors import RegistryError
 from workers.api.config import ClassifierConfig
 from workers.api.schemas import ClassifyRequest, ClassifyVote
 from workers.api.searcher import Searcher
+from workers.index.centroid import LabelSum, centroid_distance
 from workers.node.generation import IndexGeneration
 
 UNKNOWN_LABEL = "unknown"
@@ -49,13 +58,20 @@ class Classifier:
             RequestError: invalid options or query (400/422).
             NotFoundError: a query by an unknown id (404).
         """
-        answer = self.searcher.search(request, [request], generation)
+        by_centroid = request.vote == "centroid"
+        answer = self.searcher.search(request, [request], generation, embed=by_centroid)
         [raw] = answer.neighbours
         threshold, source = self.threshold(answer.version, request.threshold)
         rows = json.loads(raw)
-        return verdict(rows, threshold, source, answer.version, answer.epoch, request.vote) | {
-            "degraded": answer.degraded
-        }
+        centroids = None
+        if by_centroid:
+            [vector] = answer.vectors
+            sums = generation.index.label_sums(candidates(rows, threshold))
+            centroids = centroid_distances(vector, sums, generation.index.space)
+        body = verdict(
+            rows, threshold, source, answer.version, answer.epoch, request.vote, centroids
+        )
+        return body | {"degraded": answer.degraded}
 
     def threshold(self, version: str, requested: float | None) -> tuple[float, ThresholdSource]:
         """The distance threshold of classification and where it came from (`Thresholds`)."""
@@ -63,13 +79,18 @@ class Classifier:
 
     @staticmethod
     def vote(
-        rows: Sequence[dict[str, Any]], threshold: float, rule: ClassifyVote = "nearest"
+        rows: Sequence[dict[str, Any]],
+        threshold: float,
+        rule: ClassifyVote = "nearest",
+        centroids: Mapping[str, float] | None = None,
     ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
         """The label of the labelled neighbours within ``threshold``.
 
         ``rule="nearest"``: labels ranked by their nearest voter (1-NN).
         ``rule="majority"``: by number of voters, ties to the nearer nearest
-        voter. No voter: ``unknown``.
+        voter. ``rule="centroid"``: by ``centroids`` (the query's distance to each
+        label's mean embedding; a label without one ranks last), ties to the
+        nearer nearest voter. No voter: ``unknown``.
 
         Returns:
             ``(label, votes, evidence)``: votes sorted best first; every neighbour
@@ -83,12 +104,20 @@ class Classifier:
             nearest[str(e["label"])] = min(
                 float(e["distance"]), nearest.get(str(e["label"]), math.inf)
             )
+        away = {} if centroids is None else centroids
         if rule == "majority":
             ranked = sorted(counts, key=lambda label: (-counts[label], nearest[label]))
+        elif rule == "centroid":
+            ranked = sorted(counts, key=lambda label: (away.get(label, math.inf), nearest[label]))
         else:
             ranked = sorted(counts, key=lambda label: (nearest[label], -counts[label]))
         votes = [
-            {"label": label, "votes": counts[label], "nearest_distance": nearest[label]}
+            {
+                "label": label,
+                "votes": counts[label],
+                "nearest_distance": nearest[label],
+                "centroid_distance": away.get(label) if rule == "centroid" else None,
+            }
             for label in ranked
         ]
         label = ranked[0] if ranked else UNKNOWN_LABEL
@@ -132,6 +161,24 @@ class Thresholds:
         return self._thresholds[version]
 
 
+def candidates(rows: Sequence[dict[str, Any]], threshold: float) -> list[str]:
+    """The labels of the labelled neighbours within ``threshold`` (the voters), once each."""
+    return list(
+        dict.fromkeys(
+            str(row["label"])
+            for row in rows
+            if row["label"] is not None and row["distance"] <= threshold
+        )
+    )
+
+
+def centroid_distances(
+    vector: np.ndarray, sums: Mapping[str, LabelSum], space: str
+) -> dict[str, float]:
+    """The query's distance to each label's mean embedding (`centroid_distance`)."""
+    return {label: centroid_distance(vector, found, space) for label, found in sums.items()}
+
+
 def verdict(
     rows: Sequence[dict[str, Any]],
     threshold: float,
@@ -139,10 +186,11 @@ def verdict(
     version: str,
     epoch: int,
     rule: ClassifyVote = "nearest",
+    centroids: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The body of a `ClassifyResponse` (without ``degraded``) from a query's neighbours,
-    voted by ``rule`` (see `Classifier.vote`)."""
-    label, votes, evidence = Classifier.vote(rows, threshold, rule)
+    voted by ``rule`` (see `Classifier.vote`; ``centroids`` for ``rule="centroid"``)."""
+    label, votes, evidence = Classifier.vote(rows, threshold, rule, centroids)
     return {
         "label": label,
         "known": bool(votes),

@@ -1,5 +1,9 @@
 """``POST /internal/v1/search``: the router's search of this node's partitions.
 
+(And ``POST /internal/v1/label-sums``: the sums of some labels' stored
+embeddings in this node's partitions, from which the router computes class
+centroids for ``/v1/classify`` with ``vote="centroid"``.)
+
 The query router (``simstream router``) embeds a query once, with the model
 version it chose for the whole cluster, and sends only vectors to one replica
 of each partition set. This route searches this node's generation of exactly
@@ -84,6 +88,30 @@ class InternalResults(_Strict):
     version: str
     partitions: list[int]
     results: list[ShardResult]
+
+
+class LabelSumsRequest(_Strict):
+    """Labels whose stored embeddings to sum in one model version's generation."""
+
+    version: str = Field(..., min_length=1, description="The model version to read.")
+    labels: list[str] = Field(
+        ..., min_length=1, description="Labels as answers name them (at most max k)."
+    )
+
+
+class LabelSumOut(_Strict):
+    """The sum of a label's stored embeddings in this node's partitions, and their count."""
+
+    total: list[float]
+    count: int
+
+
+class LabelSums(_Strict):
+    """The answer of a node: its version, its partitions and the sums of the labels it holds."""
+
+    version: str
+    partitions: list[int]
+    sums: dict[str, LabelSumOut]
 
 
 class StoredVector(_Strict):
@@ -176,3 +204,35 @@ def search_generation(
         )
     partitions = sorted(s.partition for s in generation.index.shards)
     return {"version": generation.version, "partitions": partitions, "results": results}
+
+
+@router.post(
+    "/label-sums",
+    response_model=LabelSums,
+    responses={409: {"model": ErrorResponse, "description": "No generation of that version."}},
+    summary="Sums of labels' stored embeddings in this node's partitions (router to node)",
+)
+async def label_sums(
+    request: LabelSumsRequest,
+    state: ApiState = Depends(get_state),  # noqa: B008
+) -> dict[str, Any]:
+    """Per label, the sum and count of its stored embeddings in this node's generation of
+    `version` (labels it holds no item of are absent)."""
+    generation = _generation(state, request.version)
+    max_k = state.searcher.config.max_k
+    if len(request.labels) > max_k:
+        raise RequestError(
+            f"Invalid value for `labels`. Expected at most {max_k} labels (max k). "
+            f"Received: {len(request.labels)}",
+            422,
+        )
+    sums = await run_in_threadpool(generation.index.label_sums, request.labels)
+    partitions = sorted(s.partition for s in generation.index.shards)
+    return {
+        "version": generation.version,
+        "partitions": partitions,
+        "sums": {
+            label: {"total": found.total.tolist(), "count": found.size}
+            for label, found in sums.items()
+        },
+    }

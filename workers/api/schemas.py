@@ -224,7 +224,7 @@ class BatchLookupRequest(LookupOptions):
     )
 
 
-ClassifyVote = Literal["nearest", "majority"]
+ClassifyVote = Literal["nearest", "majority", "centroid"]
 """How labelled neighbours decide (see `workers.api.classifier.Classifier.vote`)."""
 
 
@@ -248,7 +248,10 @@ class ClassifyRequest(Query, LookupOptions):
         description="nearest: the label of the nearest neighbour within the threshold "
         "(1-NN; a label with few items competes fairly). majority: the label with most "
         "neighbours within the threshold among k, ties to the nearer (favours labels "
-        "with many items).",
+        "with many items). centroid: among the labels of the neighbours within the "
+        "threshold, the one whose mean embedding over the whole index is nearest to the "
+        "query (every label counts once however many items it has: best for classes "
+        "added with a few examples).",
     )
 
 
@@ -365,6 +368,11 @@ class Vote(BaseModel):
     label: str
     votes: int
     nearest_distance: float
+    centroid_distance: float | None = Field(
+        None,
+        description="Distance from the query to the label's mean embedding over the whole "
+        "index (vote centroid only).",
+    )
 
 
 class Evidence(Neighbor):
@@ -383,8 +391,8 @@ class ClassifyResponse(BaseModel):
     vote: ClassifyVote = Field(..., description="The rule that decided.")
     votes: list[Vote] = Field(
         ...,
-        description="Labels best first: by nearest distance (vote nearest) or by votes, "
-        "then nearest distance (vote majority).",
+        description="Labels best first: by nearest distance (vote nearest), by votes, "
+        "then nearest distance (vote majority), or by centroid distance (vote centroid).",
     )
     neighbors: list[Evidence]
     model_version: str

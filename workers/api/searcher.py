@@ -108,6 +108,7 @@ class Answer:
         exhaustive: per query, False when fewer than k came back although more
             items may pass the filter (the index capped its search).
         degraded: the generation lagged more than the configured events of ``items``.
+        vectors: the queries' embeddings, when asked for (``search(..., embed=True)``).
     """
 
     version: str
@@ -116,6 +117,7 @@ class Answer:
     cache: CacheStatus
     exhaustive: list[bool]
     degraded: bool = False
+    vectors: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,13 +246,19 @@ class Searcher:
         return Reply(body, answer.cache)
 
     def search(
-        self, options: LookupOptions, queries: Sequence[Query], generation: IndexGeneration
+        self,
+        options: LookupOptions,
+        queries: Sequence[Query],
+        generation: IndexGeneration,
+        embed: bool = False,
     ) -> Answer:
         """Search ``queries`` in ``generation`` (the request's, pinned), through the cache.
 
         Validates ``options``, then reads the index's log position and epoch before
         resolving and searching. A write token (``options.after``) must have been
-        waited for already (`WriteWaiter`).
+        waited for already (`WriteWaiter`). With ``embed``, raw payloads are
+        embedded even when the cache holds their neighbours, and the answer
+        carries every query's embedding (``Answer.vectors``).
 
         Raises:
             RequestError: as `lookup`.
@@ -260,10 +268,13 @@ class Searcher:
         position, epoch = state_of(generation)
         degraded = generation.source_lag() > self.config.degraded_lag
         resolved = self.resolve(generation, queries)
+        if embed:
+            resolved = self.embedded(generation, resolved)
         values, status = self.cached_neighbours(generation, position, resolved, plan, options.fresh)
         exhaustive = [not v.startswith(_PARTIAL) for v in values]
         neighbours = [v.removeprefix(_PARTIAL) for v in values]
-        return Answer(generation.version, epoch, neighbours, status, exhaustive, degraded)
+        vectors = tuple(q.vector for q in resolved if q.vector is not None) if embed else ()
+        return Answer(generation.version, epoch, neighbours, status, exhaustive, degraded, vectors)
 
     # --- validation ------------------------------------------------------------------
 

@@ -63,6 +63,17 @@ def label_key(label: ItemLabel | None) -> LabelKey:
     return (_kind(label), label)
 
 
+def answered_label_keys(name: str) -> tuple[LabelKey, ...]:
+    """The keys of the item labels an answer names ``name`` (answers give ``str(label)``:
+    the string ``"7"`` and the integer ``7`` are both ``"7"``)."""
+    keys: tuple[LabelKey, ...] = (label_key(name),)
+    try:
+        number = int(name)
+    except ValueError:
+        return keys
+    return (*keys, label_key(number)) if str(number) == name else keys
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which items a search may return.

@@ -15,6 +15,10 @@ key some item holds a value of another type for (not JSON) is never used to
 narrow a search. The shard keeps the postings under its apply mutex and
 rebuilds them from its entries when it is restored from a snapshot.
 
+They also keep, per label, the sum of its items' stored vectors once asked
+(`Postings.label_sum`: a class's centroid, what ``/v1/classify`` votes by with
+``vote="centroid"``); adding or removing an item of a label forgets its sum.
+
 A filter's clause (`workers.index.clause`) is looked up where it can be:
 ``eq``, ``in``, ``exists`` and labels from their lists, ``and`` as the
 intersection of its children's, ``or`` as the union when every child can be
@@ -26,11 +30,17 @@ shard checks each candidate.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from workers.index.centroid import LabelSum
 from workers.index.clause import All, AnyOf, Clause, Equals, Exists, LabelIn, OneOf
 from workers.index.filter import Filter, ItemLabel, LabelKey, label_key
+
+_SUM_CHUNK = 4096
+"""Stored vectors read at once to sum a label's (bounds the temporary copy)."""
 
 _Posting = str | set[str]
 """The ids of one posting list: a bare id while it holds one (most metadata values are
@@ -89,13 +99,16 @@ class Postings:
 
     def __init__(self) -> None:
         self._labels: dict[LabelKey, _Posting] = {}
+        self._sums: dict[LabelKey, LabelSum] = {}
         self._values: dict[tuple[str, Hashable], _Posting] = {}
         self._keys: dict[str, _Posting] = {}
         self._unkeyed: dict[str, int] = {}
 
     def add(self, item_id: str, label: ItemLabel | None, metadata: Mapping[str, Any]) -> None:
         """Index a live item."""
-        _add(self._labels, label_key(label), item_id)
+        labelled = label_key(label)
+        _add(self._labels, labelled, item_id)
+        self._sums.pop(labelled, None)
         for key, value in metadata.items():
             _add(self._keys, key, item_id)
             vkey = value_key(value)
@@ -106,7 +119,9 @@ class Postings:
 
     def remove(self, item_id: str, label: ItemLabel | None, metadata: Mapping[str, Any]) -> None:
         """Forget an item indexed with this label and metadata."""
-        _discard(self._labels, label_key(label), item_id)
+        labelled = label_key(label)
+        _discard(self._labels, labelled, item_id)
+        self._sums.pop(labelled, None)
         for key, value in metadata.items():
             _discard(self._keys, key, item_id)
             vkey = value_key(value)
@@ -116,6 +131,30 @@ class Postings:
                 self._unkeyed[key] -= 1
             else:
                 self._unkeyed.pop(key, None)
+
+    def label_sum(
+        self, key: LabelKey, vectors: Callable[[Sequence[str]], np.ndarray]
+    ) -> LabelSum | None:
+        """The sum of the stored vectors of the live items with this label, and their
+        count (None: no such item).
+
+        Computed from ``vectors`` (the graph's stored vectors of ids) on first use,
+        then kept until an item of the label is added or removed (an upsert of one
+        is both), so a label that does not change costs one dictionary read. The
+        caller holds the shard's lock shared at least (no write in between).
+        """
+        found = self._sums.get(key)
+        if found is not None:
+            return found
+        ids = list(_ids(self._labels.get(key)))
+        if not ids:
+            return None
+        total = np.zeros(0)
+        for start in range(0, len(ids), _SUM_CHUNK):
+            part = vectors(ids[start : start + _SUM_CHUNK]).sum(axis=0, dtype=np.float64)
+            total = part if not total.size else total + part
+        found = self._sums[key] = LabelSum(total, len(ids))
+        return found
 
     def matching(self, flt: Filter) -> tuple[set[str] | None, bool]:
         """The ids that hold every constraint of ``flt`` the posting lists can look up.

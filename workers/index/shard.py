@@ -64,8 +64,9 @@ import numpy as np
 from simstream.errors import IndexStoreError
 from simstream.log import get_logger
 from simstream.wire import Op
+from workers.index.centroid import LabelSum, merge_sums
 from workers.index.config import IndexConfig
-from workers.index.filter import Filter, ItemLabel
+from workers.index.filter import Filter, ItemLabel, answered_label_keys
 from workers.index.frozen import FrozenShard
 from workers.index.graph import Graph, Insert, PendingInsert
 from workers.index.item_order import ItemOrder
@@ -622,6 +623,19 @@ class Shard:
     def _passes(self, item_id: str, flt: Filter) -> bool:
         entry = self._entries.get(item_id)
         return entry is not None and flt.matches(entry.label, entry.metadata)
+
+    def label_sums(self, labels: Collection[str]) -> dict[str, LabelSum]:
+        """Per label as answers name it (`answered_label_keys`), the sum and count of this
+        shard's live items' stored vectors; labels with no item here are absent."""
+        parts: list[dict[str, LabelSum]] = []
+        with self._lock.read():
+            vectors = self._graph.vectors
+            for name in labels:
+                for key in answered_label_keys(name):
+                    found = self._postings.label_sum(key, vectors)
+                    if found is not None:
+                        parts.append({name: found})
+        return merge_sums(parts)
 
     def get(self, item_id: str, *, vector: bool = True) -> Item | None:
         """The live item with this id, or None (with an empty vector unless ``vector``)."""

@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
@@ -30,6 +30,7 @@ import numpy as np
 from simstream.errors import IndexStoreError, WouldBlockError
 from simstream.log import get_logger
 from simstream.settings import Settings
+from workers.index.centroid import LabelSum, merge_sums
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter
 from workers.index.listing import Page, merge_pages
@@ -597,6 +598,12 @@ class ShardedIndex:
         for shard in self._shards:
             shard.describe_into(ids, out)
         return out
+
+    def label_sums(self, labels: Collection[str]) -> dict[str, LabelSum]:
+        """Per label (as answers name it), the sum and count of the live items' stored
+        vectors over every shard (`Shard.label_sums`): a class's centroid is
+        ``total / count``. Labels with no live item are absent."""
+        return merge_sums(s.label_sums(labels) for s in self._shards)
 
     def page(
         self,

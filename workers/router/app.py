@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -31,7 +31,7 @@ from simstream.errors import NotReadyError, PartitionUnavailableError
 from simstream.settings import Settings
 from workers.api import handlers, health
 from workers.api.auth import TokenStore, read_scope
-from workers.api.classifier import Thresholds, verdict
+from workers.api.classifier import Thresholds, candidates, centroid_distances, verdict
 from workers.api.config import AuthConfig, ClassifierConfig, ImageLimits
 from workers.api.decoding import QueryDecoder
 from workers.api.json_body import JsonBodyRoute
@@ -179,12 +179,23 @@ async def classify(
 ) -> Response:
     """k-NN label of one query over the whole cluster (see the node's `/v1/classify`)."""
     view = await state.views.current()
-    routed = await state.service.search(view, body, [body], _forwarded(request), body.partial)
+    by_centroid = body.vote == "centroid"
+    headers = _forwarded(request)
+    routed = await state.service.search(view, body, [body], headers, body.partial, by_centroid)
     threshold, source = await run_in_threadpool(
         state.thresholds.threshold, routed.version, body.threshold
     )
     rows = json.loads(routed.neighbours[0])
-    answer = verdict(rows, threshold, source, routed.version, routed.epoch, body.vote)
+    centroids = None
+    if by_centroid:
+        sums, missing = await state.service.label_sums(
+            view, routed.version, candidates(rows, threshold), headers, body.partial
+        )
+        [vector] = routed.vectors
+        centroids = centroid_distances(vector, sums, state.service.shape(routed.version)[1])
+        if missing:
+            routed = replace(routed, missing=sorted(set(routed.missing) | set(missing)))
+    answer = verdict(rows, threshold, source, routed.version, routed.epoch, body.vote, centroids)
     answer |= {"degraded": False}
     return _reply(json.dumps(answer, separators=(",", ":")).encode(), routed)
 

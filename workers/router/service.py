@@ -38,12 +38,14 @@ from workers.api.waits import parse_tokens
 from workers.cache.cache import CacheKey, NullCache, ResultCache, log_position
 from workers.cluster.membership import ClusterView, NodeRecord
 from workers.cluster.placement import partitions_of, set_of
+from workers.index.centroid import LabelSum, merge_sums
 from workers.index.partitioning import partition_for
 from workers.router.config import RouterConfig
 from workers.router.fanout import Fanout, holds
 from workers.router.merge import merge
 
 SEARCH_PATH = "/internal/v1/search"
+LABEL_SUMS_PATH = "/internal/v1/label-sums"
 ITEMS_PATH = "/internal/v1/items"
 _PARTIAL = b"~"
 
@@ -76,6 +78,7 @@ class Routed:
         exhaustive: per query, whether every set's answer was exhaustive.
         cache: the cache status of the request.
         missing: partitions no replica answered for (empty: a complete answer).
+        vectors: the queries' embeddings, when asked for (``search(..., embed=True)``).
     """
 
     version: str
@@ -84,6 +87,7 @@ class Routed:
     exhaustive: list[bool]
     cache: CacheStatus
     missing: list[int]
+    vectors: tuple[np.ndarray, ...] = ()
 
 
 class RouterService:
@@ -166,8 +170,12 @@ class RouterService:
         queries: Sequence[Query],
         headers: Mapping[str, str],
         partial: bool,
+        embed: bool = False,
     ) -> Routed:
         """Answer ``queries`` from one replica of every set, through the cache.
+
+        With ``embed``, raw payloads are embedded even when the cache answers, and
+        the answer carries every query's embedding (``Routed.vectors``).
 
         Raises:
             RequestError: invalid options or query (4xx), as a node would answer.
@@ -194,8 +202,15 @@ class RouterService:
         )
         todo = [i for i, value in enumerate(cached) if value is None]
         missing: list[int] = []
+        every: list[np.ndarray] = []
+        if embed:
+            every = await run_in_threadpool(self.vectors, version, targets)
         if todo:
-            vectors = await run_in_threadpool(self.vectors, version, [targets[i] for i in todo])
+            vectors = (
+                [every[i] for i in todo]
+                if embed
+                else await run_in_threadpool(self.vectors, version, [targets[i] for i in todo])
+            )
             base = {
                 "version": version,
                 "vectors": [v.tolist() for v in vectors],
@@ -234,7 +249,43 @@ class RouterService:
             [not v.startswith(_PARTIAL) for v in values],
             status,
             missing,
+            tuple(every),
         )
+
+    async def label_sums(
+        self,
+        view: ClusterView,
+        version: str,
+        labels: Sequence[str],
+        headers: Mapping[str, str],
+        partial: bool,
+    ) -> tuple[dict[str, LabelSum], list[int]]:
+        """Per label, the sum and count of its stored embeddings in ``version`` over the
+        whole cluster: one replica of every set asked, their answers added up.
+
+        Returns:
+            The sums (labels with no item are absent), and the partitions of the sets
+            no replica answered for.
+
+        Raises:
+            PartitionUnavailableError: a set has no replica that answered, and not
+                ``partial``.
+        """
+        if not labels:
+            return {}, []
+        order = {s: self.fanout.replicas(view, s, version) for s in view.sets}
+        body = {"version": version, "labels": list(labels)}
+        answers, missing = await self.fan_out(order, body, (), headers, LABEL_SUMS_PATH)
+        if missing and not partial:
+            raise unavailable(missing, version)
+        parts = [
+            {
+                label: LabelSum(np.asarray(found["total"], np.float64), int(found["count"]))
+                for label, found in answer["sums"].items()
+            }
+            for answer in answers
+        ]
+        return merge_sums(parts), missing
 
     def position(self, order: Mapping[int, Sequence[NodeRecord]], version: str) -> tuple[str, int]:
         """The cluster's log position for cache keys, and its epoch (the offsets' sum)."""
@@ -325,8 +376,10 @@ class RouterService:
         base: Mapping[str, Any],
         tokens: Sequence[WriteToken],
         headers: Mapping[str, str],
+        path: str = SEARCH_PATH,
     ) -> tuple[list[dict[str, Any]], list[int]]:
-        """Ask one replica of every set; a write token goes only to its partition's set.
+        """POST ``base`` to ``path`` of one replica of every set; a write token goes only
+        to its partition's set.
 
         Returns:
             The answers of the sets that answered, and the partitions of those that did not.
@@ -345,7 +398,7 @@ class RouterService:
                 body["after"] = WriteToken.encode_all(own)
                 # The owner may wait up to write_wait_s for the write before it searches.
                 timeout_s = self.config.timeout_s + self.config.search.write_wait_s
-            send = self.fanout.post(SEARCH_PATH, body, headers, timeout_s)
+            send = self.fanout.post(path, body, headers, timeout_s)
             calls.append(self.fanout.ask(order[partition_set], send, partition_set))
         answers = await asyncio.gather(*calls)
         behind = [a.behind for a in answers if a.body is None and a.behind is not None]
@@ -357,6 +410,16 @@ class RouterService:
                 metrics.ROUTER_MISSING.inc()
                 missing += partitions_of(answer.partition_set, sets, self.config.search.partitions)
         return [a.body for a in answers if a.body is not None], sorted(missing)
+
+
+def unavailable(missing: Sequence[int], version: str) -> PartitionUnavailableError:
+    """The error of an answer that misses ``missing`` partitions and was not allowed to."""
+    return PartitionUnavailableError(
+        f"No replica answered for partitions {list(missing)} (model {version}). Expected "
+        "a ready replica of every partition set. Retry, or pass `partial: true` "
+        "for the answer of the other partitions",
+        list(missing),
+    )
 
 
 def total_live(order: Mapping[int, Sequence[NodeRecord]], version: str) -> int | None:

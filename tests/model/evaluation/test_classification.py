@@ -93,3 +93,19 @@ def test_leave_one_out_classifies_the_first_index_items_without_their_own_vote()
     # The only member of its class cannot be answered with it.
     alone, _ = nearest_class_mean(index[2:], index[::-1], labels[::-1], "euclidean", True)
     assert alone.tolist() == [0]
+
+
+@pytest.mark.parametrize(("candidates", "expected"), [(None, 1), (3, 1), (2, 2), (1, 0)])
+def test_only_the_classes_of_the_nearest_items_compete_for_the_nearest_mean(
+    candidates: int | None, expected: int
+) -> None:
+    # Class 0: one item next to the query, nine far away; class 2: one item a bit farther;
+    # class 1: two items far apart whose mean is the query itself.
+    index = np.array([[0, 0]] + [[10, 0]] * 9 + [[-0.5, 0], [1, 5], [1, -5]], np.float32)
+    labels = np.array([0] * 10 + [2, 1, 1])
+
+    predicted, _ = nearest_class_mean(
+        np.array([[1, 0]], np.float32), index, labels, "l2", candidates=candidates
+    )
+
+    assert predicted.tolist() == [expected]

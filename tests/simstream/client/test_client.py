@@ -114,11 +114,14 @@ def test_lookups_batches_and_classification_answer_through_the_client(
     by_vector = api.lookup(vector=np.asarray(vector), k=3, filter={"labels": [digits.labels[0]]})
     batch = api.lookup_batch([{"id": digits.ids[1]}, {"image": png(digits.images[2])}], k=2)
     label = api.classify(image=png(digits.images[3]), k=5)
+    by_centroid = api.classify(id=digits.ids[3], k=5, threshold=10.0, vote="centroid")
 
     assert by_vector["neighbors"][0]["id"] == digits.ids[0]
     assert len(batch["results"]) == 2
     assert batch["results"][1]["neighbors"][0]["id"] == digits.ids[2]
     assert "label" in label
+    assert by_centroid["vote"] == "centroid"
+    assert by_centroid["votes"][0]["centroid_distance"] is not None
 
 
 def test_a_delete_with_wait_returns_once_the_item_is_gone(api: Client, server: Server) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -76,3 +78,31 @@ def test_an_internal_item_read_answers_the_stored_vector_of_the_asked_version(
     assert other.status_code == 409 and other.json()["code"] == "version_unavailable"
     missing = client.get("/internal/v1/items/nope", params={"version": served.version})
     assert missing.status_code == 404
+
+
+def test_internal_label_sums_add_up_the_stored_vectors_of_each_label(
+    client: TestClient, served: Served
+) -> None:
+    label = served.digits.labels[7]
+    listed = client.get(
+        "/v1/items",
+        params={"filter": json.dumps({"labels": [label]}), "vector": "true", "limit": 1000},
+    ).json()
+    assert listed["next_cursor"] is None
+    vectors = np.asarray([item["vector"] for item in listed["items"]], np.float64)
+    body = {"version": served.version, "labels": [label, "no-such-label"]}
+
+    response = client.post("/internal/v1/label-sums", json=body)
+    unknown = client.post("/internal/v1/label-sums", json={**body, "version": "v999"})
+    too_many = client.post(
+        "/internal/v1/label-sums",
+        json={**body, "labels": [str(n) for n in range(served.settings.api_max_k + 1)]},
+    )
+
+    assert response.status_code == 200, response.text
+    sums = response.json()["sums"]
+    assert list(sums) == [label]
+    assert sums[label]["count"] == len(vectors) > 1
+    assert sums[label]["total"] == pytest.approx(vectors.sum(axis=0).tolist(), abs=1e-4)
+    assert unknown.status_code == 409 and unknown.json()["code"] == "version_unavailable"
+    assert too_many.status_code == 422 and "at most" in too_many.json()["detail"]

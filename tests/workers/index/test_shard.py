@@ -318,6 +318,8 @@ def test_any_sequence_of_upserts_and_deletes_matches_the_brute_force_model(
         shard.apply(records)
         for record in records:
             model.apply(record)
+        # Sums are kept once asked: every batch must forget those of the labels it touched.
+        assert_label_sums(shard, model, space)
     shard.wait_for_rebuild(10)
     assert {i for i in model.live} == set(shard._entries)
     for item_id, (offset, vector, label, _) in model.live.items():
@@ -340,6 +342,44 @@ def test_any_sequence_of_upserts_and_deletes_matches_the_brute_force_model(
                 true = distances(space, query, model.live[item_id][1][None, :])[0]
                 assert true == pytest.approx(dist, rel=1e-4, abs=1e-4)
     shard.close()
+
+
+def assert_label_sums(shard: Shard, model: Model, space: str) -> None:
+    """The shard's label sums equal the model's stored vectors summed per label."""
+    expected: dict[str, tuple[np.ndarray, int]] = {}
+    for _, vector, label, _ in model.live.values():
+        stored = vector / np.linalg.norm(vector) if space == "cosine" else vector
+        total, size = expected.get(str(label), (np.zeros(len(vector)), 0))
+        expected[str(label)] = (total + stored, size + 1)
+    found = shard.label_sums(["0", "1", "2", "absent"])
+    assert set(found) == set(expected)
+    for label, (total, size) in expected.items():
+        assert found[label].size == size
+        np.testing.assert_allclose(found[label].total, total, rtol=1e-5, atol=1e-5)
+
+
+def test_label_sums_join_string_and_integer_labels_and_survive_a_restore(
+    small_config: IndexConfig, rng: np.random.Generator
+) -> None:
+    shard = Shard(small_config)
+    v = unit_vectors(rng, 4, 8)
+    shard.apply(
+        [
+            Mutation.upsert("a", v[0], 1, label=7),
+            Mutation.upsert("b", v[1], 2, label="7"),
+            Mutation.upsert("c", v[2], 3, label="07"),
+            Mutation.upsert("d", v[3], 4),
+        ]
+    )
+
+    sums = shard.label_sums(["7", "07", "None"])
+    copy = Shard.restore(small_config, 0, shard._graph.index, shard._state())
+
+    assert set(sums) == {"7", "07"}  # an unlabelled item is nobody's
+    assert (sums["7"].size, sums["07"].size) == (2, 1)
+    np.testing.assert_allclose(sums["7"].total, v[0] + v[1], rtol=1e-6, atol=1e-6)
+    restored = copy.label_sums(["7"])
+    np.testing.assert_allclose(restored["7"].total, sums["7"].total, rtol=1e-6)
 
 
 # --- background rebuild ---------------------------------------------------------------
@@ -452,8 +492,10 @@ def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
     monkeypatch.setattr(Graph, "insert", fail)
     batch = [Mutation.upsert("a", vectors[1], 2)]
     batch += [Mutation.upsert(f"b{j}", vectors[2 + j], 3 + j) for j in range(others)]
+    before = shard.label_sums(["1"])["1"]  # kept: the failed batch must forget it
     with pytest.raises(IndexStoreError, match="injected"):
         shard.apply(batch)
+    assert shard.label_sums(["1"])["1"].total.tolist() == before.total.tolist()
     item = shard.get("a")
     assert item is not None
     assert (item.source_offset, item.label, len(shard)) == (1, 1, 1)

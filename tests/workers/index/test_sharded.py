@@ -128,6 +128,19 @@ def test_the_epoch_increments_on_every_batch_that_changes_the_index(
     assert index.epoch == 2
 
 
+def test_label_sums_add_up_every_shard(rng: np.random.Generator) -> None:
+    index, vectors = filled(rng, n=200, partitions=4)
+    labels = np.arange(200) % 5
+    holders = {s.partition for s in index.shards if s.label_sums(["3"])}
+
+    sums = index.label_sums(["3", "4", "9"])
+
+    assert len(holders) == 4  # label 3 is spread over every shard
+    assert set(sums) == {"3", "4"}
+    assert sums["3"].size == int((labels == 3).sum())
+    np.testing.assert_allclose(sums["3"].total, vectors[labels == 3].sum(axis=0), atol=1e-5)
+
+
 def test_get_finds_items_in_any_shard(rng: np.random.Generator) -> None:
     index = ShardedIndex(IndexConfig(dim=8), 4)
     v = unit_vectors(rng, 1, 8)[0]

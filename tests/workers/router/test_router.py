@@ -82,6 +82,23 @@ def test_the_router_embeds_images_once_and_answers_ids_batches_and_classify_like
     assert cluster.router.get("/v1/items/no-such-item").json()["code"] == "not_found"
 
 
+def test_the_router_votes_by_centroids_summed_over_every_partition_set(
+    cluster: Cluster,
+) -> None:
+    digits = cluster.digits
+    asked = {"k": 9, "threshold": 10.0, "vote": "centroid"}
+    for query in ({"id": digits.ids[50]}, {"image": b64(digits.pngs[18])}):
+        routed = cluster.router.post("/v1/classify", json={**query, **asked})
+        single = cluster.reference.post("/v1/classify", json={**query, **asked})
+
+        assert routed.status_code == 200, routed.text
+        mine, theirs = routed.json()["votes"], single.json()["votes"]
+        assert [v["label"] for v in mine] == [v["label"] for v in theirs]
+        for a, b in zip(mine, theirs, strict=True):
+            assert a["centroid_distance"] == pytest.approx(b["centroid_distance"], abs=1e-5)
+        assert routed.json()["label"] == single.json()["label"]
+
+
 def test_a_cached_router_answer_is_reused_until_a_partition_moves(cluster: Cluster) -> None:
     query = {"vector": _vector(cluster, cluster.digits.ids[3]), "k": 3}
     first = cluster.router.post("/v1/lookup", json=query)
