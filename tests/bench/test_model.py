@@ -113,8 +113,11 @@ def test_the_benchmark_meets_its_targets(tmp_path: Path) -> None:
     assert report["train_seconds"] < 300
     assert report["seen"]["recall@1"] >= 0.99
     assert report["unseen"]["recall@1"] >= 0.97
-    # Not met yet (docs/benchmarks.md): few-shot 1-NN accuracy ≥ 0.90 at n = 5
-    # (0.79–0.80 over seeds); held to what is reached.
+    # Five examples of a new class: the centroid vote of `/v1/classify` (k = 50) reaches
+    # 0.90; the nearest neighbour stays behind (0.79–0.80 over seeds, held to that).
+    assert report["few_shot_by_classifier"]["centroid@50"]["5"] >= 0.90
     assert report["few_shot"]["5"] >= max(0.75, 2 * raw["few_shot"]["5"])
-    # What the new classes cost the seen ones under 1-NN: next to nothing.
+    # What the new classes cost the seen ones: next to nothing under 1-NN, about a
+    # point under the centroid vote (0.983–0.990 over seeds).
     assert report["few_shot_known_by_classifier"]["nearest"]["5"] >= 0.99
+    assert report["few_shot_known_by_classifier"]["centroid@50"]["5"] >= 0.98
