@@ -63,7 +63,7 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
         by_classifier = figures["few_shot_by_classifier"]
         names = {"nearest", "majority@10", "class_mean", "centroid@10", "centroid@50"}
         assert set(by_classifier) == names
-        assert by_classifier["nearest"] == figures["few_shot"]
+        assert by_classifier["centroid@50"] == figures["few_shot"]
         assert all(set(curve) == {"1", "5", "10", "50"} for curve in by_classifier.values())
         known = figures["few_shot_known_by_classifier"]
         assert set(known) == names
@@ -113,10 +113,13 @@ def test_the_benchmark_meets_its_targets(tmp_path: Path) -> None:
     assert report["train_seconds"] < 300
     assert report["seen"]["recall@1"] >= 0.99
     assert report["unseen"]["recall@1"] >= 0.97
-    # Five examples of a new class: the centroid vote of `/v1/classify` (k = 50) reaches
-    # 0.90; the nearest neighbour stays behind (0.79–0.80 over seeds, held to that).
-    assert report["few_shot_by_classifier"]["centroid@50"]["5"] >= 0.90
-    assert report["few_shot"]["5"] >= max(0.75, 2 * raw["few_shot"]["5"])
+    # Five examples of a new class, classified by `/v1/classify` with vote centroid and
+    # k = 50; the default vote (the nearest neighbour) stays behind (0.79–0.80 over seeds,
+    # held to that).
+    assert report["protocol"]["few_shot_classifier"] == {"vote": "centroid", "k": 50}
+    assert report["few_shot"]["5"] >= 0.90
+    nearest = report["few_shot_by_classifier"]["nearest"]["5"]
+    assert nearest >= max(0.75, 2 * raw["few_shot_by_classifier"]["nearest"]["5"])
     # What the new classes cost the seen ones: next to nothing under 1-NN, about a
     # point under the centroid vote (0.983–0.990 over seeds).
     assert report["few_shot_known_by_classifier"]["nearest"]["5"] >= 0.99
