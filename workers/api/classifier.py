@@ -7,8 +7,9 @@ label with the most of them, which favours labels with many indexed items: a
 label added with five examples loses to a crowd of farther neighbours of a
 large label whenever ``k`` exceeds five (`model.evaluation.classification`).
 ``vote="centroid"`` answers, among the labels of the voters, the one whose mean
-stored embedding over the whole index is nearest to the query
-(`workers.index.centroid`): every label counts once, so a label of five
+stored embedding over the whole index (its items that pass the request's
+filter, if any) is nearest to the query (`workers.index.centroid`): every
+label counts once, so a label of five
 examples competes fairly with one of thousands, where the nearest neighbour
 still favours the crowd (more items, more chances to be nearest). The
 threshold decides ``unknown`` alike for every rule: on the neighbours.
@@ -27,6 +28,7 @@ import numpy as np
 from model.registry import Registry
 from simstream.errors import RegistryError
 from workers.api.config import ClassifierConfig
+from workers.api.filters import to_filter
 from workers.api.schemas import ClassifyRequest, ClassifyVote
 from workers.api.searcher import Searcher
 from workers.index.centroid import LabelSum, centroid_distance
@@ -66,7 +68,9 @@ class Classifier:
         centroids = None
         if by_centroid:
             [vector] = answer.vectors
-            sums = generation.index.label_sums(candidates(rows, threshold))
+            sums = generation.index.label_sums(
+                candidates(rows, threshold), to_filter(request.filter)
+            )
             centroids = centroid_distances(vector, sums, generation.index.space)
         body = verdict(
             rows, threshold, source, answer.version, answer.epoch, request.vote, centroids

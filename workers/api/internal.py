@@ -97,6 +97,10 @@ class LabelSumsRequest(_Strict):
     labels: list[str] = Field(
         ..., min_length=1, description="Labels as answers name them (at most max k)."
     )
+    filter: FilterSpec | None = Field(None, description="Only items that pass it count.")
+    after: str | None = Field(
+        None, description="A write token of this node's partitions: wait until it is applied."
+    )
 
 
 class LabelSumOut(_Strict):
@@ -219,6 +223,8 @@ async def label_sums(
     """Per label, the sum and count of its stored embeddings in this node's generation of
     `version` (labels it holds no item of are absent)."""
     generation = _generation(state, request.version)
+    if request.after is not None:
+        await state.waiter.wait_in(generation, request.after)
     max_k = state.searcher.config.max_k
     if len(request.labels) > max_k:
         raise RequestError(
@@ -226,7 +232,8 @@ async def label_sums(
             f"Received: {len(request.labels)}",
             422,
         )
-    sums = await run_in_threadpool(generation.index.label_sums, request.labels)
+    flt = to_filter(request.filter)
+    sums = await run_in_threadpool(generation.index.label_sums, request.labels, flt)
     partitions = sorted(s.partition for s in generation.index.shards)
     return {
         "version": generation.version,

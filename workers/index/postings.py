@@ -30,7 +30,7 @@ shard checks each candidate.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,17 @@ def _discard(lists: dict[Any, _Posting], key: Any, item_id: str) -> None:
     held.discard(item_id)
     if len(held) == 1:
         lists[key] = next(iter(held))
+
+
+def _summed(ids: list[str], vectors: Callable[[Sequence[str]], np.ndarray]) -> LabelSum | None:
+    """The sum of the stored vectors of ``ids`` and their count (None: no id)."""
+    if not ids:
+        return None
+    total = np.zeros(0)
+    for start in range(0, len(ids), _SUM_CHUNK):
+        part = vectors(ids[start : start + _SUM_CHUNK]).sum(axis=0, dtype=np.float64)
+        total = part if not total.size else total + part
+    return LabelSum(total, len(ids))
 
 
 def _ids(held: _Posting | None) -> Collection[str]:
@@ -144,17 +155,21 @@ class Postings:
         caller holds the shard's lock shared at least (no write in between).
         """
         found = self._sums.get(key)
-        if found is not None:
-            return found
-        ids = list(_ids(self._labels.get(key)))
-        if not ids:
-            return None
-        total = np.zeros(0)
-        for start in range(0, len(ids), _SUM_CHUNK):
-            part = vectors(ids[start : start + _SUM_CHUNK]).sum(axis=0, dtype=np.float64)
-            total = part if not total.size else total + part
-        found = self._sums[key] = LabelSum(total, len(ids))
+        if found is None:
+            found = _summed(list(_ids(self._labels.get(key))), vectors)
+            if found is not None:
+                self._sums[key] = found
         return found
+
+    def label_sum_within(
+        self,
+        key: LabelKey,
+        passing: Container[str],
+        vectors: Callable[[Sequence[str]], np.ndarray],
+    ) -> LabelSum | None:
+        """`label_sum` over the label's items in ``passing`` only (a filter's): summed
+        each time, never kept."""
+        return _summed([i for i in _ids(self._labels.get(key)) if i in passing], vectors)
 
     def matching(self, flt: Filter) -> tuple[set[str] | None, bool]:
         """The ids that hold every constraint of ``flt`` the posting lists can look up.

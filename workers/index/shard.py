@@ -50,7 +50,7 @@ import heapq
 import math
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -624,15 +624,29 @@ class Shard:
         entry = self._entries.get(item_id)
         return entry is not None and flt.matches(entry.label, entry.metadata)
 
-    def label_sums(self, labels: Collection[str]) -> dict[str, LabelSum]:
+    def label_sums(
+        self, labels: Collection[str], filter: Filter | None = None
+    ) -> dict[str, LabelSum]:
         """Per label as answers name it (`answered_label_keys`), the sum and count of this
-        shard's live items' stored vectors; labels with no item here are absent."""
+        shard's live items' stored vectors; labels with no item here are absent.
+
+        With a ``filter``, only the items that pass it count (summed each time; an
+        unfiltered sum is kept until the label changes, `Postings.label_sum`).
+        """
         parts: list[dict[str, LabelSum]] = []
         with self._lock.read():
             vectors = self._graph.vectors
+            passing: Container[str] | None = None
+            if filter is not None and not filter.empty:
+                found_ids = self._passing(filter)
+                passing = found_ids if isinstance(found_ids, set) else set(found_ids)
             for name in labels:
                 for key in answered_label_keys(name):
-                    found = self._postings.label_sum(key, vectors)
+                    found = (
+                        self._postings.label_sum(key, vectors)
+                        if passing is None
+                        else self._postings.label_sum_within(key, passing, vectors)
+                    )
                     if found is not None:
                         parts.append({name: found})
         return merge_sums(parts)

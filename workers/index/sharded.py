@@ -599,11 +599,13 @@ class ShardedIndex:
             shard.describe_into(ids, out)
         return out
 
-    def label_sums(self, labels: Collection[str]) -> dict[str, LabelSum]:
+    def label_sums(
+        self, labels: Collection[str], filter: Filter | None = None
+    ) -> dict[str, LabelSum]:
         """Per label (as answers name it), the sum and count of the live items' stored
-        vectors over every shard (`Shard.label_sums`): a class's centroid is
-        ``total / count``. Labels with no live item are absent."""
-        return merge_sums(s.label_sums(labels) for s in self._shards)
+        vectors that pass ``filter`` (None: all) over every shard (`Shard.label_sums`):
+        a class's centroid is ``total / size``. Labels with no such item are absent."""
+        return merge_sums(s.label_sums(labels, filter) for s in self._shards)
 
     def page(
         self,

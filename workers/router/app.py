@@ -189,7 +189,7 @@ async def classify(
     centroids = None
     if by_centroid:
         sums, missing = await state.service.label_sums(
-            view, routed.version, candidates(rows, threshold), headers, body.partial
+            view, routed.version, candidates(rows, threshold), body, headers
         )
         [vector] = routed.vectors
         centroids = centroid_distances(vector, sums, state.service.shape(routed.version)[1])

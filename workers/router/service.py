@@ -217,9 +217,7 @@ class RouterService:
                 "k": plan.k,
                 "ef": plan.ef,
                 "total_live": total_live(order, version),
-                "filter": None
-                if options.filter is None
-                else options.filter.model_dump(by_alias=True, exclude_none=True),
+                "filter": _filter_body(options),
                 "max_distance": plan.max_distance,
                 "exclude": [targets[i].exclude for i in todo],
             }
@@ -257,11 +255,13 @@ class RouterService:
         view: ClusterView,
         version: str,
         labels: Sequence[str],
+        options: LookupOptions,
         headers: Mapping[str, str],
-        partial: bool,
     ) -> tuple[dict[str, LabelSum], list[int]]:
         """Per label, the sum and count of its stored embeddings in ``version`` over the
-        whole cluster: one replica of every set asked, their answers added up.
+        whole cluster (those that pass ``options.filter``): one replica of every set
+        asked (a write token only waited for by its set, as in `search`), their
+        answers added up.
 
         Returns:
             The sums (labels with no item are absent), and the partitions of the sets
@@ -274,9 +274,10 @@ class RouterService:
         if not labels:
             return {}, []
         order = {s: self.fanout.replicas(view, s, version) for s in view.sets}
-        body = {"version": version, "labels": list(labels)}
-        answers, missing = await self.fan_out(order, body, (), headers, LABEL_SUMS_PATH)
-        if missing and not partial:
+        tokens = parse_tokens(self.config.search, options.after) if options.after else ()
+        body = {"version": version, "labels": list(labels), "filter": _filter_body(options)}
+        answers, missing = await self.fan_out(order, body, tokens, headers, LABEL_SUMS_PATH)
+        if missing and not options.partial:
             raise unavailable(missing, version)
         parts = [
             {
@@ -410,6 +411,13 @@ class RouterService:
                 metrics.ROUTER_MISSING.inc()
                 missing += partitions_of(answer.partition_set, sets, self.config.search.partitions)
         return [a.body for a in answers if a.body is not None], sorted(missing)
+
+
+def _filter_body(options: LookupOptions) -> dict[str, Any] | None:
+    """The request's filter as a node's internal routes take it."""
+    if options.filter is None:
+        return None
+    return options.filter.model_dump(by_alias=True, exclude_none=True)
 
 
 def unavailable(missing: Sequence[int], version: str) -> PartitionUnavailableError:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.workers.api.conftest import Served
+from tests.workers.api.conftest import PER_CLASS, Served
 from tests.workers.api.test_lookup import b64, cache_count
 from workers.api.classifier import Classifier
 
@@ -67,6 +67,34 @@ def test_the_centroid_vote_ranks_the_voters_labels_by_their_mean_over_the_whole_
             assert vote["centroid_distance"] == pytest.approx(expected[vote["label"]], abs=1e-4)
         assert body["neighbors"] == nearest.json()["neighbors"]
     assert len(items) >= len(served.digits.ids)
+
+
+def test_a_filtered_centroid_vote_averages_only_the_items_that_pass_the_filter(
+    client: TestClient, served: Served
+) -> None:
+    # The digits are published class by class, PER_CLASS each, numbered by `n`: the
+    # filter keeps the first half of every class.
+    first_half = [
+        {"gte": {"n": c * PER_CLASS}, "lt": {"n": c * PER_CLASS + PER_CLASS // 2}}
+        for c in range(10)
+    ]
+    items = [i for i in indexed(client) if isinstance(i["metadata"].get("n"), int)]
+    passing = [i for i in items if i["metadata"]["n"] % PER_CLASS < PER_CLASS // 2]
+    query_item = passing[3]
+    query = np.asarray(query_item["vector"], np.float64)
+    body = {
+        "id": query_item["id"], "k": 10, "threshold": 10.0, "vote": "centroid", "fresh": True,
+        "filter": {"or": first_half},
+    }  # fmt: skip
+
+    response = client.post("/v1/classify", json=body)
+
+    assert response.status_code == 200, response.text
+    expected = centroid_distances(passing, query)
+    everything = centroid_distances(items, query)
+    for vote in response.json()["votes"]:
+        assert vote["centroid_distance"] == pytest.approx(expected[vote["label"]], abs=1e-4)
+        assert abs(expected[vote["label"]] - everything[vote["label"]]) > 1e-6
 
 
 def test_an_image_query_is_embedded_for_its_centroids_even_when_its_neighbours_are_cached(

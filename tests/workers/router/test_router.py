@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.waiting import wait_for
+from tests.workers.api.conftest import PER_CLASS
 from tests.workers.api.test_lookup import b64
 from tests.workers.router.conftest import PARTITIONS, SETS, Cluster, embed_new
 
@@ -87,7 +88,11 @@ def test_the_router_votes_by_centroids_summed_over_every_partition_set(
 ) -> None:
     digits = cluster.digits
     asked = {"k": 9, "threshold": 10.0, "vote": "centroid"}
-    for query in ({"id": digits.ids[50]}, {"image": b64(digits.pngs[18])}):
+    # Digits are published class by class, PER_CLASS each: the filter keeps part of each.
+    starts = [c * PER_CLASS for c in range(10)]
+    part = {"or": [{"gte": {"n": start}, "lt": {"n": start + 5}} for start in starts]}
+    filtered = {"id": digits.ids[49], "filter": part}
+    for query in ({"id": digits.ids[50]}, {"image": b64(digits.pngs[18])}, filtered):
         routed = cluster.router.post("/v1/classify", json={**query, **asked})
         single = cluster.reference.post("/v1/classify", json={**query, **asked})
 
@@ -97,6 +102,11 @@ def test_the_router_votes_by_centroids_summed_over_every_partition_set(
         for a, b in zip(mine, theirs, strict=True):
             assert a["centroid_distance"] == pytest.approx(b["centroid_distance"], abs=1e-5)
         assert routed.json()["label"] == single.json()["label"]
+    # The filter changed the centroids the router reproduced.
+    unfiltered = cluster.reference.post("/v1/classify", json={**asked, "id": digits.ids[49]})
+    whole = {v["label"]: v["centroid_distance"] for v in unfiltered.json()["votes"]}
+    part_of = {v["label"]: v["centroid_distance"] for v in theirs}
+    assert any(abs(whole[label] - part_of[label]) > 1e-6 for label in whole.keys() & part_of)
 
 
 def test_a_cached_router_answer_is_reused_until_a_partition_moves(cluster: Cluster) -> None:
