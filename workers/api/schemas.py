@@ -246,12 +246,13 @@ class ClassifyRequest(Query, LookupOptions):
     vote: ClassifyVote = Field(
         "nearest",
         description="nearest: the label of the nearest neighbour within the threshold "
-        "(1-NN; a label with few items competes fairly). majority: the label with most "
-        "neighbours within the threshold among k, ties to the nearer (favours labels "
-        "with many items). centroid: among the labels of the neighbours within the "
-        "threshold, the one whose mean embedding over the whole index is nearest to the "
-        "query (every label counts once however many items it has: best for classes "
-        "added with a few examples).",
+        "(1-NN; a label with many items has more chances to be nearest). majority: the "
+        "label with most neighbours within the threshold among k, ties to the nearer "
+        "(favours labels with many items much more). centroid: among the labels of the "
+        "neighbours within the threshold, the one whose mean embedding over the whole "
+        "index (its items that pass the filter) is nearest to the query: every label "
+        "counts once however many items it has; for classes added with a few examples, "
+        "with k = 50.",
     )
 
 
