@@ -234,8 +234,8 @@ def test_the_nearest_vote_picks_a_five_item_label_over_a_farther_crowd() -> None
 
     assert nearest == "new"
     assert votes == [
-        {"label": "new", "votes": 4, "nearest_distance": 0.10},
-        {"label": "old", "votes": 6, "nearest_distance": 0.12},
+        {"label": "new", "votes": 4, "nearest_distance": 0.10, "centroid_distance": None},
+        {"label": "old", "votes": 6, "nearest_distance": 0.12, "centroid_distance": None},
     ]
     assert majority == "old"
 
