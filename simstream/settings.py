@@ -400,6 +400,11 @@ class Settings(BaseSettings):
     index_tombstone_ratio: float = Field(
         0.2, gt=0, lt=1, description="tombstone share that triggers a shard rebuild (0..1)"
     )
+    index_graph: Literal["node", "partition"] = Field(
+        "node",
+        description="node: one hnswlib graph for all of a node's partitions (a query is one "
+        "search); partition: one graph per partition",
+    )
     snapshot_every_s: float = Field(30.0, gt=0, description="seconds between snapshots")
     snapshot_every_records: int = Field(
         10000, ge=1, description="records applied between snapshots"

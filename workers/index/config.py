@@ -12,6 +12,7 @@ from simstream.settings import Settings
 
 Space = Literal["cosine", "l2", "ip"]
 SPACES: tuple[Space, ...] = ("cosine", "l2", "ip")
+GraphLayout = Literal["node", "partition"]
 
 
 def reported_distance(space: str, distance: float) -> float:
@@ -56,9 +57,13 @@ class IndexConfig:
             shard's graph per query (at least k); a query still short of k then
             gets fewer, marked not exhaustive. Bounds a filtered query's memory
             and time per shard.
-        fan_out_min_s: searches expected to take longer than this per shard fan
+        fan_out_min_s: searches expected to take longer than this per graph fan
             out to threads; shorter ones run in the calling thread (a thread
             hand-off costs tens of microseconds).
+        graph: ``node``: every shard of a new index shares one hnswlib graph, so a
+            query is one graph search whatever the partition count; ``partition``:
+            one graph per shard (see `workers.index.shared_graph`). A loaded
+            snapshot keeps the layout it was saved with.
     """
 
     dim: int
@@ -74,6 +79,7 @@ class IndexConfig:
     exact_filter_limit: int = 2048
     filter_fetch_limit: int = 4096
     fan_out_min_s: float = 0.0002
+    graph: GraphLayout = "node"
 
     def __post_init__(self) -> None:
         checks = [
@@ -90,6 +96,7 @@ class IndexConfig:
             (self.exact_filter_limit >= 0, "exact_filter_limit", "exact_filter_limit ≥ 0"),
             (self.filter_fetch_limit >= 1, "filter_fetch_limit", "filter_fetch_limit ≥ 1"),
             (self.fan_out_min_s >= 0, "fan_out_min_s", "fan_out_min_s ≥ 0"),
+            (self.graph in ("node", "partition"), "graph", "node or partition"),
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -110,6 +117,7 @@ class IndexConfig:
             initial_capacity=settings.index_initial_capacity,
             tombstone_ratio=settings.index_tombstone_ratio,
             num_threads=settings.index_threads,
+            graph=settings.index_graph,
         )
 
     def with_(self, **changes: object) -> IndexConfig:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import threading
 import time
 from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,13 +67,12 @@ from workers.index.centroid import LabelSum, merge_sums
 from workers.index.config import IndexConfig
 from workers.index.filter import Filter, ItemLabel, answered_label_keys
 from workers.index.frozen import FrozenShard
-from workers.index.graph import Graph, Insert, PendingInsert
+from workers.index.graph import Insert, PendingInsert
 from workers.index.item_order import ItemOrder
 from workers.index.postings import Postings
-from workers.index.rebuild import Rebuilder
 from workers.index.record import IndexRecord
-from workers.index.rwlock import RWLock
-from workers.index.search import Hits, filtered, knn, nearest
+from workers.index.search import Hits, filtered
+from workers.index.shared_graph import SharedGraph
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _NO_VECTOR = np.empty(0, dtype=np.float32)
@@ -156,6 +154,9 @@ class ShardStats:
         rebuilds: rebuilds completed since the shard was created or loaded.
         healthy: False once a batch failed midway (its state may be partial):
             rebuild the shard from its snapshot and the log.
+        graph: the partition naming the graph the shard's items are in (its
+            first shard's). A graph shared by several shards reports its
+            tombstones and capacity on its first shard only (0 on the others).
     """
 
     partition: int
@@ -168,6 +169,7 @@ class ShardStats:
     rebuilding: bool
     rebuilds: int
     healthy: bool = True
+    graph: int = 0
 
 
 @dataclass(slots=True)
@@ -216,12 +218,17 @@ class Shard:
         partition: the Kafka partition this shard mirrors.
     """
 
-    def __init__(self, config: IndexConfig, partition: int = 0) -> None:
+    def __init__(
+        self, config: IndexConfig, partition: int = 0, graph: SharedGraph | None = None
+    ) -> None:
         self.config = config
         self.partition = partition
-        self._lock = RWLock()
-        self._apply_lock = threading.Lock()
-        self._graph = Graph(config, config.initial_capacity)
+        home = graph if graph is not None else SharedGraph(config, partition)
+        home.members.append(self)
+        self._home = home
+        self._lock = home.lock
+        self._apply_lock = home.apply_lock
+        self._rebuilder = home.rebuilder
         self._entries: dict[str, _Entry] = {}
         self._order = ItemOrder()
         self._postings = Postings()
@@ -229,17 +236,13 @@ class Shard:
         self.failure: str | None = None
         self._next_offset: int | None = None
         self._epoch = 0
-        self._rebuilder = Rebuilder(
-            config, partition, self._lock, self._apply_lock, self._current_graph, self._swap_graph
-        )
         self._per_item_s = 2e-4
         self._log = get_logger("index.shard", partition=partition)
 
-    def _current_graph(self) -> Graph:
-        return self._graph
-
-    def _swap_graph(self, graph: Graph) -> None:
-        self._graph = graph
+    @property
+    def graph(self) -> SharedGraph:
+        """The graph this shard's items are in (shared with other shards in the node layout)."""
+        return self._home
 
     # --- writes ----------------------------------------------------------------------
 
@@ -420,7 +423,7 @@ class Shard:
         if entry is not None:
             self._postings.remove(item_id, entry.label, entry.metadata)
             self._order.discard(item_id)
-        self._graph.remove(item_id)
+        self._home.graph.remove(item_id)
         self._deleted_at[item_id] = source_offset
 
     def _write(
@@ -461,7 +464,7 @@ class Shard:
                 # and hand-back cost more than the bookkeeping it would overlap.
                 with self._lock.write():
                     started = time.perf_counter()
-                    graph = self._graph
+                    graph = self._home.graph
                     slots = graph.allocate(len(chunk))
                     try:
                         graph.insert(vectors, slots, threads)
@@ -489,7 +492,7 @@ class Shard:
         """
         self._lock.acquire_write()
         try:
-            graph = self._graph
+            graph = self._home.graph
             slots = graph.allocate(len(chunk))
             insert = Insert(graph, vectors, slots, threads)
             insert.start()
@@ -578,40 +581,19 @@ class Shard:
             query whether the answer is exhaustive.
         """
         ef = self.config.ef_search if ef is None else ef
-        lock = self._lock
-        lock.acquire_read()  # not `with lock.read()`: this is the hot path of every query
-        try:
-            graph = self._graph
-            if filter is None or filter.empty:
-                return nearest(graph, queries, k, ef, num_threads)
-            return filtered(graph, queries, k, ef, self._passing(filter), num_threads)
-        finally:
-            lock.release_read()
+        home = self._home
+        if len(home.members) == 1:
+            return home.search(queries, k, ef, filter, num_threads)
+        # A graph shared with other shards: this shard's items only.
+        with self._lock.read():
+            own: Collection[str] = (
+                self._entries if filter is None or filter.empty else self.passing(filter)
+            )
+            return filtered(home.graph, queries, k, ef, own, num_threads)
 
-    def nearest_one(self, query: np.ndarray, k: int, ef: int) -> list[tuple[float, str]]:
-        """The min(k, live) nearest live items of one unfiltered query, as
-        ``(distance, id)`` pairs nearest first: `search` for the hot path of a
-        single lookup, with no arrays built around hnswlib's answer.
-
-        Args:
-            query: float32 array of shape (1, dim), C-contiguous.
-            k: results.
-            ef: hnswlib ef.
-        """
-        lock = self._lock
-        lock.acquire_read()
-        try:
-            graph = self._graph
-            kk = min(k, graph.live)
-            if not kk:
-                return []
-            slots, dists = knn(graph, query, kk, ef, 1)
-            return list(zip(dists[0].tolist(), graph.ids[slots[0]].tolist(), strict=True))
-        finally:
-            lock.release_read()
-
-    def _passing(self, flt: Filter) -> Collection[str]:
-        """The ids of the live items that pass ``flt`` (under the shared lock)."""
+    def passing(self, flt: Filter) -> Collection[str]:
+        """The ids of this shard's live items that pass ``flt`` (the caller holds the lock
+        shared)."""
         found, complete = self._postings.matching(flt)
         if complete and found is not None:
             return found
@@ -635,10 +617,10 @@ class Shard:
         """
         parts: list[dict[str, LabelSum]] = []
         with self._lock.read():
-            vectors = self._graph.vectors
+            vectors = self._home.graph.vectors
             passing: Container[str] | None = None
             if filter is not None and not filter.empty:
-                found_ids = self._passing(filter)
+                found_ids = self.passing(filter)
                 passing = found_ids if isinstance(found_ids, set) else set(found_ids)
             for name in labels:
                 for key in answered_label_keys(name):
@@ -656,7 +638,9 @@ class Shard:
         with self._lock.read():
             if item_id not in self._entries:
                 return None
-            return self._item(item_id, self._graph.vectors([item_id])[0] if vector else _NO_VECTOR)
+            return self._item(
+                item_id, self._home.graph.vectors([item_id])[0] if vector else _NO_VECTOR
+            )
 
     def describe_into(self, ids: Sequence[str], out: list[Described | None]) -> None:
         """Fill ``out[i]`` with the description of ``ids[i]`` where it is None and this
@@ -729,7 +713,7 @@ class Shard:
         """
         with self._lock.read():
             live = [i for i in ids if i in self._entries]
-            found = self._graph.vectors(live) if vectors and live else None
+            found = self._home.graph.vectors(live) if vectors and live else None
             return [
                 self._item(item_id, _NO_VECTOR if found is None else found[n])
                 for n, item_id in enumerate(live)
@@ -740,7 +724,7 @@ class Shard:
         with self._lock.read():
             if filter is None or filter.empty:
                 return len(self._entries)
-            return len(self._passing(filter))
+            return len(self.passing(filter))
 
     def _item(self, item_id: str, vector: np.ndarray) -> Item:
         entry = self._entries[item_id]
@@ -775,18 +759,22 @@ class Shard:
             return self._stats()
 
     def _stats(self) -> ShardStats:
-        graph = self._graph
+        graph = self._home.graph
+        # A shared graph's tombstones and capacity are counted once, on its first
+        # shard, so that sums over shards are the graph's.
+        first = self._home.members[0] is self
         return ShardStats(
             partition=self.partition,
-            live=graph.live,
-            tombstones=graph.tombstones,
-            capacity=graph.capacity,
+            live=len(self._entries),
+            tombstones=graph.tombstones if first else 0,
+            capacity=graph.capacity if first else 0,
             delete_markers=len(self._deleted_at),
             next_offset=self._next_offset,
             epoch=self._epoch,
             rebuilding=self._rebuilder.running,
             rebuilds=self._rebuilder.completed,
             healthy=self.healthy,
+            graph=self._home.name,
         )
 
     # --- rebuild ---------------------------------------------------------------------
@@ -803,8 +791,8 @@ class Shard:
         return self._rebuilder.wait(timeout)
 
     def close(self) -> None:
-        """Stop a running rebuild (the old graph stays) and wait for it."""
-        self._rebuilder.close()
+        """Stop a running rebuild of its graph (the old graph stays) and wait for it."""
+        self._home.close()
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -815,8 +803,13 @@ class Shard:
         Writers wait until the block ends; searches are not blocked (saving an
         hnswlib index only reads it).
         """
-        with self._apply_lock, self._lock.read():
-            yield FrozenShard(self._graph, self._stats, self._state)
+        with self._home.held():
+            yield self.view()
+
+    def view(self) -> FrozenShard:
+        """What a snapshot reads of this shard; the caller holds its graph
+        (`SharedGraph.held`)."""
+        return FrozenShard(self._home.graph, self._stats, self._state)
 
     @classmethod
     def restore(
@@ -827,10 +820,15 @@ class Shard:
         state: Mapping[str, Any],
     ) -> Shard:
         """A shard from a loaded hnswlib index and its bookkeeping (see `FrozenShard.state`)."""
-        shard = cls(config, partition)
+        return cls.restore_into(
+            SharedGraph.restore(config, partition, index, [state]), partition, state
+        )
+
+    @classmethod
+    def restore_into(cls, graph: SharedGraph, partition: int, state: Mapping[str, Any]) -> Shard:
+        """A shard of a restored graph (`SharedGraph.restore`) from its bookkeeping."""
+        shard = cls(graph.config, partition, graph)
         items = state["items"]
-        slot_of = dict(zip(items["ids"], items["slots"], strict=True))
-        shard._graph = Graph(config, 0, index, slot_of, int(state["next_slot"]))
         for item_id, offset, label, metadata in zip(
             items["ids"], items["offsets"], items["labels"], items["metadata"], strict=True
         ):
@@ -841,16 +839,11 @@ class Shard:
         shard._deleted_at = dict(zip(deleted["ids"], deleted["offsets"], strict=True))
         shard._next_offset = state.get("next_offset")
         shard._epoch = int(state.get("epoch", 0))
-        if shard._graph.tombstones < 0:
-            raise IndexStoreError(
-                f"Shard {partition}: bookkeeping lists {len(slot_of)} live items but the "
-                f"graph holds only {index.element_count} elements."
-            )
         return shard
 
     def _state(self) -> dict[str, Any]:
         """The bookkeeping as JSON-ready columns, as `restore` reads them."""
-        graph = self._graph
+        graph = self._home.graph
         ids = list(self._entries)
         entries = [self._entries[i] for i in ids]
         return {

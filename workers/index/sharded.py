@@ -39,6 +39,7 @@ from workers.index.record import IndexRecord
 from workers.index.rwlock import waiting_allowed
 from workers.index.search import Hits
 from workers.index.shard import SCAN_BUDGET, ApplyResult, Described, Item, Shard, ShardStats
+from workers.index.shared_graph import SharedGraph
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ class IndexStats:
                     "rebuilding": s.rebuilding,
                     "rebuilds": s.rebuilds,
                     "healthy": s.healthy,
+                    "graph": s.graph,
                 }
                 for s in self.shards
             ],
@@ -197,6 +199,14 @@ def shard_ef(ef: int, shard_live: int, total_live: int) -> int:
     if shard_live >= total_live or total_live <= 0:
         return ef
     return max(1, math.ceil(ef * math.sqrt(shard_live / total_live)))
+
+
+def _graphs_of(shards: Sequence[Shard]) -> list[SharedGraph]:
+    """The distinct graphs of ``shards``, in the order of their first shard."""
+    found: dict[int, SharedGraph] = {}
+    for shard in shards:
+        found.setdefault(id(shard.graph), shard.graph)
+    return list(found.values())
 
 
 def merge(parts: Sequence[Hits], k: int) -> Hits:
@@ -272,7 +282,11 @@ class ShardedIndex:
         self._partitions = partitions
         self._owned = tuple(held)
         self._position = {p: n for n, p in enumerate(held)}
-        self._shards = list(shards) if shards is not None else [Shard(config, p) for p in held]
+        if shards is None:
+            home = SharedGraph(config, held[0]) if config.graph == "node" else None
+            shards = [Shard(config, p, home) for p in held]
+        self._shards = list(shards)
+        self._graphs = _graphs_of(self._shards)
         self._epoch = epoch
         self._epoch_lock = threading.Lock()
         self._cpus = _cpus()
@@ -314,6 +328,11 @@ class ShardedIndex:
     def shards(self) -> tuple[Shard, ...]:
         """The shards, by partition."""
         return tuple(self._shards)
+
+    @property
+    def graphs(self) -> tuple[SharedGraph, ...]:
+        """The hnswlib graphs the shards are in (one in the node layout), in shard order."""
+        return tuple(self._graphs)
 
     @property
     def dim(self) -> int:
@@ -481,15 +500,15 @@ class ShardedIndex:
                 f"Invalid value for `threads`. Expected threads ≥ 1. Received: {threads}"
             )
         q = self._queries(vectors)
-        shards = self._shards
+        graphs = self._graphs
         cpus = self._cpus if threads is None else min(self._cpus, threads)
-        if len(shards) == 1:
+        if len(graphs) == 1:
+            base = self.config.ef_search if ef is None else ef
             if total_live is not None:
-                base = self.config.ef_search if ef is None else ef
-                ef = shard_ef(base, len(shards[0]), total_live)
-            hits = shards[0].search(q, k, ef=ef, filter=filter, num_threads=cpus)
+                base = shard_ef(base, graphs[0].live, total_live)
+            hits = graphs[0].search(q, k, base, filter, cpus)
         else:
-            width = len(shards) if threads is None else cpus
+            width = len(graphs) if threads is None else cpus
             hits = self._fan_out(q, k, ef, filter, total_live, cpus, width)
         padded = filter is not None and not filter.empty
         return NeighborsBatch(hits.ids, hits.distances, padded, hits.exhaustive)
@@ -504,19 +523,19 @@ class ShardedIndex:
         cpus: int,
         width: int,
     ) -> Hits:
-        """Search every shard, each at its scaled ef (`shard_ef`), and merge by distance:
-        at most ``width`` shards at once, with ``cpus`` hnswlib threads among them.
+        """Search every graph, each at its scaled ef (`shard_ef`), and merge by distance:
+        at most ``width`` graphs at once, with ``cpus`` hnswlib threads among them.
 
-        Shards are searched in parallel threads when the expected time of one
-        shard's search beats the cost of handing work to a thread; small
-        queries (one vector on small shards) run in the calling thread. A shard
+        Graphs are searched in parallel threads when the expected time of one
+        graph's search beats the cost of handing work to a thread; small
+        queries (one vector on small graphs) run in the calling thread. A graph
         is handed to the pool only when a pool thread is free; otherwise the
         calling thread searches it, so a search never waits in the pool's queue
-        behind another request's (say, a costly filtered batch's) shards.
+        behind another request's (say, a costly filtered batch's) graphs.
         """
-        shards = self._shards
+        graphs = self._graphs
         base = self.config.ef_search if ef is None else ef
-        sizes = [len(s) for s in shards]
+        sizes = [g.live for g in graphs]
         total = max(sum(sizes), total_live or 0)
         efs = [shard_ef(base, size, total) for size in sizes]
         parallel = width > 1 and self._per_query_s * len(q) > self.config.fan_out_min_s
@@ -527,43 +546,34 @@ class ShardedIndex:
             if not waiting_allowed():
                 raise WouldBlockError("A search worth threads would wait for them; not waiting.")
             assert self._pool is not None
-            threads = max(1, cpus // len(shards))
+            threads = max(1, cpus // len(graphs))
             futures, inline = [], []
-            for n, (s, e) in enumerate(zip(shards[1:], efs[1:], strict=True)):
+            for n, (g, e) in enumerate(zip(graphs[1:], efs[1:], strict=True)):
                 if n + 1 < width and self._free_threads.acquire(blocking=False):
                     futures.append(
-                        self._pool.submit(
-                            self._releasing,
-                            s.search,
-                            q,
-                            k,
-                            ef=e,
-                            filter=filter,
-                            num_threads=threads,
-                        )
+                        self._pool.submit(self._releasing, g.search, q, k, e, filter, threads)
                     )
                 else:
-                    inline.append((s, e))
-            first = shards[0].search(q, k, ef=efs[0], filter=filter, num_threads=threads)
+                    inline.append((g, e))
+            first = graphs[0].search(q, k, efs[0], filter, threads)
             elapsed = time.thread_time() - started
             parts = [first]
-            parts += [s.search(q, k, ef=e, filter=filter, num_threads=threads) for s, e in inline]
+            parts += [g.search(q, k, e, filter, threads) for g, e in inline]
             parts += [f.result() for f in futures]
         elif len(q) == 1 and (filter is None or filter.empty):
-            pairs = shards[0].nearest_one(q, k, efs[0])
+            pairs = graphs[0].nearest_one(q, k, efs[0])
             elapsed = time.thread_time() - started
-            for s, e in zip(shards[1:], efs[1:], strict=True):
-                pairs += s.nearest_one(q, k, e)
+            for g, e in zip(graphs[1:], efs[1:], strict=True):
+                pairs += g.nearest_one(q, k, e)
             self._per_query_s = 0.9 * self._per_query_s + 0.1 * elapsed
             return _merge_one(pairs, k)
         else:
             threads = cpus if len(q) > 1 else 1
-            first = shards[0].search(q, k, ef=efs[0], filter=filter, num_threads=threads)
+            first = graphs[0].search(q, k, efs[0], filter, threads)
             elapsed = time.thread_time() - started
             parts = [first]
             parts += [
-                s.search(q, k, ef=e, filter=filter, num_threads=threads)
-                for s, e in zip(shards[1:], efs[1:], strict=True)
+                g.search(q, k, e, filter, threads) for g, e in zip(graphs[1:], efs[1:], strict=True)
             ]
         self._per_query_s = 0.9 * self._per_query_s + 0.1 * elapsed / len(q)
         return merge(parts, k)
@@ -650,13 +660,45 @@ class ShardedIndex:
         """Live, tombstone and capacity counts per shard."""
         return IndexStats(self._epoch, tuple(s.stats() for s in self._shards))
 
+    def graph_mates(self, partition: int) -> tuple[int, ...]:
+        """The partitions whose shards share ``partition``'s graph (itself included):
+        a failed batch leaves that graph partial for all of them."""
+        return tuple(s.partition for s in self.shard(partition).graph.members)
+
     def replace_shard(self, shard: Shard) -> None:
-        """Put ``shard`` in place of the shard of its partition (which is closed)."""
-        position = self._check_partition(shard.partition)
-        old, self._shards[position] = self._shards[position], shard
+        """Put ``shard`` in place of the shard of its partition (see `replace_shards`)."""
+        self.replace_shards([shard])
+
+    def replace_shards(self, shards: Sequence[Shard]) -> None:
+        """Put ``shards`` in place of the shards of their partitions; the graphs they
+        replace are closed.
+
+        Raises:
+            IndexStoreError: a graph would be shared by replaced and kept shards, or
+                by the new shards and shards outside the index.
+        """
+        positions = [self._check_partition(s.partition) for s in shards]
+        old = [self._shards[n] for n in positions]
+        for shard in old:
+            self._check_whole(shard.graph, old, "replaced")
+        for shard in shards:
+            self._check_whole(shard.graph, shards, "new")
+        for n, shard in zip(positions, shards, strict=True):
+            self._shards[n] = shard
+        self._graphs = _graphs_of(self._shards)
         with self._epoch_lock:
             self._epoch += 1
-        old.close()
+        for graph in _graphs_of(old):
+            graph.close()
+
+    @staticmethod
+    def _check_whole(graph: SharedGraph, shards: Sequence[Shard], which: str) -> None:
+        if not all(any(m is s for s in shards) for m in graph.members):
+            raise IndexStoreError(
+                f"Expected the {which} shards to hold every shard of their graphs. "
+                f"Received partitions {[s.partition for s in shards]}; graph {graph.name} "
+                f"holds partitions {[m.partition for m in graph.members]}."
+            )
 
     def prune_markers(self, below: Mapping[int, int]) -> int:
         """Forget each partition's delete markers below its source offset (`Shard.prune_markers`).
@@ -673,13 +715,13 @@ class ShardedIndex:
     # --- lifecycle -------------------------------------------------------------------
 
     def wait_for_rebuilds(self, timeout: float | None = None) -> bool:
-        """Wait for running shard rebuilds; return whether all are done."""
-        return all(s.wait_for_rebuild(timeout) for s in self._shards)
+        """Wait for running graph rebuilds; return whether all are done."""
+        return all(g.rebuilder.wait(timeout) for g in self._graphs)
 
     def close(self) -> None:
         """Stop background rebuilds and the fan-out threads."""
-        for s in self._shards:
-            s.close()
+        for g in self._graphs:
+            g.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 

@@ -72,6 +72,7 @@ from simstream.settings import Settings
 from workers.index.config import SPACES, IndexConfig
 from workers.index.shard import Shard
 from workers.index.sharded import ShardedIndex
+from workers.index.shared_graph import SharedGraph
 
 FORMAT = "simstream.index.snapshot/1"
 MANIFEST = "MANIFEST.json"
@@ -216,6 +217,14 @@ def check_hnsw_file(path: Path, elements: int) -> None:
         )
 
 
+def _by_graph(entries: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Manifest shard entries grouped by the graph file they share, in entry order."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in entries:
+        groups.setdefault(entry["index_file"], []).append(entry)
+    return groups
+
+
 def _owned(manifest: Mapping[str, Any]) -> list[int]:
     """The partitions a snapshot holds (snapshots without ``owned`` hold them all)."""
     owned = manifest.get("owned")
@@ -338,38 +347,40 @@ class SnapshotStore:
         source: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         files: dict[str, dict[str, Any]] = {}
-        shards = []
+        entries: dict[int, dict[str, Any]] = {}
         offsets: dict[str, int] = {}
-        for shard in index.shards:
-            p = shard.partition
-            index_name, state_name = f"shard-{p:04d}.hnsw", f"shard-{p:04d}.json"
-            with shard.frozen() as view:
-                if not view.stats.healthy:
-                    raise SnapshotError(
-                        f"Shard {p} is unhealthy after a failed batch. Expected a healthy "
-                        "shard: a snapshot of a partial state would be replayed as complete."
-                    )
-                view.save_index(str(tmp / index_name))
-                state = view.state()
-                stats = view.stats
-                elements = view.element_count
+        for graph in index.graphs:
+            # One file per graph (named for its first shard's partition), one state per shard.
+            index_name = f"shard-{graph.name:04d}.hnsw"
+            with graph.held():
+                views = [(shard.partition, shard.view()) for shard in graph.members]
+                for p, view in views:
+                    if not view.stats.healthy:
+                        raise SnapshotError(
+                            f"Shard {p} is unhealthy after a failed batch. Expected a healthy "
+                            "shard: a snapshot of a partial state would be replayed as complete."
+                        )
+                views[0][1].save_index(str(tmp / index_name))
+                held = [(p, view.state(), view.stats) for p, view in views]
+                elements = views[0][1].element_count
             fsync_path(tmp / index_name)
             check_hnsw_file(tmp / index_name, elements)
-            state_bytes = _canonical(state)
-            write_bytes(tmp / state_name, state_bytes)
             files[index_name] = {
                 "sha256": sha256_file(tmp / index_name),
                 "size": (tmp / index_name).stat().st_size,
             }
-            files[state_name] = {
-                "sha256": hashlib.sha256(state_bytes).hexdigest(),
-                "size": len(state_bytes),
-            }
-            offset = next_offsets.get(p) if next_offsets is not None else stats.next_offset
-            if offset is not None:
-                offsets[str(p)] = int(offset)
-            shards.append(
-                {
+            for p, state, stats in held:
+                state_name = f"shard-{p:04d}.json"
+                state_bytes = _canonical(state)
+                write_bytes(tmp / state_name, state_bytes)
+                files[state_name] = {
+                    "sha256": hashlib.sha256(state_bytes).hexdigest(),
+                    "size": len(state_bytes),
+                }
+                offset = next_offsets.get(p) if next_offsets is not None else stats.next_offset
+                if offset is not None:
+                    offsets[str(p)] = int(offset)
+                entries[p] = {
                     "partition": p,
                     "index_file": index_name,
                     "state_file": state_name,
@@ -379,7 +390,7 @@ class SnapshotStore:
                     "capacity": stats.capacity,
                     "delete_markers": stats.delete_markers,
                 }
-            )
+        shards = [entries[p] for p in sorted(entries)]
         config = index.config
         manifest: dict[str, Any] = {
             "format": FORMAT,
@@ -478,17 +489,25 @@ class SnapshotStore:
             [s["partition"] for s in manifest["shards"]] == _owned(manifest),
             f"{path.name}: expected one shard per owned partition.",
         )
-        states = [self._verify_shard(path, manifest, shard) for shard in manifest["shards"]]
+        for entries in _by_graph(manifest["shards"]).values():
+            self._verify_graph(path, manifest, entries)
+        states = [self._verify_state(path, shard) for shard in manifest["shards"]]
         return manifest, states
 
     @staticmethod
-    def _verify_shard(
-        path: Path, manifest: Mapping[str, Any], shard: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        where = f"{path.name}/{shard['index_file']}"
-        header = read_hnsw_header(path / shard["index_file"])
+    def _verify_graph(
+        path: Path, manifest: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Check one graph file against the manifest entries of the shards in it."""
+        first = entries[0]
+        where = f"{path.name}/{first['index_file']}"
+        header = read_hnsw_header(path / first["index_file"])
+        _check(
+            all(e["elements"] == first["elements"] for e in entries),
+            f"{where}: its shards disagree on its element count.",
+        )
         for field, expected in (
-            ("elements", shard["elements"]),
+            ("elements", first["elements"]),
             ("m", manifest["M"]),
             ("ef_construction", manifest["ef_construction"]),
             ("dim", manifest["dim"]),
@@ -498,12 +517,16 @@ class SnapshotStore:
                 f"{where}: the index file has {field}={header[field]}; "
                 f"the manifest says {expected}.",
             )
-        size = (path / shard["index_file"]).stat().st_size
+        size = (path / first["index_file"]).stat().st_size
         _check(size >= header["min_size"], f"{where}: the index file is truncated.")
         _check(
-            shard["elements"] == shard["live"] + shard["tombstones"],
+            first["elements"] == sum(e["live"] + e["tombstones"] for e in entries),
             f"{where}: elements ≠ live + tombstones in the manifest.",
         )
+
+    @staticmethod
+    def _verify_state(path: Path, shard: Mapping[str, Any]) -> dict[str, Any]:
+        """Check one shard's bookkeeping file against its manifest entry; return it."""
         try:
             state = json.loads((path / shard["state_file"]).read_bytes())
             items = state["items"]
@@ -539,10 +562,8 @@ class SnapshotStore:
         path = Path(path)
         manifest, states = self._verify(path)
         loaded = self._expect(path, manifest, config, model_version)
-        shards = [
-            self._load_shard(path, loaded, entry, state)
-            for entry, state in zip(manifest["shards"], states, strict=True)
-        ]
+        restored = self._load_graphs(path, loaded, manifest["shards"], states)
+        shards = [restored[int(entry["partition"])] for entry in manifest["shards"]]
         index = ShardedIndex(
             loaded,
             manifest["partitions"],
@@ -584,51 +605,77 @@ class SnapshotStore:
         return config.with_(m=manifest["M"], ef_construction=manifest["ef_construction"])
 
     @staticmethod
-    def _load_shard(
-        path: Path, config: IndexConfig, entry: Mapping[str, Any], state: Mapping[str, Any]
-    ) -> Shard:
-        try:
-            index = _load_hnsw(
-                path / entry["index_file"], config.space, config.dim, entry["capacity"]
-            )
-            return Shard.restore(config, entry["partition"], index, state)
-        except (RuntimeError, IndexStoreError) as e:
-            raise SnapshotCorruptError(f"{path.name}/{entry['index_file']}: {e}") from e
+    def _load_graphs(
+        path: Path,
+        config: IndexConfig,
+        entries: Sequence[Mapping[str, Any]],
+        states: Sequence[Mapping[str, Any]],
+    ) -> dict[int, Shard]:
+        """The shards of verified manifest entries (with their states), by partition:
+        each graph file is loaded once, its shards sharing it."""
+        state_of = {int(e["partition"]): st for e, st in zip(entries, states, strict=True)}
+        shards: dict[int, Shard] = {}
+        for name, members in _by_graph(entries).items():
+            partitions = [int(e["partition"]) for e in members]
+            try:
+                index = _load_hnsw(
+                    path / name, config.space, config.dim, max(e["capacity"] for e in members)
+                )
+                graph = SharedGraph.restore(
+                    config, partitions[0], index, [state_of[p] for p in partitions]
+                )
+                for p in partitions:
+                    shards[p] = Shard.restore_into(graph, p, state_of[p])
+            except (RuntimeError, IndexStoreError) as e:
+                raise SnapshotCorruptError(f"{path.name}/{name}: {e}") from e
+        return shards
 
-    def load_latest_shard(
-        self, config: IndexConfig, partition: int, model_version: str | None = None
-    ) -> tuple[Shard, dict[str, Any]] | None:
-        """One shard of the newest snapshot that verifies, with the caller's ``extra`` state.
+    def load_latest_shards(
+        self, config: IndexConfig, partitions: Sequence[int], model_version: str | None = None
+    ) -> tuple[builtins.list[Shard], dict[str, Any]] | None:
+        """Some shards of the newest snapshot that verifies, with the caller's ``extra`` state.
 
-        Rebuilds a shard that failed (the caller replays the log from its
-        ``next_offset``); snapshots that fail verification are skipped as in
-        `load_latest`. None when no snapshot verifies.
+        Rebuilds shards that failed (the caller replays the log from each one's
+        ``next_offset``). ``partitions`` must be whole graphs of the snapshot (all
+        the partitions of a shared graph: `ShardedIndex.graph_mates`); snapshots
+        that fail verification or hold them otherwise are skipped as in
+        `load_latest`. None when no snapshot fits.
 
         Raises:
             SnapshotMismatchError: as `load_latest`.
         """
+        wanted = sorted(set(partitions))
         for info in self.list():
             try:
                 manifest, states = self._verify(info.path)
                 loaded = self._expect(info.path, manifest, config, model_version)
-                owned = _owned(manifest)
-                if partition not in owned:
+                chosen = [
+                    (entry, state)
+                    for entry, state in zip(manifest["shards"], states, strict=True)
+                    if int(entry["partition"]) in wanted
+                ]
+                files = {entry["index_file"] for entry, _ in chosen}
+                graphs = _by_graph(manifest["shards"])
+                held = sorted(int(e["partition"]) for f in files for e in graphs[f])
+                if held != wanted:
                     raise SnapshotCorruptError(
-                        f"{info.path.name}: holds partitions {owned}, not {partition}."
+                        f"{info.path.name}: holds partitions {held} in the graphs of {wanted}."
                     )
-                n = owned.index(partition)
-                shard = self._load_shard(info.path, loaded, manifest["shards"][n], states[n])
+                restored = self._load_graphs(
+                    info.path, loaded, [e for e, _ in chosen], [st for _, st in chosen]
+                )
             except SnapshotCorruptError as e:
                 self._log.warning("index.snapshot_skipped", path=str(info.path), reason=str(e))
                 continue
+            shards = [restored[p] for p in wanted]
             self._log.info(
-                "index.shard_loaded",
+                "index.shards_loaded",
                 path=str(info.path),
-                partition=partition,
-                live=len(shard),
-                next_offset=shard.next_offset,
+                partitions=wanted,
+                live=sum(len(s) for s in shards),
+                next_offsets={s.partition: s.next_offset for s in shards},
             )
-            return shard, dict(manifest.get("extra", {}))
+            return shards, dict(manifest.get("extra", {}))
         return None
 
     def load_latest_state(

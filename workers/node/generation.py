@@ -53,6 +53,7 @@ from simstream.wire import EmbeddingRecord, Op
 from workers import metrics
 from workers.index.shard import Shard
 from workers.index.sharded import ShardedIndex
+from workers.index.shared_graph import SharedGraph
 from workers.index.snapshot import SnapshotStore
 from workers.node.config import NodeConfig
 from workers.node.watermark import SourceWatermark
@@ -294,7 +295,9 @@ class IndexGeneration:
             except Exception:
                 if self.index.shard(partition).healthy:
                     raise
-                self._failed.add(partition)
+                # The failed batch may have left its graph partial: every shard in
+                # that graph is rebuilt (one per partition in the partition layout).
+                self._failed.update(self.index.graph_mates(partition))
                 self.log.exception("node.shard_failed", partition=partition)
                 continue
             watermark = self.watermarks[partition]
@@ -314,28 +317,41 @@ class IndexGeneration:
             self._changed.notify_all()
 
     def _recover_shards(self, consumer: Consumer) -> None:
-        """Rebuild each failed shard from the newest snapshot and replay its partition.
+        """Rebuild the graphs of failed shards from the newest snapshot and replay
+        their partitions.
 
-        The shard (an empty one when no snapshot verifies) replaces the failed
-        one, its partition's watermark goes back to the snapshot's, and the
-        consumer seeks the partition back to the shard's next offset.
+        The shards of each such graph (empty ones when no snapshot fits) replace
+        the failed graph's shards, their partitions' watermarks go back to the
+        snapshot's, and the consumer seeks each partition back to its shard's
+        next offset.
         """
         config = self.index.config
         with self._snapshot_lock:
-            for partition in sorted(self._failed):
-                loaded = self.store.load_latest_shard(config, partition, self.version)
-                shard, extra = loaded if loaded is not None else (Shard(config, partition), {})
-                mark = extra.get("watermarks", {}).get(str(partition))
-                self.index.replace_shard(shard)
-                self.watermarks[partition] = (
-                    SourceWatermark.from_dict(mark) if mark else SourceWatermark()
-                )
-                offset = shard.next_offset or 0
-                consumer.seek(TopicPartition(self.topic, partition, offset))
-                self.log.warning(
-                    "node.shard_rebuilt", partition=partition, live=len(shard), replay_from=offset
-                )
-            self._failed.clear()
+            while self._failed:
+                group = self.index.graph_mates(min(self._failed))
+                loaded = self.store.load_latest_shards(config, group, self.version)
+                if loaded is not None:
+                    shards, extra = loaded
+                else:
+                    graph = SharedGraph(config, group[0]) if len(group) > 1 else None
+                    shards, extra = [Shard(config, p, graph) for p in group], {}
+                self.index.replace_shards(shards)
+                marks = extra.get("watermarks", {})
+                for shard in shards:
+                    partition = shard.partition
+                    mark = marks.get(str(partition))
+                    self.watermarks[partition] = (
+                        SourceWatermark.from_dict(mark) if mark else SourceWatermark()
+                    )
+                    offset = shard.next_offset or 0
+                    consumer.seek(TopicPartition(self.topic, partition, offset))
+                    self.log.warning(
+                        "node.shard_rebuilt",
+                        partition=partition,
+                        live=len(shard),
+                        replay_from=offset,
+                    )
+                self._failed.difference_update(group)
 
     def _rebuild(self, consumer: Consumer, reason: str) -> None:
         """Drop the state built from a log that is gone and replay the log from its start."""

@@ -124,7 +124,7 @@ def test_a_filter_past_the_fetch_cap_answers_fewer_and_says_it_is_not_exhaustive
         # The limits of a far larger index: every filter goes to the graph, capped at k.
         small = shard.config.with_(exact_filter_limit=0, filter_fetch_limit=1)
         monkeypatch.setattr(shard, "config", small)
-        monkeypatch.setattr(shard._graph, "config", small)
+        monkeypatch.setattr(shard.graph.graph, "config", small)
     # Every 3 passes, but a 0's nearest neighbour is not a 3, and no shard may fetch
     # more than k to look further.
     unmatched = {"labels": ["3"], "metadata": {"parity": "odd"}}

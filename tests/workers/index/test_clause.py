@@ -163,8 +163,8 @@ def test_an_and_of_a_posting_list_and_a_range_is_answered_exactly_without_a_grap
     shard: tuple[Shard, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index, vectors = shard
-    spy = KnnSpy(index._graph.index)
-    monkeypatch.setattr(index._graph, "index", spy)
+    spy = KnnSpy(index.graph.graph.index)
+    monkeypatch.setattr(index.graph.graph, "index", spy)
     where = All((Exists("rare"), Range("n", "gt", 1500)))
 
     ids, _, exhaustive = index.search(vectors[:3], 5, filter=Filter(where=where))

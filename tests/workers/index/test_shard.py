@@ -202,7 +202,7 @@ def test_hnswlib_falling_short_of_k_is_answered_exactly(
     shard = Shard(small_config)
     vectors = unit_vectors(rng, 20, 8)
     shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(20)])
-    index = shard._graph.index
+    index = shard.graph.graph.index
 
     class Failing:
         """Fault injection: hnswlib's "contiguous 2D array" error on every query."""
@@ -213,7 +213,7 @@ def test_hnswlib_falling_short_of_k_is_answered_exactly(
         def knn_query(self, *args: object, **kwargs: object) -> object:
             raise RuntimeError("Cannot return the results in a contiguous 2D array.")
 
-    monkeypatch.setattr(shard._graph, "index", Failing())
+    monkeypatch.setattr(shard.graph.graph, "index", Failing())
     ids, dists, _ = shard.search(vectors[:3], 4)
     for row, query in enumerate(vectors[:3]):
         d = distances("cosine", query, vectors)
@@ -270,9 +270,9 @@ def test_a_query_with_another_ef_searches_with_that_beam_and_changes_no_shared_s
     shard = Shard(small_config)
     vectors = unit_vectors(rng, 300, 8)
     shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(300)])
-    index = shard._graph.index
+    index = shard.graph.graph.index
     spy = KnnSpy(index)
-    monkeypatch.setattr(shard._graph, "index", spy)
+    monkeypatch.setattr(shard.graph.graph, "index", spy)
     assert search_one(shard, vectors[7], 1, ef=200) == ["i7"]
     assert search_one(shard, vectors[8], 1) == ["i8"]
     assert search_one(shard, vectors[9], 40, ef=5)[0] == "i9"
@@ -373,7 +373,7 @@ def test_label_sums_join_string_and_integer_labels_and_survive_a_restore(
     )
 
     sums = shard.label_sums(["7", "07", "None"])
-    copy = Shard.restore(small_config, 0, shard._graph.index, shard._state())
+    copy = Shard.restore(small_config, 0, shard.graph.graph.index, shard._state())
 
     assert set(sums) == {"7", "07"}  # an unlabelled item is nobody's
     assert (sums["7"].size, sums["07"].size) == (2, 1)
@@ -442,7 +442,7 @@ def test_writes_during_a_background_rebuild_are_not_lost(rng: np.random.Generato
     assert during > 0, "no batch was applied while the rebuild ran"
     assert shard.stats().rebuilds >= 1
     assert set(shard._entries) == set(model.live)
-    assert set(shard._graph.slot_of) == set(model.live)
+    assert set(shard.graph.graph.slot_of) == set(model.live)
     for item_id, (_, vector, _, _) in list(model.live.items())[::50]:
         item = shard.get(item_id)
         assert item is not None
@@ -499,7 +499,7 @@ def test_a_failed_hnswlib_insert_leaves_the_shard_as_it_was(
     item = shard.get("a")
     assert item is not None
     assert (item.source_offset, item.label, len(shard)) == (1, 1, 1)
-    assert set(shard._graph.slot_of) == {"a"}
+    assert set(shard.graph.graph.slot_of) == {"a"}
     assert search_one(shard, vectors[0], 5) == ["a"]
 
 
@@ -539,8 +539,8 @@ def spied(
 ) -> tuple[Shard, np.ndarray, KnnSpy]:
     """The big shard with its hnswlib index spied on."""
     shard, vectors = big_shard
-    spy = KnnSpy(shard._graph.index)
-    monkeypatch.setattr(shard._graph, "index", spy)
+    spy = KnnSpy(shard.graph.graph.index)
+    monkeypatch.setattr(shard.graph.graph, "index", spy)
     return shard, vectors, spy
 
 
@@ -621,7 +621,7 @@ def test_posting_lists_follow_upserts_deletes_and_a_restore(
     assert found(Filter.of(c=1.0)) == ["c"]
     assert found(Filter.of(c=True)) == found(Filter.of(c="1")) == []
     assert found(Filter.of(labels=[4], c=1)) == ["c"]
-    copy = Shard.restore(small_config, 0, shard._graph.index, shard._state())
+    copy = Shard.restore(small_config, 0, shard.graph.graph.index, shard._state())
     assert copy._postings.matching(Filter.of(c="blue")) == ({"a"}, True)
     assert copy._postings.matching(Filter.of(labels=[4])) == ({"c"}, True)
 
@@ -660,7 +660,7 @@ def test_a_failed_resize_releases_the_write_lock_and_marks_the_shard_unhealthy(
     shard = Shard(small_config.with_(initial_capacity=4))
     vectors = unit_vectors(rng, 40, 8)
     shard.apply([Mutation.upsert(f"i{j}", vectors[j], j) for j in range(4)])
-    graph = shard._graph
+    graph = shard.graph.graph
 
     def no_memory(n: int) -> np.ndarray:
         """Fault injection: hnswlib cannot grow the index."""

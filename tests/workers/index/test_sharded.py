@@ -51,11 +51,15 @@ def test_an_unknown_partition_is_refused_with_the_valid_range() -> None:
         index.apply(2, [])
 
 
-@pytest.mark.parametrize("fan_out_min_s", [0.0, 10.0], ids=["threads", "calling-thread"])
+@pytest.mark.parametrize(
+    ("graph", "fan_out_min_s"),
+    [("partition", 0.0), ("partition", 10.0), ("node", 0.0)],
+    ids=["threads", "calling-thread", "node-graph"],
+)
 def test_the_merged_top_k_over_shards_equals_exact_search(
-    rng: np.random.Generator, fan_out_min_s: float
+    rng: np.random.Generator, graph: str, fan_out_min_s: float
 ) -> None:
-    index, vectors = filled(rng, fan_out_min_s=fan_out_min_s)
+    index, vectors = filled(rng, graph=graph, fan_out_min_s=fan_out_min_s)
     queries = unit_vectors(rng, 20, 8)
     results = index.search_batch(queries, 10, ef=500)
     for query, found in zip(queries, results, strict=True):
@@ -172,13 +176,25 @@ def test_describe_gives_label_and_metadata_in_order_and_none_for_ids_not_live(
     assert partition_for("i12", 4) != partition_for("i3", 4)  # read from two shards
 
 
-def test_stats_report_live_tombstones_and_capacity_per_shard(rng: np.random.Generator) -> None:
-    index, _ = filled(rng, n=100, partitions=2, initial_capacity=16)
+@pytest.mark.parametrize("graph", ["partition", "node"])
+def test_stats_report_live_tombstones_and_capacity_per_shard(
+    rng: np.random.Generator, graph: str
+) -> None:
+    index, _ = filled(rng, n=100, partitions=2, initial_capacity=16, graph=graph)
     index.apply(0, [Mutation.delete(i, 10_000) for i in index.shards[0]._entries][:3])
     stats = index.stats()
     assert stats.live == 97
+    assert [s.live for s in stats.shards] == [len(s) for s in index.shards]
     assert stats.tombstones == 3
-    assert all(s.capacity >= s.live + s.tombstones for s in stats.shards)
+    assert stats.capacity >= 100
+    if graph == "partition":
+        assert all(s.capacity >= s.live + s.tombstones for s in stats.shards)
+        assert [s.graph for s in stats.shards] == [0, 1]
+    else:
+        # One graph: its tombstones and capacity are counted once, on its first shard.
+        assert [s.graph for s in stats.shards] == [0, 0]
+        assert [s.tombstones for s in stats.shards] == [3, 0]
+        assert stats.shards[1].capacity == 0
     as_dict = stats.as_dict()
     assert as_dict["live"] == 97
     assert len(as_dict["shards"]) == 2
@@ -298,22 +314,22 @@ def test_batched_results_are_array_backed_and_read_like_a_list(rng: np.random.Ge
 def test_a_search_never_queues_behind_another_requests_shards(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Fault: every shard's filtered search is stuck (a costly filtered batch) until
+    # Fault: every graph's filtered search is stuck (a costly filtered batch) until
     # released; two such batches hold their calling threads and every pool thread.
-    index, vectors = filled(rng, fan_out_min_s=0.0)
+    index, vectors = filled(rng, graph="partition", fan_out_min_s=0.0)
     index.search(vectors[0], 10)  # a measured search time: later ones fan out to the pool
     release = threading.Event()
     stuck: list[int] = []
     for shard in index._shards:
-        original = shard.search
+        original = shard.graph.search
 
-        def search(*args: object, _original=original, **kwargs: object):  # type: ignore[no-untyped-def]
-            if kwargs.get("filter") is not None:
+        def search(*args: object, _original=original):  # type: ignore[no-untyped-def]
+            if args[3] is not None:  # (queries, k, ef, filter, threads)
                 stuck.append(1)
                 release.wait(30)
-            return _original(*args, **kwargs)
+            return _original(*args)
 
-        monkeypatch.setattr(shard, "search", search)
+        monkeypatch.setattr(shard.graph, "search", search)
     costly = [
         threading.Thread(
             target=index.search_batch,
@@ -345,11 +361,11 @@ def test_a_search_never_queues_behind_another_requests_shards(
 def test_each_shard_searches_with_the_ef_scaled_by_the_root_of_its_share(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index, vectors = filled(rng, n=400, partitions=4, fan_out_min_s=10.0)
+    index, vectors = filled(rng, graph="partition", n=400, partitions=4, fan_out_min_s=10.0)
     spies = []
     for shard in index.shards:
-        spy = KnnSpy(shard._graph.index)
-        monkeypatch.setattr(shard._graph, "index", spy)
+        spy = KnnSpy(shard.graph.graph.index)
+        monkeypatch.setattr(shard.graph.graph, "index", spy)
         spies.append(spy)
     index.search(vectors[0], 5, ef=64)
     sizes = [len(s) for s in index.shards]
@@ -364,8 +380,8 @@ def test_a_partition_sets_shards_search_with_the_ef_one_index_of_every_partition
 ) -> None:
     """With the cluster's live count (``total_live``, sent by the router), a node holding
     partitions 1 and 3 asks each shard for the ef the single node asks it for."""
-    full, vectors = filled(rng, n=400, partitions=4, fan_out_min_s=10.0)
-    owned = ShardedIndex(IndexConfig(dim=8, fan_out_min_s=10.0), 4, owned=(1, 3))
+    full, vectors = filled(rng, graph="partition", n=400, partitions=4, fan_out_min_s=10.0)
+    owned = ShardedIndex(IndexConfig(dim=8, fan_out_min_s=10.0, graph="partition"), 4, owned=(1, 3))
     batches: dict[int, list[Mutation]] = {}
     for j, vector in enumerate(vectors):
         partition = partition_for(f"i{j}", 4)
@@ -375,8 +391,8 @@ def test_a_partition_sets_shards_search_with_the_ef_one_index_of_every_partition
     spies: dict[tuple[str, int], KnnSpy] = {}
     for name, index in (("full", full), ("owned", owned)):
         for shard in index.shards:
-            spy = spies[name, shard.partition] = KnnSpy(shard._graph.index)
-            monkeypatch.setattr(shard._graph, "index", spy)
+            spy = spies[name, shard.partition] = KnnSpy(shard.graph.graph.index)
+            monkeypatch.setattr(shard.graph.graph, "index", spy)
 
     full.search(vectors[0], 5, ef=64)
     owned.search(vectors[0], 5, ef=64, total_live=len(full))
@@ -423,18 +439,18 @@ def test_owned_partitions_must_be_distinct_ascending_and_below_the_partition_cou
 def test_a_search_capped_to_one_thread_searches_every_shard_in_the_calling_thread(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index, vectors = filled(rng, n=400, partitions=4, fan_out_min_s=0.0)
+    index, vectors = filled(rng, graph="partition", n=400, partitions=4, fan_out_min_s=0.0)
     index.search_batch(vectors[:8], 5)  # a measured search time: later batches fan out
     calls: list[tuple[int, int]] = []
     for shard in index.shards:
-        graph = shard._graph.index
+        graph = shard.graph.graph.index
 
         class Spy(KnnSpy):
             def knn_query(self, data: np.ndarray, k: int, num_threads: int) -> object:
                 calls.append((threading.get_ident(), num_threads))
                 return super().knn_query(data, k, num_threads)
 
-        monkeypatch.setattr(shard._graph, "index", Spy(graph))
+        monkeypatch.setattr(shard.graph.graph, "index", Spy(graph))
     capped = index.search_batch(vectors[:8], 5, threads=1)
     assert calls == [(threading.get_ident(), 1)] * 4
     calls.clear()
@@ -448,13 +464,13 @@ def test_a_search_capped_to_one_thread_searches_every_shard_in_the_calling_threa
 def test_a_search_that_must_not_wait_refuses_to_hand_shards_to_threads(
     rng: np.random.Generator,
 ) -> None:
-    index, _ = filled(rng, fan_out_min_s=0.0)  # every search is worth threads
+    index, _ = filled(rng, graph="partition", fan_out_min_s=0.0)  # every search is worth threads
     queries = unit_vectors(rng, 2, 8)
     index.search_batch(queries, 5)  # measures a search time above 0
     with no_waiting(), pytest.raises(WouldBlockError, match="threads"):
         index.search_batch(queries, 5)
     # The calling thread's single-query path needs no other thread.
-    cheap, _ = filled(rng, fan_out_min_s=10.0)
+    cheap, _ = filled(rng, graph="partition", fan_out_min_s=10.0)
     with no_waiting():
         found = cheap.search(queries[0], 5)
     assert found.ids == cheap.search(queries[0], 5).ids and len(found.ids) == 5

@@ -88,10 +88,10 @@ def test_a_loaded_index_takes_new_writes_on_fresh_slots(
     loaded = store.load_latest(CONFIG)
     assert loaded is not None
     copy = loaded[0]
-    slots_before = copy.shards[0]._graph.next_slot
+    slots_before = copy.shards[0].graph.graph.next_slot
     v = unit_vectors(rng, 1, 8)[0]
     copy.apply(0, [Mutation.upsert("fresh", v, 50_000)])
-    assert copy.shards[0]._graph.next_slot == slots_before + 1
+    assert copy.shards[0].graph.graph.next_slot == slots_before + 1
     assert copy.search(v, 1).ids == ["fresh"]
     assert len(copy) == len(index) + 1
 
@@ -279,7 +279,7 @@ def test_a_complete_index_file_passes_the_check_and_a_wrong_element_count_does_n
 ) -> None:
     index = build(rng, n=2000, partitions=1)
     path = SnapshotStore(tmp_path, "v1").save(index) / "shard-0000.hnsw"
-    elements = int(index.shards[0]._graph.index.element_count)
+    elements = int(index.shards[0].graph.graph.index.element_count)
     check_hnsw_file(path, elements)
     with pytest.raises(SnapshotError, match=f"Expected {elements + 1}"):
         check_hnsw_file(path, elements + 1)
@@ -443,7 +443,7 @@ print(json.dumps({
         ("flipped-byte-in-bookkeeping", "does not match its SHA-256"),
         ("flipped-byte-in-manifest", "manifest checksum"),
         ("index-from-another-snapshot", "bytes. Expected|SHA-256"),
-        ("index-and-manifest-from-another-snapshot", "the index file has elements=100"),
+        ("index-and-manifest-from-another-snapshot", "the index file has elements=200"),
     ],
 )
 def test_a_damaged_snapshot_is_detected_before_hnswlib_loads_it_and_the_previous_one_is_used(
@@ -460,10 +460,11 @@ def test_a_damaged_snapshot_is_detected_before_hnswlib_loads_it_and_the_previous
     assert "index.snapshot_skipped" in child.stdout + child.stderr
 
 
+@pytest.mark.parametrize("graph", ["partition", "node"])
 def test_a_snapshot_of_a_partition_set_restores_only_for_the_same_partitions(
-    tmp_path: Path, rng: np.random.Generator
+    tmp_path: Path, rng: np.random.Generator, graph: str
 ) -> None:
-    index = ShardedIndex(CONFIG, 4, model_version="v1", owned=(1, 3))
+    index = ShardedIndex(CONFIG.with_(graph=graph), 4, model_version="v1", owned=(1, 3))
     vectors = unit_vectors(rng, 2, 8)
     index.apply(1, [Mutation.upsert("a", vectors[0], 0)], next_offset=1)
     index.apply(3, [Mutation.upsert("b", vectors[1], 0)], next_offset=7)
@@ -476,6 +477,15 @@ def test_a_snapshot_of_a_partition_set_restores_only_for_the_same_partitions(
     assert loaded is not None
     assert (loaded.index.owned, loaded.next_offsets) == ((1, 3), {1: 1, 3: 7})
     assert store.load_latest_state(CONFIG, owned=(0, 2)) is None
-    shard = store.load_latest_shard(CONFIG, 3)
-    assert shard is not None and shard[0].get("b") is not None
-    assert store.load_latest_shard(CONFIG, 2) is None
+    assert store.load_latest_shards(CONFIG, [2]) is None
+    if graph == "partition":
+        alone = store.load_latest_shards(CONFIG, [3])
+        assert alone is not None and alone[0][0].get("b") is not None
+        return
+    # One graph holds both partitions: only the two together can be restored.
+    assert store.load_latest_shards(CONFIG, [3]) is None
+    both = store.load_latest_shards(CONFIG, [1, 3])
+    assert both is not None
+    one, three = both[0]
+    assert one.graph is three.graph and three.get("b") is not None and one.get("a") is not None
+    assert [one.next_offset, three.next_offset] == [1, 7]
