@@ -64,7 +64,10 @@ class BenchmarkConfig:
 
     Attributes:
         datasets: any of ``mnist`` and ``random``.
-        shards: shard counts to compare against one raw index.
+        shards: shard counts (partitions) to compare against one raw index.
+        graphs: index layouts to measure at each shard count: ``node`` (every
+            shard in one graph, a node's default) and ``partition`` (a graph per
+            shard).
         n_queries: held-out queries per dataset (the rest are indexed).
         n_random: vectors in the random dataset (indexed plus queries).
         dim: vector size (PCA target for MNIST).
@@ -82,6 +85,7 @@ class BenchmarkConfig:
 
     datasets: tuple[str, ...] = ("mnist", "random")
     shards: tuple[int, ...] = (1, 4, 16)
+    graphs: tuple[str, ...] = ("node",)
     n_queries: int = 1000
     n_random: int = 10000
     dim: int = 64
@@ -419,12 +423,13 @@ def run_config(
     shards: int,
     cfg: BenchmarkConfig,
     progress: bool,
+    graph: str = "node",
 ) -> dict[str, Any]:
-    """All measurements of one dataset at one shard count."""
-    icfg = cfg.index.with_(dim=base.shape[1])
+    """All measurements of one dataset at one shard count and layout."""
+    icfg = cfg.index.with_(dim=base.shape[1], graph=graph)
     n = len(base)
     steps = tqdm(total=8, desc=f"{dataset} S={shards}", disable=not progress, leave=False)
-    out: dict[str, Any] = {"dataset": dataset, "shards": shards, "n_items": n}
+    out: dict[str, Any] = {"dataset": dataset, "shards": shards, "graph": graph, "n_items": n}
     out["n_queries"] = len(queries)
 
     # Insert: sharded (one thread per shard, like one consumer per partition) vs raw.
@@ -585,6 +590,12 @@ def _targets(result: dict[str, Any], real: bool) -> dict[str, dict[str, Any]]:
     }
 
 
+def config_name(dataset: str, shards: int, graph: str) -> str:
+    """A configuration's key in the report: ``mnist/S=4`` (node layout) or
+    ``mnist/S=4/partition``."""
+    return f"{dataset}/S={shards}" + ("" if graph == "node" else f"/{graph}")
+
+
 def run(cfg: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
     """Run every configuration; return the JSON-ready report."""
     from model.evaluation.search import nearest_neighbours
@@ -608,20 +619,21 @@ def run(cfg: BenchmarkConfig, progress: bool = True) -> dict[str, Any]:
         "dataset": {},
         "configs": {},
     }
-    plan = [(d, s) for d in cfg.datasets for s in cfg.shards]
+    plan = [(d, s, g) for d in cfg.datasets for s in cfg.shards for g in cfg.graphs]
     bar = tqdm(plan, desc="bench index", disable=not progress)
     data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for dataset, shards in bar:
+    for dataset, shards, graph in bar:
         if dataset not in data:
             base, queries, description = load_dataset(dataset, cfg)
             truth, _ = nearest_neighbours(queries, base, K, "cosine")
             data[dataset] = (base, queries, truth)
             report["dataset"][dataset] = description
         base, queries, truth = data[dataset]
-        result = run_config(dataset, base, queries, truth, shards, cfg, progress)
+        result = run_config(dataset, base, queries, truth, shards, cfg, progress, graph)
         result["targets"] = _targets(result, real=dataset == "mnist")
-        report["configs"][f"{dataset}/S={shards}"] = result
-        _log.info("bench.index_config_done", config=f"{dataset}/S={shards}")
+        name = config_name(dataset, shards, graph)
+        report["configs"][name] = result
+        _log.info("bench.index_config_done", config=name)
     return report
 
 
@@ -645,7 +657,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 [c["recall_at_10"][e] for e in efs],
                 [c["qps_batched_by_ef"][e] for e in efs],
                 marker="o",
-                label=f"sharded S={c['shards']}",
+                label=f"S={c['shards']}, {c.get('graph', 'partition')} graph",
             )
             for e in efs:
                 ax.annotate(

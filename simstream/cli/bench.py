@@ -155,6 +155,13 @@ def bench_index(
         str, typer.Option(help="Comma-separated: mnist (PCA-64 of MNIST test), random.")
     ] = "mnist,random",
     shards: Annotated[str, typer.Option(help="Comma-separated shard counts.")] = "1,4,16",
+    graphs: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated index layouts: node (one graph for every shard, the "
+            "default), partition (a graph per shard)."
+        ),
+    ] = "node",
     efs: Annotated[str, typer.Option(help="Comma-separated ef values of the recall sweep.")] = (
         "10,12,16,20,24,32,48,64,128,256"
     ),
@@ -176,9 +183,15 @@ def bench_index(
         from workers.index.config import IndexConfig
 
         names = tuple(d.strip() for d in datasets.split(",") if d.strip())
+        layouts = tuple(g.strip() for g in graphs.split(",") if g.strip())
+        if not layouts or set(layouts) - {"node", "partition"}:
+            raise typer.BadParameter(
+                f"Expected node and/or partition. Received: {graphs!r}", param_hint="--graphs"
+            )
         config = benchmark.BenchmarkConfig(
             datasets=names,
             shards=_ints(shards, "--shards"),
+            graphs=layouts,
             efs=_ints(efs, "--efs"),
             n_queries=queries,
             n_random=random_items,

@@ -772,7 +772,7 @@ class Shard:
             next_offset=self._next_offset,
             epoch=self._epoch,
             rebuilding=self._rebuilder.running,
-            rebuilds=self._rebuilder.completed,
+            rebuilds=self._rebuilder.completed if first else 0,
             healthy=self.healthy,
             graph=self._home.name,
         )

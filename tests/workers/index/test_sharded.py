@@ -476,3 +476,94 @@ def test_a_search_that_must_not_wait_refuses_to_hand_shards_to_threads(
     assert found.ids == cheap.search(queries[0], 5).ids and len(found.ids) == 5
     index.close()
     cheap.close()
+
+
+# --- the node layout: one graph for every shard ------------------------------------------
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 16])
+def test_in_the_node_layout_a_query_is_one_graph_search_whatever_the_partition_count(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, partitions: int
+) -> None:
+    index, vectors = filled(rng, n=400, partitions=partitions, graph="node", ef_search=400)
+    assert len(index.graphs) == 1
+    assert all(s.graph is index.graphs[0] for s in index.shards)
+    assert index.graph_mates(0) == tuple(range(partitions))
+    graph = index.graphs[0].graph
+    spy = KnnSpy(graph.index)
+    monkeypatch.setattr(graph, "index", spy)
+    queries = unit_vectors(rng, 8, 8)
+    single = index.search(queries[0], 10)
+    batch = index.search_batch(queries, 10)
+    assert spy.asked == [400, 400], "one knn_query per search, at the whole index's ef"
+    for query, found in zip(queries, batch, strict=True):
+        order = np.argsort(distances("cosine", query, vectors))[:10]
+        assert found.ids == [f"i{j}" for j in order]
+    assert single.ids == batch[0].ids
+    index.close()
+
+
+def test_in_the_node_layout_a_filtered_search_spans_every_shard(
+    rng: np.random.Generator,
+) -> None:
+    index, vectors = filled(rng, n=400, partitions=4, graph="node", exact_filter_limit=0)
+    queries = unit_vectors(rng, 5, 8)
+    found = index.search_batch(queries, 10, ef=400, filter=Filter.of(labels=3))
+    passing = [j for j in range(400) if j % 5 == 3]
+    for query, hits in zip(queries, found, strict=True):
+        d = distances("cosine", query, vectors[passing])
+        assert hits.ids == [f"i{passing[j]}" for j in np.argsort(d)[:10]]
+    owners = {partition_for(f"i{j}", 4) for j in passing[:40]}
+    assert len(owners) > 1, "the passing items are spread over shards"
+    index.close()
+
+
+def test_in_the_node_layout_writes_to_each_partition_land_in_its_shard(
+    rng: np.random.Generator,
+) -> None:
+    index = ShardedIndex(IndexConfig(dim=8, graph="node"), 3)
+    v = unit_vectors(rng, 3, 8)
+    index.apply(2, [Mutation.upsert("x", v[0], 1)], next_offset=8)
+    index.apply(0, [Mutation.upsert("y", v[1], 4), Mutation.upsert("z", v[2], 5)])
+    index.apply(0, [Mutation.delete("y", 6)], next_offset=3)
+    assert [len(s) for s in index.shards] == [1, 0, 1]
+    assert index.next_offsets() == {0: 3, 2: 8}
+    item = index.get("x")
+    assert item is not None and item.partition == 2
+    assert index.search(v[1], 5).ids[:2] in (["z", "x"], ["x", "z"])
+    # A shard searched on its own (it shares the graph) answers from its items only.
+    own = index.shard(0).search(v[0][None, :], 5)
+    assert [i for i in own.ids[0] if i is not None] == ["z"]
+    index.close()
+
+
+def test_in_the_node_layout_a_rebuild_reclaims_tombstones_of_every_shard(
+    rng: np.random.Generator,
+) -> None:
+    index, vectors = filled(rng, n=200, partitions=4, graph="node", min_tombstones=1000)
+    gone = [f"i{j}" for j in range(0, 200, 2)]
+    for p in range(4):
+        index.apply(
+            p,
+            [Mutation.delete(i, 10_000) for i in gone if partition_for(i, 4) == p],
+        )
+    index.shards[2].rebuild(wait=True, timeout=30)
+    stats = index.stats()
+    assert stats.tombstones == 0 and stats.live == 100
+    assert sum(s.rebuilds for s in stats.shards) == 1
+    found = index.search(vectors[1], 5, ef=200)
+    assert found.ids[0] == "i1" and not set(found.ids) & set(gone)
+    index.close()
+
+
+def test_shards_of_a_shared_graph_are_replaced_together(rng: np.random.Generator) -> None:
+    index, _ = filled(rng, n=40, partitions=2, graph="node")
+    alone = ShardedIndex(IndexConfig(dim=8, graph="partition"), 2)
+    with pytest.raises(IndexStoreError, match="every shard of their graphs"):
+        index.replace_shard(alone.shards[0])
+    fresh = ShardedIndex(IndexConfig(dim=8, graph="node"), 2)
+    with pytest.raises(IndexStoreError, match="every shard of their graphs"):
+        alone.replace_shard(fresh.shards[0])
+    index.replace_shards(fresh.shards)
+    assert len(index) == 0 and len(index.graphs) == 1
+    index.close()

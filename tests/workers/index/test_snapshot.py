@@ -28,8 +28,10 @@ from workers.index.snapshot import MANIFEST, SnapshotStore, check_hnsw_file, hns
 CONFIG = IndexConfig(dim=8, ef_search=200, min_tombstones=1000)
 
 
-def build(rng: np.random.Generator, n: int = 300, partitions: int = 2) -> ShardedIndex:
-    index = ShardedIndex(CONFIG, partitions, model_version="v1")
+def build(
+    rng: np.random.Generator, n: int = 300, partitions: int = 2, graph: str = "node"
+) -> ShardedIndex:
+    index = ShardedIndex(CONFIG.with_(graph=graph), partitions, model_version="v1")
     vectors = unit_vectors(rng, n, 8)
     batches: dict[int, list[Mutation]] = {}
     for j in range(n):
@@ -41,15 +43,21 @@ def build(rng: np.random.Generator, n: int = 300, partitions: int = 2) -> Sharde
     return index
 
 
+@pytest.mark.parametrize("graph", ["node", "partition"])
 def test_a_loaded_snapshot_answers_like_the_saved_index(
-    tmp_path: Path, rng: np.random.Generator
+    tmp_path: Path, rng: np.random.Generator, graph: str
 ) -> None:
-    index = build(rng)
+    index = build(rng, graph=graph)
     store = SnapshotStore(tmp_path, "v1")
     path = store.save(index)
+    graph_files = sorted(f.name for f in path.glob("*.hnsw"))
+    assert graph_files == (
+        ["shard-0000.hnsw"] if graph == "node" else ["shard-0000.hnsw", "shard-0001.hnsw"]
+    )
     loaded = store.load_latest(CONFIG)
     assert loaded is not None
     copy, offsets = loaded
+    assert len(copy.graphs) == len(graph_files), "a snapshot keeps the layout it was saved with"
     assert offsets == index.next_offsets() == {0: 999, 1: offsets[1]}
     assert copy.epoch == index.epoch
     assert copy.stats().as_dict()["shards"] == index.stats().as_dict()["shards"]

@@ -99,6 +99,69 @@ def test_a_shard_whose_batch_failed_is_rebuilt_from_its_snapshot_and_the_log(
     assert shard._deleted_at == {"i3": 300}
 
 
+def test_a_failed_batch_in_a_shared_graph_rebuilds_every_shard_of_that_graph(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = NodeConfig.from_settings(settings)
+    fields = {f: getattr(config, f) for f in config.__dataclass_fields__}
+    generation = IndexGeneration(NodeConfig(**{**fields, "partitions": 2}), VERSION, dim=8)
+    assert generation.index.config.graph == "node"
+    ensure_topics(generation.config, [generation.topic])
+    producer = Producer(generation.config.kafka_config())
+
+    def send_to(partition: int, records: Sequence[EmbeddingRecord]) -> None:
+        for record in records:
+            producer.produce(
+                generation.topic, record.encode(), key=record.item_id, partition=partition
+            )
+        assert producer.flush(30) == 0
+
+    def offsets_at_least(wanted: dict[int, int]) -> bool:
+        have = generation.index.next_offsets()
+        return all(have.get(p, 0) >= o for p, o in wanted.items())
+
+    try:
+        send_to(0, upserts(0, 50))
+        send_to(1, upserts(1000, 1050))
+        generation.start()
+        wait_for(lambda: offsets_at_least({0: 50, 1: 50}), timeout_s=60, message="both applied")
+        generation.snapshot()
+        before = generation.index.shards
+        assert before[0].graph is before[1].graph
+        allocate = Graph.allocate
+        faults: list[int] = []
+
+        def fail_once(self: Graph, n: int) -> np.ndarray:
+            """Fault injection: the first allocation after the snapshot cannot grow hnswlib."""
+            if not faults:
+                faults.append(n)
+                raise MemoryError("std::bad_alloc")
+            return allocate(self, n)
+
+        monkeypatch.setattr(Graph, "allocate", fail_once)
+        send_to(0, upserts(50, 150))
+        send_to(1, upserts(1050, 1150))
+        wait_for(
+            lambda: (
+                bool(faults)
+                and all(a is not b for a, b in zip(generation.index.shards, before, strict=True))
+                and offsets_at_least({0: 150, 1: 150})
+            ),
+            timeout_s=60,
+            message="both shards of the graph rebuilt and caught up",
+        )
+        after = generation.index.shards
+        assert after[0].graph is after[1].graph and generation.error is None
+        assert all(s.healthy for s in after)
+        for shard, lo in zip(after, (0, 1000), strict=True):
+            assert set(shard._entries) == {f"i{j}" for j in range(lo, lo + 150)}
+        assert len(generation.index) == after[0].graph.live == 300
+        query = upserts(1050, 1150)[50].vector
+        assert generation.index.search(query, 1).ids == ["i1100"]
+    finally:
+        generation.close()
+
+
 def test_a_node_with_an_unhealthy_shard_is_not_ready(
     generation: IndexGeneration, settings: Settings, tmp_path: Path
 ) -> None:
