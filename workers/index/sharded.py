@@ -398,11 +398,11 @@ class ShardedIndex:
         batches: Mapping[int, Sequence[IndexRecord]],
         next_offsets: Mapping[int, int] | None = None,
     ) -> dict[int, ApplyResult]:
-        """Apply batches of several partitions in parallel, one thread per shard."""
-        for partition in batches:
-            self._check_partition(partition)
+        """Apply batches of several partitions: in parallel, one thread per graph, its
+        cores shared among the graphs written (shards of one graph take turns)."""
+        graphs = {id(self.shard(partition).graph) for partition in batches}
         offsets = next_offsets or {}
-        threads = max(1, self._cpus // max(1, len(batches)))
+        threads = max(1, self._cpus // max(1, len(graphs)))
         futures = {
             p: self._submit(self.apply, p, records, next_offset=offsets.get(p), num_threads=threads)
             for p, records in batches.items()
