@@ -393,12 +393,12 @@ class Settings(BaseSettings):
     index_m: int = Field(16, ge=2, le=256, description="hnswlib M (2..256)")
     index_ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")
     index_ef_search: int = Field(64, ge=1, description="default hnswlib ef at query time")
-    index_initial_capacity: int = Field(1024, ge=16, description="initial items per shard")
+    index_initial_capacity: int = Field(1024, ge=16, description="initial items per graph")
     index_threads: int = Field(
-        -1, ge=-1, description="hnswlib threads per shard operation (-1: all cores)"
+        -1, ge=-1, description="hnswlib threads per graph operation (-1: all cores)"
     )
     index_tombstone_ratio: float = Field(
-        0.2, gt=0, lt=1, description="tombstone share that triggers a shard rebuild (0..1)"
+        0.2, gt=0, lt=1, description="tombstone share that triggers a graph rebuild (0..1)"
     )
     index_graph: Literal["node", "partition"] = Field(
         "node",

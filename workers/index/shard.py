@@ -1,9 +1,12 @@
-"""One shard: an hnswlib graph plus the bookkeeping hnswlib lacks.
+"""One shard: the items of one Kafka partition, in an hnswlib graph, with the
+bookkeeping hnswlib lacks.
 
 A `Shard` holds the items of one Kafka partition. hnswlib knows integer
-*slots* (its "labels") and vectors; the shard adds the string item id ↔ slot
-mapping, each item's label, metadata and source offset, the source offsets of
-deletes (delete markers), live and tombstone counts, and the next log offset.
+*slots* (its "labels") and vectors; the shard adds each item's label, metadata
+and source offset, the source offsets of deletes (delete markers) and the next
+log offset; its graph (`workers.index.shared_graph.SharedGraph`, shared with
+the other shards of the index in the ``node`` layout, its own in the
+``partition`` layout) maps item ids to slots.
 
 Writes. ``apply`` takes a batch of upserts and deletes. Per item id, the event
 with the highest source offset wins; an event whose offset is not higher than
@@ -18,7 +21,7 @@ Deletes are ``mark_deleted``. Capacity doubles before an add would overflow
 (`workers.index.graph`).
 
 Concurrency. hnswlib is never written, resized or saved while it is searched:
-each shard has a phase-fair readers–writer lock (`RWLock`). Searches, ``get``
+each graph has a phase-fair readers–writer lock (`RWLock`), which its shards use. Searches, ``get``
 and snapshot saves hold it shared; ``apply`` holds it exclusively, one *write
 slice* at a time. While searches are running (a reader in the last 50 ms) a
 slice lasts about ``write_slice_s`` (a few items, one thread), so a search waits
@@ -26,14 +29,14 @@ at most one slice; otherwise slices are 1024 items with all threads, for bulk
 ingest, inserted on a helper thread while the bookkeeping runs. A slice of at
 most 64 items inserts in the calling thread: a helper thread's start and
 hand-back would cost more than the single or small upsert itself. A separate
-apply mutex serialises batches, snapshots and rebuild swaps, so a snapshot
-never sees half a batch and always pairs state with its offset.
+apply mutex (one per graph) serialises batches, snapshots and rebuild swaps, so
+a snapshot never sees half a batch and always pairs state with its offset.
 Searches only ever hold the lock shared, whatever their ef (see
 `workers.index.search`). A batch that fails midway releases every lock and
 leaves the shard unhealthy (``healthy``): it refuses batches and snapshots
 until its owner replaces it with one rebuilt from a snapshot and the log.
 
-Rebuilds. When deleted slots pass ``tombstone_ratio`` of all slots, a background
+Rebuilds (of the whole graph). When deleted slots pass ``tombstone_ratio`` of all slots, a background
 thread copies the live vectors (under short shared holds) into a new graph,
 replays the ids written meanwhile (tracked as a dirty set), and swaps the new
 graph in under the exclusive lock with a final small catch-up. No write is lost
@@ -216,6 +219,8 @@ class Shard:
     Args:
         config: parameters shared by every shard of the index.
         partition: the Kafka partition this shard mirrors.
+        graph: the graph to keep the items in, shared with its other shards
+            (default: a graph of its own).
     """
 
     def __init__(

@@ -1,13 +1,18 @@
 """The sharded index: shard p holds exactly the items of Kafka partition p.
 
 Records are applied to the shard of the partition they were read from; the
-index never re-derives a partition from an item id (see `partitioning`). A
-query searches every shard, each with the ef scaled to its share of the items
-(`shard_ef`), in parallel threads when that pays (hnswlib releases the GIL
-while it searches; the calling thread searches one shard itself), and the
-per-shard top-k lists are merged by distance (`merge`). Filters are applied inside each
-shard (see `Filter` and `Shard.search`). Each shard has its own readers–writer
-lock, so a write to one partition never delays searches of another shard.
+index never re-derives a partition from an item id (see `partitioning`). The
+shards' items live in hnswlib graphs (`SharedGraph`): in the ``node`` layout
+one graph for every shard, so a query is one graph search; in the
+``partition`` layout one per shard, and a query searches every graph, each
+with the ef scaled to its share of the items (`shard_ef`), in parallel threads
+when that pays (hnswlib releases the GIL while it searches; the calling thread
+searches one graph itself), and the per-graph top-k lists are merged by
+distance (`merge`). A filter's passing ids are looked up in each shard's
+postings (see `Filter` and `SharedGraph.search`). Each graph has its own
+readers–writer lock, so in the ``partition`` layout a write to one partition
+never delays searches of another shard (see ``docs/architecture.md``, "Query
+cost and the partition count").
 
 `epoch` increments on every batch that changed the index; caches put it in
 their keys so that any change invalidates older results.
@@ -240,10 +245,11 @@ def _merge_one(pairs: list[tuple[float, str]], k: int) -> Hits:
 
 
 class ShardedIndex:
-    """hnswlib shards, one per owned partition of the embeddings topic.
+    """Shards, one per owned partition of the embeddings topic, in hnswlib graphs.
 
     Args:
-        config: parameters every shard shares.
+        config: parameters every shard shares (``config.graph``: the layout of
+            new shards; ready ``shards`` keep theirs).
         partitions: number of partitions of the topic.
         model_version: the encoder version whose embeddings this index holds.
         owned: the partitions this index holds a shard of, ascending (default:

@@ -1,8 +1,10 @@
 """Atomic, verified snapshots of a sharded index (docs/architecture.md, contract 2).
 
 What a snapshot holds. One directory ``<root>/<model version>/snap-<sequence>/``
-with, per shard p, ``shard-<p>.hnsw`` (hnswlib's own file: no header of ours,
-no checksum, no version) and ``shard-<p>.json`` (the bookkeeping hnswlib lacks:
+with, per graph, ``shard-<p>.hnsw`` named for its first shard's partition p
+(hnswlib's own file: no header of ours, no checksum, no version; one file for
+every shard in the ``node`` layout) and, per shard p, ``shard-<p>.json`` (the
+bookkeeping hnswlib lacks:
 item ids and their slots, labels, metadata and source offsets, delete markers,
 the next slot), and ``MANIFEST.json``, written last: format, sequence, time,
 dim, space, M, ef_construction, hnswlib and simstream versions, encoder (model)
@@ -22,10 +24,11 @@ snapshots; each file is fsynced, the manifest last, then the directory; the
 directory is renamed to its final name and the parent directory is fsynced.
 A crash at any point leaves either no new snapshot or a complete one; the
 previous snapshots are untouched (old ones are pruned only after a new one is
-in place, keeping the last ``keep``). Each shard is saved while it is held by
-`Shard.frozen`: its writer waits, searches go on (saving only reads hnswlib).
-Shards are saved one after another, so each shard's state matches its own
-next offset, which is all that replay needs. The fsync, rename and SHA-256
+in place, keeping the last ``keep``). Each graph is saved, with its shards'
+bookkeeping, while it is held by `SharedGraph.held`: its writers wait, searches
+go on (saving only reads hnswlib). Graphs are saved one after another, so each
+shard's state matches its own next offset, which is all that replay needs.
+Loading restores the layout a snapshot was saved with. The fsync, rename and SHA-256
 helpers are `simstream.durable`; what is read of each shard is a
 `workers.index.frozen.FrozenShard`.
 

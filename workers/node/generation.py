@@ -9,9 +9,11 @@ crash loses nothing and — the index being idempotent by source offset —
 duplicates nothing.
 
 A batch that fails inside a shard (hnswlib could not grow, say) leaves that
-shard unhealthy; the consumer then rebuilds it from the newest snapshot and
-seeks its partition back to the snapshot's offset, so the log is replayed
-into it (`_recover_shards`). After each snapshot, delete markers below the
+shard unhealthy and its graph partial; the consumer then rebuilds every shard
+of that graph (the whole index in the default ``node`` layout, the one shard
+in the ``partition`` layout) from the newest snapshot and seeks their
+partitions back to the snapshot's offsets, so the log is replayed into them
+(`_recover_shards`). After each snapshot, delete markers below the
 source watermark of the snapshot before it are forgotten (see
 ``docs/index.md``, "Delete markers").
 

@@ -56,6 +56,22 @@ def applied(generation: IndexGeneration, offset: int) -> bool:
     return generation.index.next_offsets().get(0, 0) >= offset
 
 
+def fail_next_allocation(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fault injection: the next slot allocation cannot grow hnswlib; returns the list
+    that records the failed allocation (empty until it happened)."""
+    allocate = Graph.allocate
+    faults: list[int] = []
+
+    def fail_once(self: Graph, n: int) -> np.ndarray:
+        if not faults:
+            faults.append(n)
+            raise MemoryError("std::bad_alloc")
+        return allocate(self, n)
+
+    monkeypatch.setattr(Graph, "allocate", fail_once)
+    return faults
+
+
 def test_a_shard_whose_batch_failed_is_rebuilt_from_its_snapshot_and_the_log(
     generation: IndexGeneration, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,17 +80,7 @@ def test_a_shard_whose_batch_failed_is_rebuilt_from_its_snapshot_and_the_log(
     wait_for(lambda: applied(generation, 100), timeout_s=60, message="the first batch applied")
     generation.snapshot()
     failed = generation.index.shard(0)
-    allocate = Graph.allocate
-    faults: list[int] = []
-
-    def fail_once(self: Graph, n: int) -> np.ndarray:
-        """Fault injection: the first allocation after the snapshot cannot grow hnswlib."""
-        if not faults:
-            faults.append(n)
-            raise MemoryError("std::bad_alloc")
-        return allocate(self, n)
-
-    monkeypatch.setattr(Graph, "allocate", fail_once)
+    faults = fail_next_allocation(monkeypatch)
     later = [*upserts(100, 300), EmbeddingRecord(Op.DELETE, "i3", 300, VERSION)]
     send(generation, later)
     wait_for(
@@ -128,17 +134,7 @@ def test_a_failed_batch_in_a_shared_graph_rebuilds_every_shard_of_that_graph(
         generation.snapshot()
         before = generation.index.shards
         assert before[0].graph is before[1].graph
-        allocate = Graph.allocate
-        faults: list[int] = []
-
-        def fail_once(self: Graph, n: int) -> np.ndarray:
-            """Fault injection: the first allocation after the snapshot cannot grow hnswlib."""
-            if not faults:
-                faults.append(n)
-                raise MemoryError("std::bad_alloc")
-            return allocate(self, n)
-
-        monkeypatch.setattr(Graph, "allocate", fail_once)
+        faults = fail_next_allocation(monkeypatch)
         send_to(0, upserts(50, 150))
         send_to(1, upserts(1050, 1150))
         wait_for(
