@@ -61,6 +61,13 @@ class MicroBatcher:
     ) -> list[Neighbors]:
         """The neighbours of each row of ``vectors``, as `ShardedIndex.search_batch` finds them
         (a search capped to ``threads`` is a costly one: never grouped)."""
+        if len(vectors) == 1 and (self.window_s <= 0 or threads is not None):
+            # One lookup: `search`'s single-query path builds no batch arrays.
+            return [
+                index.search(
+                    vectors[0], k, ef=ef, filter=filter, total_live=total_live, threads=threads
+                )
+            ]
         if self.window_s <= 0 or len(vectors) != 1 or threads is not None:
             return list(
                 index.search_batch(

@@ -36,8 +36,8 @@ Searches only ever hold the lock shared, whatever their ef (see
 leaves the shard unhealthy (``healthy``): it refuses batches and snapshots
 until its owner replaces it with one rebuilt from a snapshot and the log.
 
-Rebuilds (of the whole graph). When deleted slots pass ``tombstone_ratio`` of all slots, a background
-thread copies the live vectors (under short shared holds) into a new graph,
+Rebuilds (of the whole graph). When deleted slots pass ``tombstone_ratio`` of
+all slots, a background thread copies the live vectors (under short shared holds) into a new graph,
 replays the ids written meanwhile (tracked as a dirty set), and swaps the new
 graph in under the exclusive lock with a final small catch-up. No write is lost
 and searches continue on the old graph throughout (`workers.index.rebuild`).

@@ -206,6 +206,18 @@ def shard_ef(ef: int, shard_live: int, total_live: int) -> int:
     return max(1, math.ceil(ef * math.sqrt(shard_live / total_live)))
 
 
+def _check_args(k: int, ef: int | None, threads: int | None) -> None:
+    """Refuse a search's k, ef or thread cap below 1."""
+    if k < 1:
+        raise IndexStoreError(f"Invalid value for `k`. Expected k ≥ 1. Received: k={k}")
+    if ef is not None and ef < 1:
+        raise IndexStoreError(f"Invalid value for `ef`. Expected ef ≥ 1. Received: ef={ef}")
+    if threads is not None and threads < 1:
+        raise IndexStoreError(
+            f"Invalid value for `threads`. Expected threads ≥ 1. Received: {threads}"
+        )
+
+
 def _graphs_of(shards: Sequence[Shard]) -> list[SharedGraph]:
     """The distinct graphs of ``shards``, in the order of their first shard."""
     found: dict[int, SharedGraph] = {}
@@ -482,6 +494,17 @@ class ShardedIndex:
                 core); a node caps costly searches so they never take every core
                 from the cheap ones (`workers.api.search_slots`).
         """
+        graphs = self._graphs
+        if len(graphs) == 1 and (filter is None or filter.empty):
+            # One graph, no filter: hnswlib's answer as lists, no batch built around it.
+            _check_args(k, ef, threads)
+            q = self._queries(vector)
+            if len(q) == 1:
+                base = self.config.ef_search if ef is None else ef
+                if total_live is not None:
+                    base = shard_ef(base, graphs[0].live, total_live)
+                ids, distances = graphs[0].nearest_lists(q, k, base)
+                return Neighbors(ids, distances)
         return self.search_batch(
             vector, k, ef=ef, filter=filter, total_live=total_live, threads=threads
         )[0]
@@ -497,14 +520,7 @@ class ShardedIndex:
         threads: int | None = None,
     ) -> NeighborsBatch:
         """`search` for many query vectors at once, shape (batch, dim)."""
-        if k < 1:
-            raise IndexStoreError(f"Invalid value for `k`. Expected k ≥ 1. Received: k={k}")
-        if ef is not None and ef < 1:
-            raise IndexStoreError(f"Invalid value for `ef`. Expected ef ≥ 1. Received: ef={ef}")
-        if threads is not None and threads < 1:
-            raise IndexStoreError(
-                f"Invalid value for `threads`. Expected threads ≥ 1. Received: {threads}"
-            )
+        _check_args(k, ef, threads)
         q = self._queries(vectors)
         graphs = self._graphs
         cpus = self._cpus if threads is None else min(self._cpus, threads)

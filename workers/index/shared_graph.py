@@ -140,6 +140,20 @@ class SharedGraph:
         finally:
             lock.release_read()
 
+    def nearest_lists(self, query: np.ndarray, k: int, ef: int) -> tuple[list[str], list[float]]:
+        """`nearest_one` as two lists, ids and distances (a single lookup's answer)."""
+        lock = self.lock
+        lock.acquire_read()
+        try:
+            graph = self.graph
+            kk = min(k, graph.live)
+            if not kk:
+                return [], []
+            slots, dists = knn(graph, query, kk, ef, 1)
+            return graph.ids[slots[0]].tolist(), dists[0].tolist()
+        finally:
+            lock.release_read()
+
     def close(self) -> None:
         """Stop a running rebuild (the old graph stays) and wait for it."""
         self.rebuilder.close()

@@ -32,15 +32,27 @@ def index() -> ShardedIndex:
 
 
 def batch_sizes(index: ShardedIndex, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the size of every `search_batch` call (the real search still runs)."""
+    """Record the size of every search: each `search_batch` call's batch, 1 for a
+    `search` call (the real search still runs)."""
     sizes: list[int] = []
-    original = index.search_batch
+    original, original_one = index.search_batch, index.search
+    inside = threading.local()
 
     def recording(vectors: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        sizes.append(len(vectors))
+        if not getattr(inside, "one", False):
+            sizes.append(len(vectors))
         return original(vectors, *args, **kwargs)
 
+    def recording_one(vector: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(1)
+        inside.one = True  # `search` may answer through `search_batch`: counted once
+        try:
+            return original_one(vector, *args, **kwargs)
+        finally:
+            inside.one = False
+
     monkeypatch.setattr(index, "search_batch", recording)
+    monkeypatch.setattr(index, "search", recording_one)
     return sizes
 
 

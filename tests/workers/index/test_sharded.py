@@ -496,6 +496,11 @@ def test_in_the_node_layout_a_query_is_one_graph_search_whatever_the_partition_c
     single = index.search(queries[0], 10)
     batch = index.search_batch(queries, 10)
     assert spy.asked == [400, 400], "one knn_query per search, at the whole index's ef"
+    # A node holding a quarter of the cluster's items searches at the ef scaled to it.
+    spy.asked.clear()
+    index.search(queries[0], 10, ef=400, total_live=4 * len(index))
+    index.search_batch(queries[:1], 10, ef=400, total_live=4 * len(index))
+    assert spy.asked == [200, 200]
     for query, found in zip(queries, batch, strict=True):
         order = np.argsort(distances("cosine", query, vectors))[:10]
         assert found.ids == [f"i{j}" for j in order]
