@@ -51,12 +51,12 @@ class IndexConfig:
         num_threads: hnswlib threads for bulk inserts and batched queries (-1: all cores).
         write_slice_s: longest a writer holds a shard while searches are running.
         exact_filter_limit: a filtered search whose passing items (the
-            intersection of the filter's posting lists) number at most this is
-            answered exactly by brute force over them.
+            intersection of the filter's posting lists) number at most this per
+            shard in the graph is answered exactly by brute force over them.
         filter_fetch_limit: the most neighbours a filtered search fetches from a
-            shard's graph per query (at least k); a query still short of k then
-            gets fewer, marked not exhaustive. Bounds a filtered query's memory
-            and time per shard.
+            graph per query and shard in it (at least k); a query still short of
+            k then gets fewer, marked not exhaustive. Bounds a filtered query's
+            memory and time per shard.
         fan_out_min_s: searches expected to take longer than this per graph fan
             out to threads; shorter ones run in the calling thread (a thread
             hand-off costs tens of microseconds).

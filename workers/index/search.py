@@ -122,7 +122,13 @@ def exact(
 
 
 def filtered(
-    graph: Graph, queries: np.ndarray, k: int, ef: int, passing: Collection[str], num_threads: int
+    graph: Graph,
+    queries: np.ndarray,
+    k: int,
+    ef: int,
+    passing: Collection[str],
+    num_threads: int,
+    shards: int = 1,
 ) -> Hits:
     """The k nearest live items of each query among ``passing``, padded with None and inf.
 
@@ -133,6 +139,10 @@ def filtered(
         ef: hnswlib ef.
         passing: the ids of the items that pass the filter (see `Postings.matching`).
         num_threads: hnswlib threads.
+        shards: the shards whose items the graph holds: the exact-search limit
+            and the fetch cap (`IndexConfig.exact_filter_limit`,
+            ``filter_fetch_limit``, per shard) are multiplied by it, so a graph
+            shared by S shards answers a filter as S graphs of their own would.
     """
     batch = len(queries)
     ids = np.full((batch, k), None, dtype=object)
@@ -141,7 +151,7 @@ def filtered(
     slots = np.fromiter(
         (s for s in map(slot_of.get, passing) if s is not None), dtype=np.int64, count=-1
     )
-    if len(slots) <= max(graph.config.exact_filter_limit, k):
+    if len(slots) <= max(graph.config.exact_filter_limit * shards, k):
         kk = min(k, len(slots))
         if kk:
             s, d = exact(graph, queries, kk, np.sort(slots))
@@ -153,7 +163,7 @@ def filtered(
     live = graph.live
     # Over-fetch, post-filter, and grow the fetch for queries still short of k
     # until k pass, the shard is exhausted (fetch = live) or the fetch reaches the cap.
-    cap = min(live, max(graph.config.filter_fetch_limit, k))
+    cap = min(live, max(graph.config.filter_fetch_limit * shards, k))
     fetch = min(cap, max(2 * k, math.ceil(2 * k * live / len(slots))))
     pending = np.arange(batch)
     while len(pending) and fetch:

@@ -114,7 +114,8 @@ class SharedGraph:
             graph = self.graph
             if filter is None or filter.empty:
                 return nearest(graph, queries, k, ef, num_threads)
-            return filtered(graph, queries, k, ef, self._passing(filter), num_threads)
+            passing = self._passing(filter)
+            return filtered(graph, queries, k, ef, passing, num_threads, len(self.members))
         finally:
             lock.release_read()
 

@@ -572,3 +572,21 @@ def test_shards_of_a_shared_graph_are_replaced_together(rng: np.random.Generator
     index.replace_shards(fresh.shards)
     assert len(index) == 0 and len(index.graphs) == 1
     index.close()
+
+
+@pytest.mark.parametrize(("limit", "exact"), [(20, True), (19, False)])
+def test_a_shared_graph_answers_a_filter_exactly_up_to_the_limit_times_its_shards(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, limit: int, exact: bool
+) -> None:
+    # 80 of the 400 items pass (label 3); 4 shards share the graph: exact up to 4 × 20.
+    index, vectors = filled(rng, n=400, partitions=4, graph="node", exact_filter_limit=limit)
+    graph = index.graphs[0].graph
+    spy = KnnSpy(graph.index)
+    monkeypatch.setattr(graph, "index", spy)
+    query = unit_vectors(rng, 1, 8)[0]
+    found = index.search(query, 10, ef=400, filter=Filter.of(labels=3))
+    assert (spy.asked == []) is exact
+    passing = [j for j in range(400) if j % 5 == 3]
+    d = distances("cosine", query, vectors[passing])
+    assert found.ids == [f"i{passing[j]}" for j in np.argsort(d)[:10]]
+    index.close()
