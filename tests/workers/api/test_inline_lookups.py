@@ -124,13 +124,13 @@ def test_shard_locks_held_by_a_writer_send_the_lookup_to_the_pool_without_waitin
     held, release = threading.Event(), threading.Event()
 
     def writer() -> None:
-        shards = generation.index.shards
-        for shard in shards:  # writes in progress everywhere (fault injection)
-            shard._lock.acquire_write()
+        locks = [graph.lock for graph in generation.index.graphs]
+        for lock in locks:  # writes in progress in every graph (fault injection)
+            lock.acquire_write()
         held.set()
         release.wait(5)
-        for shard in shards:
-            shard._lock.release_write()
+        for lock in locks:
+            lock.release_write()
 
     thread = threading.Thread(target=writer)
     thread.start()

@@ -174,14 +174,14 @@ def test_a_token_written_by_another_producer_after_the_last_read_is_waited_for_n
 def test_probes_and_token_refusals_answer_while_every_handler_thread_is_blocked_in_a_search(
     server: str, served: Served
 ) -> None:
-    shards = served.node.current().index.shards
+    locks = [graph.lock for graph in served.node.current().index.graphs]
     vector = [1.0] + [0.0] * (EMBEDDING_DIM - 1)
     query = {"vector": vector, "k": 1, "fresh": True}
     far = {"id": "digit-0001", "after": f"{served.settings.topic_items}.p0.o9999999999"}
     probe_seconds: list[float] = []
     with ThreadPoolExecutor(WAITERS) as pool:
-        for shard in shards:  # fault: every shard write-locked, so every search blocks
-            shard._lock.acquire_write()
+        for lock in locks:  # fault: every graph write-locked, so every search blocks
+            lock.acquire_write()
         try:
             blocked = [pool.submit(_lookup, server, query) for _ in range(WAITERS)]
             wait_for(lambda: _inflight_lookups() >= WAITERS, 30, message="lookups in flight")
@@ -196,8 +196,8 @@ def test_probes_and_token_refusals_answer_while_every_handler_thread_is_blocked_
                 refused = http.post("/v1/lookup", json=far, timeout=3 * REFRESH_S)
             assert not any(f.done() for f in blocked)  # the handlers were still blocked
         finally:
-            for shard in shards:
-                shard._lock.release_write()
+            for lock in locks:
+                lock.release_write()
         answered = [f.result(timeout=30) for f in blocked]
 
     assert max(probe_seconds) < 0.5, sorted(probe_seconds)[-5:]
