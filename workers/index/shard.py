@@ -371,6 +371,14 @@ class Shard:
                 result.rejected.append((item_id, f"op must be upsert or delete, got {op!r}"))
             elif problem:
                 result.rejected.append((item_id, problem))
+            elif item_id not in self._entries and item_id in self._home.graph.slot_of:
+                result.rejected.append(
+                    (
+                        item_id,
+                        "the item is held by another partition's shard in this graph: all "
+                        "events of an item must be in one partition (key them by item id)",
+                    )
+                )
             else:
                 metadata = dict(record.metadata) if record.metadata else _EMPTY
                 plan[item_id] = _Planned(
@@ -428,7 +436,7 @@ class Shard:
         if entry is not None:
             self._postings.remove(item_id, entry.label, entry.metadata)
             self._order.discard(item_id)
-        self._home.graph.remove(item_id)
+            self._home.graph.remove(item_id)  # never another shard's item in a shared graph
         self._deleted_at[item_id] = source_offset
 
     def _write(

@@ -590,3 +590,23 @@ def test_a_shared_graph_answers_a_filter_exactly_up_to_the_limit_times_its_shard
     d = distances("cosine", query, vectors[passing])
     assert found.ids == [f"i{passing[j]}" for j in np.argsort(d)[:10]]
     index.close()
+
+
+def test_in_a_shared_graph_a_partition_cannot_write_or_delete_another_partitions_item(
+    rng: np.random.Generator,
+) -> None:
+    index = ShardedIndex(IndexConfig(dim=8, graph="node"), 2)
+    v = unit_vectors(rng, 2, 8)
+    index.apply(0, [Mutation.upsert("x", v[0], 5)])
+    # The same id read from another partition (a producer that did not key by id):
+    result = index.apply(1, [Mutation.upsert("x", v[1], 9)])
+    assert result.upserted == 0
+    assert [i for i, _ in result.rejected] == ["x"]
+    assert "another partition" in result.rejected[0][1]
+    index.apply(1, [Mutation.delete("x", 10)])
+    item = index.get("x")
+    assert item is not None and item.partition == 0
+    np.testing.assert_allclose(item.vector, v[0], atol=1e-6)
+    assert index.search(v[0], 1).ids == ["x"]
+    assert [len(s) for s in index.shards] == [1, 0] and index.graphs[0].live == 1
+    index.close()
