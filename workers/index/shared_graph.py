@@ -119,10 +119,10 @@ class SharedGraph:
         finally:
             lock.release_read()
 
-    def nearest_one(self, query: np.ndarray, k: int, ef: int) -> list[tuple[float, str]]:
-        """The min(k, live) nearest live items of one unfiltered query, as
-        ``(distance, id)`` pairs nearest first, with no arrays built around
-        hnswlib's answer (the hot path of a single lookup).
+    def nearest_lists(self, query: np.ndarray, k: int, ef: int) -> tuple[list[str], list[float]]:
+        """The min(k, live) nearest live items of one unfiltered query, nearest first,
+        as two lists, ids and distances, with no arrays built around hnswlib's
+        answer (the hot path of a single lookup).
 
         Args:
             query: float32 array of shape (1, dim), C-contiguous.
@@ -130,21 +130,7 @@ class SharedGraph:
             ef: hnswlib ef.
         """
         lock = self.lock
-        lock.acquire_read()
-        try:
-            graph = self.graph
-            kk = min(k, graph.live)
-            if not kk:
-                return []
-            slots, dists = knn(graph, query, kk, ef, 1)
-            return list(zip(dists[0].tolist(), graph.ids[slots[0]].tolist(), strict=True))
-        finally:
-            lock.release_read()
-
-    def nearest_lists(self, query: np.ndarray, k: int, ef: int) -> tuple[list[str], list[float]]:
-        """`nearest_one` as two lists, ids and distances (a single lookup's answer)."""
-        lock = self.lock
-        lock.acquire_read()
+        lock.acquire_read()  # not `with lock.read()`: this is the hot path of every query
         try:
             graph = self.graph
             kk = min(k, graph.live)
@@ -154,6 +140,11 @@ class SharedGraph:
             return graph.ids[slots[0]].tolist(), dists[0].tolist()
         finally:
             lock.release_read()
+
+    def nearest_one(self, query: np.ndarray, k: int, ef: int) -> list[tuple[float, str]]:
+        """`nearest_lists` as ``(distance, id)`` pairs (to merge several graphs' answers)."""
+        ids, distances = self.nearest_lists(query, k, ef)
+        return list(zip(distances, ids, strict=True))
 
     def close(self) -> None:
         """Stop a running rebuild (the old graph stays) and wait for it."""

@@ -508,17 +508,22 @@ def test_in_the_node_layout_a_query_is_one_graph_search_whatever_the_partition_c
     index.close()
 
 
+def nearest_with_label_3(query: np.ndarray, vectors: np.ndarray) -> list[str]:
+    """The ids of the 10 items of `filled` with label 3 nearest ``query``, by brute force."""
+    passing = [j for j in range(len(vectors)) if j % 5 == 3]
+    d = distances("cosine", query, vectors[passing])
+    return [f"i{passing[j]}" for j in np.argsort(d)[:10]]
+
+
 def test_in_the_node_layout_a_filtered_search_spans_every_shard(
     rng: np.random.Generator,
 ) -> None:
     index, vectors = filled(rng, n=400, partitions=4, graph="node", exact_filter_limit=0)
     queries = unit_vectors(rng, 5, 8)
     found = index.search_batch(queries, 10, ef=400, filter=Filter.of(labels=3))
-    passing = [j for j in range(400) if j % 5 == 3]
     for query, hits in zip(queries, found, strict=True):
-        d = distances("cosine", query, vectors[passing])
-        assert hits.ids == [f"i{passing[j]}" for j in np.argsort(d)[:10]]
-    owners = {partition_for(f"i{j}", 4) for j in passing[:40]}
+        assert hits.ids == nearest_with_label_3(query, vectors)
+    owners = {partition_for(f"i{j}", 4) for j in range(3, 200, 5)}
     assert len(owners) > 1, "the passing items are spread over shards"
     index.close()
 
@@ -586,9 +591,7 @@ def test_a_shared_graph_answers_a_filter_exactly_up_to_the_limit_times_its_shard
     query = unit_vectors(rng, 1, 8)[0]
     found = index.search(query, 10, ef=400, filter=Filter.of(labels=3))
     assert (spy.asked == []) is exact
-    passing = [j for j in range(400) if j % 5 == 3]
-    d = distances("cosine", query, vectors[passing])
-    assert found.ids == [f"i{passing[j]}" for j in np.argsort(d)[:10]]
+    assert found.ids == nearest_with_label_3(query, vectors)
     index.close()
 
 
