@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -27,6 +28,7 @@ _ITEMSIZE: Final = {name: np.dtype(name).itemsize for name in DTYPES}
 IMAGE_FORMATS: Final = ("PNG", "JPEG")
 
 _MAX_NDIM = 32
+_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,12 @@ class ImagePayload:
                 image_format, size = image.format, image.size
                 image.verify()
         except Exception as e:  # Pillow raises many types on hostile input; all mean "bad".
+            # Pillow names its file object with an address (<_io.BytesIO object at 0x…>):
+            # dropped, so the same bad image always gets the same message.
+            detail = _ADDRESS.sub("", str(e))
             raise invalid(
-                Reason.BAD_IMAGE, f"Expected a PNG or JPEG image. Received: {type_name(e)}: {e}"
+                Reason.BAD_IMAGE,
+                f"Expected a PNG or JPEG image. Received: {type_name(e)}: {detail}",
             ) from None
         if image_format not in IMAGE_FORMATS:
             raise invalid(

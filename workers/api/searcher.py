@@ -46,6 +46,9 @@ CacheStatus = Literal["hit", "miss", "bypass"]
 _ROUND_DECIMALS = 6
 _PARTIAL = b"~"
 """Prefixes a cached neighbour list that is not exhaustive (a JSON array starts with '[')."""
+INLINE_IMAGE_CHARS = 65_536
+"""Longest base64 image whose cache key `Searcher.lookup_now` computes on the event
+loop (its header checked and a digest of the text: tens of µs at this size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,10 @@ class Searcher:
         Only a lookup that needs no I/O and no wait qualifies: by vector or by
         an indexed item's id, no filter, ``ef`` and ``k`` within the index's
         default ``ef``, micro-batching off, and the cache bypassed (``fresh``),
-        absent, or holding the answer in this process. Reading the item and
+        absent, or holding the answer in this process; or by an image of at
+        most `INLINE_IMAGE_CHARS` base64 characters whose answer this process's
+        cache holds (its key is a digest of the text: no decoding, no model),
+        once the generation's encoder is loaded. Reading the item and
         searching run in `no_waiting`: a shard lock that a writer holds or waits
         for, or a search worth other threads, gives None too. A None means:
         call `lookup` where waiting is allowed; nothing was changed.
@@ -195,13 +201,21 @@ class Searcher:
             RequestError: invalid options or vector (as `lookup`).
             NotFoundError: a query by an unknown id (as `lookup`).
         """
+        kind = request.kind
         if (
             not self.config.inline_lookups
-            or request.kind not in ("vector", "id")
+            or kind == "array"
             or request.filter is not None
             or self.batcher.window_s > 0
         ):
             return None
+        image = kind == "image"
+        if image and (
+            request.fresh
+            or len(request.image or "") > INLINE_IMAGE_CHARS
+            or not self.node.has_encoder(generation.version)
+        ):
+            return None  # embedding a miss takes the thread pool
         plan = self.plan(generation, request)
         extra = 1 if request.kind == "id" else 0  # the item itself is searched past
         if max(plan.ef, plan.k + extra) > generation.index.config.ef_search:
@@ -217,6 +231,8 @@ class Searcher:
                 value = None if request.fresh else self.cache.peek(key)
                 if value is not None:
                     status = "hit"
+                elif image:
+                    return None  # a miss is embedded in the thread pool
                 elif not request.fresh and self.cache.remote:
                     return None  # the shared cache is asked, and a result stored, off the loop
                 else:

@@ -355,6 +355,10 @@ class IndexNode:
                 self._encoders[version] = encoder
             return encoder
 
+    def has_encoder(self, version: str) -> bool:
+        """Whether ``version``'s encoder is loaded (`encoder` then returns at once)."""
+        return version in self._encoders
+
     def preload(self, version: str) -> None:
         """Load and warm ``version``'s encoder on a thread of its own (a generation about
         to serve), so the flip, which needs it, does not load a model under the node

@@ -50,3 +50,13 @@ def test_undecodable_image_pixels_raise_a_payload_error() -> None:
         return  # caught early: just as good
     with pytest.raises(PayloadError):
         payload.to_array()
+
+
+def test_bytes_that_are_no_image_get_the_same_message_every_time() -> None:
+    messages = set()
+    for _ in range(3):
+        with pytest.raises(InvalidEventError) as raised:
+            ImagePayload(b"not an image at all")
+        messages.add(str(raised.value))
+    [message] = messages  # Pillow's file object address is not part of it
+    assert "Expected a PNG or JPEG image" in message and "0x" not in message

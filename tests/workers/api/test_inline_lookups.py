@@ -3,6 +3,7 @@ wait, with the thread pool's answer, and a busy shard lock sends them to the poo
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import workers.api.fast_route as fast_route
+import workers.api.searcher as searcher_module
 from tests.workers.api.conftest import Served
 from workers.api import create_app
 from workers.api.schemas import LookupRequest
@@ -89,6 +91,36 @@ def test_lookups_that_cannot_wait_are_answered_on_the_loop_as_the_pool_answers_t
     assert first.headers["x-cache"] in {"miss", "hit"} and second.headers["x-cache"] == "hit"
     assert _body(first) == _body(second)
     assert pool_calls == ["LookupRequest"]
+
+
+def test_an_image_lookup_is_answered_on_the_loop_only_when_this_process_caches_its_answer(
+    clients: tuple[TestClient, TestClient],
+    served: Served,
+    pool_calls: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on_loop, in_pool = clients
+    image = base64.b64encode(served.digits.pngs[5]).decode()
+    body = {"image": image, "k": 4}
+    fresh = on_loop.post("/v1/lookup", json={**body, "fresh": True})
+    first = on_loop.post("/v1/lookup", json=body)  # embedded in the pool, then cached
+    assert pool_calls == ["LookupRequest"] * 2
+    second = on_loop.post("/v1/lookup", json=body)  # a hit in the process: on the loop
+    assert pool_calls == ["LookupRequest"] * 2
+    assert second.headers["x-cache"] == "hit"
+    assert _body(first) == _body(second)
+    assert fresh.json()["neighbors"] == second.json()["neighbors"]
+    pooled = in_pool.post("/v1/lookup", json=body)
+    assert pooled.json()["neighbors"] == second.json()["neighbors"]
+    # An image past the inline size is always answered in the pool, hit or not.
+    pool_calls.clear()
+    monkeypatch.setattr(searcher_module, "INLINE_IMAGE_CHARS", len(image) - 1)
+    again = on_loop.post("/v1/lookup", json=body)
+    assert again.headers["x-cache"] == "hit" and pool_calls == ["LookupRequest"]
+    # A bad image is refused on the loop as the pool refuses it.
+    bad = {"image": "bm90IGFuIGltYWdl", "k": 4}  # base64 of "not an image"
+    a, b = on_loop.post("/v1/lookup", json=bad), in_pool.post("/v1/lookup", json=bad)
+    assert a.status_code == b.status_code == 400 and a.json()["detail"] == b.json()["detail"]
 
 
 @pytest.mark.parametrize(
