@@ -484,10 +484,10 @@ class ShardedIndex:
             vector: the query, shape (dim,).
             k: how many neighbours; fewer come back when fewer items qualify.
             ef: the beam for the whole index (default: the config's ``ef_search``);
-                each shard searches with it scaled to its size (`shard_ef`).
+                each graph searches with it scaled to its size (`shard_ef`).
             filter: which items may be returned.
             total_live: the live items of the whole cluster when this index holds
-                only some of its partitions: each shard's ef is then scaled by its
+                only some of its partitions: each graph's ef is then scaled by its
                 share of that total, as in one node holding every partition
                 (default: this index's own live items).
             threads: most threads the search may keep busy at once (default: every
