@@ -25,7 +25,11 @@ Protocol, one run on one machine:
    time, not queueing; throughput (QPS) with ``concurrency`` threads.
 5. **direct**: the same uncached queries searched on the node's `ShardedIndex`
    in this process, no HTTP: one thread for latency, ``concurrency`` for QPS.
-6. **image**: a second node serving a CNN built like the model benchmark's
+6. **HTTP floor**: `bench.http_floor.FixedAnswer`, an app that answers a real
+   lookup answer (captured in this run) without doing anything, served by the
+   same uvicorn and loaded by the same client with the same bodies: the most
+   any app reaches here, one client for latency, ``concurrency`` for QPS.
+7. **image**: a second node serving a CNN built like the model benchmark's
    (28×28 grey images), looked up by base64 PNG, uncached and cached, one client
    (`_image_phases`): what a payload-keyed cache hit saves on a real image model.
 
@@ -57,6 +61,7 @@ from simstream.log import get_logger
 log = get_logger("bench.api")
 
 K = 10
+JSON = "application/json"
 
 
 def load(url: str, bodies: list[bytes], concurrency: int, duration_s: float) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def load(url: str, bodies: list[bytes], concurrency: int, duration_s: float) -> 
     stop_at = start_at + duration_s
 
     def worker(n: int) -> None:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": JSON}
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30.0)
         connection.request("GET", "/healthz")
         connection.getresponse().read()
@@ -381,6 +386,7 @@ def run(
                 client.submit(load, url, hot, 1, 1.0).result()  # warm the cache
                 phases[f"{kind}_uncached"] = _phase(client, url, cold, 1, duration_s)
                 phases[f"{kind}_cached"] = _phase(client, url, hot, 1, duration_s)
+            phases.update(_floor_phases(client, url, uncached, concurrency, duration_s))
             phases["direct"] = _direct(generation.index, uncached_q, 1, duration_s)
             phases["direct_qps"] = _direct(generation.index, uncached_q, concurrency, duration_s)
             applied_before = generation.applied
@@ -401,6 +407,35 @@ def run(
     write_json(out, report)
     log.info("bench.api_written", out=str(out))
     return report
+
+
+def _floor_phases(
+    client: Any, url: str, bodies: list[bytes], concurrency: int, duration_s: float
+) -> dict[str, dict[str, float]]:
+    """The HTTP floor (`bench.http_floor`): a real answer of ``url``, answered by an app
+    that does nothing else, under the same server and client as the API."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from bench.http_floor import FixedAnswer
+    from simstream.stack.process import free_port
+    from workers.api.server import ThreadedServer
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30.0)
+    connection.request("POST", parts.path, body=bodies[0], headers={"Content-Type": JSON})
+    answer = connection.getresponse().read()
+    connection.close()
+    port = free_port()
+    floor_url = f"http://127.0.0.1:{port}{parts.path}"
+    with ThreadedServer(FixedAnswer(answer), "127.0.0.1", port):
+        client.submit(load, floor_url, bodies, 1, 1.0).result()  # warm the connection path
+        return {
+            "http_floor": _summary(client.submit(load, floor_url, bodies, 1, duration_s).result()),
+            "http_floor_qps": _summary(
+                client.submit(load, floor_url, bodies, concurrency, duration_s).result()
+            ),
+        }
 
 
 IMAGE_ITEMS = 2000
@@ -482,6 +517,8 @@ def _report(
         },
     }
     over_direct = phases["uncached_qps"]["qps"] / max(phases["direct_qps"]["qps"], 1e-9)
+    floor = phases["http_floor_qps"]["qps"]
+    over_floor = phases["uncached_qps"]["qps"] / max(floor, 1e-9)
     payload_speedup = by_kind["array"]["uncached"] / max(by_kind["array"]["cached"], 1e-9)
     image_speedup = by_kind["image"]["uncached"] / max(by_kind["image"]["cached"], 1e-9)
     return {
@@ -509,10 +546,16 @@ def _report(
             for kind, figures in by_kind.items()
         },
         "qps_uncached_over_direct": round(over_direct, 3),
+        "http_floor_qps": round(floor, 1),
+        "http_floor_p50_ms": round(phases["http_floor"]["p50_ms"], 3),
+        "http_floor_p99_ms": round(phases["http_floor"]["p99_ms"], 3),
+        "qps_uncached_over_http_floor": round(over_floor, 3),
+        "http_floor_over_direct": round(floor / max(phases["direct_qps"]["qps"], 1e-9), 3),
         "payload_hit_speedup": round(payload_speedup, 2),
         "image_hit_speedup": round(image_speedup, 2),
         "targets": {
             "uncached_qps_ge_half_direct": over_direct >= 0.5,
+            "uncached_qps_ge_half_http_floor": over_floor >= 0.5,
             "cached_p50_below_uncached_every_kind": all(
                 f["cached"] < f["uncached"] for f in by_kind.values()
             ),

@@ -131,6 +131,7 @@ class ConcurrencyLimitMiddleware:
         self.retry_after_s = retry_after_s
         self.max_waiting = max_waiting
         self.inflight: dict[RouteClass, int] = dict.fromkeys(self.limits, 0)
+        self.gauges = {kind: API_INFLIGHT.labels(kind) for kind in self.limits}
         self.waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,7 +151,7 @@ class ConcurrencyLimitMiddleware:
             await reply(scope, receive, send, 429, detail, headers)
             return
         self.inflight[kind] += 1
-        gauge = API_INFLIGHT.labels(kind)
+        gauge = self.gauges[kind]
         gauge.inc()
         reset = _admitted.set(_Admitted(self, kind))
         try:

@@ -27,6 +27,8 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_KEY = "simstream.request_id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+_MAX_TIMERS = 1024
+"""Most latency histogram children `RequestContextMiddleware` keeps at hand."""
 
 
 class _RequestIds:
@@ -75,6 +77,18 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, access_log_per_s: int = 50) -> None:
         self.app = app
         self.budget = AccessLogBudget(access_log_per_s)
+        self._timers: dict[tuple[str, str, int], Any] = {}
+
+    def _timer(self, route: str, method: str, status: int) -> Any:
+        """The latency histogram's child for these labels (looked up once per label set;
+        routes are templates and methods those the server parses, so the set is small)."""
+        key = (route, method, status)
+        timer = self._timers.get(key)
+        if timer is None:
+            timer = REQUEST_SECONDS.labels(route, method, str(status))
+            if len(self._timers) < _MAX_TIMERS:
+                self._timers[key] = timer
+        return timer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +115,7 @@ class RequestContextMiddleware:
             finally:
                 elapsed = time.perf_counter() - started
                 route = _route(scope)
-                REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+                self._timer(route, scope["method"], status).observe(elapsed)
                 left_out = self.budget.take(route, status)
                 if left_out is not None:
                     level = "debug" if route in _QUIET and status < 400 else "info"

@@ -44,6 +44,7 @@ from workers.node.node import IndexNode
 
 CacheStatus = Literal["hit", "miss", "bypass"]
 _ROUND_DECIMALS = 6
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _PARTIAL = b"~"
 """Prefixes a cached neighbour list that is not exhaustive (a JSON array starts with '[')."""
 INLINE_IMAGE_CHARS = 65_536
@@ -223,12 +224,14 @@ class Searcher:
         position, epoch = state_of(generation)
         try:
             with no_waiting():
-                [query] = self.resolve(generation, [request])
-                key = CacheKey(
-                    generation.version, position, query.key, plan.k, plan.ef, plan.filter_key
-                )
+                [query] = self.resolve(generation, [request], keyed=not request.fresh)
                 status: CacheStatus = "bypass" if request.fresh else "miss"
-                value = None if request.fresh else self.cache.peek(key)
+                value = None
+                if not request.fresh:
+                    key = CacheKey(
+                        generation.version, position, query.key, plan.k, plan.ef, plan.filter_key
+                    )
+                    value = self.cache.peek(key)
                 if value is not None:
                     status = "hit"
                 elif image:
@@ -283,7 +286,7 @@ class Searcher:
         plan = self.plan(generation, options)
         position, epoch = state_of(generation)
         degraded = generation.source_lag() > self.config.degraded_lag
-        resolved = self.resolve(generation, queries)
+        resolved = self.resolve(generation, queries, keyed=not options.fresh)
         if embed:
             resolved = self.embedded(generation, resolved)
         values, status = self.cached_neighbours(generation, position, resolved, plan, options.fresh)
@@ -310,15 +313,20 @@ class Searcher:
 
     # --- queries ---------------------------------------------------------------------
 
-    def resolve(self, generation: IndexGeneration, queries: Sequence[Query]) -> list[Resolved]:
+    def resolve(
+        self, generation: IndexGeneration, queries: Sequence[Query], keyed: bool = True
+    ) -> list[Resolved]:
         """Turn queries into embeddings; raw payloads only into cache keys (`embedded`).
+
+        Without ``keyed`` (the cache is bypassed), vectors are checked but get no
+        cache key (``b""``).
 
         Raises:
             RequestError: invalid vector or array (422).
             NotFoundError: an unknown id (404).
         """
         given = [q.vector for q in queries if q.kind == "vector"]
-        checked = iter(checked_vectors(given, generation.dim, generation.index.space))
+        checked = iter(checked_vectors(given, generation.dim, generation.index.space, keyed))
         resolved: list[Resolved] = []
         for query in queries:
             kind = query.kind
@@ -500,29 +508,28 @@ def check_limits(config: SearchConfig, k: int, ef: int | None) -> None:
 
 
 def checked_vectors(
-    given: Sequence[Sequence[float] | None], dim: int, space: str
+    given: Sequence[Sequence[float] | None], dim: int, space: str, keyed: bool = True
 ) -> list[tuple[np.ndarray, bytes]]:
-    """Query embeddings as float32 and their cache keys (see `checked_vector`), checked
-    together: NumPy calls per batch, not per query. Empty when any is invalid: the
-    caller then checks them one by one, so the first invalid one in order is reported.
+    """Query embeddings as float32 and their cache keys (see `checked_vector`; ``b""``
+    without ``keyed``), checked together: NumPy calls per batch, not per query. Empty
+    when any is invalid: the caller then checks them one by one, so the first invalid
+    one in order is reported.
     """
     if not given or any(v is None or len(v) != dim for v in given):
         return []
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            vectors = np.asarray(given, dtype=np.float32)
-    except (TypeError, ValueError):
+        wide = np.asarray(given, dtype=np.float64)  # 3× faster from floats than float32
+    except (TypeError, ValueError, OverflowError):
         return []
-    if vectors.shape != (len(given), dim) or not np.isfinite(vectors).all():
-        return []
+    if wide.shape != (len(given), dim) or not float(np.abs(wide).max()) <= _FLOAT32_MAX:
+        return []  # NaN, an infinity or beyond float32: `checked_vector` says which
+    vectors = wide.astype(np.float32)
     norms = _norms(vectors)
-    if space == "cosine":
-        if not norms.all():
-            return []
-        vectors_for_keys = vectors / norms[:, None]
-    else:
-        vectors_for_keys = vectors
-    keys = _keys(vectors_for_keys)
+    if space == "cosine" and not norms.all():
+        return []
+    if not keyed:
+        return [(vectors[n], b"") for n in range(len(given))]
+    keys = _keys(vectors / norms[:, None] if space == "cosine" else vectors)
     return [(vectors[n], keys[n]) for n in range(len(given))]
 
 

@@ -12,7 +12,7 @@ import time
 from types import TracebackType
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from simstream.errors import ServiceStartError
 
@@ -21,13 +21,13 @@ class ThreadedServer:
     """Serve ``app`` on ``host:port`` in a daemon thread; use as a context manager.
 
     Args:
-        app: the ASGI app.
+        app: the ASGI app (the API, or any other).
         host: address to bind.
         port: port to bind.
         start_timeout_s: how long `start` waits for the server to listen.
     """
 
-    def __init__(self, app: FastAPI, host: str, port: int, start_timeout_s: float = 30.0) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, start_timeout_s: float = 30.0) -> None:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
         )

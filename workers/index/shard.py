@@ -655,11 +655,16 @@ class Shard:
                 item_id, self._home.graph.vectors([item_id])[0] if vector else _NO_VECTOR
             )
 
-    def describe_into(self, ids: Sequence[str], out: list[Described | None]) -> None:
+    def describe_into(self, ids: Sequence[str], out: list[Described | None]) -> int:
         """Fill ``out[i]`` with the description of ``ids[i]`` where it is None and this
-        shard holds that id live (one shared hold for all of them, no vector read)."""
+        shard holds that id live (one shared hold for all of them, no vector read).
+
+        Returns:
+            How many entries of ``out`` it filled.
+        """
         entries = self._entries
         lock = self._lock
+        filled = 0
         lock.acquire_read()
         try:
             for n, item_id in enumerate(ids):
@@ -667,8 +672,10 @@ class Shard:
                     entry = entries.get(item_id)
                     if entry is not None:
                         out[n] = Described(entry.label, entry.metadata)
+                        filled += 1
         finally:
             lock.release_read()
+        return filled
 
     def page(
         self,

@@ -627,8 +627,11 @@ class ShardedIndex:
         costs both per item).
         """
         out: list[Described | None] = [None] * len(ids)
+        left = len(ids)
         for shard in self._shards:
-            shard.describe_into(ids, out)
+            left -= shard.describe_into(ids, out)
+            if not left:
+                break
         return out
 
     def label_sums(
