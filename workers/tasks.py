@@ -243,7 +243,13 @@ def failure_kind(error: BaseException) -> str:
 def heartbeat(task: Task, redispatch_s: float) -> Iterator[None]:
     """Refresh the running task's ``STARTED`` state with the time (``meta["beat"]``) until
     the block ends, a few times per ``redispatch_s``: the dispatcher re-sends a started
-    range only when its heartbeat stopped (a dead worker)."""
+    range only when its heartbeat stopped (a dead worker).
+
+    The beats use the task thread's result backend: Celery keeps one backend per
+    thread, so asking for it from the beating thread would build a backend and
+    open a Redis connection for every task (a seventh of a worker's CPU time on
+    MNIST ranges, docs/benchmarks.md "Ingest"). Its Redis client is thread-safe.
+    """
     task_id = task.request.id
     if not task_id or task.request.called_directly:
         yield
@@ -251,11 +257,12 @@ def heartbeat(task: Task, redispatch_s: float) -> Iterator[None]:
     meta = {"pid": os.getpid(), "hostname": task.request.hostname}
     interval = min(15.0, max(0.5, redispatch_s / 4))
     stop = threading.Event()
+    backend = task.backend
 
     def beat() -> None:
         while True:
             try:
-                task.backend.store_result(task_id, {**meta, "beat": time.time()}, "STARTED")
+                backend.store_result(task_id, {**meta, "beat": time.time()}, "STARTED")
             except Exception as e:  # the next beat tries again; the dispatcher tolerates gaps
                 log.warning("tasks.heartbeat_failed", task_id=task_id, error=str(e))
             if stop.wait(interval):

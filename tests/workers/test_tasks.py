@@ -189,3 +189,34 @@ def test_an_unexpected_error_is_retried_a_bounded_number_of_times_then_dead_lett
     letters = read_dead_letters(settings)
     assert [(x.reason, x.offset) for x in letters] == [("range_failed", 0)]
     assert "unexpected: RuntimeError: fault: a bug in the encoder" in letters[0].detail
+
+
+@pytest.mark.services
+def test_heartbeats_reuse_the_task_threads_result_backend_connection(
+    settings: Settings, encoder_version: str, celery_worker: Celery
+) -> None:
+    """Celery keeps one result backend per thread: beats that asked for it from their own
+    thread built a backend and opened a Redis connection for every task."""
+    import redis
+
+    from workers.celery_app import EMBED_TASK
+
+    publish_to_partition_0(settings, 6)
+    backend = redis.Redis.from_url(settings.celery_result_backend)
+
+    def connections() -> int:
+        return int(backend.info("stats")["total_connections_received"])
+
+    def embed(start: int) -> None:
+        sent = celery_worker.send_task(
+            EMBED_TASK, args=[settings.topic_items, 0, start, start + 1, encoder_version]
+        )
+        assert sent.get(60)["upserts"] == 1
+
+    embed(0)  # the worker's first task opens what it keeps
+    before = connections()
+    for start in range(1, 6):
+        embed(start)
+    opened = connections() - before
+
+    assert opened <= 1, f"{opened} Redis connections opened by 5 tasks"
