@@ -10,12 +10,16 @@ Celery worker, the dispatcher and the index node in this process:
 2. ``insert_limit``: one raw hnswlib index adding the same embeddings (items/s);
 3. ``throughput``: items published as fast as possible by a connected producer
    until the index has applied all of them (publish → searchable, items/s);
+   ``steady_throughput``: the rate at which the index applied them between 10 %
+   and 90 % of the items (`steady_rate`), once the pipeline is full, without
+   its fill and drain (the first and the last range's wait and embedding);
 4. freshness (event time → searchable) p50/p99 while publishing at half of
    that throughput for ``freshness_seconds``.
 
 Both stages share this machine's cores, so the bound for the pipeline is
 ``pipeline_limit = 1 / (1/encoder_limit + 1/insert_limit)`` and
-``efficiency = throughput / pipeline_limit``. The encoder limits are measured
+``efficiency = throughput / pipeline_limit`` (``steady_efficiency`` likewise with
+``steady_throughput``). The encoder limits are measured
 right before and right after the pipeline phases and the best of each is
 taken (``encoder_limits_before_after``), so a machine that other work slowed
 during one measurement cannot make the efficiency exceed 1.
@@ -173,9 +177,10 @@ def run(
                         started = time.perf_counter()
                         for event in events[1:]:
                             producer.publish(event)
-                        _wait_applied(generation, items, timeout_s=600)
+                        progress = _wait_applied(generation, items, timeout_s=600)
                         elapsed = time.perf_counter() - started
                     throughput = (items - 1) / elapsed
+                    steady = steady_rate(progress, items)
 
                     rate = throughput / 2
                     generation.reset_freshness()
@@ -208,6 +213,8 @@ def run(
         "insert_limit": insert_limit,
         "pipeline_limit": pipeline_limit,
         "efficiency": throughput / pipeline_limit,
+        "steady_throughput": steady,
+        "steady_efficiency": steady / pipeline_limit,
         "freshness_rate": rate,
         "freshness_items": sent,
         "freshness_p50_s": freshness["p50_s"],
@@ -341,13 +348,35 @@ def _warm_up(producer: Any, event: Any) -> None:
     producer.publish_sync(event)
 
 
-def _wait_applied(generation: Any, count: int, timeout_s: float) -> None:
+def _wait_applied(generation: Any, count: int, timeout_s: float) -> list[tuple[float, int]]:
+    """Wait until ``count`` records are applied; return ``(monotonic s, applied)`` samples."""
     deadline = time.monotonic() + timeout_s
+    samples: list[tuple[float, int]] = []
     while time.monotonic() < deadline:
-        if generation.applied >= count:
-            return
+        applied = generation.applied
+        samples.append((time.monotonic(), applied))
+        if applied >= count:
+            return samples
         time.sleep(0.02)
     raise TimeoutError(f"only {generation.applied} of {count} records applied in {timeout_s} s")
+
+
+def steady_rate(
+    samples: list[tuple[float, int]], total: int, low: float = 0.1, high: float = 0.9
+) -> float:
+    """Records applied per second between the first samples at ``low`` and at ``high``
+    of ``total``: the pipeline's rate once full, without its fill and drain (the first
+    range's wait and embedding, the last one's), which freshness measures.
+
+    Raises:
+        ValueError: the samples never reach ``high`` of ``total``, or the two points
+            coincide (too few samples).
+    """
+    first = next((s for s in samples if s[1] >= low * total), None)
+    last = next((s for s in samples if s[1] >= high * total), None)
+    if first is None or last is None or last[0] <= first[0]:
+        raise ValueError(f"Expected samples from {low:.0%} to {high:.0%} of {total} applied")
+    return (last[1] - first[1]) / (last[0] - first[0])
 
 
 def _publish_at_rate(

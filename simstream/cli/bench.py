@@ -230,8 +230,8 @@ def bench_ingest(
     """End-to-end ingest (publish → searchable) vs the encoder and hnswlib limits, one run.
 
     Starts its own embedded broker and Valkey on free ports, a Celery worker, the
-    dispatcher and the index node; writes throughput, the limits, efficiency and
-    freshness p50/p99 as JSON.
+    dispatcher and the index node; writes throughput (end to end, and steady: 10–90 %
+    of the items applied), the limits, efficiency and freshness p50/p99 as JSON.
     """
     settings = load_settings()
     if dataset not in ("digits", "mnist"):
@@ -269,7 +269,8 @@ def bench_api(
         float, typer.Option(min=1, help="Embedding records per second during the ingest phase.")
     ] = 2000.0,
 ) -> None:
-    """HTTP lookups (uncached, cached, under ingest) vs the index searched directly.
+    """HTTP lookups (uncached, cached, under ingest) vs the index searched directly and
+    the HTTP floor (an app answering a fixed body under the same server and client).
 
     Starts its own embedded broker and Valkey on free ports, an index node and
     uvicorn in this process, and a load generator in a child process; writes QPS

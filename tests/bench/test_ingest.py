@@ -34,3 +34,23 @@ def test_the_mnist_dataset_is_28_by_28_test_images_with_a_small_training_set() -
     np.testing.assert_array_equal(images[10_000], images[0])
     assert set(np.unique(labels)) == set(range(10))
     assert len(train_set) == 2000
+
+
+def test_the_steady_rate_leaves_out_the_pipelines_fill_and_drain() -> None:
+    from bench.ingest import steady_rate
+
+    # 1 s before the first record lands, 100 records/s from 10 to 90, then a slow tail.
+    samples = [(0.0, 0), (1.0, 0), (1.1, 10), (1.5, 50), (1.9, 90), (3.0, 95), (4.0, 100)]
+
+    assert steady_rate(samples, 100) == pytest.approx(100.0)
+    assert steady_rate(samples, 100, low=0.5, high=0.9) == pytest.approx(100.0)
+    assert steady_rate(samples, 100, low=0.9, high=1.0) == pytest.approx(10 / 2.1)
+
+
+def test_a_steady_rate_needs_samples_across_the_range() -> None:
+    from bench.ingest import steady_rate
+
+    with pytest.raises(ValueError, match="from 10% to 90% of 100"):
+        steady_rate([(0.0, 0), (1.0, 50)], 100)
+    with pytest.raises(ValueError):
+        steady_rate([(0.0, 0), (1.0, 95)], 100)  # 10 % and 90 % reached at the same sample
