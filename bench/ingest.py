@@ -14,7 +14,13 @@ Celery worker, the dispatcher and the index node in this process:
    and 90 % of the items (`steady_rate`), once the pipeline is full, without
    its fill and drain (the first and the last range's wait and embedding);
 4. freshness (event time → searchable) p50/p99 while publishing at half of
-   that throughput for ``freshness_seconds``.
+   that throughput for ``freshness_seconds``;
+5. ``cores_by_role``: the cores each process of the stack kept busy during the
+   throughput phase (`bench.cpu_shares`: the encoder workers, the dispatcher,
+   the broker, Valkey, and this process, which runs the index node and the
+   producer), and ``encoder_workers_items_per_cpu_s`` beside
+   ``encoder_limit_items_per_cpu_s``: what a CPU-second of a worker embeds in
+   the pipeline, and alone.
 
 Both stages share this machine's cores, so the bound for the pipeline is
 ``pipeline_limit = 1 / (1/encoder_limit + 1/insert_limit)`` and
@@ -32,6 +38,7 @@ the realistic case, where embedding dominates).
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import cpu_shares
 from bench.common import write_json
 from simstream.errors import DatasetError
 from simstream.log import get_logger
@@ -53,6 +61,14 @@ DATASETS = {
     "mnist": "MNIST test set (28x28), repeated; the model benchmark's CNN",
 }
 _MNIST_TRAIN = 2000
+ROLES = {
+    "encoder workers": "worker --queues embed",
+    "dispatcher": " dispatcher ",
+    "broker": "tansu",
+    "valkey": "valkey-server",
+}
+"""The stack's processes by a text of their command lines (`bench.cpu_shares`); the
+benchmark's own process (the index node and the producer) is ``benchmark``."""
 
 
 def _images(dataset: str, items: int, mnist_dir: Path | None) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -174,11 +190,15 @@ def run(
                     generation = node.current()
                     with ItemProducer(ProducerConfig.from_settings(settings)) as producer:
                         _warm_up(producer, events[0])
+                        cpu_before = cpu_shares.snapshot(os.getpid())
                         started = time.perf_counter()
                         for event in events[1:]:
                             producer.publish(event)
                         progress = _wait_applied(generation, items, timeout_s=600)
                         elapsed = time.perf_counter() - started
+                        cpu = cpu_shares.shares(
+                            cpu_before, cpu_shares.snapshot(os.getpid()), ROLES, os.getpid()
+                        )
                     throughput = (items - 1) / elapsed
                     steady = steady_rate(progress, items)
 
@@ -215,6 +235,11 @@ def run(
         "efficiency": throughput / pipeline_limit,
         "steady_throughput": steady,
         "steady_efficiency": steady / pipeline_limit,
+        "cores_by_role": {role: round(used / elapsed, 3) for role, used in sorted(cpu.items())},
+        "encoder_workers_items_per_cpu_s": (
+            (items - 1) / cpu["encoder workers"] if cpu.get("encoder workers") else None
+        ),
+        "encoder_limit_items_per_cpu_s": per_core / cpu_cores(),
         "freshness_rate": rate,
         "freshness_items": sent,
         "freshness_p50_s": freshness["p50_s"],

@@ -206,7 +206,7 @@ class RangeEmbedder:
                 self._submit(pending, outgoing)
                 self._reject(letter, event.id, event.event_time_ms, model_version, result, outgoing)
                 continue
-            if not np.isfinite(model_input).all():
+            if model_input.dtype.kind == "f" and not np.isfinite(model_input).all():
                 letter = DeadLetter(
                     topic,
                     partition,
