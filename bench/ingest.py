@@ -18,7 +18,8 @@ Celery worker, the dispatcher and the index node in this process:
 5. ``cores_by_role``: the cores each process of the stack kept busy during the
    throughput phase (`bench.cpu_shares`: the encoder workers, the dispatcher,
    the broker, Valkey, and this process, which runs the index node and the
-   producer), and ``encoder_workers_items_per_cpu_s`` beside
+   producer; ``publisher_cores``: the publishing thread's share of it), and
+   ``encoder_workers_items_per_cpu_s`` beside
    ``encoder_limit_items_per_cpu_s``: what a CPU-second of a worker embeds in
    the pipeline, and alone.
 
@@ -192,8 +193,10 @@ def run(
                         _warm_up(producer, events[0])
                         cpu_before = cpu_shares.snapshot(os.getpid())
                         started = time.perf_counter()
+                        publishing = time.thread_time()
                         for event in events[1:]:
                             producer.publish(event)
+                        publisher_cpu_s = time.thread_time() - publishing
                         progress = _wait_applied(generation, items, timeout_s=600)
                         elapsed = time.perf_counter() - started
                         cpu = cpu_shares.shares(
@@ -236,6 +239,7 @@ def run(
         "steady_throughput": steady,
         "steady_efficiency": steady / pipeline_limit,
         "cores_by_role": {role: round(used / elapsed, 3) for role, used in sorted(cpu.items())},
+        "publisher_cores": round(publisher_cpu_s / elapsed, 3),
         "encoder_workers_items_per_cpu_s": (
             (items - 1) / cpu["encoder workers"] if cpu.get("encoder workers") else None
         ),
