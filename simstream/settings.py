@@ -201,6 +201,12 @@ class Settings(BaseSettings):
         description="most access-log lines a second per route and status; the rest are "
         "counted in the next line's `suppressed` (0: no access log)",
     )
+    api_otel: bool = Field(
+        False,
+        description="FastAPI's own OpenTelemetry spans, metrics and exception logs, where "
+        "an OpenTelemetry provider is configured in the process (off: the Prometheus "
+        "metrics and structured logs only, and no check of the providers per request)",
+    )
     api_max_concurrent_writes: int = Field(
         8, ge=1, description="item writes in flight at once (else 429)"
     )

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 import simstream
 from producers.config import ProducerConfig
@@ -131,6 +132,7 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        telemetry=_telemetry(settings.api_otel),
     )
     app.state.api = state
     handlers.install(app)
@@ -153,3 +155,12 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware, access_log_per_s=settings.api_access_log_per_s)
     return app
+
+
+def _telemetry(enabled: bool) -> TelemetryConfig:
+    """FastAPI's native OpenTelemetry, all on or all off (``SIMSTREAM_API_OTEL``).
+
+    On, FastAPI reports to whichever providers the process configured; off, it
+    does not look them up per request.
+    """
+    return {"tracing": enabled, "metrics": enabled, "logs": enabled}

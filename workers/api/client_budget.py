@@ -147,8 +147,25 @@ class ClientBudgets:
         """None to serve a request of ``client`` (it is held until `done`); else why it
         is refused."""
         now = self.clock()
-        others_seen = self._seen(client, now)
         self._share_out(now)
+        return self._admit(client, now)
+
+    def enter(self, client: str) -> Refusal | None:
+        """`admit`, then `started` when admitted (the CPU clock is read once)."""
+        now = self.clock()
+        self._share_out(now)
+        refusal = self._admit(client, now)
+        if refusal is None:
+            self._start(client)
+        return refusal
+
+    def leave(self, client: str) -> None:
+        """`ended`, then `done`: a request `enter` let through has been answered."""
+        self.ended(client)
+        self.done(client)
+
+    def _admit(self, client: str, now: float) -> Refusal | None:
+        others_seen = self._seen(client, now)
         bucket = self._bucket(client, now)
         held = self._held.get(client, 0)
         if now - others_seen <= self.config.contended_s:
@@ -170,6 +187,9 @@ class ClientBudgets:
     def started(self, client: str) -> None:
         """A request of ``client`` is in flight (admitted, or back from a wait)."""
         self._share_out(self.clock())
+        self._start(client)
+
+    def _start(self, client: str) -> None:
         self._inflight[client] = self._inflight.get(client, 0) + 1
         self._total += 1
 
@@ -261,18 +281,16 @@ class ClientBudgetMiddleware:
             return
         client = self.client(scope)
         budgets = self.budgets
-        refusal = budgets.admit(client)
+        refusal = budgets.enter(client)
         if refusal is not None:
             await self._refuse(scope, receive, send, refusal)
             return
-        budgets.started(client)
         reset = _current.set(_InFlight(budgets, client))
         try:
             await self.app(scope, receive, send)
         finally:
             _current.reset(reset)
-            budgets.ended(client)
-            budgets.done(client)
+            budgets.leave(client)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
         API_REJECTED.labels("client_budget").inc()

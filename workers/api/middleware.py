@@ -14,7 +14,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from simstream.log import get_logger
 from workers.api.access_log import AccessLogBudget
@@ -109,10 +109,12 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with bound_contextvars(request_id=rid):
+        # bind/reset rather than `bound_contextvars`, which copies the whole context
+        bound = bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
             try:
-                await self.app(scope, receive, send_with_id)
-            finally:
                 elapsed = time.perf_counter() - started
                 route = _route(scope)
                 self._timer(route, scope["method"], status).observe(elapsed)
@@ -129,6 +131,8 @@ class RequestContextMiddleware:
                         client=(scope.get("client") or ("-",))[0],
                         **({"suppressed": left_out} if left_out else {}),
                     )
+            finally:
+                reset_contextvars(**bound)
 
 
 class BodyTooLargeError(HTTPException):
@@ -139,8 +143,9 @@ class BodyLimitMiddleware:
     """Answers 413 to bodies over ``max_bytes``: by Content-Length first, then by count.
 
     A declared ``Content-Length`` over the limit is refused before anything is
-    read; a body without one (chunked) or lying about it is counted as it
-    streams in, and refused as soon as it passes the limit.
+    read; one within it is trusted (the server reads that many bytes, no more)
+    unless a ``Transfer-Encoding`` is sent too. A body without one (chunked) is
+    counted as it streams in, and refused as soon as it passes the limit.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -166,6 +171,10 @@ class BodyLimitMiddleware:
             if int(declared) > self.max_bytes:
                 error = self._error(f"Content-Length {declared}")
                 await reply(scope, receive, send, 413, str(error.detail))
+                return
+            if header(scope, "transfer-encoding") is None:
+                # The server reads exactly Content-Length bytes: nothing left to count.
+                await self.app(scope, receive, send)
                 return
         counted = 0
         started = False

@@ -46,6 +46,36 @@ def test_cpu_time_is_shared_out_among_the_requests_in_flight() -> None:
     assert budgets.level("b") == pytest.approx(0.4), "b had nothing in flight"
 
 
+class _CountingCpu(_Clock):
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_enter_and_leave_charge_like_admit_started_ended_done_with_fewer_cpu_reads() -> None:
+    clock, cpu = _Clock(), _CountingCpu()
+    budgets = ClientBudgets(replace(CONFIG, max_inflight=2), clock, cpu)
+    reads = cpu.reads
+    for client in ("a", "a", "b"):
+        assert budgets.enter(client) is None
+    assert cpu.reads - reads == 3, "one read of the CPU clock per request entering"
+    refusal = budgets.enter("a")
+    assert refusal is not None and refusal.reason == "held", "a's two requests are held"
+    cpu.now += 0.3  # two of a's requests and one of b's share 0.3 CPU-seconds
+    budgets.leave("b")
+    assert budgets.level("a") == pytest.approx(0.5 - 0.2)
+    assert budgets.level("b") == pytest.approx(0.5 - 0.1)
+    budgets.leave("a")
+    assert budgets.enter("a") is None, "one of a's requests was answered: a holds one again"
+    budgets.leave("a")
+    budgets.leave("a")
+    assert budgets._inflight == {} and budgets._held == {} and budgets._total == 0
+
+
 def test_a_client_over_its_budget_is_refused_only_while_another_client_is_seen() -> None:
     clock, cpu = _Clock(), _Clock(0.0)
     budgets = ClientBudgets(CONFIG, clock, cpu)
