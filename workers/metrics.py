@@ -130,6 +130,12 @@ API_END_OFFSET_REFRESHES = Counter(
     "simstream_api_end_offset_refreshes_total",
     "Reads of the items topic's end offsets from the broker (to check write tokens)",
 )
+API_SEARCH_SECONDS = Histogram(
+    "simstream_api_search_seconds",
+    "Index search time per search call of a lookup, batch or classification (hnswlib and "
+    "the merge; no HTTP, decoding, embedding or description)",
+    buckets=(0.00005, 0.0001, 0.0002, *LATENCY_BUCKETS),
+)
 API_SEARCH_WAIT = Histogram(
     "simstream_api_search_wait_seconds",
     "Time a costly search waited for a search slot (SIMSTREAM_API_SEARCH_SLOTS)",

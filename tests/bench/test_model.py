@@ -93,19 +93,15 @@ def test_a_tiny_digits_run_writes_baselines_open_set_few_shot_and_speed(tmp_path
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
-@needs_mnist
-def test_the_mnist_run_trains_on_seen_classes_only(tmp_path: Path) -> None:
-    report = run_mnist_benchmark(MNIST_DIR, tmp_path / "model.json", TINY)
-    assert report["protocol"]["train_examples"] == 4220
-    assert report["seen"]["queries"] + report["unseen"]["queries"] == 3001
-
-
 @pytest.mark.slow
 @needs_mnist
 def test_the_benchmark_meets_its_targets(tmp_path: Path) -> None:
     report = run_mnist_benchmark(
         MNIST_DIR, tmp_path / "model.json", replace(BENCHMARK_CONFIG, verbose=0)
     )
+    # Trained on the seen classes' 70 % only; the other 30 % of every class is indexed.
+    assert report["protocol"]["train_examples"] == 4220
+    assert report["seen"]["queries"] + report["unseen"]["queries"] == 3001
     raw = report["baselines"]["raw_pixels"]
     assert 1 - report["unseen"]["recall@1"] <= (1 - raw["unseen"]["recall@1"]) / 2
     assert report["unseen"]["map@r"] >= 0.50

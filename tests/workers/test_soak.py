@@ -12,7 +12,8 @@ only**: every live id once with its newest payload, deleted ids absent, every
 poison event in ``GET /v1/admin/dead-letters`` exactly once with its reason (and
 counted once by ``/count``), and no partition wedged.
 
-``SIMSTREAM_SOAK_ITEMS`` sets the number of items; with ``SIMSTREAM_SOAK_OUT``
+``SIMSTREAM_SOAK_ITEMS`` sets the number of items and ``SIMSTREAM_SOAK_KILLS``
+the mid-range kills of each process (3 by default); with ``SIMSTREAM_SOAK_OUT``
 the figures are written there as JSON.
 """
 
@@ -52,7 +53,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.services]
 
 ITEMS = int(os.environ.get("SIMSTREAM_SOAK_ITEMS", "1000"))
 #: Kills of each process that must have interrupted a range in flight.
-KILLS_EACH = 5
+KILLS_EACH = int(os.environ.get("SIMSTREAM_SOAK_KILLS", "3"))
 #: Poison events per item published.
 POISON_SHARE = 0.02
 CHUNKS = 3 * KILLS_EACH + 1

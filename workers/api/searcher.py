@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from workers.index.config import reported_distance
 from workers.index.filter import Filter
 from workers.index.rwlock import no_waiting
 from workers.index.shard import Item
+from workers.metrics import API_SEARCH_SECONDS
 from workers.node.generation import IndexGeneration
 from workers.node.node import IndexNode
 
@@ -391,6 +393,7 @@ class Searcher:
         space = generation.index.space
         cost = len(queries) * max(plan.ef, plan.k + extra)
         with self.slots.hold(cost, light_cost=generation.index.config.ef_search) as threads:
+            started = time.perf_counter()
             found = self.batcher.search(
                 generation.index,
                 np.stack([q.vector for q in queries if q.vector is not None]),
@@ -400,6 +403,7 @@ class Searcher:
                 total_live=plan.total_live,
                 threads=threads,
             )
+            API_SEARCH_SECONDS.observe(time.perf_counter() - started)
         out: list[tuple[list[dict[str, Any]], bool]] = []
         for query, result in zip(queries, found, strict=True):
             kept: list[tuple[str, float]] = []

@@ -376,3 +376,29 @@ def test_the_in_process_cache_is_invalidated_by_a_new_write(
 
     assert after.headers["X-Cache"] == "miss"
     assert [n["id"] for n in after.json()["neighbors"]] == ["lru-moved"]
+
+
+def _searches() -> tuple[float, float]:
+    get = REGISTRY.get_sample_value
+    return (
+        get("simstream_api_search_seconds_count") or 0.0,
+        get("simstream_api_search_seconds_sum") or 0.0,
+    )
+
+
+def test_the_search_metric_counts_each_index_search_and_no_cache_hit(client: TestClient) -> None:
+    vector = stored_vector(client, "digit-0011")
+    body = {"vector": vector, "k": 3}
+    client.post("/v1/lookup", json=body)  # cached from here on
+    count, total = _searches()
+
+    fresh = client.post("/v1/lookup", json={**body, "fresh": True})
+    hit = client.post("/v1/lookup", json=body)
+    queries = [{"vector": vector}, {"id": "digit-0012"}, {"id": "digit-0013"}]
+    batch = client.post("/v1/lookup/batch", json={"queries": queries, "k": 3, "fresh": True})
+
+    assert fresh.status_code == hit.status_code == batch.status_code == 200
+    assert hit.headers["x-cache"] == "hit"
+    count_after, total_after = _searches()
+    assert count_after - count == 2, "a fresh lookup and a batch searched, a hit did not"
+    assert 0 < total_after - total < 5
