@@ -24,7 +24,10 @@ Protocol, one run on one machine:
    Latency (p50/p99) is measured with **one** client thread, so it is service
    time, not queueing; throughput (QPS) with ``concurrency`` threads.
 5. **direct**: the same uncached queries searched on the node's `ShardedIndex`
-   in this process, no HTTP: one thread for latency, ``concurrency`` for QPS.
+   in this process, no HTTP: one thread for latency, ``concurrency`` for QPS;
+   and one thread idling `IDLE_GAP_S` between searches (``direct_idle``), as a
+   server's thread does between requests: back to back, the graph stays in the
+   core's caches, which a server's search does not find.
 6. **HTTP floor**: `bench.http_floor.FixedAnswer`, an app that answers a real
    lookup answer (captured in this run) without doing anything, served by the
    same uvicorn and loaded by the same client with the same bodies: the most
@@ -35,7 +38,8 @@ Protocol, one run on one machine:
 
 Latencies are client-side wall times per request; QPS is requests completed
 over the phase's wall time. The app's own time per request (from its latency
-histogram) is reported too, which separates the HTTP stack from the handler.
+histogram) is reported too, which separates the HTTP stack from the handler,
+and the index search's share of it (``simstream_api_search_seconds``).
 """
 
 from __future__ import annotations
@@ -157,9 +161,16 @@ def _summary(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+IDLE_GAP_S = 0.0003
+"""Idle time between two searches of the ``direct_idle`` phase: about one HTTP round
+trip, during which a serving thread sleeps and its core's caches cool."""
+
+
 def _direct(
-    index: Any, queries: np.ndarray, concurrency: int, duration_s: float
+    index: Any, queries: np.ndarray, concurrency: int, duration_s: float, gap_s: float = 0.0
 ) -> dict[str, float]:
+    """The index searched in this process from ``concurrency`` threads, back to back or
+    ``gap_s`` apart."""
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     stop_at = time.monotonic() + duration_s
 
@@ -170,6 +181,8 @@ def _direct(
             index.search(queries[i % len(queries)], K)
             latencies[n].append(time.perf_counter() - began)
             i += concurrency
+            if gap_s:
+                time.sleep(gap_s)
 
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -399,6 +412,7 @@ def run(
             phases.update(_floor_phases(client, url, uncached, concurrency, duration_s))
             phases["direct"] = _direct(generation.index, uncached_q, 1, duration_s)
             phases["direct_qps"] = _direct(generation.index, uncached_q, concurrency, duration_s)
+            phases["direct_idle"] = _direct(generation.index, uncached_q, 1, duration_s, IDLE_GAP_S)
             applied_before = generation.applied
             stop = threading.Event()
             ingest = threading.Thread(
@@ -555,6 +569,7 @@ def _report(
             phases["uncached_qps"]["server_search_mean_ms"], 3
         ),
         "direct_mean_ms": round(direct["mean_ms"], 3),
+        "direct_mean_ms_with_idle_gaps": round(phases["direct_idle"]["mean_ms"], 3),
         "p99_ms_uncached_at_concurrency": round(phases["uncached_qps"]["p99_ms"], 3),
         "p99_ms_cached_at_concurrency": round(phases["cached_qps"]["p99_ms"], 3),
         "cache_hit_ratio": round(cached["hit_ratio"], 4),
