@@ -6,6 +6,7 @@ import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -251,5 +252,6 @@ def test_a_random_sample_answers_distinct_indexed_items(client: TestClient, serv
     ids = [item["id"] for item in items]
     assert 1 <= len(ids) <= 5
     assert len(set(ids)) == len(ids)
-    assert all(client.get(f"/v1/items/{i}").status_code == 200 for i in ids)
+    # Ids are path segments: one with a slash (another test's "cat/image") is encoded.
+    assert all(client.get(f"/v1/items/{quote(i, safe='')}").status_code == 200 for i in ids)
     assert response.json()["model_version"] == served.version
