@@ -147,25 +147,8 @@ class ClientBudgets:
         """None to serve a request of ``client`` (it is held until `done`); else why it
         is refused."""
         now = self.clock()
-        self._share_out(now)
-        return self._admit(client, now)
-
-    def enter(self, client: str) -> Refusal | None:
-        """`admit`, then `started` when admitted (the CPU clock is read once)."""
-        now = self.clock()
-        self._share_out(now)
-        refusal = self._admit(client, now)
-        if refusal is None:
-            self._start(client)
-        return refusal
-
-    def leave(self, client: str) -> None:
-        """`ended`, then `done`: a request `enter` let through has been answered."""
-        self.ended(client)
-        self.done(client)
-
-    def _admit(self, client: str, now: float) -> Refusal | None:
         others_seen = self._seen(client, now)
+        self._share_out(now)
         bucket = self._bucket(client, now)
         held = self._held.get(client, 0)
         if now - others_seen <= self.config.contended_s:
@@ -175,6 +158,18 @@ class ClientBudgets:
                 return Refusal("budget", -bucket.level / self.config.busy_per_s)
         self._held[client] = held + 1
         return None
+
+    def enter(self, client: str) -> Refusal | None:
+        """`admit`, then `started` when admitted (the CPU clock is read once)."""
+        refusal = self.admit(client)
+        if refusal is None:
+            self._start(client)
+        return refusal
+
+    def leave(self, client: str) -> None:
+        """`ended`, then `done`: a request `enter` let through has been answered."""
+        self.ended(client)
+        self.done(client)
 
     def done(self, client: str) -> None:
         """A request `admit` let through has been answered."""
